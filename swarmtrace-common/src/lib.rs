@@ -1,0 +1,155 @@
+//! Wire types shared by the kernel programs (`swarmtrace-ebpf`) and user space (`swarmtrace`).
+//!
+//! Rules that keep both sides agreeing on every byte:
+//! - `#[repr(C)]`, every padding byte spelled out as a `_pad` field, so no type has implicit
+//!   padding (the kernel copies the bytes verbatim, and `aya::Pod` requires it);
+//! - no `bool` and no Rust `enum` on the wire: flags and kinds are integers, decoded into rich
+//!   types by user space;
+//! - a compile-time size check on each type, so a change on one side cannot go unnoticed.
+#![no_std]
+
+/// Event kinds, in [`EventHeader::kind`].
+pub mod kind {
+    /// A [`super::DropEvent`]: a TCP handshake packet freed by `kfree_skb` with a drop reason.
+    pub const DROP: u16 = 1;
+}
+
+/// Packet classes, in [`PacketInfo::class`].
+pub mod class {
+    pub const SYN: u8 = 1;
+    pub const SYN_ACK: u8 = 2;
+    pub const RST: u8 = 3;
+    /// A bare ACK that may complete a handshake (no payload, no SYN/RST/FIN).
+    pub const ACK: u8 = 4;
+}
+
+/// Slots of the per-CPU `STATS` array. Summed over CPUs by user space; exact, never sampled.
+pub mod stat {
+    /// Handshake packets that matched the filters and were dropped.
+    pub const DROPS: u32 = 0;
+    /// Drop events that could not be written because the ring buffer was full.
+    pub const LOST_EVENTS: u32 = 1;
+    /// kfree_skb calls on TCP packets whose headers could not be read.
+    pub const UNREADABLE: u32 = 2;
+    pub const COUNT: u32 = 4;
+}
+
+/// Drop reasons at or above this value are counted in the last slot of `DROP_REASONS`.
+pub const MAX_REASONS: u32 = 256;
+
+/// Bytes of the ring buffer that carries events to user space.
+pub const RING_BYTES: u32 = 4 << 20;
+
+/// Header at offset 0 of every ring-buffer event. The decoder reads `kind` first and picks the
+/// type from it, so this header must stay first and keep its layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    pub kind: u16,
+    pub _pad: [u8; 6],
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, converted to wall time by user space.
+    pub ts_ns: u64,
+}
+
+/// The TCP/IP facts of one handshake packet, as the kernel saw them at the hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PacketInfo {
+    /// IPv4 addresses use the first 4 bytes; network byte order.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack_seq: u32,
+    /// TCP timestamp option; valid when `has_ts` is 1.
+    pub tsval: u32,
+    pub tsecr: u32,
+    /// 4 or 6.
+    pub family: u8,
+    /// One of [`class`].
+    pub class: u8,
+    /// 1 when the packet carried a TCP timestamp option. A `u8`, not a `bool`, so any byte the
+    /// kernel writes is a valid value.
+    pub has_ts: u8,
+    /// The raw TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN).
+    pub tcp_flags: u8,
+}
+
+/// A dropped handshake packet, from the `skb:kfree_skb` tracepoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropEvent {
+    pub header: EventHeader,
+    /// Kernel address of the code that dropped the packet (`location` of the tracepoint).
+    pub location: u64,
+    /// Inode of the network namespace the packet was in (its device's, else its socket's).
+    pub netns: u32,
+    pub ifindex: u32,
+    /// The kernel's `enum skb_drop_reason` value; its name is read from the running kernel.
+    pub reason: u32,
+    pub _pad: u32,
+    pub packet: PacketInfo,
+    /// The device name, NUL-padded; empty when the packet had no device.
+    pub ifname: [u8; 16],
+}
+
+/// Filters applied in the kernel, so that the exact counters count what the user asked for.
+/// Set as a global before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filter {
+    /// Match when either port equals this; 0 matches every port.
+    pub port: u16,
+    /// 0: any address; 4 or 6: the address family of `addr`.
+    pub family: u8,
+    pub _pad: u8,
+    /// Match when either address, masked with `mask`, equals `addr` (both network order).
+    pub addr: [u32; 4],
+    pub mask: [u32; 4],
+}
+
+/// Offsets into kernel structures, read by user space from the running kernel (tracefs format
+/// file and BTF) and handed to the programs as a global before load: aya's Rust eBPF has no
+/// CO-RE relocations, and these layouts change between kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    // skb:kfree_skb tracepoint record.
+    pub tp_skbaddr: u32,
+    pub tp_location: u32,
+    /// `u32::MAX` when the kernel has no drop reasons (before 5.17).
+    pub tp_reason: u32,
+    /// `u32::MAX` when the tracepoint has no `rx_sk` (before 6.11).
+    pub tp_rx_sk: u32,
+    // struct sk_buff
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_dev: u32,
+    pub skb_sk: u32,
+    // struct net_device
+    pub dev_ifindex: u32,
+    pub dev_name: u32,
+    pub dev_nd_net: u32,
+    // struct net
+    pub net_inum: u32,
+    // struct sock
+    pub sk_net: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
+const _: () = assert!(core::mem::size_of::<PacketInfo>() == 56);
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<Filter>() == 36);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), integer and byte-array fields only, no implicit padding (sizes are
+    // checked above), so every bit pattern is valid.
+    unsafe impl aya::Pod for super::Filter {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::DropEvent {}
+}

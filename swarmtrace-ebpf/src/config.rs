@@ -1,0 +1,87 @@
+//! Globals set by user space before load, and the maps shared by every hook.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use swarmtrace_common::{stat, DropEvent, Filter, KernelOffsets, MAX_REASONS, RING_BYTES};
+
+/// Offsets into kernel structures, derived by user space from the running kernel.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = KernelOffsets {
+    tp_skbaddr: 0,
+    tp_location: 0,
+    tp_reason: u32::MAX,
+    tp_rx_sk: u32::MAX,
+    skb_head: 0,
+    skb_network_header: 0,
+    skb_dev: 0,
+    skb_sk: 0,
+    dev_ifindex: 0,
+    dev_name: 0,
+    dev_nd_net: 0,
+    net_inum: 0,
+    sk_net: 0,
+    _pad: 0,
+};
+
+/// What the user asked to see; counters and events cover only matching packets.
+#[unsafe(no_mangle)]
+pub static FILTER: Filter = Filter {
+    port: 0,
+    family: 0,
+    _pad: 0,
+    addr: [0; 4],
+    mask: [0; 4],
+};
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Exact per-CPU totals, see `swarmtrace_common::stat`.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Exact per-CPU count of dropped handshake packets by the kernel's drop reason.
+#[map]
+pub static DROP_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_REASONS, 0);
+
+/// Reads one field of a global. Volatile: the value is patched into the object before load, so
+/// the compiler must not fold the zeros above into the code. One field at a time keeps the
+/// 512-byte stack free.
+macro_rules! global {
+    ($global:ident . $field:ident) => {
+        $crate::config::volatile(&$crate::config::$global.$field)
+    };
+}
+pub(crate) use global;
+
+#[inline(always)]
+pub fn volatile<T: Copy>(value: &T) -> T {
+    // SAFETY: a reference to initialized, immutable data.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+/// Scratch space for one event being built: too large for the BPF stack.
+#[repr(C)]
+pub struct Scratch {
+    pub drop: DropEvent,
+    /// TCP options, copied once so they can be walked with masked indexes.
+    pub opts: [u8; 64],
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        // Per-CPU slot: no other writer can race with this one.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn stat_value(index: u32) -> u64 {
+    STATS.get(index).copied().unwrap_or(0)
+}

@@ -1,0 +1,122 @@
+//! `skb:kfree_skb`: every freed packet passes here; we keep the dropped TCP handshake packets.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use swarmtrace_common::{kind, stat, DropEvent, MAX_REASONS};
+
+use crate::{
+    config::{count, global, stat_value, DROP_REASONS, EVENTS, SCRATCH, STATS},
+    packet::{matches, parse_ip, Parse},
+};
+
+/// `SKB_CONSUMED`: the packet was used, not dropped.
+const SKB_CONSUMED: u32 = 1;
+
+#[tracepoint]
+pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    try_kfree_skb(&ctx).unwrap_or(0)
+}
+
+#[inline(always)]
+unsafe fn read<T>(p: u64) -> Result<T, ()> {
+    unsafe { bpf_probe_read_kernel(p as *const T) }.map_err(|_| ())
+}
+
+#[inline(always)]
+fn try_kfree_skb(ctx: &TracePointContext) -> Result<u32, ()> {
+    let tp_reason = global!(OFFSETS.tp_reason);
+    let reason: u32 = if tp_reason == u32::MAX {
+        0
+    } else {
+        unsafe { ctx.read_at::<u32>(tp_reason as usize) }.map_err(|_| ())?
+    };
+    if reason == SKB_CONSUMED {
+        return Ok(0);
+    }
+    let skb: u64 = unsafe { ctx.read_at(global!(OFFSETS.tp_skbaddr) as usize) }.map_err(|_| ())?;
+    let head: u64 = unsafe { read(skb + global!(OFFSETS.skb_head) as u64) }?;
+    let nh: u16 = unsafe { read(skb + global!(OFFSETS.skb_network_header) as u64) }?;
+    // 0xffff: the network header was never set (not an IP packet yet).
+    if nh == 0xffff || head == 0 {
+        return Ok(0);
+    }
+    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
+    let ev = &mut scratch.drop;
+    match unsafe {
+        parse_ip(
+            (head + nh as u64) as *const u8,
+            &mut ev.packet,
+            &mut scratch.opts,
+        )
+    } {
+        Parse::Handshake => {}
+        Parse::Other => return Ok(0),
+        Parse::Unreadable => {
+            count(&STATS, stat::UNREADABLE);
+            return Ok(0);
+        }
+    }
+    if !matches(&ev.packet) {
+        return Ok(0);
+    }
+    count(&STATS, stat::DROPS);
+    count(
+        &DROP_REASONS,
+        if reason < MAX_REASONS {
+            reason
+        } else {
+            MAX_REASONS - 1
+        },
+    );
+
+    ev.header.kind = kind::DROP;
+    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.location = unsafe { ctx.read_at::<u64>(global!(OFFSETS.tp_location) as usize) }.unwrap_or(0);
+    ev.reason = reason;
+    unsafe { read_device(ctx, skb, ev) };
+
+    if EVENTS.output::<DropEvent>(&*ev, 0).is_err() {
+        // Say it once, when the first event is lost; the exact count is in STATS.
+        if stat_value(stat::LOST_EVENTS) == 0 {
+            warn!(ctx, "swarmtrace: ring buffer full, events are being lost");
+        }
+        count(&STATS, stat::LOST_EVENTS);
+    }
+    Ok(0)
+}
+
+/// Interface and network namespace: from the packet's device, else from its socket (a packet
+/// being sent may have no device yet), else from the tracepoint's receiving socket.
+#[inline(always)]
+unsafe fn read_device(ctx: &TracePointContext, skb: u64, ev: &mut DropEvent) {
+    let dev: u64 = unsafe { read(skb + global!(OFFSETS.skb_dev) as u64) }.unwrap_or(0);
+    let mut net: u64 = 0;
+    ev.ifindex = 0;
+    ev.ifname = [0; 16];
+    ev.netns = 0;
+    if dev != 0 {
+        ev.ifindex = unsafe { read(dev + global!(OFFSETS.dev_ifindex) as u64) }.unwrap_or(0);
+        let name = (dev + global!(OFFSETS.dev_name) as u64) as *const u8;
+        if unsafe { bpf_probe_read_kernel_buf(name, &mut ev.ifname) }.is_err() {
+            ev.ifname = [0; 16];
+        }
+        net = unsafe { read(dev + global!(OFFSETS.dev_nd_net) as u64) }.unwrap_or(0);
+    }
+    if net == 0 {
+        let mut sk: u64 = unsafe { read(skb + global!(OFFSETS.skb_sk) as u64) }.unwrap_or(0);
+        let tp_rx_sk = global!(OFFSETS.tp_rx_sk);
+        if sk == 0 && tp_rx_sk != u32::MAX {
+            sk = unsafe { ctx.read_at::<u64>(tp_rx_sk as usize) }.unwrap_or(0);
+        }
+        if sk != 0 {
+            net = unsafe { read(sk + global!(OFFSETS.sk_net) as u64) }.unwrap_or(0);
+        }
+    }
+    if net != 0 {
+        ev.netns = unsafe { read(net + global!(OFFSETS.net_inum) as u64) }.unwrap_or(0);
+    }
+}

@@ -1,0 +1,271 @@
+//! Drops named for humans (reason, code location, namespace), rendered as text or NDJSON,
+//! and the end-of-run summary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use serde_json::{json, Value};
+
+use crate::clock::{rfc3339_micros, WallClock};
+use crate::event::{Packet, RawDrop};
+use crate::kernel::kallsyms::Kallsyms;
+use crate::kernel::netns::NetnsNames;
+use crate::kernel::DropReasons;
+use crate::tracer::Totals;
+
+/// A dropped handshake packet with every name resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drop {
+    pub unix_ns: i128,
+    pub packet: Packet,
+    pub reason: String,
+    pub location: String,
+    pub netns: u32,
+    pub netns_name: Option<String>,
+    pub ifname: Option<String>,
+}
+
+/// Turns kernel numbers into names.
+pub struct Namer {
+    pub reasons: DropReasons,
+    pub kallsyms: Kallsyms,
+    pub netns: NetnsNames,
+    pub clock: WallClock,
+}
+
+impl Namer {
+    pub fn name(&mut self, raw: RawDrop) -> Drop {
+        Drop {
+            unix_ns: self.clock.to_unix_ns(raw.ts_ns),
+            reason: self.reasons.name(raw.reason),
+            location: self.kallsyms.symbolize(raw.location),
+            netns_name: self.netns.name(raw.netns),
+            netns: raw.netns,
+            ifname: raw.ifname,
+            packet: raw.packet,
+        }
+    }
+}
+
+impl Drop {
+    /// The NDJSON object of docs/json.md. Field names are a contract: add, never rename.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "type": "drop",
+            "ts": rfc3339_micros(self.unix_ns),
+            "packet": self.packet.kind.as_str(),
+            "reason": self.reason,
+            "location": self.location,
+            "netns": self.netns,
+            "netns_name": self.netns_name,
+            "ifname": self.ifname,
+            "src": self.packet.src.to_string(),
+            "dst": self.packet.dst.to_string(),
+            "isn": self.packet.client_isn(),
+            "tsval": self.packet.tsval,
+        })
+    }
+
+    /// One readable line.
+    pub fn to_line(&self) -> String {
+        let ts = rfc3339_micros(self.unix_ns);
+        let time = ts.get(11..26).unwrap_or(&ts);
+        let ns = match &self.netns_name {
+            Some(n) => n.clone(),
+            None => format!("netns:{}", self.netns),
+        };
+        let dev = self.ifname.as_deref().unwrap_or("-");
+        format!(
+            "{time} DROP {:<7} {} -> {}  {} at {}  [{ns} dev {dev}]",
+            self.packet.kind.as_str(),
+            self.packet.src,
+            self.packet.dst,
+            self.reason,
+            self.location,
+        )
+    }
+}
+
+/// What the run saw, for the summary at exit.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub events: u64,
+    pub decode_errors: u64,
+    sources: HashMap<IpAddr, u64>,
+    destinations: HashMap<String, u64>,
+    by_location: HashMap<(String, String), u64>,
+}
+
+impl Summary {
+    pub fn add(&mut self, d: &Drop) {
+        self.events += 1;
+        *self.sources.entry(d.packet.src.ip()).or_default() += 1;
+        *self
+            .destinations
+            .entry(d.packet.dst.to_string())
+            .or_default() += 1;
+        *self
+            .by_location
+            .entry((
+                d.reason.clone(),
+                d.location.split('+').next().unwrap_or("").to_owned(),
+            ))
+            .or_default() += 1;
+    }
+
+    fn top<K: ToString + Ord + Clone>(map: &HashMap<K, u64>, n: usize) -> Vec<(String, u64)>
+    where
+        K: std::hash::Hash,
+    {
+        let mut v: Vec<(K, u64)> = map.iter().map(|(k, c)| (k.clone(), *c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.into_iter()
+            .take(n)
+            .map(|(k, c)| (k.to_string(), c))
+            .collect()
+    }
+
+    pub fn to_json(&self, totals: &Totals, reasons: &DropReasons, duration_s: f64) -> Value {
+        let by_reason: BTreeMap<String, u64> = totals
+            .drops_by_reason
+            .iter()
+            .map(|(r, n)| (reasons.name(*r), *n))
+            .collect();
+        let top = |v: Vec<(String, u64)>, key: &str| -> Vec<Value> {
+            v.into_iter()
+                .map(|(a, n)| json!({ key: a, "count": n }))
+                .collect()
+        };
+        json!({
+            "type": "summary",
+            "duration_s": (duration_s * 1000.0).round() / 1000.0,
+            "drops": totals.drops,
+            "drops_by_reason": by_reason,
+            "lost_events": totals.lost_events,
+            "unreadable_packets": totals.unreadable,
+            "events": self.events,
+            "decode_errors": self.decode_errors,
+            "top_sources": top(Self::top(&self.sources, 5), "addr"),
+            "top_destinations": top(Self::top(&self.destinations, 5), "addr"),
+        })
+    }
+
+    pub fn to_text(&self, totals: &Totals, reasons: &DropReasons, duration_s: f64) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\n== swarmtrace summary ({duration_s:.1}s) ==\ndropped handshake packets: {}",
+            totals.drops
+        );
+        if totals.drops == 0 {
+            s.push_str(
+                "  none: the kernel dropped no TCP handshake packet that matched the filters\n",
+            );
+        }
+        let mut by_reason: Vec<(String, u64)> = totals
+            .drops_by_reason
+            .iter()
+            .map(|(r, n)| (reasons.name(*r), *n))
+            .collect();
+        by_reason.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        for (r, n) in by_reason {
+            let _ = writeln!(s, "  {n:>8}  {r}");
+        }
+        let mut locs: Vec<_> = self.by_location.iter().collect();
+        locs.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        if !locs.is_empty() {
+            s.push_str("where (from events):\n");
+            for ((reason, loc), n) in locs.into_iter().take(5) {
+                let _ = writeln!(s, "  {n:>8}  {reason} in {loc}");
+            }
+        }
+        for (title, top) in [
+            ("top sources", Self::top(&self.sources, 5)),
+            ("top destinations", Self::top(&self.destinations, 5)),
+        ] {
+            if !top.is_empty() {
+                let _ = writeln!(s, "{title}:");
+                for (a, n) in top {
+                    let _ = writeln!(s, "  {n:>8}  {a}");
+                }
+            }
+        }
+        if totals.lost_events > 0 {
+            let _ = writeln!(
+                s,
+                "lost events: {} (the ring buffer was full; the counts above are still exact)",
+                totals.lost_events
+            );
+        }
+        if self.decode_errors > 0 {
+            let _ = writeln!(s, "undecodable events: {}", self.decode_errors);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, PacketKind};
+    use swarmtrace_common::class;
+
+    fn named() -> Drop {
+        let Event::Drop(raw) =
+            Event::try_from(crate::event::tests::drop_bytes(4, class::SYN).as_slice()).unwrap();
+        let mut names = BTreeMap::new();
+        names.insert(3, "NO_SOCKET".to_owned());
+        let mut namer = Namer {
+            reasons: DropReasons::from_names(names),
+            kallsyms: Kallsyms::parse("ffffffff820339c0 T tcp_v4_rcv\n"),
+            netns: NetnsNames::with_roots(std::path::Path::new("/nonexistent"), vec![]),
+            clock: WallClock::sample(),
+        };
+        namer.name(raw)
+    }
+
+    #[test]
+    fn json_contract() {
+        let d = named();
+        let v = d.to_json();
+        assert_eq!(v["type"], "drop");
+        assert_eq!(v["packet"], "SYN");
+        assert_eq!(v["reason"], "NO_SOCKET");
+        assert_eq!(v["location"], "tcp_v4_rcv+0x10");
+        assert_eq!(v["netns"], 4026532300u32);
+        assert_eq!(v["netns_name"], Value::Null);
+        assert_eq!(v["ifname"], "eth0");
+        assert_eq!(v["src"], "10.0.0.2:40000");
+        assert_eq!(v["dst"], "10.0.0.1:8080");
+        assert_eq!(v["isn"], 1000);
+        assert_eq!(v["tsval"], 77);
+        let ts = v["ts"].as_str().unwrap();
+        assert_eq!(ts.len(), "2026-11-27T08:01:43.123456Z".len(), "{ts}");
+        assert_eq!(d.packet.kind, PacketKind::Syn);
+    }
+
+    #[test]
+    fn summary_counts() {
+        let d = named();
+        let mut s = Summary::default();
+        s.add(&d);
+        s.add(&d);
+        let totals = Totals {
+            drops: 2,
+            lost_events: 0,
+            unreadable: 0,
+            drops_by_reason: vec![(3, 2)],
+        };
+        let mut names = BTreeMap::new();
+        names.insert(3, "NO_SOCKET".to_owned());
+        let reasons = DropReasons::from_names(names);
+        let v = s.to_json(&totals, &reasons, 1.0);
+        assert_eq!(v["drops_by_reason"]["NO_SOCKET"], 2);
+        assert_eq!(v["top_sources"][0]["addr"], "10.0.0.2");
+        assert_eq!(v["top_sources"][0]["count"], 2);
+        let text = s.to_text(&totals, &reasons, 1.0);
+        assert!(text.contains("NO_SOCKET in tcp_v4_rcv"), "{text}");
+        assert!(d.to_line().contains("NO_SOCKET at tcp_v4_rcv+0x10"));
+    }
+}

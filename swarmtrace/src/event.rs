@@ -1,0 +1,242 @@
+//! Decoding ring-buffer records into rich types. Checks the length, reads unaligned, then
+//! converts; a malformed record is an error, never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use swarmtrace_common::{class, kind, DropEvent, EventHeader, PacketInfo};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event of {len} bytes is shorter than its {need}-byte header or body")]
+    Short { len: usize, need: usize },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u16),
+    #[error("bad address family {0}")]
+    BadFamily(u8),
+    #[error("bad packet class {0}")]
+    BadClass(u8),
+}
+
+/// What a handshake packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PacketKind {
+    Syn,
+    SynAck,
+    Rst,
+    Ack,
+}
+
+impl PacketKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PacketKind::Syn => "SYN",
+            PacketKind::SynAck => "SYN-ACK",
+            PacketKind::Rst => "RST",
+            PacketKind::Ack => "ACK",
+        }
+    }
+}
+
+impl TryFrom<u8> for PacketKind {
+    type Error = DecodeError;
+    fn try_from(v: u8) -> Result<Self, DecodeError> {
+        Ok(match v {
+            class::SYN => PacketKind::Syn,
+            class::SYN_ACK => PacketKind::SynAck,
+            class::RST => PacketKind::Rst,
+            class::ACK => PacketKind::Ack,
+            other => return Err(DecodeError::BadClass(other)),
+        })
+    }
+}
+
+/// A TCP packet's identity as the hook saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub kind: PacketKind,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: u32,
+    pub ack: u32,
+    pub tsval: Option<u32>,
+    pub tsecr: Option<u32>,
+    pub flags: u8,
+}
+
+impl Packet {
+    /// The initial sequence number of the handshake this packet belongs to, seen from the
+    /// side that sent the SYN: a SYN carries it; a SYN-ACK acknowledges it (+1).
+    pub fn client_isn(&self) -> u32 {
+        match self.kind {
+            PacketKind::SynAck => self.ack.wrapping_sub(1),
+            _ => self.seq,
+        }
+    }
+}
+
+impl TryFrom<&PacketInfo> for Packet {
+    type Error = DecodeError;
+    fn try_from(p: &PacketInfo) -> Result<Self, DecodeError> {
+        let (src, dst) = match p.family {
+            4 => {
+                let s: [u8; 4] = p.saddr[..4].try_into().unwrap_or_default();
+                let d: [u8; 4] = p.daddr[..4].try_into().unwrap_or_default();
+                (IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)))
+            }
+            6 => (
+                IpAddr::V6(Ipv6Addr::from(p.saddr)),
+                IpAddr::V6(Ipv6Addr::from(p.daddr)),
+            ),
+            f => return Err(DecodeError::BadFamily(f)),
+        };
+        let ts = p.has_ts != 0;
+        Ok(Packet {
+            kind: PacketKind::try_from(p.class)?,
+            src: SocketAddr::new(src, p.sport),
+            dst: SocketAddr::new(dst, p.dport),
+            seq: p.seq,
+            ack: p.ack_seq,
+            tsval: ts.then_some(p.tsval),
+            tsecr: ts.then_some(p.tsecr),
+            flags: p.tcp_flags,
+        })
+    }
+}
+
+/// A dropped handshake packet, decoded but not yet named (names need the kernel facts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDrop {
+    pub ts_ns: u64,
+    pub location: u64,
+    pub netns: u32,
+    pub ifindex: u32,
+    pub ifname: Option<String>,
+    pub reason: u32,
+    pub packet: Packet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Drop(RawDrop),
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            need,
+        });
+    }
+    // SAFETY: length checked above; T is a repr(C) plain-old-data wire type for which every
+    // bit pattern is valid; read_unaligned because ring-buffer records are only 8-aligned.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+impl TryFrom<&[u8]> for Event {
+    type Error = DecodeError;
+    fn try_from(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let header: EventHeader = read(bytes)?;
+        match header.kind {
+            kind::DROP => {
+                let ev: DropEvent = read(bytes)?;
+                let name_len = ev.ifname.iter().position(|&b| b == 0).unwrap_or(16);
+                let ifname = (name_len > 0)
+                    .then(|| String::from_utf8_lossy(&ev.ifname[..name_len]).into_owned());
+                Ok(Event::Drop(RawDrop {
+                    ts_ns: ev.header.ts_ns,
+                    location: ev.location,
+                    netns: ev.netns,
+                    ifindex: ev.ifindex,
+                    ifname,
+                    reason: ev.reason,
+                    packet: Packet::try_from(&ev.packet)?,
+                }))
+            }
+            k => Err(DecodeError::UnknownKind(k)),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn drop_bytes(family: u8, class: u8) -> Vec<u8> {
+        let mut ev = DropEvent::default();
+        ev.header.kind = kind::DROP;
+        ev.header.ts_ns = 123;
+        ev.location = 0xffffffff820339c0 + 0x10;
+        ev.netns = 4026532300;
+        ev.ifindex = 7;
+        ev.ifname[..4].copy_from_slice(b"eth0");
+        ev.reason = 3;
+        ev.packet.family = family;
+        ev.packet.class = class;
+        if family == 4 {
+            ev.packet.saddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+            ev.packet.daddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        } else {
+            ev.packet.saddr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2).octets();
+            ev.packet.daddr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets();
+        }
+        ev.packet.sport = 40000;
+        ev.packet.dport = 8080;
+        ev.packet.seq = 1000;
+        ev.packet.has_ts = 1;
+        ev.packet.tsval = 77;
+        // SAFETY: plain-old-data, no padding (size checked in swarmtrace-common).
+        let bytes: &[u8] = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const DropEvent).cast(),
+                std::mem::size_of::<DropEvent>(),
+            )
+        };
+        bytes.to_vec()
+    }
+
+    #[test]
+    fn decodes_ipv4_syn_drop() {
+        let Event::Drop(d) = Event::try_from(drop_bytes(4, class::SYN).as_slice()).unwrap();
+        assert_eq!(d.packet.src.to_string(), "10.0.0.2:40000");
+        assert_eq!(d.packet.dst.to_string(), "10.0.0.1:8080");
+        assert_eq!(d.packet.kind, PacketKind::Syn);
+        assert_eq!(d.packet.tsval, Some(77));
+        assert_eq!(d.ifname.as_deref(), Some("eth0"));
+        assert_eq!(d.packet.client_isn(), 1000);
+    }
+
+    #[test]
+    fn decodes_ipv6_and_unaligned() {
+        let mut buf = vec![0u8];
+        buf.extend(drop_bytes(6, class::SYN_ACK));
+        let Event::Drop(d) = Event::try_from(&buf[1..]).unwrap();
+        assert_eq!(d.packet.src.to_string(), "[fd00::2]:40000");
+        assert_eq!(d.packet.kind.as_str(), "SYN-ACK");
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        let full = drop_bytes(4, class::SYN);
+        for len in [0, 1, 15, 16, 111] {
+            assert!(matches!(
+                Event::try_from(&full[..len]),
+                Err(DecodeError::Short { .. })
+            ));
+        }
+        let mut bad = full.clone();
+        bad[0] = 99;
+        assert_eq!(
+            Event::try_from(bad.as_slice()),
+            Err(DecodeError::UnknownKind(99))
+        );
+        assert_eq!(
+            Event::try_from(drop_bytes(5, class::SYN).as_slice()),
+            Err(DecodeError::BadFamily(5))
+        );
+        assert_eq!(
+            Event::try_from(drop_bytes(4, 9).as_slice()),
+            Err(DecodeError::BadClass(9))
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Kernel code addresses to `symbol+0xoffset`, from `/proc/kallsyms`.
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KallsymsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{0} lists every address as 0 (kernel.kptr_restrict): code locations cannot be named; run as root or set kernel.kptr_restrict=0"
+    )]
+    Restricted(String),
+}
+
+/// Text symbols sorted by address.
+#[derive(Debug, Default, Clone)]
+pub struct Kallsyms {
+    symbols: Vec<(u64, String)>,
+}
+
+impl Kallsyms {
+    pub fn read(path: &Path) -> Result<Self, KallsymsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KallsymsError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let syms = Self::parse(&text);
+        if syms.symbols.is_empty() && !text.is_empty() {
+            return Err(KallsymsError::Restricted(path.display().to_string()));
+        }
+        Ok(syms)
+    }
+
+    /// Keeps text symbols (`t`/`T`) with a non-zero address; skips malformed lines.
+    pub fn parse(text: &str) -> Self {
+        let mut symbols: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut it = line.split_whitespace();
+                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+                let kind = it.next()?;
+                let name = it.next()?;
+                (addr != 0 && (kind == "t" || kind == "T")).then(|| (addr, name.to_owned()))
+            })
+            .collect();
+        symbols.sort_unstable_by_key(|(a, _)| *a);
+        Self { symbols }
+    }
+
+    pub fn len(&self) -> usize {
+        self.symbols.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+
+    /// The symbol containing `addr` and the offset into it.
+    pub fn lookup(&self, addr: u64) -> Option<(&str, u64)> {
+        let i = self.symbols.partition_point(|(a, _)| *a <= addr);
+        let (start, name) = self.symbols.get(i.checked_sub(1)?)?;
+        Some((name, addr - start))
+    }
+
+    /// `name+0xoff`, or the bare hex address when no symbol covers it.
+    pub fn symbolize(&self, addr: u64) -> String {
+        match self.lookup(addr) {
+            Some((name, off)) => format!("{name}+{off:#x}"),
+            None => format!("{addr:#x}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Kallsyms {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/linux-6.18/kallsyms.excerpt"
+        );
+        Kallsyms::read(Path::new(path)).unwrap()
+    }
+
+    #[test]
+    fn symbolizes_drop_locations() {
+        let k = fixture();
+        assert_eq!(k.symbolize(0xffffffff820339c0 + 0x1f3), "tcp_v4_rcv+0x1f3");
+        assert_eq!(k.symbolize(0xffffffff81f63250), "nft_do_chain+0x0");
+        assert_eq!(k.lookup(0xffffffff8211a310 + 4), Some(("tcp_v6_rcv", 4)));
+        // Below the first symbol there is nothing to name.
+        assert_eq!(k.symbolize(0x10), "0x10");
+    }
+
+    #[test]
+    fn skips_data_symbols_and_module_tags() {
+        let k = Kallsyms::parse(
+            "ffffffff81000000 T _text\nffffffff81000100 D some_data\nffffffffc0203000 t ftrace_trampoline\t[__builtin__ftrace]\ngarbage line\n",
+        );
+        assert_eq!(k.len(), 2);
+        assert_eq!(k.symbolize(0xffffffff81000180), "_text+0x180");
+        assert_eq!(k.symbolize(0xffffffffc0203010), "ftrace_trampoline+0x10");
+    }
+
+    #[test]
+    fn restricted_kallsyms_is_reported() {
+        let dir = std::env::temp_dir().join(format!("swarmtrace-kallsyms-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            "0000000000000000 T _text\n0000000000000000 t tcp_v4_rcv\n",
+        )
+        .unwrap();
+        let err = Kallsyms::read(&dir).unwrap_err();
+        std::fs::remove_file(&dir).unwrap();
+        assert!(err.to_string().contains("kptr_restrict"), "{err}");
+    }
+}

@@ -1,0 +1,144 @@
+//! Network namespace inode -> a name a human recognises: `host`, the name under
+//! `/run/netns` (`ip netns`) or `/var/run/docker/netns` (`ingress_sbox`, `lb_*`, sandbox ids),
+//! else the first process living in it.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Directories of bind-mounted namespace files, in order of preference.
+pub const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/docker/netns"];
+
+#[derive(Debug)]
+pub struct NetnsNames {
+    proc_root: PathBuf,
+    dirs: Vec<PathBuf>,
+    names: HashMap<u32, String>,
+    scanned: Option<Instant>,
+}
+
+/// Rescans at most this often when an unknown namespace shows up.
+const RESCAN_EVERY: Duration = Duration::from_millis(500);
+
+impl NetnsNames {
+    pub fn live() -> Self {
+        Self::with_roots(
+            Path::new("/proc"),
+            NAMED_DIRS.iter().map(PathBuf::from).collect(),
+        )
+    }
+
+    pub fn with_roots(proc_root: &Path, dirs: Vec<PathBuf>) -> Self {
+        let mut s = Self {
+            proc_root: proc_root.to_owned(),
+            dirs,
+            names: HashMap::new(),
+            scanned: None,
+        };
+        s.rescan();
+        s
+    }
+
+    /// The name of namespace `inode`, rescanning (rate-limited) when it is not known yet.
+    pub fn name(&mut self, inode: u32) -> Option<String> {
+        if inode == 0 {
+            return None;
+        }
+        if !self.names.contains_key(&inode)
+            && self.scanned.is_none_or(|t| t.elapsed() >= RESCAN_EVERY)
+        {
+            self.rescan();
+        }
+        self.names.get(&inode).cloned()
+    }
+
+    /// The inode of a named namespace (`host`, or a name under one of the directories).
+    pub fn inode_of(&self, name: &str) -> Option<u32> {
+        if name == "host" {
+            return ns_inode(&self.proc_root.join("1/ns/net"));
+        }
+        self.dirs.iter().find_map(|d| ns_inode(&d.join(name)))
+    }
+
+    pub fn rescan(&mut self) {
+        let mut names = HashMap::new();
+        // Processes first, so that the explicit names below win.
+        if let Ok(entries) = std::fs::read_dir(&self.proc_root) {
+            for e in entries.flatten() {
+                let pid = e.file_name();
+                let Some(pid) = pid
+                    .to_str()
+                    .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+                else {
+                    continue;
+                };
+                let Some(ino) = ns_inode(&e.path().join("ns/net")) else {
+                    continue;
+                };
+                names.entry(ino).or_insert_with(|| {
+                    let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                    format!("pid:{pid}({})", comm.trim())
+                });
+            }
+        }
+        for dir in &self.dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if let (Some(ino), Some(name)) = (ns_inode(&e.path()), e.file_name().to_str()) {
+                    names.insert(ino, name.to_owned());
+                }
+            }
+        }
+        if let Some(ino) = ns_inode(&self.proc_root.join("1/ns/net")) {
+            names.insert(ino, "host".to_owned());
+        }
+        self.names = names;
+        self.scanned = Some(Instant::now());
+    }
+}
+
+/// The inode of a namespace file (`/proc/PID/ns/net` or a bind mount of one). A plain file
+/// that is not a namespace has a small inode on its own filesystem; namespace inodes live in
+/// nsfs, whose device differs, which we check through the `net:[N]` link where we can.
+fn ns_inode(path: &Path) -> Option<u32> {
+    if let Ok(link) = std::fs::read_link(path) {
+        let s = link.to_str()?;
+        return s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok();
+    }
+    let meta = std::fs::metadata(path).ok()?;
+    // Bind-mounted nsfs files have st_dev of nsfs; an unmounted placeholder file is empty
+    // and lives on the parent's device.
+    let parent_dev = path.parent().and_then(|p| std::fs::metadata(p).ok())?.dev();
+    if meta.dev() == parent_dev {
+        return None;
+    }
+    u32::try_from(meta.ino()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_proc_links() {
+        let root = std::env::temp_dir().join(format!("swarmtrace-netns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (pid, ino, comm) in [("1", 4026531840u32, "init"), ("42", 4026532300, "nginx")] {
+            let ns = root.join(pid).join("ns");
+            std::fs::create_dir_all(&ns).unwrap();
+            std::os::unix::fs::symlink(format!("net:[{ino}]"), ns.join("net")).unwrap();
+            std::fs::write(root.join(pid).join("comm"), format!("{comm}\n")).unwrap();
+        }
+        std::fs::create_dir_all(root.join("self")).unwrap();
+        let mut n = NetnsNames::with_roots(&root, vec![root.join("none")]);
+        assert_eq!(n.name(4026531840).as_deref(), Some("host"));
+        assert_eq!(n.name(4026532300).as_deref(), Some("pid:42(nginx)"));
+        assert_eq!(n.name(7), None);
+        assert_eq!(n.name(0), None);
+        assert_eq!(n.inode_of("host"), Some(4026531840));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,10 @@
+//! swarmtrace: what happened to each TCP handshake on this host, and why.
+
+pub mod cli;
+pub mod clock;
+pub mod drops;
+pub mod event;
+pub mod kernel;
+pub mod privileges;
+pub mod run;
+pub mod tracer;

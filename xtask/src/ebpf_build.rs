@@ -1,0 +1,59 @@
+//! The one code path that builds swarmtrace's kernel object. `cargo xtask build-ebpf` calls it,
+//! and so does `swarmtrace/build.rs` (through `#[path]`), which embeds the object it produces.
+//! std only: build scripts cannot share the xtask's dependencies.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const TARGET: &str = "bpfel-unknown-none";
+
+/// Where the object lands, relative to the workspace root.
+pub fn object_path(root: &Path) -> PathBuf {
+    root.join("target/ebpf")
+        .join(TARGET)
+        .join("release/swarmtrace")
+}
+
+/// Builds `swarmtrace-ebpf` with nightly and bpf-linker; returns the object's path.
+pub fn build(root: &Path) -> Result<PathBuf, String> {
+    let crate_dir = root.join("swarmtrace-ebpf");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
+        .args(["--target", TARGET, "-Z", "build-std=core", "--target-dir"])
+        .arg(root.join("target/ebpf"))
+        .current_dir(&crate_dir);
+    // When called from a build script, cargo's environment describes the outer host build;
+    // none of it applies to the kernel crate.
+    for (key, _) in std::env::vars_os() {
+        let Some(k) = key.to_str() else { continue };
+        let keep = matches!(k, "CARGO_HOME" | "RUSTUP_HOME")
+            || k.starts_with("CARGO_NET_")
+            || k.starts_with("CARGO_HTTP_")
+            || k.starts_with("CARGO_REGISTRIES_");
+        let outer = k.starts_with("CARGO")
+            || k.starts_with("RUST")
+            || matches!(
+                k,
+                "TARGET" | "HOST" | "OUT_DIR" | "PROFILE" | "OPT_LEVEL" | "DEBUG" | "NUM_JOBS"
+            );
+        if outer && !keep {
+            cmd.env_remove(k);
+        }
+    }
+    let status = cmd.status().map_err(|e| {
+        format!("cannot run rustup ({e}): install Rust with rustup, then run `sudo bash scripts/setup.sh`")
+    })?;
+    if !status.success() {
+        return Err(format!(
+            "building the kernel programs failed ({status}); if nightly's rust-src or bpf-linker is missing, run `sudo bash scripts/setup.sh`"
+        ));
+    }
+    let obj = object_path(root);
+    if !obj.is_file() {
+        return Err(format!(
+            "the kernel build succeeded but {} is missing",
+            obj.display()
+        ));
+    }
+    Ok(obj)
+}
