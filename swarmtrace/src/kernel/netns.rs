@@ -56,9 +56,16 @@ impl NetnsNames {
     /// The inode of a named namespace (`host`, or a name under one of the directories).
     pub fn inode_of(&self, name: &str) -> Option<u32> {
         if name == "host" {
-            return ns_inode(&self.proc_root.join("1/ns/net"));
+            return self.host_inode();
         }
         self.dirs.iter().find_map(|d| ns_inode(&d.join(name)))
+    }
+
+    /// The initial namespace: init's, or kthreadd's (pid 2, a kernel thread, always in the
+    /// initial namespace) where init's link cannot be read, as in some sandboxes.
+    pub fn host_inode(&self) -> Option<u32> {
+        ns_inode(&self.proc_root.join("1/ns/net"))
+            .or_else(|| ns_inode(&self.proc_root.join("2/ns/net")))
     }
 
     pub fn rescan(&mut self) {
@@ -92,7 +99,7 @@ impl NetnsNames {
                 }
             }
         }
-        if let Some(ino) = ns_inode(&self.proc_root.join("1/ns/net")) {
+        if let Some(ino) = self.host_inode() {
             names.insert(ino, "host".to_owned());
         }
         self.names = names;
