@@ -5,6 +5,7 @@ pub mod clock;
 pub mod drops;
 pub mod event;
 pub mod kernel;
+pub mod lab;
 pub mod privileges;
 pub mod run;
 pub mod tracer;

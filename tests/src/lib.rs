@@ -1,1 +1,193 @@
+//! Helpers for swarmtrace's privileged end-to-end tests: find the binary, decide whether the
+//! machine can run them, and drive `swarmtrace run --json` as a child process.
 
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// Set by `cargo xtask test` when running as root: a privileged test that cannot run is then
+/// a failure, not a skip.
+pub const REQUIRE_ENV: &str = "SWARMTRACE_REQUIRE_PRIVILEGED";
+
+/// Returns false (after saying why) when this machine cannot run privileged tests; panics
+/// instead when SWARMTRACE_REQUIRE_PRIVILEGED=1.
+pub fn privileged(test: &str) -> bool {
+    let why = if unsafe { libc::geteuid() } != 0 {
+        Some("needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for namespaces)")
+    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("needs a kernel with BTF (/sys/kernel/btf/vmlinux)")
+    } else if Command::new("ip").arg("-V").output().is_err() {
+        Some("needs iproute2 (`ip`)")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
+            panic!("{test}: {why}, and {REQUIRE_ENV}=1 forbids skipping")
+        }
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}; run `sudo cargo xtask test` to run it");
+            false
+        }
+    }
+}
+
+/// The `swarmtrace` binary of this workspace (built by `cargo xtask test`).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SWARMTRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/swarmtrace");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p swarmtrace` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `swarmtrace run --json`, stopped with SIGINT.
+pub struct Tracer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Tracer {
+    /// Starts `swarmtrace run --json ARGS` and waits until it says it is tracing.
+    pub fn start(args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(binary())
+            .args(["run", "--json"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start swarmtrace")?;
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let err_pipe = child.stderr.take().expect("piped");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                if line.contains("Ctrl-C to stop") {
+                    let _ = ready_tx.send(());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut t = Self {
+            child,
+            lines,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if ready.recv_timeout(Duration::from_millis(100)).is_ok() {
+                return Ok(t);
+            }
+            if let Some(status) = t.child.try_wait()? {
+                bail!("swarmtrace exited early ({status}): {}", t.stderr());
+            }
+            if Instant::now() > deadline {
+                bail!("swarmtrace did not attach within 60 s: {}", t.stderr());
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until an output object satisfies `pred` (or `timeout` passes), keeping the
+    /// objects seen so far.
+    pub fn wait_for(
+        &self,
+        seen: &mut Vec<Value>,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        if seen.iter().any(&pred) {
+            return true;
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    let hit = pred(&v);
+                    seen.push(v);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Sends SIGINT, waits for exit, and returns every output object (the summary last).
+    pub fn stop(mut self, mut seen: Vec<Value>) -> Result<Vec<Value>> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("swarmtrace did not exit within 20 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !status.success() {
+            bail!("swarmtrace exited with {status}: {}", self.stderr());
+        }
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            seen.push(serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?);
+        }
+        Ok(seen)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A port unlikely to collide between tests running at once.
+pub fn test_port(offset: u16) -> u16 {
+    20000 + (std::process::id() % 20000) as u16 + offset
+}
+
+/// A short unique namespace name for this test process.
+pub fn ns_name(tag: &str) -> String {
+    format!("st{}{tag}", std::process::id() % 100000)
+}

@@ -1,0 +1,211 @@
+//! Privileged end-to-end tests of drop capture: real namespaces, real kernel drops, observed
+//! through `swarmtrace run --json`. Run as root (`sudo cargo xtask test`); skipped otherwise.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use swarmtrace::lab::{addr, traffic, veth, Netns};
+use swarmtrace_tests::{ns_name, privileged, test_port, Tracer};
+
+/// A client namespace and a server namespace joined by a veth, IPv4 and IPv6.
+struct Pair {
+    client: Netns,
+    server: Netns,
+}
+
+const CLIENT4: &str = "10.201.0.2";
+const SERVER4: &str = "10.201.0.1";
+const CLIENT6: &str = "fd20::2";
+const SERVER6: &str = "fd20::1";
+
+fn pair(tag: &str) -> Pair {
+    let client = Netns::create(&ns_name(&format!("{tag}c"))).unwrap();
+    let server = Netns::create(&ns_name(&format!("{tag}s"))).unwrap();
+    veth(&client, "eth0", &server, "eth0").unwrap();
+    addr(&client, "eth0", &format!("{CLIENT4}/24")).unwrap();
+    addr(&server, "eth0", &format!("{SERVER4}/24")).unwrap();
+    addr(&client, "eth0", &format!("{CLIENT6}/64")).unwrap();
+    addr(&server, "eth0", &format!("{SERVER6}/64")).unwrap();
+    Pair { client, server }
+}
+
+fn sock(ip: &str, port: u16) -> SocketAddr {
+    format!(
+        "{}:{port}",
+        if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_owned()
+        }
+    )
+    .parse()
+    .unwrap()
+}
+
+fn is_drop_from(v: &Value, src: &SocketAddr) -> bool {
+    v["type"] == "drop" && v["src"] == src.to_string()
+}
+
+fn closed_port(tag: &str, client_ip: &'static str, server_ip: &'static str, location: &str) {
+    let p = pair(tag);
+    let port = test_port(if client_ip.contains(':') { 2 } else { 1 });
+    let tracer = Tracer::start(&["--port", &port.to_string()]).unwrap();
+    let (local, outcome) = p
+        .client
+        .run(move || {
+            traffic::connect(
+                sock(client_ip, 0),
+                sock(server_ip, port),
+                Duration::from_secs(3),
+            )
+        })
+        .unwrap();
+    assert_eq!(outcome, traffic::Outcome::Refused);
+    let mut seen = Vec::new();
+    assert!(
+        tracer.wait_for(&mut seen, Duration::from_secs(5), |v| is_drop_from(
+            v, &local
+        )),
+        "no drop event for {local}; got {seen:?}; stderr: {}",
+        tracer.stderr()
+    );
+    let out = tracer.stop(seen).unwrap();
+    let d = out.iter().find(|v| is_drop_from(v, &local)).unwrap();
+    assert_eq!(d["packet"], "SYN", "{d}");
+    assert_eq!(d["reason"], "NO_SOCKET", "{d}");
+    assert_eq!(d["dst"], sock(server_ip, port).to_string(), "{d}");
+    assert!(d["location"].as_str().unwrap().starts_with(location), "{d}");
+    assert_eq!(d["netns"], p.server.inode().unwrap(), "{d}");
+    assert_eq!(d["netns_name"], p.server.name(), "{d}");
+    assert_eq!(d["ifname"], "eth0", "{d}");
+    // Linux clients send timestamps by default.
+    assert!(d["tsval"].is_u64(), "{d}");
+    assert!(d["isn"].is_u64(), "{d}");
+    let summary = out.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert!(
+        summary["drops_by_reason"]["NO_SOCKET"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
+    assert_eq!(summary["lost_events"], 0);
+}
+
+#[test]
+fn closed_port_ipv4_is_no_socket() {
+    if privileged("closed_port_ipv4_is_no_socket") {
+        closed_port("a", CLIENT4, SERVER4, "tcp_v4_rcv");
+    }
+}
+
+#[test]
+fn closed_port_ipv6_is_no_socket() {
+    if privileged("closed_port_ipv6_is_no_socket") {
+        closed_port("b", CLIENT6, SERVER6, "tcp_v6_rcv");
+    }
+}
+
+#[test]
+fn drop_rule_is_netfilter_drop() {
+    if !privileged("drop_rule_is_netfilter_drop") {
+        return;
+    }
+    let p = pair("n");
+    let port = test_port(3);
+    p.server
+        .exec(&[
+            "iptables",
+            "-I",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            &port.to_string(),
+            "-j",
+            "DROP",
+        ])
+        .unwrap();
+    let tracer = Tracer::start(&["--port", &port.to_string()]).unwrap();
+    let (local, outcome) = p
+        .client
+        .run(move || {
+            traffic::connect(
+                sock(CLIENT4, 0),
+                sock(SERVER4, port),
+                Duration::from_millis(1500),
+            )
+        })
+        .unwrap();
+    assert_eq!(outcome, traffic::Outcome::TimedOut);
+    let mut seen = Vec::new();
+    assert!(
+        tracer.wait_for(&mut seen, Duration::from_secs(5), |v| is_drop_from(
+            v, &local
+        )),
+        "no drop event for {local}; got {seen:?}; stderr: {}",
+        tracer.stderr()
+    );
+    let out = tracer.stop(seen).unwrap();
+    let drops: Vec<&Value> = out.iter().filter(|v| is_drop_from(v, &local)).collect();
+    for d in &drops {
+        assert_eq!(d["reason"], "NETFILTER_DROP", "{d}");
+        assert_eq!(d["packet"], "SYN", "{d}");
+        assert!(
+            d["location"].as_str().unwrap().starts_with("nft_do_chain"),
+            "{d}"
+        );
+        assert_eq!(d["netns_name"], p.server.name(), "{d}");
+    }
+    // The retransmitted SYN is the same handshake: same ISN and, here, within 1.5 s, 1 or 2 SYNs.
+    assert!(
+        drops.iter().all(|d| d["isn"] == drops[0]["isn"]),
+        "{drops:?}"
+    );
+    let summary = out.last().unwrap();
+    assert_eq!(
+        summary["drops_by_reason"]["NETFILTER_DROP"]
+            .as_u64()
+            .unwrap(),
+        drops.len() as u64,
+        "{summary}"
+    );
+}
+
+#[test]
+fn healthy_handshake_has_no_drop() {
+    if !privileged("healthy_handshake_has_no_drop") {
+        return;
+    }
+    let p = pair("h");
+    let port = test_port(4);
+    let listener = p
+        .server
+        .run(move || std::net::TcpListener::bind(sock(SERVER4, port)))
+        .unwrap()
+        .unwrap();
+    let server = p.server.spawn(move || traffic::serve(listener, 3)).unwrap();
+    let tracer = Tracer::start(&["--port", &port.to_string()]).unwrap();
+    for _ in 0..3 {
+        let (_, answer) = p
+            .client
+            .run(move || {
+                traffic::request(
+                    sock(CLIENT4, 0),
+                    sock(SERVER4, port),
+                    Duration::from_secs(3),
+                )
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer, "ok\n");
+    }
+    assert_eq!(server.join().unwrap().unwrap().unwrap(), 3);
+    // A drop would be reported within milliseconds; give it a generous second.
+    let mut seen = Vec::new();
+    let got = tracer.wait_for(&mut seen, Duration::from_secs(1), |v| v["type"] == "drop");
+    let out = tracer.stop(seen).unwrap();
+    assert!(!got, "unexpected drop events: {out:?}");
+    let summary = out.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["drops"], 0, "{summary}");
+}
