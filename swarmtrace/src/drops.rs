@@ -113,9 +113,9 @@ impl Summary {
             .or_default() += 1;
     }
 
-    fn top<K: ToString + Ord + Clone>(map: &HashMap<K, u64>, n: usize) -> Vec<(String, u64)>
+    fn top<K>(map: &HashMap<K, u64>, n: usize) -> Vec<(String, u64)>
     where
-        K: std::hash::Hash,
+        K: ToString + Ord + Clone + std::hash::Hash,
     {
         let mut v: Vec<(K, u64)> = map.iter().map(|(k, c)| (k.clone(), *c)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

@@ -1,1 +1,132 @@
-fn main() {}
+//! Developer tasks: `cargo xtask build-ebpf`, `cargo xtask lint`, `cargo xtask test`.
+
+mod ebpf_build;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "swarmtrace developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the kernel programs (swarmtrace-ebpf) for bpfel-unknown-none.
+    BuildEbpf,
+    /// cargo fmt --check and clippy -D warnings on every crate, the kernel crate included.
+    Lint,
+    /// Build everything and run the whole test suite; as root, privileged tests must run.
+    Test {
+        /// Extra arguments for `cargo test` (a test name filter, --nocapture, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ has a parent")
+        .to_owned()
+}
+
+fn cargo(dir: &Path, args: &[&str]) -> Result<()> {
+    println!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The kernel crate pins nightly in its rust-toolchain.toml; call it through rustup so the
+/// outer cargo's toolchain does not leak in.
+fn nightly_cargo(dir: &Path, args: &[&str]) -> Result<()> {
+    println!("xtask: cargo +nightly {}", args.join(" "));
+    let status = Command::new("rustup")
+        .args(["run", "nightly", "cargo"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .status()
+        .context("cannot run rustup")?;
+    if !status.success() {
+        bail!("cargo +nightly {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = root();
+    match cli.task {
+        Task::BuildEbpf => {
+            let obj = ebpf_build::build(&root).map_err(anyhow::Error::msg)?;
+            println!("xtask: kernel object at {}", obj.display());
+        }
+        Task::Lint => {
+            cargo(&root, &["fmt", "--all", "--check"])?;
+            nightly_cargo(&root.join("swarmtrace-ebpf"), &["fmt", "--check"])?;
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )?;
+            nightly_cargo(
+                &root.join("swarmtrace-ebpf"),
+                &[
+                    "clippy",
+                    "--release",
+                    "--target",
+                    ebpf_build::TARGET,
+                    "-Z",
+                    "build-std=core",
+                    "--target-dir",
+                    root.join("target/ebpf")
+                        .to_str()
+                        .context("non-UTF-8 path")?,
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )?;
+        }
+        Task::Test { args } => {
+            ebpf_build::build(&root).map_err(anyhow::Error::msg)?;
+            // The end-to-end tests drive the binary, so build it first.
+            cargo(&root, &["build", "-p", "swarmtrace"])?;
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                // As root every privileged test must run: a skip is a failure.
+                std::env::set_var("SWARMTRACE_REQUIRE_PRIVILEGED", "1");
+            } else {
+                println!("xtask: not root: privileged tests will be skipped (run with sudo to include them)");
+            }
+            let mut full = vec!["test", "--workspace"];
+            if !args.is_empty() {
+                full.push("--");
+                full.extend(args.iter().map(String::as_str));
+            }
+            cargo(&root, &full)?;
+        }
+    }
+    Ok(())
+}
