@@ -12,6 +12,25 @@
 pub mod kind {
     /// A [`super::DropEvent`]: a TCP handshake packet freed by `kfree_skb` with a drop reason.
     pub const DROP: u16 = 1;
+    /// A [`super::HandshakeEvent`]: a TC classifier saw a handshake start, answered or reset.
+    pub const HANDSHAKE: u16 = 2;
+}
+
+/// What a [`HandshakeEvent`] reports, in [`HandshakeEvent::what`].
+pub mod seen {
+    /// A SYN seen for the first time (a retransmitted SYN carries a new TSval, so is new too).
+    pub const SYN: u8 = 1;
+    /// The first SYN-ACK for a known SYN.
+    pub const SYN_ACK: u8 = 2;
+    /// A RST answering a known SYN.
+    pub const RST: u8 = 3;
+}
+
+/// Bits of [`Handshake::state`].
+pub mod state {
+    pub const ANSWERED: u8 = 1;
+    pub const RESET: u8 = 2;
+    pub const DROPPED: u8 = 4;
 }
 
 /// Packet classes, in [`PacketInfo::class`].
@@ -27,11 +46,21 @@ pub mod class {
 pub mod stat {
     /// Handshake packets that matched the filters and were dropped.
     pub const DROPS: u32 = 0;
-    /// Drop events that could not be written because the ring buffer was full.
+    /// Events that could not be written because the ring buffer was full.
     pub const LOST_EVENTS: u32 = 1;
     /// kfree_skb calls on TCP packets whose headers could not be read.
     pub const UNREADABLE: u32 = 2;
-    pub const COUNT: u32 = 4;
+    /// SYNs seen for the first time by the TC classifiers (handshakes started).
+    pub const SYNS: u32 = 3;
+    /// Handshakes answered by a SYN-ACK seen by the TC classifiers.
+    pub const ANSWERED: u32 = 4;
+    /// Handshakes answered by a RST.
+    pub const RESETS: u32 = 5;
+    /// Drops joined to a handshake first seen on a watched interface.
+    pub const JOINED_DROPS: u32 = 6;
+    /// Packets the TC classifiers could not parse.
+    pub const TC_UNREADABLE: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Drop reasons at or above this value are counted in the last slot of `DROP_REASONS`.
@@ -39,6 +68,9 @@ pub const MAX_REASONS: u32 = 256;
 
 /// Bytes of the ring buffer that carries events to user space.
 pub const RING_BYTES: u32 = 4 << 20;
+
+/// Default number of entries of the handshake table (user space may change it before load).
+pub const HANDSHAKE_TABLE: u32 = 65536;
 
 /// Header at offset 0 of every ring-buffer event. The decoder reads `kind` first and picks the
 /// type from it, so this header must stay first and keep its layout.
@@ -93,6 +125,80 @@ pub struct DropEvent {
     pub packet: PacketInfo,
     /// The device name, NUL-padded; empty when the packet had no device.
     pub ifname: [u8; 16],
+    /// The handshake the packet belongs to, when it was first seen on a watched interface
+    /// (`joined` is 1): the real client and the published service, before any NAT.
+    pub key: HandshakeKey,
+    pub client: [u8; 16],
+    pub service: [u8; 16],
+    pub client_port: u16,
+    pub service_port: u16,
+    pub joined: u8,
+    pub _pad2: [u8; 3],
+}
+
+/// Where a packet was seen: a network namespace, an interface in it, and a direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hop {
+    pub netns: u32,
+    pub ifindex: u32,
+    /// 1 ingress, 2 egress, 0 unknown.
+    pub dir: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the handshake table: the client's initial sequence number and the TSval of the SYN
+/// that carried it. Both survive every NAT hop, so the key names one SYN everywhere on the
+/// host. TSval is 0 when the SYN had no timestamp option.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HandshakeKey {
+    pub isn: u32,
+    pub tsval: u32,
+}
+
+/// Value of the handshake table (an LRU hash in the kernel).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Handshake {
+    /// When the SYN was first seen (monotonic ns).
+    pub first_ns: u64,
+    /// When the first SYN-ACK was seen; 0 if never.
+    pub answered_ns: u64,
+    /// The client and the service as first seen (before any NAT on this host).
+    pub client: [u8; 16],
+    pub service: [u8; 16],
+    pub client_port: u16,
+    pub service_port: u16,
+    pub family: u8,
+    /// Bits of [`state`].
+    pub state: u8,
+    /// How many times this SYN was seen (one per watched hop it crossed).
+    pub sightings: u8,
+    pub _pad: u8,
+    pub first_hop: Hop,
+    /// The last hop the SYN was seen on.
+    pub last_hop: Hop,
+    /// Where the first SYN-ACK (or RST) was seen.
+    pub answer_hop: Hop,
+    pub _pad2: u32,
+}
+
+/// A handshake packet seen by a TC classifier: a new SYN, its SYN-ACK or a RST.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandshakeEvent {
+    pub header: EventHeader,
+    pub key: HandshakeKey,
+    pub hop: Hop,
+    /// One of [`seen`].
+    pub what: u8,
+    pub _pad: [u8; 3],
+    /// For an answer: nanoseconds since the SYN was first seen.
+    pub latency_ns: u32,
+    /// The packet as seen at this hop.
+    pub packet: PacketInfo,
+    pub _pad2: u32,
 }
 
 /// Filters applied in the kernel, so that the exact counters count what the user asked for.
@@ -141,7 +247,11 @@ pub struct KernelOffsets {
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<PacketInfo>() == 56);
-const _: () = assert!(core::mem::size_of::<DropEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 160);
+const _: () = assert!(core::mem::size_of::<Hop>() == 12);
+const _: () = assert!(core::mem::size_of::<HandshakeKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Handshake>() == 96);
+const _: () = assert!(core::mem::size_of::<HandshakeEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<Filter>() == 36);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
 
@@ -152,4 +262,7 @@ mod pod {
     unsafe impl aya::Pod for super::Filter {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::DropEvent {}
+    unsafe impl aya::Pod for super::HandshakeKey {}
+    unsafe impl aya::Pod for super::Handshake {}
+    unsafe impl aya::Pod for super::HandshakeEvent {}
 }

@@ -3,8 +3,12 @@
 use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
+    EbpfContext,
 };
-use swarmtrace_common::{stat, DropEvent, Filter, KernelOffsets, MAX_REASONS, RING_BYTES};
+use aya_log_ebpf::warn;
+use swarmtrace_common::{
+    stat, DropEvent, Filter, HandshakeEvent, KernelOffsets, MAX_REASONS, RING_BYTES,
+};
 
 /// Offsets into kernel structures, derived by user space from the running kernel.
 #[unsafe(no_mangle)]
@@ -66,6 +70,7 @@ pub fn volatile<T: Copy>(value: &T) -> T {
 #[repr(C)]
 pub struct Scratch {
     pub drop: DropEvent,
+    pub handshake: HandshakeEvent,
     /// TCP options, copied once so they can be walked with masked indexes.
     pub opts: [u8; 64],
 }
@@ -81,7 +86,17 @@ pub fn count(map: &PerCpuArray<u64>, index: u32) {
     }
 }
 
+/// Sends an event to user space, or counts it as lost when the ring buffer is full (and
+/// says so through the kernel log, once, when the first one is lost).
 #[inline(always)]
-pub fn stat_value(index: u32) -> u64 {
-    STATS.get(index).copied().unwrap_or(0)
+pub fn output<C: EbpfContext, T: 'static>(ctx: &C, event: &T) {
+    if EVENTS.output::<T>(event, 0).is_err() {
+        if STATS.get(stat::LOST_EVENTS).copied().unwrap_or(0) == 0 {
+            warn!(
+                ctx,
+                "ring buffer full: events are being lost (totals stay exact)"
+            );
+        }
+        count(&STATS, stat::LOST_EVENTS);
+    }
 }

@@ -1,16 +1,17 @@
-//! `skb:kfree_skb`: every freed packet passes here; we keep the dropped TCP handshake packets.
+//! `skb:kfree_skb`: every freed packet passes here; we keep the dropped TCP handshake packets
+//! and join each to the handshake it belongs to, so a drop behind NAT names the real client.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use aya_log_ebpf::warn;
-use swarmtrace_common::{kind, stat, DropEvent, MAX_REASONS};
+use swarmtrace_common::{kind, stat, state, DropEvent, HandshakeKey, MAX_REASONS};
 
 use crate::{
-    config::{count, global, stat_value, DROP_REASONS, EVENTS, SCRATCH, STATS},
-    packet::{matches, parse_ip, Parse},
+    config::{count, global, output, DROP_REASONS, SCRATCH, STATS},
+    handshake::lookup,
+    packet::{matches, parse_ip, Kernel, Parse},
 };
 
 /// `SKB_CONSUMED`: the packet was used, not dropped.
@@ -46,13 +47,10 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<u32, ()> {
     }
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
     let ev = &mut scratch.drop;
-    match unsafe {
-        parse_ip(
-            (head + nh as u64) as *const u8,
-            &mut ev.packet,
-            &mut scratch.opts,
-        )
-    } {
+    let src = Kernel {
+        base: head + nh as u64,
+    };
+    match parse_ip(&src, &mut ev.packet, &mut scratch.opts) {
         Parse::Handshake => {}
         Parse::Other => return Ok(0),
         Parse::Unreadable => {
@@ -60,8 +58,41 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<u32, ()> {
             return Ok(0);
         }
     }
-    if !matches(&ev.packet) {
-        return Ok(0);
+    let p = &ev.packet;
+    // Joined to a handshake first seen on a watched interface, the drop is charged to the
+    // client and service as first seen, and filtered on them.
+    match lookup(p) {
+        Some((key, hs)) => {
+            let hs = unsafe { &mut *hs };
+            if !matches(
+                hs.family,
+                &hs.client,
+                hs.client_port,
+                &hs.service,
+                hs.service_port,
+            ) {
+                return Ok(0);
+            }
+            hs.state |= state::DROPPED;
+            ev.joined = 1;
+            ev.key = key;
+            ev.client = hs.client;
+            ev.service = hs.service;
+            ev.client_port = hs.client_port;
+            ev.service_port = hs.service_port;
+            count(&STATS, stat::JOINED_DROPS);
+        }
+        None => {
+            if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
+                return Ok(0);
+            }
+            ev.joined = 0;
+            ev.key = HandshakeKey::default();
+            ev.client = [0; 16];
+            ev.service = [0; 16];
+            ev.client_port = 0;
+            ev.service_port = 0;
+        }
     }
     count(&STATS, stat::DROPS);
     count(
@@ -78,14 +109,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<u32, ()> {
     ev.location = unsafe { ctx.read_at::<u64>(global!(OFFSETS.tp_location) as usize) }.unwrap_or(0);
     ev.reason = reason;
     unsafe { read_device(ctx, skb, ev) };
-
-    if EVENTS.output::<DropEvent>(&*ev, 0).is_err() {
-        // Say it once, when the first event is lost; the exact count is in STATS.
-        if stat_value(stat::LOST_EVENTS) == 0 {
-            warn!(ctx, "swarmtrace: ring buffer full, events are being lost");
-        }
-        count(&STATS, stat::LOST_EVENTS);
-    }
+    output(ctx, &*ev);
     Ok(0)
 }
 

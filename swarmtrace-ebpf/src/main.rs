@@ -3,8 +3,10 @@
 #![no_main]
 
 mod config;
+mod handshake;
 mod kfree_skb;
 mod packet;
+mod tc;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,8 +1,11 @@
-//! Reading IPv4/IPv6 + TCP headers out of kernel memory, and the handshake filter.
-//! Every read goes through `bpf_probe_read_kernel`, which fails cleanly on a bad address, so no
-//! read here can fault whatever the packet holds.
+//! Reading IPv4/IPv6 + TCP headers, from kernel memory (tracepoints) or from a packet (TC),
+//! through one parser. Every read is a helper call that fails cleanly (probe_read on a bad
+//! address, skb_load_bytes past the end), so nothing a packet holds can make a read unsafe.
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes};
+use aya_ebpf::programs::TcContext;
 use swarmtrace_common::{class, PacketInfo};
 
 use crate::config::global;
@@ -18,6 +21,79 @@ const TCPOPT_TIMESTAMP: u8 = 8;
 /// IPv6 extension headers we step over to find TCP; more than this many is not a handshake
 /// packet we care about.
 const MAX_IPV6_EXT: usize = 4;
+/// Largest TCP options area.
+const MAX_OPTS: usize = 40;
+
+/// Where packet bytes come from.
+pub trait Source {
+    /// Reads a `T` at `off` bytes from the start of the network header.
+    fn read<T: Copy>(&self, off: usize) -> Result<T, ()>;
+    /// Fills `buf[..len]` (len <= 40) from `off`; the rest of `buf` is unspecified.
+    fn read_opts(&self, off: usize, len: usize, buf: &mut [u8; 64]) -> Result<(), ()>;
+}
+
+/// Kernel memory: the network header of an skb at `base`.
+pub struct Kernel {
+    pub base: u64,
+}
+
+impl Source for Kernel {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Result<T, ()> {
+        unsafe { bpf_probe_read_kernel((self.base + off as u64) as *const T) }.map_err(|_| ())
+    }
+
+    #[inline(always)]
+    fn read_opts(&self, off: usize, _len: usize, buf: &mut [u8; 64]) -> Result<(), ()> {
+        // Always 40 bytes: the skb's tail room and shared info follow the data, so this stays
+        // within the allocation even when the options are shorter, and the size is constant.
+        let p = (self.base + off as u64) as *const u8;
+        unsafe { bpf_probe_read_kernel_buf(p, &mut buf[..MAX_OPTS]) }.map_err(|_| ())
+    }
+}
+
+/// A packet at a TC hook; `l3` is the offset of the network header (after Ethernet).
+pub struct Skb<'a> {
+    pub ctx: &'a TcContext,
+    pub l3: usize,
+}
+
+impl Source for Skb<'_> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Result<T, ()> {
+        self.ctx.load::<T>(self.l3 + off).map_err(|_| ())
+    }
+
+    #[inline(always)]
+    fn read_opts(&self, off: usize, len: usize, buf: &mut [u8; 64]) -> Result<(), ()> {
+        let off = self.l3 + off;
+        let avail = (self.ctx.len() as usize).checked_sub(off).ok_or(())?;
+        let len = if len > avail { avail } else { len };
+        let len = if len > MAX_OPTS { MAX_OPTS } else { len };
+        if len == 0 {
+            return Err(());
+        }
+        // The verifier rejects a possibly zero-sized read, and the compiler drops the check
+        // above when it can; hide the value from it and bound it in a form the verifier sees:
+        // 1..=64 (the buffer's size), equal to `len` since that is 1..=40.
+        let mut hidden = len;
+        unsafe { core::ptr::write_volatile(&mut hidden, len) };
+        let len = ((unsafe { core::ptr::read_volatile(&hidden) }.wrapping_sub(1)) & 63) + 1;
+        let rc = unsafe {
+            bpf_skb_load_bytes(
+                self.ctx.skb.skb as *const c_void,
+                off as u32,
+                buf.as_mut_ptr() as *mut c_void,
+                len as u32,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
 
 pub enum Parse {
     /// A TCP handshake packet, decoded into the caller's `PacketInfo`.
@@ -28,23 +104,18 @@ pub enum Parse {
     Unreadable,
 }
 
+/// Parses the packet whose network header `src` reads into `info`; `opts` is scratch space.
 #[inline(always)]
-unsafe fn read<T>(p: *const u8) -> Result<T, ()> {
-    unsafe { bpf_probe_read_kernel(p as *const T) }.map_err(|_| ())
-}
-
-/// Parses the packet whose network header starts at `ip` into `info`; `opts` is scratch space.
-#[inline(always)]
-pub unsafe fn parse_ip(ip: *const u8, info: &mut PacketInfo, opts: &mut [u8; 64]) -> Parse {
-    let first: u8 = match unsafe { read(ip) } {
+pub fn parse_ip<S: Source>(src: &S, info: &mut PacketInfo, opts: &mut [u8; 64]) -> Parse {
+    let first: u8 = match src.read(0) {
         Ok(b) => b,
         Err(()) => return Parse::Other,
     };
-    let tcp: *const u8;
+    let tcp: usize;
     let ip_payload: u32;
     match first >> 4 {
         4 => {
-            let hdr: [u8; 20] = match unsafe { read(ip) } {
+            let hdr: [u8; 20] = match src.read(0) {
                 Ok(h) => h,
                 Err(()) => return Parse::Other,
             };
@@ -61,13 +132,15 @@ pub unsafe fn parse_ip(ip: *const u8, info: &mut PacketInfo, opts: &mut [u8; 64]
             }
             let total = u16::from_be_bytes([hdr[2], hdr[3]]) as u32;
             info.family = 4;
+            info.saddr = [0; 16];
+            info.daddr = [0; 16];
             info.saddr[..4].copy_from_slice(&hdr[12..16]);
             info.daddr[..4].copy_from_slice(&hdr[16..20]);
-            tcp = unsafe { ip.add(ihl as usize) };
+            tcp = ihl as usize;
             ip_payload = total.saturating_sub(ihl);
         }
         6 => {
-            let hdr: [u8; 40] = match unsafe { read(ip) } {
+            let hdr: [u8; 40] = match src.read(0) {
                 Ok(h) => h,
                 Err(()) => return Parse::Other,
             };
@@ -76,7 +149,7 @@ pub unsafe fn parse_ip(ip: *const u8, info: &mut PacketInfo, opts: &mut [u8; 64]
             let mut payload = u16::from_be_bytes([hdr[4], hdr[5]]) as u32;
             let mut i = 0;
             while i < MAX_IPV6_EXT && next != IPPROTO_TCP {
-                let ext: [u8; 4] = match unsafe { read(ip.add(off as usize)) } {
+                let ext: [u8; 4] = match src.read(off as usize) {
                     Ok(e) => e,
                     Err(()) => return Parse::Unreadable,
                 };
@@ -103,22 +176,23 @@ pub unsafe fn parse_ip(ip: *const u8, info: &mut PacketInfo, opts: &mut [u8; 64]
             info.family = 6;
             info.saddr.copy_from_slice(&hdr[8..24]);
             info.daddr.copy_from_slice(&hdr[24..40]);
-            tcp = unsafe { ip.add(off as usize) };
+            tcp = off as usize;
             ip_payload = payload;
         }
         _ => return Parse::Other,
     }
-    unsafe { parse_tcp(tcp, ip_payload, info, opts) }
+    parse_tcp(src, tcp, ip_payload, info, opts)
 }
 
 #[inline(always)]
-unsafe fn parse_tcp(
-    tcp: *const u8,
+fn parse_tcp<S: Source>(
+    src: &S,
+    tcp: usize,
     ip_payload: u32,
     info: &mut PacketInfo,
     buf: &mut [u8; 64],
 ) -> Parse {
-    let th: [u8; 20] = match unsafe { read(tcp) } {
+    let th: [u8; 20] = match src.read(tcp) {
         Ok(t) => t,
         Err(()) => return Parse::Unreadable,
     };
@@ -145,28 +219,23 @@ unsafe fn parse_tcp(
     info.dport = u16::from_be_bytes([th[2], th[3]]);
     info.seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);
     info.ack_seq = u32::from_be_bytes([th[8], th[9], th[10], th[11]]);
-    if doff > 20 {
-        unsafe { read_timestamp(tcp.add(20), doff - 20, info, buf) };
-    } else {
-        info.has_ts = 0;
+    info.has_ts = 0;
+    info.tsval = 0;
+    info.tsecr = 0;
+    if doff > 20 && src.read_opts(tcp + 20, (doff - 20) as usize, buf).is_ok() {
+        find_timestamp(buf, (doff - 20) as usize, info);
     }
     Parse::Handshake
 }
 
-/// Finds the timestamp option among `len` bytes of TCP options. The options are copied once
-/// into a stack buffer; every index into it is masked so the verifier can bound it.
+/// Finds the timestamp option among `len` bytes of TCP options in `buf`. Every index is
+/// masked so the verifier can bound it.
 #[inline(always)]
-unsafe fn read_timestamp(opts: *const u8, len: u32, info: &mut PacketInfo, buf: &mut [u8; 64]) {
-    info.has_ts = 0;
-    // Up to 40 bytes of options; the skb's tail room and shared info lie beyond, so reading
-    // the full 40 stays within the allocation even when the options are shorter.
-    if unsafe { bpf_probe_read_kernel_buf(opts, &mut buf[..40]) }.is_err() {
-        return;
-    }
-    let len = if len > 40 { 40 } else { len } as usize;
+fn find_timestamp(buf: &[u8; 64], len: usize, info: &mut PacketInfo) {
+    let len = if len > MAX_OPTS { MAX_OPTS } else { len };
     let mut i: usize = 0;
     // At most 40 options (each at least one byte).
-    for _ in 0..40 {
+    for _ in 0..MAX_OPTS {
         if i >= len {
             return;
         }
@@ -192,21 +261,21 @@ unsafe fn read_timestamp(opts: *const u8, len: u32, info: &mut PacketInfo, buf: 
     }
 }
 
-/// True when the packet matches the user's port and address filters.
+/// True when the port and address (network order) match the user's filters.
 #[inline(always)]
-pub fn matches(p: &PacketInfo) -> bool {
+pub fn matches(family: u8, a: &[u8; 16], a_port: u16, b: &[u8; 16], b_port: u16) -> bool {
     let port = global!(FILTER.port);
-    if port != 0 && p.sport != port && p.dport != port {
+    if port != 0 && a_port != port && b_port != port {
         return false;
     }
-    let family = global!(FILTER.family);
-    if family == 0 {
+    let want = global!(FILTER.family);
+    if want == 0 {
         return true;
     }
-    if family != p.family {
+    if want != family {
         return false;
     }
-    addr_matches(&p.saddr) || addr_matches(&p.daddr)
+    addr_matches(a) || addr_matches(b)
 }
 
 #[inline(always)]

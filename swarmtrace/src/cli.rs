@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::tracer::IfaceSpec;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "swarmtrace",
@@ -40,6 +42,14 @@ pub struct RunArgs {
     /// One JSON object per line (NDJSON, see docs/json.md) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Interfaces to watch for handshakes: IFACE, or NETNS:IFACE for an interface in another
+    /// namespace (e.g. ingress_sbox:eth1). Repeatable. Default: docker_gwbridge and the
+    /// default-route interface of the host namespace, when present.
+    #[arg(long = "iface", value_name = "[NETNS:]IFACE")]
+    pub iface: Vec<IfaceSpec>,
+    /// Entries of the kernel's handshake table (LRU: the oldest go first when it is full).
+    #[arg(long, default_value_t = swarmtrace_common::HANDSHAKE_TABLE, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub table_size: u32,
 }
 
 /// An address prefix.

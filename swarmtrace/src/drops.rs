@@ -254,8 +254,8 @@ mod tests {
         let totals = Totals {
             drops: 2,
             lost_events: 0,
-            unreadable: 0,
             drops_by_reason: vec![(3, 2)],
+            ..Totals::default()
         };
         let mut names = BTreeMap::new();
         names.insert(3, "NO_SOCKET".to_owned());

@@ -12,7 +12,7 @@ use crate::clock::WallClock;
 use crate::drops::{Namer, Summary};
 use crate::event::Event;
 use crate::kernel::{self, kallsyms::Kallsyms, netns::NetnsNames, KernelFacts, Sources};
-use crate::tracer::Tracer;
+use crate::tracer::{Tracer, TracerOptions};
 
 pub fn kernel_filter(port: Option<u16>, client: Option<Cidr>) -> Filter {
     let mut f = Filter {
@@ -77,8 +77,12 @@ pub fn live_facts() -> Result<(KernelFacts, Kallsyms)> {
 pub async fn run(args: RunArgs) -> Result<()> {
     crate::privileges::require_tracing()?;
     let (facts, kallsyms) = live_facts()?;
-    let filter = kernel_filter(args.port, args.client);
-    let mut tracer = Tracer::attach(&facts, &filter)?;
+    let opts = TracerOptions {
+        filter: kernel_filter(args.port, args.client),
+        watch: args.iface.clone(),
+        table_size: args.table_size,
+    };
+    let mut tracer = Tracer::attach(&facts, &opts)?;
     let mut namer = Namer {
         reasons: facts.reasons.clone(),
         kallsyms,

@@ -3,15 +3,69 @@
 
 use std::os::fd::AsRawFd;
 
-use anyhow::{anyhow, Context, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{SchedClassifier, TcAttachType, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use aya_log::EbpfLogger;
-use swarmtrace_common::{stat, Filter, MAX_REASONS};
+use swarmtrace_common::{stat, Filter, Handshake, HandshakeKey, MAX_REASONS};
 use tokio::io::unix::AsyncFd;
 
+use crate::kernel::netns::{inode_of_file, ns_file, within};
 use crate::kernel::KernelFacts;
+
+/// An interface to watch with the TC classifiers: `IFACE` in the host namespace, or
+/// `NETNS:IFACE` (a name under /run/netns or /var/run/docker/netns, e.g. `ingress_sbox:eth1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceSpec {
+    pub netns: String,
+    pub ifname: String,
+}
+
+impl std::str::FromStr for IfaceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (netns, ifname) = match s.rsplit_once(':') {
+            Some((ns, i)) => (ns.to_owned(), i.to_owned()),
+            None => ("host".to_owned(), s.to_owned()),
+        };
+        if ifname.is_empty() || ifname.len() > 15 || netns.is_empty() {
+            return Err(format!(
+                "`{s}`: expected IFACE or NETNS:IFACE (interface names are 1-15 characters)"
+            ));
+        }
+        Ok(Self { netns, ifname })
+    }
+}
+
+impl std::fmt::Display for IfaceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.netns == "host" {
+            write!(f, "{}", self.ifname)
+        } else {
+            write!(f, "{}:{}", self.netns, self.ifname)
+        }
+    }
+}
+
+/// An interface the classifiers are attached to.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub spec: IfaceSpec,
+    pub ns_file: PathBuf,
+    pub netns: u32,
+    pub ifindex: u32,
+}
+
+/// How to load the programs.
+#[derive(Debug, Clone)]
+pub struct TracerOptions {
+    pub filter: Filter,
+    pub watch: Vec<IfaceSpec>,
+    pub table_size: u32,
+}
 
 /// The kernel object built by `cargo xtask build-ebpf` (through build.rs), embedded.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SWARMTRACE_EBPF_OBJ"));
@@ -22,6 +76,11 @@ pub struct Totals {
     pub drops: u64,
     pub lost_events: u64,
     pub unreadable: u64,
+    /// SYNs first seen on watched interfaces, and their answers.
+    pub syns: u64,
+    pub answered: u64,
+    pub resets: u64,
+    pub joined_drops: u64,
     /// (reason value, count), non-zero only.
     pub drops_by_reason: Vec<(u32, u64)>,
 }
@@ -32,16 +91,20 @@ pub struct Tracer {
     logger: Option<AsyncFd<EbpfLogger<&'static dyn log::Log>>>,
     stats: PerCpuArray<MapData, u64>,
     reasons: PerCpuArray<MapData, u64>,
-    _ebpf: Ebpf,
+    handshakes: BpfHashMap<MapData, HandshakeKey, Handshake>,
+    pub watched: Vec<Watched>,
+    ebpf: Ebpf,
 }
 
 impl Tracer {
     /// Loads and attaches. Must be called inside a tokio runtime.
-    pub fn attach(facts: &KernelFacts, filter: &Filter) -> Result<Self> {
+    pub fn attach(facts: &KernelFacts, opts: &TracerOptions) -> Result<Self> {
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &facts.offsets, true)
-            .override_global("FILTER", filter, true)
+            .override_global("FILTER", &opts.filter, true)
+            .map_max_entries("HANDSHAKES", opts.table_size)
+            .map_max_entries("ISN_INDEX", opts.table_size)
             .load(EBPF_OBJECT)
             .map_err(|e| explain_load_error(e.into()))?;
         // The logger must exist before any program loads (it owns the log map's fd) and stay
@@ -75,13 +138,83 @@ impl Tracer {
             ebpf.take_map("DROP_REASONS")
                 .ok_or_else(|| anyhow!("no DROP_REASONS map"))?,
         )?;
-        Ok(Self {
+        let handshakes = BpfHashMap::try_from(
+            ebpf.take_map("HANDSHAKES")
+                .ok_or_else(|| anyhow!("no HANDSHAKES map"))?,
+        )?;
+        for name in ["tc_ingress", "tc_egress"] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("kernel object has no {name} program"))?
+                .try_into()?;
+            prog.load()
+                .map_err(|e| explain_load_error(e.into()))
+                .with_context(|| format!("the kernel rejected the {name} classifier"))?;
+        }
+        let mut tracer = Self {
             events: poll_fd(events).context("cannot poll the event ring buffer")?,
             logger,
             stats,
             reasons,
-            _ebpf: ebpf,
+            handshakes,
+            watched: Vec::new(),
+            ebpf,
+        };
+        for spec in &opts.watch {
+            tracer.watch(spec)?;
+        }
+        Ok(tracer)
+    }
+
+    /// Attaches both classifiers to one interface, inside its namespace.
+    pub fn watch(&mut self, spec: &IfaceSpec) -> Result<()> {
+        let file = ns_file(&spec.netns).with_context(|| {
+            format!(
+                "--iface {spec}: no network namespace `{}` (looked in /run/netns and /var/run/docker/netns)",
+                spec.netns
+            )
+        })?;
+        let netns = inode_of_file(&file).unwrap_or(0);
+        let ifname = spec.ifname.clone();
+        let ebpf = &mut self.ebpf;
+        let ifindex = within(&file, move || -> Result<u32> {
+            let ifindex = ifindex_of(&ifname)
+                .with_context(|| format!("--iface {spec}: no interface `{ifname}` there"))?;
+            for (name, dir) in [
+                ("tc_ingress", TcAttachType::Ingress),
+                ("tc_egress", TcAttachType::Egress),
+            ] {
+                let prog: &mut SchedClassifier = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| anyhow!("no {name} program"))?
+                    .try_into()?;
+                if !has_tcx() {
+                    // Before TCX, classifiers hang off a clsact qdisc.
+                    let _ = aya::programs::tc::qdisc_add_clsact(&ifname);
+                }
+                prog.attach(&ifname, dir)
+                    .with_context(|| format!("cannot attach {name} to {spec}"))?;
+            }
+            Ok(ifindex)
         })
+        .with_context(|| format!("cannot enter namespace {}", file.display()))??;
+        self.watched.push(Watched {
+            spec: spec.clone(),
+            ns_file: file,
+            netns,
+            ifindex,
+        });
+        Ok(())
+    }
+
+    /// The kernel's record of a SYN, if still in the table.
+    pub fn handshake(&self, key: &HandshakeKey) -> Option<Handshake> {
+        self.handshakes.get(key, 0).ok()
+    }
+
+    /// Removes a finished handshake from the kernel table.
+    pub fn forget(&mut self, key: &HandshakeKey) {
+        let _ = self.handshakes.remove(key);
     }
 
     /// Waits until events are ready (or the kernel logged something), then hands every
@@ -124,6 +257,7 @@ impl Tracer {
         }
     }
 
+    #[allow(clippy::needless_range_loop)]
     pub fn totals(&self) -> Result<Totals> {
         let sum = |map: &PerCpuArray<MapData, u64>, i: u32| -> Result<u64> {
             Ok(map.get(&i, 0)?.iter().sum())
@@ -138,7 +272,12 @@ impl Tracer {
         Ok(Totals {
             drops: sum(&self.stats, stat::DROPS)?,
             lost_events: sum(&self.stats, stat::LOST_EVENTS)?,
-            unreadable: sum(&self.stats, stat::UNREADABLE)?,
+            unreadable: sum(&self.stats, stat::UNREADABLE)?
+                + sum(&self.stats, stat::TC_UNREADABLE)?,
+            syns: sum(&self.stats, stat::SYNS)?,
+            answered: sum(&self.stats, stat::ANSWERED)?,
+            resets: sum(&self.stats, stat::RESETS)?,
+            joined_drops: sum(&self.stats, stat::JOINED_DROPS)?,
             drops_by_reason,
         })
     }
@@ -155,8 +294,39 @@ fn poll_fd<T: AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
         .map_err(|e| anyhow!("{e}"))
 }
 
+/// TCX (fd-based TC links, 6.6+) is what aya uses when the kernel has it.
+fn has_tcx() -> bool {
+    aya::util::KernelVersion::current()
+        .map(|v| v.code() >= aya::util::KernelVersion::new(6, 6, 0).code())
+        .unwrap_or(false)
+}
+
+fn ifindex_of(ifname: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(ifname)?;
+    // SAFETY: a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("{}", std::io::Error::last_os_error());
+    }
+    Ok(idx)
+}
+
 fn explain_load_error(e: anyhow::Error) -> anyhow::Error {
     let text = format!("{e:#}");
+    if let Some((head, log)) = text.split_once("Verifier output:") {
+        // The full verifier log is for developers; the user gets its verdict.
+        log::debug!("verifier output:{log}");
+        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+        let end = lines
+            .iter()
+            .position(|l| l.starts_with("verification time"))
+            .unwrap_or(lines.len());
+        let tail = lines[end.saturating_sub(2)..end].join("\n  ");
+        return anyhow!(
+            "{}the verifier said:\n  {tail}",
+            head.trim_end_matches(". ")
+        );
+    }
     if text.contains("Operation not permitted") || text.contains("EPERM") {
         e.context("not allowed to load eBPF programs: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
     } else {

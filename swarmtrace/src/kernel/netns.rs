@@ -149,3 +149,76 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
+
+/// Where a namespace named `name` lives: `host`, a name under the named directories, or a
+/// path to a namespace file.
+pub fn ns_file(name: &str) -> Option<PathBuf> {
+    if name == "host" {
+        for pid in ["1", "2"] {
+            let p = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            if std::fs::read_link(&p).is_ok() {
+                return Some(p);
+            }
+        }
+        return None;
+    }
+    if name.starts_with('/') {
+        return Path::new(name).exists().then(|| PathBuf::from(name));
+    }
+    NAMED_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+/// The inode of the namespace in a namespace file.
+pub fn inode_of_file(path: &Path) -> Option<u32> {
+    ns_inode(path).or_else(|| {
+        let meta = std::fs::metadata(path).ok()?;
+        u32::try_from(meta.ino()).ok()
+    })
+}
+
+/// Runs `f` on a thread that has entered the namespace in `ns_file`; sockets, netlink
+/// requests and child processes it makes belong to that namespace.
+pub fn within<T: Send>(ns_file: &Path, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(ns_file)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// The interface of the default route in the current namespace (`/proc/net/route`).
+pub fn default_route_iface(route_table: &str) -> Option<String> {
+    route_table.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace();
+        let iface = f.next()?;
+        let dest = f.next()?;
+        let _gw = f.next()?;
+        let _flags = f.next()?;
+        let mask = f.nth(3)?;
+        (dest == "00000000" && mask == "00000000").then(|| iface.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod route_tests {
+    #[test]
+    fn default_route() {
+        let t =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth1\t0011A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                 eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n";
+        assert_eq!(super::default_route_iface(t).as_deref(), Some("eth0"));
+        assert_eq!(super::default_route_iface("Iface\tDestination\n"), None);
+    }
+}

@@ -1,0 +1,175 @@
+//! TC classifiers on the watched interfaces: record each SYN as first seen, mark it answered
+//! by its SYN-ACK or reset by a RST. They never change a packet's fate: every path returns
+//! TC_ACT_UNSPEC, which lets the packet continue to the next filter (TCX_NEXT under TCX).
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::classifier,
+    programs::TcContext,
+};
+use swarmtrace_common::{
+    class, kind, seen, stat, state, Handshake, HandshakeEvent, HandshakeKey, Hop,
+};
+
+use crate::{
+    config::{count, global, output, SCRATCH, STATS},
+    handshake::{lookup, HANDSHAKES, ISN_INDEX},
+    packet::{matches, parse_ip, Parse, Skb},
+};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const DIR_INGRESS: u8 = 1;
+const DIR_EGRESS: u8 = 2;
+
+#[classifier]
+pub fn tc_ingress(ctx: TcContext) -> i32 {
+    let _ = observe(&ctx, DIR_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn tc_egress(ctx: TcContext) -> i32 {
+    let _ = observe(&ctx, DIR_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+/// The namespace of the device the packet is on. The context pointer is the kernel's
+/// `struct sk_buff` at run time; reading through it needs the privileges we load with.
+#[inline(always)]
+fn netns_of(ctx: &TcContext) -> u32 {
+    let skb = ctx.skb.skb as u64;
+    let read = |p: u64| -> u64 { unsafe { bpf_probe_read_kernel(p as *const u64) }.unwrap_or(0) };
+    let dev = read(skb + global!(OFFSETS.skb_dev) as u64);
+    if dev == 0 {
+        return 0;
+    }
+    let net = read(dev + global!(OFFSETS.dev_nd_net) as u64);
+    if net == 0 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_kernel((net + global!(OFFSETS.net_inum) as u64) as *const u32) }
+        .unwrap_or(0)
+}
+
+#[inline(always)]
+fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
+    let mut proto: u16 = u16::from_be(ctx.load::<u16>(12).map_err(|_| ())?);
+    let mut l3 = ETH_HLEN;
+    if proto == ETH_P_8021Q {
+        proto = u16::from_be(ctx.load::<u16>(16).map_err(|_| ())?);
+        l3 += 4;
+    }
+    if proto != ETH_P_IP && proto != ETH_P_IPV6 {
+        return Ok(());
+    }
+    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
+    let ev = &mut scratch.handshake;
+    match parse_ip(&Skb { ctx, l3 }, &mut ev.packet, &mut scratch.opts) {
+        Parse::Handshake => {}
+        Parse::Other => return Ok(()),
+        Parse::Unreadable => {
+            count(&STATS, stat::TC_UNREADABLE);
+            return Ok(());
+        }
+    }
+    let p = &ev.packet;
+    if p.class == class::ACK {
+        return Ok(());
+    }
+    let hop = Hop {
+        netns: netns_of(ctx),
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        dir,
+        _pad: [0; 3],
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    if p.class == class::SYN {
+        let key = HandshakeKey {
+            isn: p.seq,
+            tsval: if p.has_ts != 0 { p.tsval } else { 0 },
+        };
+        if let Some(hs) = HANDSHAKES.get_ptr_mut(key) {
+            // The same SYN further along its path (after DNAT, in another namespace).
+            let hs = unsafe { &mut *hs };
+            hs.last_hop = hop;
+            hs.sightings = hs.sightings.saturating_add(1);
+            return Ok(());
+        }
+        if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
+            return Ok(());
+        }
+        let hs = Handshake {
+            first_ns: now,
+            answered_ns: 0,
+            client: p.saddr,
+            service: p.daddr,
+            client_port: p.sport,
+            service_port: p.dport,
+            family: p.family,
+            state: 0,
+            sightings: 1,
+            _pad: 0,
+            first_hop: hop,
+            last_hop: hop,
+            answer_hop: Hop::default(),
+            _pad2: 0,
+        };
+        if HANDSHAKES.insert(key, hs, 0).is_err() {
+            return Ok(());
+        }
+        let _ = ISN_INDEX.insert(key.isn, key.tsval, 0);
+        count(&STATS, stat::SYNS);
+        emit(ctx, ev, key, hop, seen::SYN, 0, now);
+        return Ok(());
+    }
+
+    // A SYN-ACK or a RST: an answer to a SYN we may know.
+    let Some((key, hs)) = lookup(p) else {
+        return Ok(());
+    };
+    let hs = unsafe { &mut *hs };
+    if hs.state & (state::ANSWERED | state::RESET) != 0 {
+        return Ok(());
+    }
+    let (bit, what, stat_slot) = if p.class == class::SYN_ACK {
+        (state::ANSWERED, seen::SYN_ACK, stat::ANSWERED)
+    } else {
+        (state::RESET, seen::RST, stat::RESETS)
+    };
+    hs.state |= bit;
+    hs.answered_ns = now;
+    hs.answer_hop = hop;
+    count(&STATS, stat_slot);
+    let latency = now.saturating_sub(hs.first_ns);
+    let latency = if latency > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        latency as u32
+    };
+    emit(ctx, ev, key, hop, what, latency, now);
+    Ok(())
+}
+
+#[inline(always)]
+fn emit(
+    ctx: &TcContext,
+    ev: &mut HandshakeEvent,
+    key: HandshakeKey,
+    hop: Hop,
+    what: u8,
+    latency_ns: u32,
+    now: u64,
+) {
+    ev.header.kind = kind::HANDSHAKE;
+    ev.header.ts_ns = now;
+    ev.key = key;
+    ev.hop = hop;
+    ev.what = what;
+    ev.latency_ns = latency_ns;
+    output(ctx, ev);
+}
