@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// default-route interface of the host namespace, when present.
     #[arg(long = "iface", value_name = "[NETNS:]IFACE")]
     pub iface: Vec<IfaceSpec>,
+    /// A handshake with neither answer nor drop after this long is reported unanswered.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub syn_timeout: Duration,
     /// Entries of the kernel's handshake table (LRU: the oldest go first when it is full).
     #[arg(long, default_value_t = swarmtrace_common::HANDSHAKE_TABLE, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub table_size: u32,

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use crate::clock::{rfc3339_micros, WallClock};
-use crate::event::{Packet, RawDrop};
+use crate::event::{Joined, Packet, RawDrop};
 use crate::kernel::kallsyms::Kallsyms;
 use crate::kernel::netns::NetnsNames;
 use crate::kernel::DropReasons;
@@ -16,6 +16,8 @@ use crate::tracer::Totals;
 /// A dropped handshake packet with every name resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drop {
+    /// Monotonic kernel time, for ordering against handshake sightings.
+    pub ts_ns: u64,
     pub unix_ns: i128,
     pub packet: Packet,
     pub reason: String,
@@ -23,6 +25,9 @@ pub struct Drop {
     pub netns: u32,
     pub netns_name: Option<String>,
     pub ifname: Option<String>,
+    /// The handshake it belongs to, with the real client, when it was seen first on a
+    /// watched interface.
+    pub joined: Option<Joined>,
 }
 
 /// Turns kernel numbers into names.
@@ -36,7 +41,9 @@ pub struct Namer {
 impl Namer {
     pub fn name(&mut self, raw: RawDrop) -> Drop {
         Drop {
+            ts_ns: raw.ts_ns,
             unix_ns: self.clock.to_unix_ns(raw.ts_ns),
+            joined: raw.joined,
             reason: self.reasons.name(raw.reason),
             location: self.kallsyms.symbolize(raw.location),
             netns_name: self.netns.name(raw.netns),
@@ -63,6 +70,8 @@ impl Drop {
             "dst": self.packet.dst.to_string(),
             "isn": self.packet.client_isn(),
             "tsval": self.packet.tsval,
+            "client": self.joined.map(|j| j.client.to_string()),
+            "service": self.joined.map(|j| j.service.to_string()),
         })
     }
 
@@ -75,8 +84,12 @@ impl Drop {
             None => format!("netns:{}", self.netns),
         };
         let dev = self.ifname.as_deref().unwrap_or("-");
+        let who = match &self.joined {
+            Some(j) => format!("  (client {} -> service {})", j.client, j.service),
+            None => String::new(),
+        };
         format!(
-            "{time} DROP {:<7} {} -> {}  {} at {}  [{ns} dev {dev}]",
+            "{time} DROP {:<7} {} -> {}  {} at {}  [{ns} dev {dev}]{who}",
             self.packet.kind.as_str(),
             self.packet.src,
             self.packet.dst,
@@ -212,8 +225,11 @@ mod tests {
     use swarmtrace_common::class;
 
     fn named() -> Drop {
-        let Event::Drop(raw) =
-            Event::try_from(crate::event::tests::drop_bytes(4, class::SYN).as_slice()).unwrap();
+        let Ok(Event::Drop(raw)) =
+            Event::try_from(crate::event::tests::drop_bytes(4, class::SYN).as_slice())
+        else {
+            panic!("not a drop");
+        };
         let mut names = BTreeMap::new();
         names.insert(3, "NO_SOCKET".to_owned());
         let mut namer = Namer {
@@ -240,6 +256,8 @@ mod tests {
         assert_eq!(v["dst"], "10.0.0.1:8080");
         assert_eq!(v["isn"], 1000);
         assert_eq!(v["tsval"], 77);
+        assert_eq!(v["client"], Value::Null);
+        assert_eq!(v["service"], Value::Null);
         let ts = v["ts"].as_str().unwrap();
         assert_eq!(ts.len(), "2026-11-27T08:01:43.123456Z".len(), "{ts}");
         assert_eq!(d.packet.kind, PacketKind::Syn);

@@ -3,7 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use swarmtrace_common::{class, kind, DropEvent, EventHeader, PacketInfo};
+use swarmtrace_common::{
+    class, kind, seen, DropEvent, EventHeader, HandshakeEvent, HandshakeKey, Hop, PacketInfo,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -15,6 +17,8 @@ pub enum DecodeError {
     BadFamily(u8),
     #[error("bad packet class {0}")]
     BadClass(u8),
+    #[error("bad handshake sighting {0}")]
+    BadSeen(u8),
 }
 
 /// What a handshake packet is.
@@ -77,23 +81,11 @@ impl Packet {
 impl TryFrom<&PacketInfo> for Packet {
     type Error = DecodeError;
     fn try_from(p: &PacketInfo) -> Result<Self, DecodeError> {
-        let (src, dst) = match p.family {
-            4 => {
-                let s: [u8; 4] = p.saddr[..4].try_into().unwrap_or_default();
-                let d: [u8; 4] = p.daddr[..4].try_into().unwrap_or_default();
-                (IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)))
-            }
-            6 => (
-                IpAddr::V6(Ipv6Addr::from(p.saddr)),
-                IpAddr::V6(Ipv6Addr::from(p.daddr)),
-            ),
-            f => return Err(DecodeError::BadFamily(f)),
-        };
         let ts = p.has_ts != 0;
         Ok(Packet {
             kind: PacketKind::try_from(p.class)?,
-            src: SocketAddr::new(src, p.sport),
-            dst: SocketAddr::new(dst, p.dport),
+            src: sock(p.family, &p.saddr, p.sport)?,
+            dst: sock(p.family, &p.daddr, p.dport)?,
             seq: p.seq,
             ack: p.ack_seq,
             tsval: ts.then_some(p.tsval),
@@ -101,6 +93,14 @@ impl TryFrom<&PacketInfo> for Packet {
             flags: p.tcp_flags,
         })
     }
+}
+
+/// The handshake a drop was joined to: its key and its ends as first seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    pub key: HandshakeKey,
+    pub client: SocketAddr,
+    pub service: SocketAddr,
 }
 
 /// A dropped handshake packet, decoded but not yet named (names need the kernel facts).
@@ -113,11 +113,44 @@ pub struct RawDrop {
     pub ifname: Option<String>,
     pub reason: u32,
     pub packet: Packet,
+    pub joined: Option<Joined>,
+}
+
+/// What a TC classifier saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    Syn,
+    SynAck,
+    Rst,
+}
+
+/// A handshake sighting from a TC classifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub ts_ns: u64,
+    pub key: HandshakeKey,
+    pub hop: Hop,
+    pub seen: Seen,
+    pub latency_ns: u32,
+    pub packet: Packet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Drop(RawDrop),
+    Handshake(Sighting),
+}
+
+fn sock(family: u8, addr: &[u8; 16], port: u16) -> Result<SocketAddr, DecodeError> {
+    let ip = match family {
+        4 => {
+            let a: [u8; 4] = addr[..4].try_into().unwrap_or_default();
+            IpAddr::V4(Ipv4Addr::from(a))
+        }
+        6 => IpAddr::V6(Ipv6Addr::from(*addr)),
+        f => return Err(DecodeError::BadFamily(f)),
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -143,6 +176,16 @@ impl TryFrom<&[u8]> for Event {
                 let name_len = ev.ifname.iter().position(|&b| b == 0).unwrap_or(16);
                 let ifname = (name_len > 0)
                     .then(|| String::from_utf8_lossy(&ev.ifname[..name_len]).into_owned());
+                let packet = Packet::try_from(&ev.packet)?;
+                let joined = if ev.joined != 0 {
+                    Some(Joined {
+                        key: ev.key,
+                        client: sock(ev.packet.family, &ev.client, ev.client_port)?,
+                        service: sock(ev.packet.family, &ev.service, ev.service_port)?,
+                    })
+                } else {
+                    None
+                };
                 Ok(Event::Drop(RawDrop {
                     ts_ns: ev.header.ts_ns,
                     location: ev.location,
@@ -150,6 +193,24 @@ impl TryFrom<&[u8]> for Event {
                     ifindex: ev.ifindex,
                     ifname,
                     reason: ev.reason,
+                    packet,
+                    joined,
+                }))
+            }
+            kind::HANDSHAKE => {
+                let ev: HandshakeEvent = read(bytes)?;
+                let seen = match ev.what {
+                    seen::SYN => Seen::Syn,
+                    seen::SYN_ACK => Seen::SynAck,
+                    seen::RST => Seen::Rst,
+                    w => return Err(DecodeError::BadSeen(w)),
+                };
+                Ok(Event::Handshake(Sighting {
+                    ts_ns: ev.header.ts_ns,
+                    key: ev.key,
+                    hop: ev.hop,
+                    seen,
+                    latency_ns: ev.latency_ns,
                     packet: Packet::try_from(&ev.packet)?,
                 }))
             }
@@ -195,9 +256,105 @@ pub(crate) mod tests {
         bytes.to_vec()
     }
 
+    fn as_drop(e: Event) -> RawDrop {
+        match e {
+            Event::Drop(d) => d,
+            other => panic!("not a drop: {other:?}"),
+        }
+    }
+
+    pub fn handshake_bytes(what: u8) -> Vec<u8> {
+        let mut ev = HandshakeEvent::default();
+        ev.header.kind = kind::HANDSHAKE;
+        ev.header.ts_ns = 500;
+        ev.key = HandshakeKey {
+            isn: 1000,
+            tsval: 77,
+        };
+        ev.hop = Hop {
+            netns: 1,
+            ifindex: 2,
+            dir: 1,
+            _pad: [0; 3],
+        };
+        ev.what = what;
+        ev.latency_ns = 1234;
+        ev.packet.family = 4;
+        ev.packet.class = class::SYN_ACK;
+        ev.packet.saddr[..4].copy_from_slice(&[10, 10, 0, 1]);
+        ev.packet.daddr[..4].copy_from_slice(&[10, 10, 0, 11]);
+        ev.packet.sport = 8080;
+        ev.packet.dport = 40000;
+        ev.packet.ack_seq = 1001;
+        // SAFETY: plain-old-data, no padding (size checked in swarmtrace-common).
+        unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const HandshakeEvent).cast::<u8>(),
+                std::mem::size_of::<HandshakeEvent>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn decodes_handshake_sightings() {
+        let Event::Handshake(h) =
+            Event::try_from(handshake_bytes(seen::SYN_ACK).as_slice()).unwrap()
+        else {
+            panic!("not a handshake");
+        };
+        assert_eq!(h.seen, Seen::SynAck);
+        assert_eq!(
+            h.key,
+            HandshakeKey {
+                isn: 1000,
+                tsval: 77
+            }
+        );
+        assert_eq!(h.packet.client_isn(), 1000);
+        assert_eq!(h.latency_ns, 1234);
+        assert_eq!(
+            Event::try_from(handshake_bytes(9).as_slice()),
+            Err(DecodeError::BadSeen(9))
+        );
+        let short = handshake_bytes(seen::SYN);
+        assert!(matches!(
+            Event::try_from(&short[..100]),
+            Err(DecodeError::Short { .. })
+        ));
+    }
+
+    #[test]
+    fn decodes_joined_drop() {
+        let mut bytes = drop_bytes(4, class::SYN);
+        let mut ev: DropEvent = read(&bytes).unwrap();
+        ev.joined = 1;
+        ev.key = HandshakeKey {
+            isn: 1000,
+            tsval: 77,
+        };
+        ev.client[..4].copy_from_slice(&[192, 168, 1, 50]);
+        ev.client_port = 40000;
+        ev.service[..4].copy_from_slice(&[10, 10, 0, 1]);
+        ev.service_port = 8080;
+        // SAFETY: as in drop_bytes.
+        bytes = unsafe {
+            std::slice::from_raw_parts((&ev as *const DropEvent).cast::<u8>(), bytes.len())
+        }
+        .to_vec();
+        let d = as_drop(Event::try_from(bytes.as_slice()).unwrap());
+        let j = d.joined.unwrap();
+        assert_eq!(j.client.to_string(), "192.168.1.50:40000");
+        assert_eq!(j.service.to_string(), "10.10.0.1:8080");
+        assert_eq!(
+            as_drop(Event::try_from(drop_bytes(4, class::SYN).as_slice()).unwrap()).joined,
+            None
+        );
+    }
+
     #[test]
     fn decodes_ipv4_syn_drop() {
-        let Event::Drop(d) = Event::try_from(drop_bytes(4, class::SYN).as_slice()).unwrap();
+        let d = as_drop(Event::try_from(drop_bytes(4, class::SYN).as_slice()).unwrap());
         assert_eq!(d.packet.src.to_string(), "10.0.0.2:40000");
         assert_eq!(d.packet.dst.to_string(), "10.0.0.1:8080");
         assert_eq!(d.packet.kind, PacketKind::Syn);
@@ -210,7 +367,7 @@ pub(crate) mod tests {
     fn decodes_ipv6_and_unaligned() {
         let mut buf = vec![0u8];
         buf.extend(drop_bytes(6, class::SYN_ACK));
-        let Event::Drop(d) = Event::try_from(&buf[1..]).unwrap();
+        let d = as_drop(Event::try_from(&buf[1..]).unwrap());
         assert_eq!(d.packet.src.to_string(), "[fd00::2]:40000");
         assert_eq!(d.packet.kind.as_str(), "SYN-ACK");
     }
@@ -218,7 +375,7 @@ pub(crate) mod tests {
     #[test]
     fn rejects_malformed_records() {
         let full = drop_bytes(4, class::SYN);
-        for len in [0, 1, 15, 16, 111] {
+        for len in [0, 1, 15, 16, 111, 159] {
             assert!(matches!(
                 Event::try_from(&full[..len]),
                 Err(DecodeError::Short { .. })

@@ -9,3 +9,5 @@ pub mod lab;
 pub mod privileges;
 pub mod run;
 pub mod tracer;
+pub mod tracker;
+pub mod verdict;

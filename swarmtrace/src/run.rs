@@ -1,18 +1,26 @@
-//! `swarmtrace run`: attach, print drops as they happen, summarize on exit.
+//! `swarmtrace run`: attach, follow handshakes and drops as they happen, and on exit print a
+//! summary with verdicts.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use swarmtrace_common::Filter;
+use anyhow::{Context as _, Result};
+use serde_json::{json, Value};
+use swarmtrace_common::{Filter, Hop};
 
 use crate::cli::{Cidr, RunArgs};
-use crate::clock::WallClock;
+use crate::clock::{rfc3339_micros, WallClock};
 use crate::drops::{Namer, Summary};
 use crate::event::Event;
-use crate::kernel::{self, kallsyms::Kallsyms, netns::NetnsNames, KernelFacts, Sources};
-use crate::tracer::{Tracer, TracerOptions};
+use crate::kernel::netns::{default_route_iface, within, NetnsNames};
+use crate::kernel::netstat::{self, Counters};
+use crate::kernel::{self, kallsyms::Kallsyms, namespaces, KernelFacts, Sources};
+use crate::tracer::{IfaceSpec, Tracer, TracerOptions, Watched};
+use crate::tracker::{Answer, Handshake, HandshakeId, Outcome, Tracker};
+use crate::verdict::{self, LocalSubnet, Verdict};
 
 pub fn kernel_filter(port: Option<u16>, client: Option<Cidr>) -> Filter {
     let mut f = Filter {
@@ -74,56 +82,334 @@ pub fn live_facts() -> Result<(KernelFacts, Kallsyms)> {
     Ok((facts, kallsyms))
 }
 
+/// docker_gwbridge and the default-route interface of the host namespace, those that exist.
+pub fn default_watch() -> Vec<IfaceSpec> {
+    let Some(host) = kernel::netns::ns_file("host") else {
+        return Vec::new();
+    };
+    within(&host, || {
+        let mut out = Vec::new();
+        if std::path::Path::new("/sys/class/net/docker_gwbridge").exists() {
+            out.push("docker_gwbridge".to_owned());
+        }
+        let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+        if let Some(i) = default_route_iface(&routes) {
+            if !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        out
+    })
+    .unwrap_or_default()
+    .into_iter()
+    .map(|ifname| IfaceSpec {
+        netns: "host".to_owned(),
+        ifname,
+    })
+    .collect()
+}
+
+/// Names hops as `NETNS:IFACE/in|out` from the watched interfaces.
+pub struct HopNames {
+    names: HashMap<(u32, u32), (String, String)>,
+}
+
+impl HopNames {
+    pub fn new(watched: &[Watched]) -> Self {
+        Self {
+            names: watched
+                .iter()
+                .map(|w| {
+                    (
+                        (w.netns, w.ifindex),
+                        (w.spec.netns.clone(), w.spec.ifname.clone()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// (namespace, interface) of a hop.
+    pub fn place(&self, hop: &Hop) -> (String, String) {
+        self.names
+            .get(&(hop.netns, hop.ifindex))
+            .cloned()
+            .unwrap_or_else(|| (format!("netns:{}", hop.netns), format!("if{}", hop.ifindex)))
+    }
+
+    pub fn name(&self, hop: &Hop) -> String {
+        let (ns, ifname) = self.place(hop);
+        let dir = match hop.dir {
+            1 => "/in",
+            2 => "/out",
+            _ => "",
+        };
+        if ns == "host" {
+            format!("{ifname}{dir}")
+        } else {
+            format!("{ns}:{ifname}{dir}")
+        }
+    }
+}
+
+/// The `handshake` NDJSON object of docs/json.md.
+pub fn handshake_json(
+    h: &Handshake,
+    hops: &HopNames,
+    last_hop: Option<Hop>,
+    unix_ns: i128,
+) -> Value {
+    let first_drop = h.drops.first();
+    json!({
+        "type": "handshake",
+        "ts": rfc3339_micros(unix_ns),
+        "verdict": h.outcome().as_str(),
+        "client": h.client.to_string(),
+        "service": h.service.to_string(),
+        "latency_us": h.latency_ns().map(|n| n / 1000),
+        "reason": first_drop.map(|d| d.reason.clone()),
+        "netns_name": first_drop.and_then(|d| d.netns_name.clone()),
+        "isn": h.isn,
+        "syns": h.syns,
+        "first_hop": h.first_hop.map(|x| hops.name(&x)),
+        "last_hop": last_hop.map(|x| hops.name(&x)),
+        "answer_hop": match h.answer {
+            Some(Answer::SynAck { hop, .. }) | Some(Answer::Reset { hop }) => Some(hops.name(&hop)),
+            None => None,
+        },
+    })
+}
+
+pub fn handshake_line(
+    h: &Handshake,
+    hops: &HopNames,
+    last_hop: Option<Hop>,
+    unix_ns: i128,
+) -> String {
+    let ts = rfc3339_micros(unix_ns);
+    let time = ts.get(11..26).unwrap_or(&ts);
+    let detail = match h.outcome() {
+        Outcome::Answered => format!(
+            "answered in {:.3} ms",
+            h.latency_ns().unwrap_or(0) as f64 / 1e6
+        ),
+        Outcome::Reset => "reset by the server".to_owned(),
+        Outcome::Dropped => {
+            let d = &h.drops[0];
+            format!(
+                "dropped: {} {} in {}",
+                d.kind.as_str(),
+                d.reason,
+                d.netns_name
+                    .clone()
+                    .unwrap_or_else(|| format!("netns:{}", d.netns))
+            )
+        }
+        Outcome::Unanswered => format!(
+            "unanswered after {} SYN(s); last seen at {}",
+            h.syns,
+            last_hop
+                .map(|x| hops.name(&x))
+                .unwrap_or_else(|| "-".to_owned())
+        ),
+    };
+    format!("{time} HANDSHAKE {} -> {}  {detail}", h.client, h.service)
+}
+
+/// What the verdicts need besides the handshakes, gathered at the end of a run.
+pub struct HostSnapshot {
+    pub namespaces: Vec<(String, PathBuf)>,
+    pub counters: BTreeMap<String, Counters>,
+}
+
+impl HostSnapshot {
+    pub fn take() -> Self {
+        let namespaces = namespaces::known();
+        let counters = namespaces::counters(&namespaces);
+        Self {
+            namespaces,
+            counters,
+        }
+    }
+}
+
+pub fn verdict_context(
+    before: &HostSnapshot,
+    after: &HostSnapshot,
+    tracker: &Tracker,
+    hops: &HopNames,
+    facts: &KernelFacts,
+) -> verdict::Context {
+    let counter_rises = after
+        .counters
+        .iter()
+        .filter_map(|(ns, a)| {
+            let b = before.counters.get(ns)?;
+            let r = netstat::rises(b, a);
+            (!r.is_empty()).then(|| (ns.clone(), r))
+        })
+        .collect();
+    let subnets = after
+        .namespaces
+        .iter()
+        .flat_map(|(ns, file)| {
+            namespaces::subnets_in(file)
+                .into_iter()
+                .map(move |(ifname, net)| LocalSubnet {
+                    netns: ns.clone(),
+                    ifname,
+                    net,
+                })
+        })
+        .collect();
+    let ingress_ifaces: BTreeSet<(String, String)> = tracker
+        .handshakes()
+        .filter_map(|h| h.first_hop.map(|x| hops.place(&x)))
+        .collect();
+    verdict::Context {
+        counter_rises,
+        subnets,
+        kernel_release: facts.release.clone(),
+        has_tw_paws_reason: facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
+        ingress_ifaces,
+    }
+}
+
+/// Totals of the handshakes by outcome, and latency percentiles of the answered ones.
+pub fn handshake_totals(tracker: &Tracker) -> Value {
+    let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut lat: Vec<u64> = Vec::new();
+    for h in tracker.handshakes() {
+        *by.entry(h.outcome().as_str()).or_default() += 1;
+        if let Some(l) = h.latency_ns() {
+            lat.push(l / 1000);
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| -> Option<u64> {
+        (!lat.is_empty()).then(|| lat[((lat.len() - 1) as f64 * p).round() as usize])
+    };
+    json!({
+        "total": tracker.len() as u64 + tracker.evicted,
+        "answered": by.get("answered").copied().unwrap_or(0),
+        "dropped": by.get("dropped").copied().unwrap_or(0),
+        "reset": by.get("reset").copied().unwrap_or(0),
+        "unanswered": by.get("unanswered").copied().unwrap_or(0),
+        "forgotten": tracker.evicted,
+        "latency_us": { "p50": pct(0.5), "p99": pct(0.99), "max": lat.last() },
+    })
+}
+
+/// Everything a run produced, for the caller (the demo reads the verdicts).
+pub struct RunResult {
+    pub verdicts: Vec<Verdict>,
+    pub summary: Value,
+}
+
 pub async fn run(args: RunArgs) -> Result<()> {
+    let mut out = std::io::stdout();
+    trace(args, &mut out, None).await.map(|_| ())
+}
+
+/// Runs the tracer until Ctrl-C, SIGTERM, `--duration` or `stop` fires, writing to `out`.
+pub async fn trace(
+    args: RunArgs,
+    out: &mut (dyn Write + Send),
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<RunResult> {
     crate::privileges::require_tracing()?;
     let (facts, kallsyms) = live_facts()?;
+    let watch = if args.iface.is_empty() {
+        let w = default_watch();
+        if w.is_empty() {
+            log::warn!("no docker_gwbridge and no default route here: only drops are traced; name interfaces with --iface");
+        }
+        w
+    } else {
+        args.iface.clone()
+    };
     let opts = TracerOptions {
         filter: kernel_filter(args.port, args.client),
-        watch: args.iface.clone(),
+        watch,
         table_size: args.table_size,
     };
+    let before = HostSnapshot::take();
     let mut tracer = Tracer::attach(&facts, &opts)?;
+    let hops = HopNames::new(&tracer.watched);
     let mut namer = Namer {
         reasons: facts.reasons.clone(),
         kallsyms,
         netns: NetnsNames::live(),
         clock: WallClock::sample(),
     };
+    let clock = namer.clock;
     let mut summary = Summary::default();
+    let mut tracker = Tracker::new(args.syn_timeout.as_nanos() as u64);
     let started = Instant::now();
+    let watched: Vec<String> = tracer.watched.iter().map(|w| w.spec.to_string()).collect();
     eprintln!(
-        "swarmtrace: tracing dropped TCP handshake packets on Linux {}{}{}; Ctrl-C to stop",
+        "swarmtrace: tracing TCP handshakes on Linux {} (watching {}){}{}; Ctrl-C to stop",
         facts.release,
+        if watched.is_empty() {
+            "drops only".to_owned()
+        } else {
+            watched.join(", ")
+        },
         args.port.map(|p| format!(", port {p}")).unwrap_or_default(),
         args.client
             .map(|c| format!(", client {c}"))
             .unwrap_or_default(),
     );
 
-    let stdout = std::io::stdout();
-    let mut emit = |bytes: &[u8], summary: &mut Summary| {
-        let mut out = stdout.lock();
+    let json = args.json;
+    let client_filter = args.client;
+    let mut handle = |bytes: &[u8],
+                      summary: &mut Summary,
+                      tracker: &mut Tracker,
+                      out: &mut (dyn Write + Send)|
+     -> Result<()> {
         match Event::try_from(bytes) {
             Ok(Event::Drop(raw)) => {
                 let d = namer.name(raw);
-                if args.client.is_some_and(|c| {
-                    !c.contains(d.packet.src.ip()) && !c.contains(d.packet.dst.ip())
+                let who = d.joined.map(|j| j.client.ip()).unwrap_or(d.packet.src.ip());
+                if client_filter.is_some_and(|c| {
+                    !c.contains(who)
+                        && !c.contains(d.packet.dst.ip())
+                        && !c.contains(d.packet.src.ip())
                 }) {
-                    return;
+                    return Ok(());
                 }
                 summary.add(&d);
-                let line = if args.json {
-                    d.to_json().to_string()
-                } else {
-                    d.to_line()
-                };
-                let _ = writeln!(out, "{line}");
+                tracker.on_drop(&d);
+                writeln!(
+                    out,
+                    "{}",
+                    if json {
+                        d.to_json().to_string()
+                    } else {
+                        d.to_line()
+                    }
+                )?;
+            }
+            Ok(Event::Handshake(s)) => {
+                if let Some(id) = tracker.on_sighting(&s) {
+                    report(
+                        tracker,
+                        &id,
+                        &hops,
+                        None,
+                        clock.to_unix_ns(s.ts_ns),
+                        json,
+                        out,
+                    )?;
+                }
             }
             Err(e) => {
                 summary.decode_errors += 1;
                 log::warn!("undecodable event: {e}");
             }
         }
+        Ok(())
     };
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -134,27 +420,144 @@ pub async fn run(args: RunArgs) -> Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(deadline);
+    let stop = async {
+        match stop {
+            Some(rx) => {
+                let _ = rx.await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline, stop);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut result: Result<()> = Ok(());
     loop {
         tokio::select! {
-            r = tracer.next_batch(|b| emit(b, &mut summary)) => r?,
+            r = tracer.next_batch(|b| {
+                if result.is_ok() {
+                    result = handle(b, &mut summary, &mut tracker, out);
+                }
+            }) => { r?; result.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?; }
+            _ = tick.tick() => {
+                sweep(&mut tracker, &tracer, &hops, clock, json, out, WallClock::monotonic_now_ns())?;
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
+            _ = &mut stop => break,
         }
     }
-    // What arrived between the last wakeup and the stop.
-    tracer.drain(|b| emit(b, &mut summary));
+    // What arrived between the last wakeup and the stop, then every handshake still open.
+    tracer.drain(|b| {
+        if result.is_ok() {
+            result = handle(b, &mut summary, &mut tracker, out);
+        }
+    });
+    result?;
+    sweep(
+        &mut tracker,
+        &tracer,
+        &hops,
+        clock,
+        json,
+        out,
+        WallClock::monotonic_now_ns(),
+    )?;
+    let open = tracker.flush();
+    for id in &open {
+        report(
+            &tracker,
+            id,
+            &hops,
+            last_hop(&tracker, &tracer, id),
+            clock.to_unix_ns(WallClock::monotonic_now_ns() as u64),
+            json,
+            out,
+        )?;
+    }
     let totals = tracer.totals()?;
+    let after = HostSnapshot::take();
+    let ctx = verdict_context(&before, &after, &tracker, &hops, &facts);
     drop(tracer);
+    let verdicts = verdict::verdicts(tracker.handshakes(), &ctx);
     let secs = started.elapsed().as_secs_f64();
-    let mut out = stdout.lock();
-    if args.json {
-        writeln!(out, "{}", summary.to_json(&totals, &facts.reasons, secs))?;
+    let mut sum = summary.to_json(&totals, &facts.reasons, secs);
+    sum["handshakes"] = handshake_totals(&tracker);
+    sum["verdicts"] = Value::Array(verdicts.iter().map(Verdict::to_json).collect());
+    sum["watched"] = json!(watched);
+    if json {
+        writeln!(out, "{sum}")?;
     } else {
         write!(out, "{}", summary.to_text(&totals, &facts.reasons, secs))?;
+        let h = &sum["handshakes"];
+        writeln!(
+            out,
+            "handshakes: {} answered (p50 {} us, p99 {} us), {} dropped, {} reset, {} unanswered",
+            h["answered"],
+            h["latency_us"]["p50"],
+            h["latency_us"]["p99"],
+            h["dropped"],
+            h["reset"],
+            h["unanswered"]
+        )?;
+        if verdicts.is_empty() {
+            writeln!(out, "verdicts: none: every handshake seen was answered")?;
+        } else {
+            writeln!(out, "verdicts:")?;
+            for v in &verdicts {
+                write!(out, "{}", v.to_text())?;
+            }
+        }
     }
     out.flush()?;
+    Ok(RunResult {
+        verdicts,
+        summary: sum,
+    })
+}
+
+fn last_hop(tracker: &Tracker, tracer: &Tracer, id: &HandshakeId) -> Option<Hop> {
+    let h = tracker.get(id)?;
+    h.keys
+        .iter()
+        .rev()
+        .find_map(|k| tracer.handshake(k))
+        .map(|k| k.last_hop)
+}
+
+fn report(
+    tracker: &Tracker,
+    id: &HandshakeId,
+    hops: &HopNames,
+    last: Option<Hop>,
+    unix_ns: i128,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<()> {
+    let Some(h) = tracker.get(id) else {
+        return Ok(());
+    };
+    if json {
+        writeln!(out, "{}", handshake_json(h, hops, last, unix_ns))?;
+    } else {
+        writeln!(out, "{}", handshake_line(h, hops, last, unix_ns))?;
+    }
+    Ok(())
+}
+
+fn sweep(
+    tracker: &mut Tracker,
+    tracer: &Tracer,
+    hops: &HopNames,
+    clock: WallClock,
+    json: bool,
+    out: &mut (dyn Write + Send),
+    now: u64,
+) -> Result<()> {
+    for id in tracker.due(now) {
+        let last = last_hop(tracker, tracer, &id);
+        report(tracker, &id, hops, last, clock.to_unix_ns(now), json, out)?;
+    }
     Ok(())
 }
 

@@ -4,7 +4,9 @@
 
 pub mod btf;
 pub mod kallsyms;
+pub mod namespaces;
 pub mod netns;
+pub mod netstat;
 pub mod tracefs;
 
 use std::collections::BTreeMap;

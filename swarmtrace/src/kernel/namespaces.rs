@@ -1,0 +1,90 @@
+//! The network namespaces of this host and what is configured in them: their names and
+//! files, their addresses (for subnet overlaps) and their counters.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::netns::{ns_file, within, NAMED_DIRS};
+use super::netstat::{self, Counters};
+use crate::cli::{parse_cidr, Cidr};
+
+/// `host`, then every named namespace (ip netns, Docker), by name.
+pub fn known() -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    if let Some(f) = ns_file("host") {
+        out.push(("host".to_owned(), f));
+    }
+    for dir in NAMED_DIRS {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut names: Vec<(String, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.to_owned(), e.path())))
+            .collect();
+        names.sort();
+        for (name, path) in names {
+            if !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, path));
+            }
+        }
+    }
+    out
+}
+
+/// Counters of every namespace that can be read.
+pub fn counters(namespaces: &[(String, PathBuf)]) -> BTreeMap<String, Counters> {
+    namespaces
+        .iter()
+        .filter_map(|(name, file)| Some((name.clone(), netstat::read_in(file).ok()?)))
+        .collect()
+}
+
+/// Parses `ip -o addr show` output into (interface, subnet).
+pub fn parse_ip_addr(text: &str) -> Vec<(String, Cidr)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let ifname = f.get(1)?.split('@').next()?.to_owned();
+            if !matches!(*f.get(2)?, "inet" | "inet6") {
+                return None;
+            }
+            Some((ifname, parse_cidr(f.get(3)?).ok()?))
+        })
+        .collect()
+}
+
+/// The subnets on the interfaces of a namespace (loopback excluded).
+pub fn subnets_in(file: &std::path::Path) -> Vec<(String, Cidr)> {
+    let out = within(file, || {
+        Command::new("ip").args(["-o", "addr", "show"]).output()
+    });
+    match out {
+        Ok(Ok(o)) if o.status.success() => parse_ip_addr(&String::from_utf8_lossy(&o.stdout))
+            .into_iter()
+            .filter(|(i, c)| i != "lo" && !c.addr.is_loopback())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_o_addr() {
+        let t = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n\
+                 4: eth0@if5    inet 10.10.0.1/24 brd 10.10.0.255 scope global eth0\\       valid_lft forever\n\
+                 6: docker_gwbridge    inet 172.18.0.1/16 brd 172.18.255.255 scope global docker_gwbridge\n\
+                 4: eth0@if5    inet6 fd20::1/64 scope global nodad\n\
+                 7: eth1    link/ether 00:11:22:33:44:55\n";
+        let v = parse_ip_addr(t);
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[1].0, "eth0");
+        assert_eq!(v[1].1.to_string(), "10.10.0.1/24");
+        assert!(v[2].1.contains("172.18.5.5".parse().unwrap()));
+        assert_eq!(v[3].1.prefix, 64);
+    }
+}

@@ -1,0 +1,416 @@
+//! The handshake tracker: user space's view of every SYN the classifiers saw, what answered
+//! it and what dropped it. A handshake is one client's connection attempt, `(client, ISN)`;
+//! each (re)transmitted SYN of it is a kernel table key `(ISN, TSval)`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use swarmtrace_common::{HandshakeKey, Hop};
+
+use crate::drops::Drop;
+use crate::event::{PacketKind, Seen, Sighting};
+
+pub type HandshakeId = (SocketAddr, u32);
+
+/// A dropped packet of a handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropNote {
+    pub ts_ns: u64,
+    pub kind: PacketKind,
+    pub reason: String,
+    pub location: String,
+    pub netns: u32,
+    pub netns_name: Option<String>,
+    pub ifname: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    SynAck { latency_ns: u64, hop: Hop },
+    Reset { hop: Hop },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Answered,
+    Dropped,
+    Reset,
+    Unanswered,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::Dropped => "dropped",
+            Outcome::Reset => "reset",
+            Outcome::Unanswered => "unanswered",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// The client and the service as first seen, before any NAT on this host.
+    pub client: SocketAddr,
+    pub service: SocketAddr,
+    pub isn: u32,
+    pub first_ns: u64,
+    /// SYN transmissions seen (retransmissions carry a new TSval).
+    pub syns: u32,
+    pub keys: Vec<HandshakeKey>,
+    /// Where the first SYN was seen; None when only a drop told us of it.
+    pub first_hop: Option<Hop>,
+    pub answer: Option<Answer>,
+    pub drops: Vec<DropNote>,
+    /// The handshake line was printed.
+    pub reported: bool,
+}
+
+impl Handshake {
+    pub fn outcome(&self) -> Outcome {
+        // A dropped SYN-ACK means the client did not get the answer the classifiers saw.
+        let answer_dropped = self.drops.iter().any(|d| d.kind == PacketKind::SynAck);
+        match self.answer {
+            Some(Answer::SynAck { .. }) if !answer_dropped => Outcome::Answered,
+            _ if !self.drops.is_empty() => Outcome::Dropped,
+            Some(Answer::Reset { .. }) => Outcome::Reset,
+            Some(Answer::SynAck { .. }) => Outcome::Dropped,
+            None => Outcome::Unanswered,
+        }
+    }
+
+    pub fn latency_ns(&self) -> Option<u64> {
+        match self.answer {
+            Some(Answer::SynAck { latency_ns, .. }) => Some(latency_ns),
+            _ => None,
+        }
+    }
+}
+
+/// Handshakes kept for the summary; beyond this the oldest reported ones are forgotten and
+/// counted in `evicted`.
+pub const MAX_HANDSHAKES: usize = 100_000;
+
+#[derive(Debug)]
+pub struct Tracker {
+    handshakes: HashMap<HandshakeId, Handshake>,
+    by_key: HashMap<HandshakeKey, HandshakeId>,
+    order: VecDeque<HandshakeId>,
+    timeout_ns: u64,
+    pub evicted: u64,
+}
+
+impl Tracker {
+    pub fn new(timeout_ns: u64) -> Self {
+        Self {
+            handshakes: HashMap::new(),
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+            timeout_ns,
+            evicted: 0,
+        }
+    }
+
+    fn entry(&mut self, id: HandshakeId, service: SocketAddr, ts_ns: u64) -> &mut Handshake {
+        if !self.handshakes.contains_key(&id) {
+            self.evict();
+            self.order.push_back(id);
+        }
+        self.handshakes.entry(id).or_insert_with(|| Handshake {
+            client: id.0,
+            service,
+            isn: id.1,
+            first_ns: ts_ns,
+            syns: 0,
+            keys: Vec::new(),
+            first_hop: None,
+            answer: None,
+            drops: Vec::new(),
+            reported: false,
+        })
+    }
+
+    fn evict(&mut self) {
+        while self.handshakes.len() >= MAX_HANDSHAKES {
+            let Some(old) = self.order.pop_front() else {
+                return;
+            };
+            if let Some(h) = self.handshakes.remove(&old) {
+                for k in &h.keys {
+                    self.by_key.remove(k);
+                }
+                self.evicted += 1;
+            }
+        }
+    }
+
+    /// Records a sighting; returns the handshake when it should be reported now (answered).
+    pub fn on_sighting(&mut self, s: &Sighting) -> Option<HandshakeId> {
+        match s.seen {
+            Seen::Syn => {
+                let id = (s.packet.src, s.key.isn);
+                let h = self.entry(id, s.packet.dst, s.ts_ns);
+                h.syns += 1;
+                if !h.keys.contains(&s.key) {
+                    h.keys.push(s.key);
+                }
+                if h.first_hop.is_none() {
+                    h.first_hop = Some(s.hop);
+                }
+                self.by_key.insert(s.key, id);
+                None
+            }
+            Seen::SynAck | Seen::Rst => {
+                let id = *self.by_key.get(&s.key)?;
+                let h = self.handshakes.get_mut(&id)?;
+                if h.answer.is_none() {
+                    h.answer = Some(if s.seen == Seen::SynAck {
+                        Answer::SynAck {
+                            latency_ns: s.latency_ns as u64,
+                            hop: s.hop,
+                        }
+                    } else {
+                        Answer::Reset { hop: s.hop }
+                    });
+                }
+                (s.seen == Seen::SynAck && !h.reported && h.drops.is_empty()).then(|| {
+                    h.reported = true;
+                    id
+                })
+            }
+        }
+    }
+
+    /// Records a drop; returns the handshake it belongs to, if any.
+    pub fn on_drop(&mut self, d: &Drop) -> Option<HandshakeId> {
+        let note = DropNote {
+            ts_ns: d.ts_ns,
+            kind: d.packet.kind,
+            reason: d.reason.clone(),
+            location: d.location.clone(),
+            netns: d.netns,
+            netns_name: d.netns_name.clone(),
+            ifname: d.ifname.clone(),
+        };
+        let id = match &d.joined {
+            Some(j) => {
+                let id = self
+                    .by_key
+                    .get(&j.key)
+                    .copied()
+                    .unwrap_or((j.client, j.key.isn));
+                let h = self.entry(id, j.service, d.ts_ns);
+                if !h.keys.contains(&j.key) {
+                    h.keys.push(j.key);
+                }
+                self.by_key.insert(j.key, id);
+                id
+            }
+            // Not seen on a watched interface: the packet itself is all we know. A dropped
+            // SYN still makes a handshake (its client may be a NAT address); other packets
+            // without a handshake are reported as drops only.
+            None if d.packet.kind == PacketKind::Syn => {
+                let id = (d.packet.src, d.packet.seq);
+                let h = self.entry(id, d.packet.dst, d.ts_ns);
+                if h.syns == 0 {
+                    h.syns = 1;
+                }
+                id
+            }
+            None => return None,
+        };
+        let h = self.handshakes.get_mut(&id)?;
+        h.drops.push(note);
+        Some(id)
+    }
+
+    /// Handshakes whose time is up (`timeout` after their first SYN) and not yet reported;
+    /// marks them reported.
+    pub fn due(&mut self, now_ns: u64) -> Vec<HandshakeId> {
+        let mut out = Vec::new();
+        for (id, h) in self.handshakes.iter_mut() {
+            if !h.reported && now_ns >= h.first_ns.saturating_add(self.timeout_ns) {
+                h.reported = true;
+                out.push(*id);
+            }
+        }
+        out.sort_by_key(|id| self.handshakes[id].first_ns);
+        out
+    }
+
+    /// Every handshake not yet reported, whatever its age (at exit).
+    pub fn flush(&mut self) -> Vec<HandshakeId> {
+        self.due(u64::MAX)
+    }
+
+    pub fn get(&self, id: &HandshakeId) -> Option<&Handshake> {
+        self.handshakes.get(id)
+    }
+
+    pub fn handshakes(&self) -> impl Iterator<Item = &Handshake> {
+        self.handshakes.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.handshakes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handshakes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Joined, Packet};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn packet(kind: PacketKind, src: &str, dst: &str, seq: u32, ack: u32) -> Packet {
+        Packet {
+            kind,
+            src: addr(src),
+            dst: addr(dst),
+            seq,
+            ack,
+            tsval: Some(5),
+            tsecr: None,
+            flags: 0,
+        }
+    }
+
+    fn hop(ifindex: u32) -> Hop {
+        Hop {
+            netns: 1,
+            ifindex,
+            dir: 1,
+            _pad: [0; 3],
+        }
+    }
+
+    fn syn(ts: u64, tsval: u32) -> Sighting {
+        Sighting {
+            ts_ns: ts,
+            key: HandshakeKey { isn: 100, tsval },
+            hop: hop(2),
+            seen: Seen::Syn,
+            latency_ns: 0,
+            packet: packet(
+                PacketKind::Syn,
+                "192.168.1.50:40000",
+                "10.10.0.1:8080",
+                100,
+                0,
+            ),
+        }
+    }
+
+    fn drop_of(kind: PacketKind, reason: &str, joined: Option<Joined>) -> Drop {
+        Drop {
+            ts_ns: 10,
+            unix_ns: 0,
+            packet: packet(kind, "10.0.0.2:40000", "10.0.0.5:80", 100, 0),
+            reason: reason.into(),
+            location: "tcp_v4_rcv+0x1".into(),
+            netns: 9,
+            netns_name: Some("task".into()),
+            ifname: Some("eth0".into()),
+            joined,
+        }
+    }
+
+    #[test]
+    fn answered_is_reported_at_once_with_latency() {
+        let mut t = Tracker::new(1_000);
+        assert_eq!(t.on_sighting(&syn(0, 5)), None);
+        let mut ack = syn(300, 5);
+        ack.seen = Seen::SynAck;
+        ack.latency_ns = 300;
+        let id = t.on_sighting(&ack).unwrap();
+        let h = t.get(&id).unwrap();
+        assert_eq!(h.outcome(), Outcome::Answered);
+        assert_eq!(h.latency_ns(), Some(300));
+        assert!(t.due(10_000).is_empty(), "already reported");
+    }
+
+    #[test]
+    fn retransmissions_are_one_handshake_and_time_out_unanswered() {
+        let mut t = Tracker::new(1_000);
+        t.on_sighting(&syn(0, 5));
+        t.on_sighting(&syn(900, 905));
+        assert!(t.due(999).is_empty());
+        let due = t.due(1_000);
+        assert_eq!(due.len(), 1);
+        let h = t.get(&due[0]).unwrap();
+        assert_eq!(h.syns, 2);
+        assert_eq!(h.keys.len(), 2);
+        assert_eq!(h.outcome(), Outcome::Unanswered);
+    }
+
+    #[test]
+    fn drop_behind_nat_is_charged_to_the_real_client() {
+        let mut t = Tracker::new(1_000);
+        t.on_sighting(&syn(0, 5));
+        let joined = Joined {
+            key: HandshakeKey { isn: 100, tsval: 5 },
+            client: addr("192.168.1.50:40000"),
+            service: addr("10.10.0.1:8080"),
+        };
+        let id = t
+            .on_drop(&drop_of(
+                PacketKind::Syn,
+                "TCP_RFC7323_TW_PAWS",
+                Some(joined),
+            ))
+            .unwrap();
+        assert_eq!(id.0, addr("192.168.1.50:40000"));
+        let h = t.get(&id).unwrap();
+        assert_eq!(h.outcome(), Outcome::Dropped);
+        assert_eq!(h.drops[0].netns_name.as_deref(), Some("task"));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn unjoined_syn_drop_makes_its_own_handshake_and_other_drops_none() {
+        let mut t = Tracker::new(1_000);
+        let id = t
+            .on_drop(&drop_of(PacketKind::Syn, "NO_SOCKET", None))
+            .unwrap();
+        assert_eq!(id.0, addr("10.0.0.2:40000"));
+        assert_eq!(
+            t.on_drop(&drop_of(PacketKind::Rst, "NOT_SPECIFIED", None)),
+            None
+        );
+    }
+
+    #[test]
+    fn reset_and_dropped_synack() {
+        let mut t = Tracker::new(1_000);
+        t.on_sighting(&syn(0, 5));
+        let mut rst = syn(10, 5);
+        rst.seen = Seen::Rst;
+        assert_eq!(
+            t.on_sighting(&rst),
+            None,
+            "a reset waits for its drop evidence"
+        );
+        let id = t.due(2_000)[0];
+        assert_eq!(t.get(&id).unwrap().outcome(), Outcome::Reset);
+
+        let mut t = Tracker::new(1_000);
+        t.on_sighting(&syn(0, 5));
+        let joined = Joined {
+            key: HandshakeKey { isn: 100, tsval: 5 },
+            client: addr("192.168.1.50:40000"),
+            service: addr("10.10.0.1:8080"),
+        };
+        let id = t
+            .on_drop(&drop_of(PacketKind::SynAck, "NEIGH_FAILED", Some(joined)))
+            .unwrap();
+        assert_eq!(t.get(&id).unwrap().outcome(), Outcome::Dropped);
+    }
+}

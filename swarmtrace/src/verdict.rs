@@ -1,0 +1,625 @@
+//! Verdicts: from what happened to each handshake (answers, drops with the kernel's reasons,
+//! silence) and from the counters of each namespace, name the cause, the clients it hit, the
+//! evidence, how to confirm it and the fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde_json::{json, Value};
+
+use crate::cli::Cidr;
+use crate::event::PacketKind;
+use crate::tracker::{Handshake, Outcome};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cause {
+    PawsTimestamps,
+    NetfilterDrop,
+    NoListener,
+    ListenQueueFull,
+    RpFilter,
+    ReplyMisrouted,
+    NoRoute,
+    Unknown,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 8] = [
+        Cause::PawsTimestamps,
+        Cause::NetfilterDrop,
+        Cause::NoListener,
+        Cause::ListenQueueFull,
+        Cause::RpFilter,
+        Cause::ReplyMisrouted,
+        Cause::NoRoute,
+        Cause::Unknown,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Cause::PawsTimestamps => "paws-timestamps",
+            Cause::NetfilterDrop => "netfilter-drop",
+            Cause::NoListener => "no-listener",
+            Cause::ListenQueueFull => "listen-queue-full",
+            Cause::RpFilter => "rp-filter",
+            Cause::ReplyMisrouted => "reply-misrouted",
+            Cause::NoRoute => "no-route",
+            Cause::Unknown => "unknown",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.id() == id)
+    }
+}
+
+/// A subnet on an interface of a namespace on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSubnet {
+    pub netns: String,
+    pub ifname: String,
+    pub net: Cidr,
+}
+
+/// What the verdicts know besides the handshakes.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Per namespace name, the watched counters that rose during the run.
+    pub counter_rises: BTreeMap<String, BTreeMap<String, u64>>,
+    pub subnets: Vec<LocalSubnet>,
+    pub kernel_release: String,
+    /// The kernel names TIME_WAIT PAWS drops (`TCP_RFC7323_TW_PAWS`, 6.16+).
+    pub has_tw_paws_reason: bool,
+    /// (namespace, interface) where SYNs were first seen: a client inside the subnet of the
+    /// interface it came in on is at home there; inside any other local subnet, it overlaps.
+    pub ingress_ifaces: BTreeSet<(String, String)>,
+}
+
+impl Context {
+    fn rose(&self, counter: &str) -> Vec<(String, u64)> {
+        self.counter_rises
+            .iter()
+            .filter_map(|(ns, c)| c.get(counter).map(|n| (ns.clone(), *n)))
+            .collect()
+    }
+
+    /// A subnet of a bridge or Docker network, not the interface the client came in on,
+    /// that contains the client: replies to it are routed there.
+    pub fn overlapping(&self, client: IpAddr) -> Option<&LocalSubnet> {
+        self.subnets.iter().find(|s| {
+            s.net.contains(client)
+                && s.net.prefix > 0
+                && !self
+                    .ingress_ifaces
+                    .contains(&(s.netns.clone(), s.ifname.clone()))
+                && !client.is_loopback()
+        })
+    }
+}
+
+fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Cause> {
+    Some(match reason {
+        "TCP_RFC7323_TW_PAWS" | "TCP_RFC7323_PAWS" => Cause::PawsTimestamps,
+        "NETFILTER_DROP" => Cause::NetfilterDrop,
+        "IP_RPFILTER" => Cause::RpFilter,
+        "NO_SOCKET" if kind == PacketKind::Syn => Cause::NoListener,
+        "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_CREATEFAIL" if kind == PacketKind::SynAck => {
+            Cause::ReplyMisrouted
+        }
+        "IP_OUTNOROUTES" | "IP_INNOROUTES" => Cause::NoRoute,
+        "TCP_LISTEN_OVERFLOW" | "TCP_REQQFULLDROP" => Cause::ListenQueueFull,
+        // Kernels without drop reasons (< 5.17) or without the TIME_WAIT PAWS reason: a SYN
+        // dropped in the TIME_WAIT path.
+        _ if location.starts_with("tcp_timewait_state_process") => Cause::PawsTimestamps,
+        _ => return None,
+    })
+}
+
+/// The cause of one handshake that failed; None for an answered one.
+pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
+    let outcome = h.outcome();
+    if outcome == Outcome::Answered {
+        return None;
+    }
+    // The kernel said why: the first drop with a reason that names a cause wins.
+    if let Some(c) = h
+        .drops
+        .iter()
+        .find_map(|d| reason_cause(&d.reason, d.kind, &d.location))
+    {
+        return Some(c);
+    }
+    if outcome == Outcome::Reset {
+        return Some(Cause::NoListener);
+    }
+    // Silence: the reply went elsewhere, or a counter says who swallowed the SYN.
+    if ctx.overlapping(h.client.ip()).is_some() {
+        return Some(Cause::ReplyMisrouted);
+    }
+    let any = |names: &[&str]| names.iter().any(|n| !ctx.rose(n).is_empty());
+    if any(&[
+        "TcpExt.PAWSTimewait",
+        "TcpExt.PAWSPassive",
+        "TcpExt.PAWSEstab",
+    ]) {
+        return Some(Cause::PawsTimestamps);
+    }
+    if any(&["TcpExt.ListenOverflows", "TcpExt.TCPReqQFullDrop"]) {
+        return Some(Cause::ListenQueueFull);
+    }
+    if any(&["TcpExt.IPReversePathFilter"]) {
+        return Some(Cause::RpFilter);
+    }
+    Some(Cause::Unknown)
+}
+
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub cause: Cause,
+    pub count: u64,
+    pub clients: BTreeSet<IpAddr>,
+    pub services: BTreeSet<String>,
+    /// "REASON in netns (packet)" -> count.
+    pub drops: BTreeMap<String, u64>,
+    pub unanswered: u64,
+    pub resets: u64,
+    /// "netns: Counter" -> rise.
+    pub counters: BTreeMap<String, u64>,
+    pub notes: Vec<String>,
+    pub explanation: String,
+    pub confirm: String,
+    pub fix: String,
+}
+
+/// Groups failed handshakes by cause, with their evidence.
+pub fn verdicts<'a>(
+    handshakes: impl Iterator<Item = &'a Handshake>,
+    ctx: &Context,
+) -> Vec<Verdict> {
+    let mut by_cause: BTreeMap<Cause, Verdict> = BTreeMap::new();
+    for h in handshakes {
+        let Some(cause) = classify(h, ctx) else {
+            continue;
+        };
+        let v = by_cause.entry(cause).or_insert_with(|| Verdict {
+            cause,
+            count: 0,
+            clients: BTreeSet::new(),
+            services: BTreeSet::new(),
+            drops: BTreeMap::new(),
+            unanswered: 0,
+            resets: 0,
+            counters: BTreeMap::new(),
+            notes: Vec::new(),
+            explanation: String::new(),
+            confirm: String::new(),
+            fix: String::new(),
+        });
+        v.count += 1;
+        v.clients.insert(h.client.ip());
+        v.services.insert(h.service.to_string());
+        match h.outcome() {
+            Outcome::Unanswered => v.unanswered += 1,
+            Outcome::Reset => v.resets += 1,
+            _ => {}
+        }
+        for d in &h.drops {
+            let ns = d
+                .netns_name
+                .clone()
+                .unwrap_or_else(|| format!("netns:{}", d.netns));
+            let where_ = d.location.split('+').next().unwrap_or("");
+            *v.drops
+                .entry(format!(
+                    "{} {} at {where_} in {ns}",
+                    d.kind.as_str(),
+                    d.reason
+                ))
+                .or_default() += 1;
+        }
+        if cause == Cause::ReplyMisrouted {
+            if let Some(s) = ctx.overlapping(h.client.ip()) {
+                let note = format!(
+                    "client {} is inside {} of {} in {}: replies to it are routed there",
+                    h.client.ip(),
+                    s.net,
+                    s.ifname,
+                    s.netns
+                );
+                if !v.notes.contains(&note) {
+                    v.notes.push(note);
+                }
+            }
+        }
+    }
+    let mut out: Vec<Verdict> = by_cause.into_values().collect();
+    for v in &mut out {
+        for name in relevant_counters(v.cause) {
+            for (ns, n) in ctx.rose(name) {
+                v.counters
+                    .insert(format!("{ns}: {}", name.trim_start_matches("TcpExt.")), n);
+            }
+        }
+        advise(v, ctx);
+    }
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.cause.cmp(&b.cause)));
+    out
+}
+
+fn relevant_counters(c: Cause) -> &'static [&'static str] {
+    match c {
+        Cause::PawsTimestamps => &[
+            "TcpExt.PAWSTimewait",
+            "TcpExt.PAWSPassive",
+            "TcpExt.PAWSEstab",
+        ],
+        Cause::ListenQueueFull => &[
+            "TcpExt.ListenOverflows",
+            "TcpExt.ListenDrops",
+            "TcpExt.TCPReqQFullDrop",
+        ],
+        Cause::RpFilter => &["TcpExt.IPReversePathFilter"],
+        Cause::NoListener => &["Tcp.OutRsts"],
+        Cause::ReplyMisrouted => &["TcpExt.ListenDrops"],
+        _ => &[],
+    }
+}
+
+fn first_ns(v: &Verdict) -> String {
+    v.drops
+        .keys()
+        .next()
+        .and_then(|k| k.rsplit(" in ").next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| "<namespace>".to_owned())
+}
+
+fn advise(v: &mut Verdict, ctx: &Context) {
+    let ns = first_ns(v);
+    let enter = match netns_enter(&ns) {
+        e if e.is_empty() => e,
+        e => e + " ",
+    };
+    let (explanation, confirm, fix) = match v.cause {
+        Cause::PawsTimestamps => (
+            format!(
+                "Clients behind NAT share one address but each keeps its own TCP timestamp clock. A SYN that reuses the address and port of a connection still in TIME_WAIT on the server, with an older TSval, fails the PAWS check (RFC 7323) and is dropped without an answer. {} On kernels before 4.12, net.ipv4.tcp_tw_recycle=1 does the same to any SYN from a NATed client (TcpExt PAWSPassive).",
+                if ctx.has_tw_paws_reason {
+                    "This kernel names the drop TCP_RFC7323_TW_PAWS."
+                } else {
+                    "This kernel has no TCP_RFC7323_TW_PAWS reason (it came in 6.16): the evidence is the TIME_WAIT drop path and the PAWS counters."
+                }
+            ),
+            format!("{enter}nstat -az TcpExtPAWSTimewait TcpExtPAWSEstab TcpExtPAWSPassive; sysctl net.ipv4.tcp_tw_recycle net.ipv4.tcp_timestamps"),
+            "Set net.ipv4.tcp_tw_recycle=0 where it exists (kernels before 4.12). Stop funnelling many clients through one SNAT address and port range into the task: publish with mode=host, or keep client addresses with your own load balancer in front. As a last resort, net.ipv4.tcp_timestamps=0 on the NAT or the clients (loses PAWS protection and RTT samples).".to_owned(),
+        ),
+        Cause::NetfilterDrop => (
+            "A firewall rule (iptables/nftables) dropped the handshake before it reached the service.".to_owned(),
+            format!("{enter}iptables-save -c | grep -E -- '-j (DROP|REJECT)'; {enter}nft list ruleset | grep -E 'drop|reject'"),
+            "Remove or narrow the rule. For Swarm services, your own rules belong in the DOCKER-USER chain; check that they do not match the published port.".to_owned(),
+        ),
+        Cause::NoListener => (
+            "Nothing listens on the target port where the handshake arrived; the kernel answered with a RST.".to_owned(),
+            format!("{enter}ss -ltn"),
+            "Start the service or fix its port: the target port of --publish published=P,target=T must be the port the task listens on, on 0.0.0.0 (not 127.0.0.1).".to_owned(),
+        ),
+        Cause::ListenQueueFull => (
+            "The listening socket's queue is full: the application does not accept connections fast enough, and the kernel drops new SYNs without an answer.".to_owned(),
+            format!("{enter}ss -ltn   # Recv-Q at Send-Q means a full accept queue; {enter}nstat -az TcpExtListenOverflows TcpExtListenDrops"),
+            "Make the application accept faster or add replicas; raise its listen backlog together with net.core.somaxconn and net.ipv4.tcp_max_syn_backlog.".to_owned(),
+        ),
+        Cause::RpFilter => (
+            "Strict reverse-path filtering dropped the SYN: the route back to the client leaves by another interface than the one the SYN came in on.".to_owned(),
+            format!("{enter}sysctl -a 2>/dev/null | grep '\\.rp_filter'; {enter}nstat -az TcpExtIPReversePathFilter"),
+            "Make routing symmetric, or set rp_filter=2 (loose) on the interface the clients come in on.".to_owned(),
+        ),
+        Cause::ReplyMisrouted => (
+            "The handshake reached the service but the answer went the wrong way: the client's address lies inside a subnet Docker uses on this host (docker_gwbridge, docker0, ingress or an overlay), so the reply is routed there and never reaches the client.".to_owned(),
+            format!("{enter}ip route get <client-ip>; {enter}ip neigh"),
+            "Move Docker's networks out of the clients' ranges: default-address-pools in /etc/docker/daemon.json, docker_gwbridge re-created with another --subnet before swarm init, and the ingress network re-created with `docker network create --ingress --subnet ...`.".to_owned(),
+        ),
+        Cause::NoRoute => (
+            "The kernel had no route for the handshake's packets.".to_owned(),
+            format!("{enter}ip route get <client-ip>"),
+            "Add the missing route (or default route) in that namespace.".to_owned(),
+        ),
+        Cause::Unknown => (
+            "The handshake failed but the kernel gave no reason swarmtrace can name.".to_owned(),
+            "swarmtrace run -v --json, and look at the drops' reasons and locations".to_owned(),
+            "See the evidence; watch more interfaces with --iface NETNS:IFACE to see how far the SYN got.".to_owned(),
+        ),
+    };
+    v.explanation = explanation;
+    v.confirm = confirm;
+    v.fix = fix;
+}
+
+/// How to enter a namespace by the name swarmtrace shows.
+fn netns_enter(ns: &str) -> String {
+    if ns == "host" || ns == "<namespace>" {
+        return String::new();
+    }
+    if let Some(pid) = ns.strip_prefix("pid:").and_then(|p| p.split('(').next()) {
+        return format!("nsenter -t {pid} -n");
+    }
+    format!("ip netns exec {ns}")
+}
+
+impl Verdict {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "cause": self.cause.id(),
+            "count": self.count,
+            "clients": self.clients.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "services": self.services.iter().collect::<Vec<_>>(),
+            "evidence": {
+                "drops": self.drops,
+                "unanswered": self.unanswered,
+                "resets": self.resets,
+                "counters": self.counters,
+                "notes": self.notes,
+            },
+            "explanation": self.explanation,
+            "confirm": self.confirm,
+            "fix": self.fix,
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let clients: Vec<String> = self.clients.iter().map(|c| c.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "[{}] {} handshake(s) to {} from {}",
+            self.cause.id(),
+            self.count,
+            self.services.iter().cloned().collect::<Vec<_>>().join(", "),
+            clients.join(", ")
+        );
+        let _ = writeln!(s, "  why:      {}", self.explanation);
+        for (d, n) in &self.drops {
+            let _ = writeln!(s, "  evidence: {n} x {d}");
+        }
+        if self.unanswered > 0 {
+            let _ = writeln!(
+                s,
+                "  evidence: {} unanswered (no SYN-ACK, no drop)",
+                self.unanswered
+            );
+        }
+        if self.resets > 0 {
+            let _ = writeln!(s, "  evidence: {} answered by a RST", self.resets);
+        }
+        for (c, n) in &self.counters {
+            let _ = writeln!(s, "  evidence: {c} +{n}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(s, "  evidence: {note}");
+        }
+        let _ = writeln!(s, "  confirm:  {}", self.confirm);
+        let _ = writeln!(s, "  fix:      {}", self.fix);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_cidr;
+    use crate::tracker::{Answer, DropNote};
+    use swarmtrace_common::{HandshakeKey, Hop};
+
+    fn hs(client: &str) -> Handshake {
+        Handshake {
+            client: client.parse().unwrap(),
+            service: "10.10.0.1:8080".parse().unwrap(),
+            isn: 1,
+            first_ns: 0,
+            syns: 1,
+            keys: vec![HandshakeKey { isn: 1, tsval: 2 }],
+            first_hop: Some(Hop::default()),
+            answer: None,
+            drops: vec![],
+            reported: true,
+        }
+    }
+
+    fn dropped(
+        client: &str,
+        kind: PacketKind,
+        reason: &str,
+        location: &str,
+        ns: &str,
+    ) -> Handshake {
+        let mut h = hs(client);
+        h.drops.push(DropNote {
+            ts_ns: 1,
+            kind,
+            reason: reason.into(),
+            location: location.into(),
+            netns: 7,
+            netns_name: Some(ns.into()),
+            ifname: Some("eth0".into()),
+        });
+        h
+    }
+
+    fn lab_ctx() -> Context {
+        Context {
+            subnets: vec![
+                LocalSubnet {
+                    netns: "host".into(),
+                    ifname: "eth0".into(),
+                    net: parse_cidr("10.10.0.0/24").unwrap(),
+                },
+                LocalSubnet {
+                    netns: "host".into(),
+                    ifname: "docker_gwbridge".into(),
+                    net: parse_cidr("172.18.0.0/16").unwrap(),
+                },
+            ],
+            ingress_ifaces: [("host".to_owned(), "eth0".to_owned())].into(),
+            has_tw_paws_reason: true,
+            ..Context::default()
+        }
+    }
+
+    #[test]
+    fn reasons_name_causes() {
+        let ctx = lab_ctx();
+        let cases = [
+            (
+                PacketKind::Syn,
+                "TCP_RFC7323_TW_PAWS",
+                "tcp_v4_rcv+0x1",
+                Cause::PawsTimestamps,
+            ),
+            (
+                PacketKind::Syn,
+                "NETFILTER_DROP",
+                "nft_do_chain+0x1",
+                Cause::NetfilterDrop,
+            ),
+            (
+                PacketKind::Syn,
+                "NO_SOCKET",
+                "tcp_v4_rcv+0x1",
+                Cause::NoListener,
+            ),
+            (
+                PacketKind::Syn,
+                "IP_RPFILTER",
+                "ip_rcv_finish_core+0x1",
+                Cause::RpFilter,
+            ),
+            (
+                PacketKind::SynAck,
+                "NEIGH_FAILED",
+                "neigh_invalidate+0x1",
+                Cause::ReplyMisrouted,
+            ),
+            (
+                PacketKind::Syn,
+                "IP_INNOROUTES",
+                "ip_route_input+0x1",
+                Cause::NoRoute,
+            ),
+            (
+                PacketKind::Syn,
+                "NOT_SPECIFIED",
+                "tcp_timewait_state_process+0x1",
+                Cause::PawsTimestamps,
+            ),
+            (
+                PacketKind::Syn,
+                "NOT_SPECIFIED",
+                "somewhere+0x1",
+                Cause::Unknown,
+            ),
+        ];
+        for (kind, reason, loc, want) in cases {
+            let h = dropped("10.10.0.11:40000", kind, reason, loc, "task");
+            assert_eq!(classify(&h, &ctx), Some(want), "{reason} at {loc}");
+        }
+    }
+
+    #[test]
+    fn answered_has_no_verdict_and_reset_is_no_listener() {
+        let ctx = lab_ctx();
+        let mut h = hs("10.10.0.11:40000");
+        h.answer = Some(Answer::SynAck {
+            latency_ns: 10,
+            hop: Hop::default(),
+        });
+        assert_eq!(classify(&h, &ctx), None);
+        h.answer = Some(Answer::Reset {
+            hop: Hop::default(),
+        });
+        assert_eq!(classify(&h, &ctx), Some(Cause::NoListener));
+    }
+
+    #[test]
+    fn silence_is_attributed_by_overlap_then_counters() {
+        let mut ctx = lab_ctx();
+        assert_eq!(
+            classify(&hs("172.18.5.5:40000"), &ctx),
+            Some(Cause::ReplyMisrouted)
+        );
+        assert_eq!(
+            classify(&hs("10.10.0.11:40000"), &ctx),
+            Some(Cause::Unknown)
+        );
+        // ListenDrops alone is not a full queue (the overlap case raises it too).
+        ctx.counter_rises
+            .insert("task".into(), [("TcpExt.ListenDrops".to_owned(), 1)].into());
+        assert_eq!(
+            classify(&hs("10.10.0.11:40000"), &ctx),
+            Some(Cause::Unknown)
+        );
+        ctx.counter_rises.insert(
+            "task".into(),
+            [
+                ("TcpExt.ListenOverflows".to_owned(), 3),
+                ("TcpExt.ListenDrops".to_owned(), 3),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            classify(&hs("10.10.0.11:40000"), &ctx),
+            Some(Cause::ListenQueueFull)
+        );
+    }
+
+    #[test]
+    fn verdicts_group_by_cause_with_clients_and_advice() {
+        let ctx = lab_ctx();
+        let hs = [
+            dropped(
+                "10.10.0.12:40000",
+                PacketKind::Syn,
+                "TCP_RFC7323_TW_PAWS",
+                "tcp_v4_rcv+0x1",
+                "task1",
+            ),
+            dropped(
+                "10.10.0.13:40001",
+                PacketKind::Syn,
+                "TCP_RFC7323_TW_PAWS",
+                "tcp_v4_rcv+0x1",
+                "task1",
+            ),
+            dropped(
+                "10.10.0.11:40002",
+                PacketKind::Syn,
+                "NETFILTER_DROP",
+                "nft_do_chain+0x1",
+                "host",
+            ),
+        ];
+        let v = verdicts(hs.iter(), &ctx);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].cause, Cause::PawsTimestamps);
+        assert_eq!(v[0].count, 2);
+        assert_eq!(v[0].clients.len(), 2);
+        assert!(v[0].explanation.contains("TCP_RFC7323_TW_PAWS"));
+        assert!(v[0].explanation.contains("tcp_tw_recycle"));
+        assert!(
+            v[0].confirm.contains("ip netns exec task1"),
+            "{}",
+            v[0].confirm
+        );
+        let j = v[0].to_json();
+        assert_eq!(j["cause"], "paws-timestamps");
+        assert_eq!(
+            j["evidence"]["drops"]["SYN TCP_RFC7323_TW_PAWS at tcp_v4_rcv in task1"],
+            2
+        );
+        assert!(v[1].to_text().contains("[netfilter-drop]"));
+        assert!(
+            !v[1].confirm.contains("netns exec"),
+            "host needs no nsenter: {}",
+            v[1].confirm
+        );
+    }
+}
