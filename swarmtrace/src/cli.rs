@@ -24,8 +24,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Trace TCP handshake packets the kernel drops, live, until Ctrl-C or --duration.
+    /// Follow TCP handshakes and the kernel's drops live, until Ctrl-C or --duration; then
+    /// print the verdicts.
     Run(RunArgs),
+    /// Build a Swarm routing mesh in network namespaces, reproduce an incident, trace it and
+    /// print the verdicts; everything is removed afterwards.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// paws (the motivating incident), healthy, drop-rule, no-listener, listen-queue-full,
+    /// rp-filter, subnet-overlap, or all.
+    #[arg(default_value = "paws")]
+    pub scenario: String,
+    /// NDJSON output, as `run --json`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod demo;
 pub mod drops;
 pub mod event;
 pub mod kernel;

@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Run(args) => swarmtrace::run::run(args).await,
+            Command::Demo(args) => swarmtrace::demo::demo(args).await,
         }
     });
     match result {

@@ -249,9 +249,22 @@ pub fn verdict_context(
             (!r.is_empty()).then(|| (ns.clone(), r))
         })
         .collect();
+    let ingress_ifaces: BTreeSet<(String, String)> = tracker
+        .handshakes()
+        .filter_map(|h| h.first_hop.map(|x| hops.place(&x)))
+        .collect();
+    // Replies are routed by the namespace the SYNs came in through and by Docker's load
+    // balancing namespaces; a client inside one of their other subnets gets no answer.
+    // Containers' own subnets elsewhere on the host do not route replies.
+    let reply_path: BTreeSet<&str> = ingress_ifaces.iter().map(|(ns, _)| ns.as_str()).collect();
     let subnets = after
         .namespaces
         .iter()
+        .filter(|(ns, _)| {
+            reply_path.contains(ns.as_str())
+                || ns.ends_with("ingress_sbox")
+                || ns.starts_with("lb_")
+        })
         .flat_map(|(ns, file)| {
             namespaces::subnets_in(file)
                 .into_iter()
@@ -261,10 +274,6 @@ pub fn verdict_context(
                     net,
                 })
         })
-        .collect();
-    let ingress_ifaces: BTreeSet<(String, String)> = tracker
-        .handshakes()
-        .filter_map(|h| h.first_hop.map(|x| hops.place(&x)))
         .collect();
     verdict::Context {
         counter_rises,
@@ -308,15 +317,24 @@ pub struct RunResult {
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let mut out = std::io::stdout();
-    trace(args, &mut out, None).await.map(|_| ())
+    trace(args, &mut out, Control::default()).await.map(|_| ())
 }
 
-/// Runs the tracer until Ctrl-C, SIGTERM, `--duration` or `stop` fires, writing to `out`.
+/// Lets a caller (the demo) know when the programs are attached, and stop the run.
+#[derive(Default)]
+pub struct Control {
+    pub ready: Option<tokio::sync::oneshot::Sender<()>>,
+    pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Runs the tracer until Ctrl-C, SIGTERM, `--duration` or `control.stop` fires, writing to
+/// `out`.
 pub async fn trace(
     args: RunArgs,
     out: &mut (dyn Write + Send),
-    stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    control: Control,
 ) -> Result<RunResult> {
+    let stop = control.stop;
     crate::privileges::require_tracing()?;
     let (facts, kallsyms) = live_facts()?;
     let watch = if args.iface.is_empty() {
@@ -361,6 +379,9 @@ pub async fn trace(
             .unwrap_or_default(),
     );
 
+    if let Some(ready) = control.ready {
+        let _ = ready.send(());
+    }
     let json = args.json;
     let client_filter = args.client;
     let mut handle = |bytes: &[u8],
@@ -470,7 +491,7 @@ pub async fn trace(
             id,
             &hops,
             last_hop(&tracker, &tracer, id),
-            clock.to_unix_ns(WallClock::monotonic_now_ns() as u64),
+            clock.to_unix_ns(WallClock::monotonic_now_ns()),
             json,
             out,
         )?;

@@ -265,11 +265,14 @@ fn relevant_counters(c: Cause) -> &'static [&'static str] {
     }
 }
 
+/// The namespace the evidence points at: where the first drop happened, else where a counter
+/// rose.
 fn first_ns(v: &Verdict) -> String {
     v.drops
         .keys()
         .next()
         .and_then(|k| k.rsplit(" in ").next())
+        .or_else(|| v.counters.keys().next().and_then(|k| k.split(": ").next()))
         .map(str::to_owned)
         .unwrap_or_else(|| "<namespace>".to_owned())
 }

@@ -98,9 +98,29 @@ fn remove_instance(dir: &Path) {
     }
 }
 
+/// Removes the instances of processes that are gone (killed before their watch was dropped).
+fn remove_orphans(instances: &Path) {
+    let Ok(entries) = std::fs::read_dir(instances) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(INSTANCE_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            remove_instance(&entry.path());
+        }
+    }
+}
+
 impl DropWatch {
-    /// Starts recording into the instance `swarmtrace-lab-{name}` (replacing a stale one of that
-    /// name left by a killed run). `name`: letters, digits, `_`, `-`.
+    /// Starts recording into the instance `swarmtrace-lab-{pid}-{name}`, first removing the
+    /// instances of processes that no longer exist. `name`: letters, digits, `_`, `-`.
     pub fn start(name: &str) -> Result<Self> {
         if name.is_empty()
             || !name
@@ -119,11 +139,11 @@ impl DropWatch {
             m.0 += 1;
         }
         // From here on, Drop undoes the mount count.
+        let instances = Path::new(TRACEFS).join("instances");
         let watch = Self {
-            dir: Path::new(TRACEFS)
-                .join("instances")
-                .join(format!("{INSTANCE_PREFIX}{name}")),
+            dir: instances.join(format!("{INSTANCE_PREFIX}{}-{name}", std::process::id())),
         };
+        remove_orphans(&instances);
         if watch.dir.exists() {
             remove_instance(&watch.dir);
         }

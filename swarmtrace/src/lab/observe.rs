@@ -216,10 +216,10 @@ mod tests {
         assert_eq!(c.get("TcpExt.ListenDrops"), 4);
         assert_eq!(c.get("TcpExt.Nothing"), 0);
         let later = Counters::parse(&text.replace("3 4", "3 6"));
-        assert_eq!(later.since(&c).0.into_iter().collect::<Vec<_>>(), [(
-            "TcpExt.ListenDrops".to_owned(),
-            2
-        )]);
+        assert_eq!(
+            later.since(&c).0.into_iter().collect::<Vec<_>>(),
+            [("TcpExt.ListenDrops".to_owned(), 2)]
+        );
     }
 
     #[test]
