@@ -139,6 +139,7 @@ pub struct DropEvent {
 /// Where a packet was seen: a network namespace, an interface in it, and a direction.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct Hop {
     pub netns: u32,
     pub ifindex: u32,
@@ -152,6 +153,7 @@ pub struct Hop {
 /// host. TSval is 0 when the SYN had no timestamp option.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct HandshakeKey {
     pub isn: u32,
     pub tsval: u32,

@@ -30,6 +30,52 @@ pub enum Command {
     /// Build a Swarm routing mesh in network namespaces, reproduce an incident, trace it and
     /// print the verdicts; everything is removed afterwards.
     Demo(DemoArgs),
+    /// Record a postmortem bundle: events, the dropped and unanswered packets (pcapng),
+    /// counters before and after, sysctls, routes, and the report.
+    Capture(CaptureArgs),
+    /// Render capture bundles offline (no root needed), with the same verdicts as the live run.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    /// Where to write: a new (or empty) directory, or a file ending in .tar.gz.
+    #[arg(short, long)]
+    pub output: std::path::PathBuf,
+    /// How long to record (Ctrl-C ends it sooner).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// As for `run`.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// As for `run`.
+    #[arg(long, value_parser = parse_cidr)]
+    pub client: Option<Cidr>,
+    /// As for `run`.
+    #[arg(long = "iface", value_name = "[NETNS:]IFACE")]
+    pub iface: Vec<IfaceSpec>,
+    /// As for `run`.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub syn_timeout: Duration,
+    /// As for `run`.
+    #[arg(long, default_value_t = swarmtrace_common::HANDSHAKE_TABLE, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub table_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Bundle directories or .tar.gz files written by `swarmtrace capture`.
+    #[arg(required = true)]
+    pub bundles: Vec<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -90,6 +136,19 @@ impl Cidr {
             }
             _ => false,
         }
+    }
+}
+
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_cidr(&s).map_err(serde::de::Error::custom)
     }
 }
 

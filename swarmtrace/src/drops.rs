@@ -138,6 +138,15 @@ impl Summary {
             .collect()
     }
 
+    fn top_locations(&self, n: usize) -> Vec<Value> {
+        let mut locs: Vec<_> = self.by_location.iter().collect();
+        locs.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        locs.into_iter()
+            .take(n)
+            .map(|((reason, function), count)| json!({"reason": reason, "function": function, "count": count}))
+            .collect()
+    }
+
     pub fn to_json(&self, totals: &Totals, reasons: &DropReasons, duration_s: f64) -> Value {
         let by_reason: BTreeMap<String, u64> = totals
             .drops_by_reason
@@ -160,61 +169,8 @@ impl Summary {
             "decode_errors": self.decode_errors,
             "top_sources": top(Self::top(&self.sources, 5), "addr"),
             "top_destinations": top(Self::top(&self.destinations, 5), "addr"),
+            "top_locations": self.top_locations(5),
         })
-    }
-
-    pub fn to_text(&self, totals: &Totals, reasons: &DropReasons, duration_s: f64) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "\n== swarmtrace summary ({duration_s:.1}s) ==\ndropped handshake packets: {}",
-            totals.drops
-        );
-        if totals.drops == 0 {
-            s.push_str(
-                "  none: the kernel dropped no TCP handshake packet that matched the filters\n",
-            );
-        }
-        let mut by_reason: Vec<(String, u64)> = totals
-            .drops_by_reason
-            .iter()
-            .map(|(r, n)| (reasons.name(*r), *n))
-            .collect();
-        by_reason.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        for (r, n) in by_reason {
-            let _ = writeln!(s, "  {n:>8}  {r}");
-        }
-        let mut locs: Vec<_> = self.by_location.iter().collect();
-        locs.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        if !locs.is_empty() {
-            s.push_str("where (from events):\n");
-            for ((reason, loc), n) in locs.into_iter().take(5) {
-                let _ = writeln!(s, "  {n:>8}  {reason} in {loc}");
-            }
-        }
-        for (title, top) in [
-            ("top sources", Self::top(&self.sources, 5)),
-            ("top destinations", Self::top(&self.destinations, 5)),
-        ] {
-            if !top.is_empty() {
-                let _ = writeln!(s, "{title}:");
-                for (a, n) in top {
-                    let _ = writeln!(s, "  {n:>8}  {a}");
-                }
-            }
-        }
-        if totals.lost_events > 0 {
-            let _ = writeln!(
-                s,
-                "lost events: {} (the ring buffer was full; the counts above are still exact)",
-                totals.lost_events
-            );
-        }
-        if self.decode_errors > 0 {
-            let _ = writeln!(s, "undecodable events: {}", self.decode_errors);
-        }
-        s
     }
 }
 
@@ -282,7 +238,8 @@ mod tests {
         assert_eq!(v["drops_by_reason"]["NO_SOCKET"], 2);
         assert_eq!(v["top_sources"][0]["addr"], "10.0.0.2");
         assert_eq!(v["top_sources"][0]["count"], 2);
-        let text = s.to_text(&totals, &reasons, 1.0);
+        assert_eq!(v["top_locations"][0]["function"], "tcp_v4_rcv");
+        let text = crate::report::summary_text(&v, &[]);
         assert!(text.contains("NO_SOCKET in tcp_v4_rcv"), "{text}");
         assert!(d.to_line().contains("NO_SOCKET at tcp_v4_rcv+0x10"));
     }

@@ -22,7 +22,9 @@ pub enum DecodeError {
 }
 
 /// What a handshake packet is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum PacketKind {
     Syn,
     SynAck,

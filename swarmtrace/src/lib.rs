@@ -1,5 +1,7 @@
 //! swarmtrace: what happened to each TCP handshake on this host, and why.
 
+pub mod bundle;
+pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod demo;
@@ -8,6 +10,7 @@ pub mod event;
 pub mod kernel;
 pub mod lab;
 pub mod privileges;
+pub mod report;
 pub mod run;
 pub mod tracer;
 pub mod tracker;

@@ -26,6 +26,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Run(args) => swarmtrace::run::run(args).await,
             Command::Demo(args) => swarmtrace::demo::demo(args).await,
+            Command::Capture(args) => swarmtrace::capture::capture(args).await,
+            Command::Report(args) => swarmtrace::capture::report(args),
         }
     });
     match result {

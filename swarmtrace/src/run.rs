@@ -137,6 +137,26 @@ impl HopNames {
             .unwrap_or_else(|| (format!("netns:{}", hop.netns), format!("if{}", hop.ifindex)))
     }
 
+    /// Every (netns inode, ifindex) -> name, for the bundle.
+    pub fn entries(&self) -> Vec<(u32, u32, String, String)> {
+        let mut v: Vec<_> = self
+            .names
+            .iter()
+            .map(|((ns, i), (n, f))| (*ns, *i, n.clone(), f.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn from_entries(entries: &[(u32, u32, String, String)]) -> Self {
+        Self {
+            names: entries
+                .iter()
+                .map(|(ns, i, n, f)| ((*ns, *i), (n.clone(), f.clone())))
+                .collect(),
+        }
+    }
+
     pub fn name(&self, hop: &Hop) -> String {
         let (ns, ifname) = self.place(hop);
         let dir = match hop.dir {
@@ -309,10 +329,17 @@ pub fn handshake_totals(tracker: &Tracker) -> Value {
     })
 }
 
-/// Everything a run produced, for the caller (the demo reads the verdicts).
+/// Everything a run produced, for the caller (the demo reads the verdicts, capture writes
+/// all of it into the bundle).
 pub struct RunResult {
     pub verdicts: Vec<Verdict>,
     pub summary: Value,
+    pub tracker: Tracker,
+    pub context: verdict::Context,
+    pub hops: HopNames,
+    pub before: HostSnapshot,
+    pub after: HostSnapshot,
+    pub facts: KernelFacts,
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -325,6 +352,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
 pub struct Control {
     pub ready: Option<tokio::sync::oneshot::Sender<()>>,
     pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Print a progress line on stderr every second (capture).
+    pub progress: bool,
 }
 
 /// Runs the tracer until Ctrl-C, SIGTERM, `--duration` or `control.stop` fires, writing to
@@ -332,9 +361,9 @@ pub struct Control {
 pub async fn trace(
     args: RunArgs,
     out: &mut (dyn Write + Send),
-    control: Control,
+    mut control: Control,
 ) -> Result<RunResult> {
-    let stop = control.stop;
+    let stop = control.stop.take();
     crate::privileges::require_tracing()?;
     let (facts, kallsyms) = live_facts()?;
     let watch = if args.iface.is_empty() {
@@ -379,7 +408,7 @@ pub async fn trace(
             .unwrap_or_default(),
     );
 
-    if let Some(ready) = control.ready {
+    if let Some(ready) = control.ready.take() {
         let _ = ready.send(());
     }
     let json = args.json;
@@ -451,6 +480,7 @@ pub async fn trace(
     };
     tokio::pin!(deadline, stop);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_progress = Instant::now();
     let mut result: Result<()> = Ok(());
     loop {
         tokio::select! {
@@ -461,12 +491,25 @@ pub async fn trace(
             }) => { r?; result.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?; }
             _ = tick.tick() => {
                 sweep(&mut tracker, &tracer, &hops, clock, json, out, WallClock::monotonic_now_ns())?;
+                if control.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+                    last_progress = Instant::now();
+                    let left = args.duration.map(|d| d.saturating_sub(started.elapsed()));
+                    eprint!(
+                        "\rcapture: {} left, {} handshakes, {} drops   ",
+                        left.map(|l| format!("{}s", l.as_secs())).unwrap_or_else(|| "until Ctrl-C,".to_owned()),
+                        tracker.len(),
+                        summary.events
+                    );
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
             _ = &mut stop => break,
         }
+    }
+    if control.progress {
+        eprintln!();
     }
     // What arrived between the last wakeup and the stop, then every handshake still open.
     tracer.drain(|b| {
@@ -509,31 +552,18 @@ pub async fn trace(
     if json {
         writeln!(out, "{sum}")?;
     } else {
-        write!(out, "{}", summary.to_text(&totals, &facts.reasons, secs))?;
-        let h = &sum["handshakes"];
-        writeln!(
-            out,
-            "handshakes: {} answered (p50 {} us, p99 {} us), {} dropped, {} reset, {} unanswered",
-            h["answered"],
-            h["latency_us"]["p50"],
-            h["latency_us"]["p99"],
-            h["dropped"],
-            h["reset"],
-            h["unanswered"]
-        )?;
-        if verdicts.is_empty() {
-            writeln!(out, "verdicts: none: every handshake seen was answered")?;
-        } else {
-            writeln!(out, "verdicts:")?;
-            for v in &verdicts {
-                write!(out, "{}", v.to_text())?;
-            }
-        }
+        write!(out, "{}", crate::report::summary_text(&sum, &verdicts))?;
     }
     out.flush()?;
     Ok(RunResult {
         verdicts,
         summary: sum,
+        tracker,
+        context: ctx,
+        hops,
+        before,
+        after,
+        facts,
     })
 }
 

@@ -13,7 +13,7 @@ use crate::event::{PacketKind, Seen, Sighting};
 pub type HandshakeId = (SocketAddr, u32);
 
 /// A dropped packet of a handshake.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DropNote {
     pub ts_ns: u64,
     pub kind: PacketKind,
@@ -24,7 +24,7 @@ pub struct DropNote {
     pub ifname: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Answer {
     SynAck { latency_ns: u64, hop: Hop },
     Reset { hop: Hop },
@@ -49,7 +49,7 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Handshake {
     /// The client and the service as first seen, before any NAT on this host.
     pub client: SocketAddr,

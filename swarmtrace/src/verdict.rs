@@ -54,7 +54,7 @@ impl Cause {
 }
 
 /// A subnet on an interface of a namespace on this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalSubnet {
     pub netns: String,
     pub ifname: String,
@@ -62,7 +62,7 @@ pub struct LocalSubnet {
 }
 
 /// What the verdicts know besides the handshakes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Context {
     /// Per namespace name, the watched counters that rose during the run.
     pub counter_rises: BTreeMap<String, BTreeMap<String, u64>>,

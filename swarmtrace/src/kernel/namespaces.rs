@@ -88,3 +88,71 @@ mod tests {
         assert_eq!(v[3].1.prefix, 64);
     }
 }
+
+/// Addresses and routes of a namespace, as `ip -o` prints them.
+pub fn describe(file: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let run = |args: &[&str]| -> Vec<String> {
+        within(file, || Command::new("ip").args(args).output())
+            .ok()
+            .and_then(|r| r.ok())
+            .filter(|o| o.status.success())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let addrs = run(&["-o", "addr", "show"]);
+    let mut routes = run(&["-o", "route", "show", "table", "all"]);
+    routes.extend(run(&["-o", "-6", "route", "show"]));
+    (addrs, routes)
+}
+
+/// The sysctls that matter for published ports behind NAT, in the host namespace (and
+/// `rp_filter` for every interface). Missing ones (e.g. `tcp_tw_recycle` since 4.12) are
+/// left out.
+pub fn sysctls() -> BTreeMap<String, String> {
+    const KEYS: [&str; 13] = [
+        "net.ipv4.tcp_tw_recycle",
+        "net.ipv4.tcp_timestamps",
+        "net.ipv4.tcp_tw_reuse",
+        "net.ipv4.ip_forward",
+        "net.ipv4.tcp_syncookies",
+        "net.core.somaxconn",
+        "net.ipv4.tcp_max_syn_backlog",
+        "net.bridge.bridge-nf-call-iptables",
+        "net.bridge.bridge-nf-call-ip6tables",
+        "net.netfilter.nf_conntrack_count",
+        "net.netfilter.nf_conntrack_max",
+        "net.ipv4.conf.all.rp_filter",
+        "net.ipv4.conf.default.rp_filter",
+    ];
+    let read = |key: &str| {
+        std::fs::read_to_string(format!("/proc/sys/{}", key.replace('.', "/")))
+            .ok()
+            .map(|v| v.trim().to_owned())
+    };
+    let mut out: BTreeMap<String, String> = KEYS
+        .iter()
+        .filter_map(|k| Some((k.to_string(), read(k)?)))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir("/proc/sys/net/ipv4/conf") {
+        for e in entries.flatten() {
+            let Some(iface) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if iface == "all" || iface == "default" {
+                continue;
+            }
+            if let Ok(v) = std::fs::read_to_string(e.path().join("rp_filter")) {
+                out.insert(
+                    format!("net.ipv4.conf.{iface}.rp_filter"),
+                    v.trim().to_owned(),
+                );
+            }
+        }
+    }
+    out
+}
