@@ -364,6 +364,11 @@ pub async fn trace(
     mut control: Control,
 ) -> Result<RunResult> {
     let stop = control.stop.take();
+    // Registered once, first: a signal that arrives while no future waits for it is kept,
+    // never lost (a `ctrl_c()` made per loop turn misses one sent between two turns).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     crate::privileges::require_tracing()?;
     let (facts, kallsyms) = live_facts()?;
     let watch = if args.iface.is_empty() {
@@ -462,8 +467,6 @@ pub async fn trace(
         Ok(())
     };
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot handle SIGTERM")?;
     let deadline = async {
         match args.duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -502,7 +505,7 @@ pub async fn trace(
                     );
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut deadline => break,
             _ = &mut stop => break,
