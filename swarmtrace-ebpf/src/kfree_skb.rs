@@ -18,7 +18,7 @@ use crate::{
 const SKB_CONSUMED: u32 = 1;
 
 #[tracepoint]
-pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+pub fn swarmtrace_drop(ctx: TracePointContext) -> u32 {
     try_kfree_skb(&ctx).unwrap_or(0)
 }
 

@@ -26,13 +26,13 @@ const DIR_INGRESS: u8 = 1;
 const DIR_EGRESS: u8 = 2;
 
 #[classifier]
-pub fn tc_ingress(ctx: TcContext) -> i32 {
+pub fn swarmtrace_in(ctx: TcContext) -> i32 {
     let _ = observe(&ctx, DIR_INGRESS);
     TC_ACT_UNSPEC
 }
 
 #[classifier]
-pub fn tc_egress(ctx: TcContext) -> i32 {
+pub fn swarmtrace_out(ctx: TcContext) -> i32 {
     let _ = observe(&ctx, DIR_EGRESS);
     TC_ACT_UNSPEC
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::tracer::IfaceSpec;
+use crate::tracer::{IfaceSpec, TcMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,6 +114,9 @@ pub struct RunArgs {
     /// Entries of the kernel's handshake table (LRU: the oldest go first when it is full).
     #[arg(long, default_value_t = swarmtrace_common::HANDSHAKE_TABLE, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub table_size: u32,
+    /// How classifiers attach: auto (TCX on 6.6+, else netlink filters on clsact), tcx, netlink.
+    #[arg(long, value_enum, default_value_t = TcMode::Auto, hide = true)]
+    pub tc_attach: TcMode,
 }
 
 /// An address prefix.

@@ -174,7 +174,7 @@ fn block(block_type: u32, body: &[u8]) -> Vec<u8> {
 }
 
 fn pad32(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
+    while buf.len() & 3 != 0 {
         buf.push(0);
     }
 }
@@ -392,9 +392,7 @@ pub enum PcapngError {
     Empty,
     #[error("not a pcapng file: the first block is a {block_type}, not a Section Header Block")]
     NotPcapng { block_type: BlockType },
-    #[error(
-        "Section Header Block at offset {offset}: big-endian sections are not supported"
-    )]
+    #[error("Section Header Block at offset {offset}: big-endian sections are not supported")]
     BigEndian { offset: usize },
     #[error("Section Header Block at offset {offset}: bad byte-order magic {magic:#010x}")]
     BadMagic { offset: usize, magic: u32 },
@@ -591,7 +589,7 @@ pub fn read_packets(data: &[u8]) -> Result<Vec<ReadPacket>, PcapngError> {
                 reason: "shorter than the block's fixed fields",
             });
         }
-        if length % 4 != 0 {
+        if length & 3 != 0 {
             return Err(PcapngError::BadBlockLength {
                 block_type,
                 offset: off,
@@ -684,13 +682,14 @@ pub fn read_packets(data: &[u8]) -> Result<Vec<ReadPacket>, PcapngError> {
             }
             BT_EPB => {
                 let interface_id = le32(body, 0);
-                let iface = interfaces.get(interface_id as usize).ok_or(
-                    PcapngError::UnknownInterface {
-                        offset: off,
-                        interface_id,
-                        defined: interfaces.len(),
-                    },
-                )?;
+                let iface =
+                    interfaces
+                        .get(interface_id as usize)
+                        .ok_or(PcapngError::UnknownInterface {
+                            offset: off,
+                            interface_id,
+                            defined: interfaces.len(),
+                        })?;
                 let ts = (u64::from(le32(body, 4)) << 32) | u64::from(le32(body, 8));
                 let captured = le32(body, 12);
                 let room = body.len() - 20;
@@ -706,7 +705,12 @@ pub fn read_packets(data: &[u8]) -> Result<Vec<ReadPacket>, PcapngError> {
                 }
                 let padded = padded as usize;
                 let pkt = &body[20..20 + captured as usize];
-                let opts = parse_options(&body[20 + padded..], body_off + 20 + padded, block_type, off)?;
+                let opts = parse_options(
+                    &body[20 + padded..],
+                    body_off + 20 + padded,
+                    block_type,
+                    off,
+                )?;
                 let comment = opts
                     .iter()
                     .find(|o| o.code == OPT_COMMENT)
@@ -798,7 +802,11 @@ mod tests {
         let mut i = 0;
         while i < bytes.len() {
             let hi = u64::from(bytes[i]);
-            let lo = if i + 1 < bytes.len() { u64::from(bytes[i + 1]) } else { 0 };
+            let lo = if i + 1 < bytes.len() {
+                u64::from(bytes[i + 1])
+            } else {
+                0
+            };
             sum += (hi << 8) | lo;
             i += 2;
         }
@@ -852,7 +860,12 @@ mod tests {
                 pseudo.extend_from_slice(&d[8..40]);
                 pseudo.extend_from_slice(&(tcp.len() as u32).to_be_bytes());
                 pseudo.extend_from_slice(&[0, 0, 0, 6]);
-                (Ipv6Addr::from(s).into(), Ipv6Addr::from(t).into(), tcp, pseudo)
+                (
+                    Ipv6Addr::from(s).into(),
+                    Ipv6Addr::from(t).into(),
+                    tcp,
+                    pseudo,
+                )
             }
             v => panic!("IP version {v}"),
         };
@@ -969,7 +982,10 @@ mod tests {
         assert_eq!(got.dst, v4([10, 10, 0, 1], 8080));
         p.dst = v6("fd00::1", 8080);
         let got = parse_and_verify(&build_packet(&p));
-        assert_eq!(got.src.ip(), IpAddr::V6(Ipv4Addr::new(10, 10, 0, 12).to_ipv6_mapped()));
+        assert_eq!(
+            got.src.ip(),
+            IpAddr::V6(Ipv4Addr::new(10, 10, 0, 12).to_ipv6_mapped())
+        );
         assert_eq!(got.dst, v6("fd00::1", 8080));
     }
 
@@ -1098,9 +1114,15 @@ mod tests {
             f
         };
         let e = read_packets(&set_len(epb_len as u32 + 4)).unwrap_err();
-        assert!(matches!(e, PcapngError::LengthMismatch { offset, .. } if offset == epb_off), "{e}");
+        assert!(
+            matches!(e, PcapngError::LengthMismatch { offset, .. } if offset == epb_off),
+            "{e}"
+        );
         let msg = e.to_string();
-        assert!(msg.contains("Enhanced Packet Block") && msg.contains(&epb_off.to_string()), "{msg}");
+        assert!(
+            msg.contains("Enhanced Packet Block") && msg.contains(&epb_off.to_string()),
+            "{msg}"
+        );
 
         let e = read_packets(&set_len(epb_len as u32 - 4)).unwrap_err();
         assert!(matches!(e, PcapngError::LengthMismatch { .. }), "{e}");
@@ -1109,13 +1131,19 @@ mod tests {
         let e = read_packets(&set_len(8)).unwrap_err();
         assert!(matches!(e, PcapngError::BadBlockLength { .. }), "{e}");
         let e = read_packets(&set_len(0xffff_fff0)).unwrap_err();
-        assert!(matches!(e, PcapngError::Truncated { offset, .. } if offset == epb_off), "{e}");
+        assert!(
+            matches!(e, PcapngError::Truncated { offset, .. } if offset == epb_off),
+            "{e}"
+        );
         assert!(e.to_string().contains("Enhanced Packet Block"), "{e}");
 
         // The trailing copy.
         let mut f = file.clone();
         f[epb_off + epb_len - 4] ^= 0x40;
-        assert!(matches!(read_packets(&f), Err(PcapngError::LengthMismatch { .. })));
+        assert!(matches!(
+            read_packets(&f),
+            Err(PcapngError::LengthMismatch { .. })
+        ));
 
         // Captured length larger than the block.
         let mut f = file.clone();
@@ -1130,13 +1158,26 @@ mod tests {
         let mut f = file.clone();
         f[opt_at + 2..opt_at + 4].copy_from_slice(&0xfff0u16.to_le_bytes());
         let e = read_packets(&f).unwrap_err();
-        assert!(e.to_string().contains(&format!("option 1 at offset {opt_at}")), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("option 1 at offset {opt_at}")),
+            "{e}"
+        );
 
         // Unknown interface id.
         let mut f = file.clone();
         f[epb_off + 8] = 9;
         let e = read_packets(&f).unwrap_err();
-        assert!(matches!(e, PcapngError::UnknownInterface { interface_id: 9, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                PcapngError::UnknownInterface {
+                    interface_id: 9,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1148,10 +1189,16 @@ mod tests {
         f[8..12].copy_from_slice(&BYTE_ORDER_MAGIC.to_be_bytes());
         assert_eq!(read_packets(&f), Err(PcapngError::BigEndian { offset: 0 }));
         f[8] = 0;
-        assert!(matches!(read_packets(&f), Err(PcapngError::BadMagic { .. })));
+        assert!(matches!(
+            read_packets(&f),
+            Err(PcapngError::BadMagic { .. })
+        ));
         let mut f = write_all(&sample());
         f[12] = 2;
-        assert!(matches!(read_packets(&f), Err(PcapngError::UnsupportedVersion { major: 2, .. })));
+        assert!(matches!(
+            read_packets(&f),
+            Err(PcapngError::UnsupportedVersion { major: 2, .. })
+        ));
     }
 
     #[test]
@@ -1212,7 +1259,14 @@ mod tests {
         let mut f = Vec::new();
         shb(&mut f);
         idb_with(&mut f, &[]); // if0, microseconds
-        idb_with(&mut f, &[(IF_NAME, b"pow2"), (IF_TSRESOL, &[0x80 | 10]), (IF_TSOFFSET, &100i64.to_le_bytes())]);
+        idb_with(
+            &mut f,
+            &[
+                (IF_NAME, b"pow2"),
+                (IF_TSRESOL, &[0x80 | 10]),
+                (IF_TSOFFSET, &100i64.to_le_bytes()),
+            ],
+        );
         f.extend_from_slice(&block(0x0000_0005, &[0u8; 8])); // ISB, skipped
         epb(&mut f, 0, 1_700_000_000_000_001, b"abc");
         epb(&mut f, 1, 3 * 1024 + 512, b"");
@@ -1222,7 +1276,14 @@ mod tests {
         let got = read_packets(&f).unwrap();
         let summary: Vec<(&str, i128, &[u8], Option<&str>)> = got
             .iter()
-            .map(|r| (r.interface.as_str(), r.ts_unix_ns, &r.data[..], r.comment.as_deref()))
+            .map(|r| {
+                (
+                    r.interface.as_str(),
+                    r.ts_unix_ns,
+                    &r.data[..],
+                    r.comment.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -1237,7 +1298,11 @@ mod tests {
         epb(&mut g, 1, 0, b"x");
         assert!(matches!(
             read_packets(&g),
-            Err(PcapngError::UnknownInterface { interface_id: 1, defined: 1, .. })
+            Err(PcapngError::UnknownInterface {
+                interface_id: 1,
+                defined: 1,
+                ..
+            })
         ));
     }
 
@@ -1267,7 +1332,12 @@ mod tests {
         let out = Command::new("tshark")
             .arg("-r")
             .arg(file)
-            .args(["-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE"])
+            .args([
+                "-o",
+                "tcp.check_checksum:TRUE",
+                "-o",
+                "ip.check_checksum:TRUE",
+            ])
             .args(["-T", "fields", "-E", "separator=|"])
             .args([
                 "-e",

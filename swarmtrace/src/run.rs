@@ -137,6 +137,16 @@ impl HopNames {
             .unwrap_or_else(|| (format!("netns:{}", hop.netns), format!("if{}", hop.ifindex)))
     }
 
+    /// Adds re-attached interfaces; old entries stay, for hops recorded before.
+    pub fn learn(&mut self, watched: &[Watched]) {
+        for w in watched {
+            self.names.insert(
+                (w.netns, w.ifindex),
+                (w.spec.netns.clone(), w.spec.ifname.clone()),
+            );
+        }
+    }
+
     /// Every (netns inode, ifindex) -> name, for the bundle.
     pub fn entries(&self) -> Vec<(u32, u32, String, String)> {
         let mut v: Vec<_> = self
@@ -384,10 +394,11 @@ pub async fn trace(
         filter: kernel_filter(args.port, args.client),
         watch,
         table_size: args.table_size,
+        tc_mode: args.tc_attach,
     };
     let before = HostSnapshot::take();
     let mut tracer = Tracer::attach(&facts, &opts)?;
-    let hops = HopNames::new(&tracer.watched);
+    let mut hops = HopNames::new(&tracer.watched);
     let mut namer = Namer {
         reasons: facts.reasons.clone(),
         kallsyms,
@@ -421,6 +432,7 @@ pub async fn trace(
     let mut handle = |bytes: &[u8],
                       summary: &mut Summary,
                       tracker: &mut Tracker,
+                      hops: &HopNames,
                       out: &mut (dyn Write + Send)|
      -> Result<()> {
         match Event::try_from(bytes) {
@@ -484,16 +496,24 @@ pub async fn trace(
     tokio::pin!(deadline, stop);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_progress = Instant::now();
+    let mut last_check = Instant::now();
     let mut result: Result<()> = Ok(());
     loop {
         tokio::select! {
             r = tracer.next_batch(|b| {
                 if result.is_ok() {
-                    result = handle(b, &mut summary, &mut tracker, out);
+                    result = handle(b, &mut summary, &mut tracker, &hops, out);
                 }
             }) => { r?; result.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?; }
             _ = tick.tick() => {
                 sweep(&mut tracker, &tracer, &hops, clock, json, out, WallClock::monotonic_now_ns())?;
+                if last_check.elapsed() >= Duration::from_secs(1) && !tracer.watched.is_empty() {
+                    last_check = Instant::now();
+                    for news in tracer.check_watched() {
+                        eprintln!("swarmtrace: {news}");
+                    }
+                    hops.learn(&tracer.watched);
+                }
                 if control.progress && last_progress.elapsed() >= Duration::from_secs(1) {
                     last_progress = Instant::now();
                     let left = args.duration.map(|d| d.saturating_sub(started.elapsed()));
@@ -517,7 +537,7 @@ pub async fn trace(
     // What arrived between the last wakeup and the stop, then every handshake still open.
     tracer.drain(|b| {
         if result.is_ok() {
-            result = handle(b, &mut summary, &mut tracker, out);
+            result = handle(b, &mut summary, &mut tracker, &hops, out);
         }
     });
     result?;

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::links::LinkOrder;
+use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{SchedClassifier, TcAttachType, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use aya_log::EbpfLogger;
@@ -51,13 +53,42 @@ impl std::fmt::Display for IfaceSpec {
 }
 
 /// An interface the classifiers are attached to.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Watched {
     pub spec: IfaceSpec,
     pub ns_file: PathBuf,
     pub netns: u32,
     pub ifindex: u32,
+    links: Vec<(&'static str, SchedClassifierLinkId)>,
+    /// We added the clsact qdisc (netlink mode) and remove it at the end.
+    added_qdisc: bool,
+    pub attached: bool,
 }
+
+/// How the classifiers hang off an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TcMode {
+    /// TCX links where the kernel has them (6.6+), else netlink filters on clsact.
+    #[default]
+    Auto,
+    Tcx,
+    Netlink,
+}
+
+impl TcMode {
+    fn resolve(self) -> Self {
+        match self {
+            TcMode::Auto if has_tcx() => TcMode::Tcx,
+            TcMode::Auto => TcMode::Netlink,
+            m => m,
+        }
+    }
+}
+
+/// Program names, also the names of their netlink filters.
+pub const PROG_DROP: &str = "swarmtrace_drop";
+pub const PROG_IN: &str = "swarmtrace_in";
+pub const PROG_OUT: &str = "swarmtrace_out";
 
 /// How to load the programs.
 #[derive(Debug, Clone)]
@@ -65,6 +96,7 @@ pub struct TracerOptions {
     pub filter: Filter,
     pub watch: Vec<IfaceSpec>,
     pub table_size: u32,
+    pub tc_mode: TcMode,
 }
 
 /// The kernel object built by `cargo xtask build-ebpf` (through build.rs), embedded.
@@ -93,7 +125,19 @@ pub struct Tracer {
     reasons: PerCpuArray<MapData, u64>,
     handshakes: BpfHashMap<MapData, HandshakeKey, Handshake>,
     pub watched: Vec<Watched>,
+    tc_mode: TcMode,
     ebpf: Ebpf,
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let mut watched = std::mem::take(&mut self.watched);
+        for w in &mut watched {
+            if w.attached {
+                self.detach_tc(w);
+            }
+        }
+    }
 }
 
 impl Tracer {
@@ -117,8 +161,8 @@ impl Tracer {
             }
         };
         let prog: &mut TracePoint = ebpf
-            .program_mut("kfree_skb")
-            .ok_or_else(|| anyhow!("kernel object has no kfree_skb program"))?
+            .program_mut(PROG_DROP)
+            .ok_or_else(|| anyhow!("kernel object has no {PROG_DROP} program"))?
             .try_into()?;
         prog.load()
             .map_err(|e| explain_load_error(e.into()))
@@ -142,7 +186,7 @@ impl Tracer {
             ebpf.take_map("HANDSHAKES")
                 .ok_or_else(|| anyhow!("no HANDSHAKES map"))?,
         )?;
-        for name in ["tc_ingress", "tc_egress"] {
+        for name in [PROG_IN, PROG_OUT] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("kernel object has no {name} program"))?
@@ -158,12 +202,146 @@ impl Tracer {
             reasons,
             handshakes,
             watched: Vec::new(),
+            tc_mode: opts.tc_mode.resolve(),
             ebpf,
         };
         for spec in &opts.watch {
             tracer.watch(spec)?;
         }
         Ok(tracer)
+    }
+
+    fn attach_tc(&mut self, w: &mut Watched) -> Result<()> {
+        let ifname = w.spec.ifname.clone();
+        let spec = w.spec.clone();
+        let mode = self.tc_mode;
+        let ebpf = &mut self.ebpf;
+        let (ifindex, links, added_qdisc) = within(&w.ns_file, move || -> Result<_> {
+            let ifindex = ifindex_of(&ifname)
+                .with_context(|| format!("--iface {spec}: no interface `{ifname}` there"))?;
+            let mut added_qdisc = false;
+            if mode == TcMode::Netlink {
+                // A filter left by a killed run (netlink filters outlive their process).
+                for (name, dir) in [
+                    (PROG_IN, TcAttachType::Ingress),
+                    (PROG_OUT, TcAttachType::Egress),
+                ] {
+                    if tc::qdisc_detach_program(&ifname, dir, name).is_ok() {
+                        log::warn!(
+                            "removed a stale {name} filter left on {spec} by an earlier run"
+                        );
+                    }
+                }
+                // Before TCX, classifiers hang off a clsact qdisc; add it only if missing and
+                // remember to remove it.
+                added_qdisc = tc::qdisc_add_clsact(&ifname).is_ok();
+            }
+            let mut links = Vec::new();
+            for (name, dir) in [
+                (PROG_IN, TcAttachType::Ingress),
+                (PROG_OUT, TcAttachType::Egress),
+            ] {
+                let prog: &mut SchedClassifier = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| anyhow!("no {name} program"))?
+                    .try_into()?;
+                let options = match mode {
+                    TcMode::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
+                    _ => TcAttachOptions::TcxOrder(LinkOrder::default()),
+                };
+                let id = prog
+                    .attach_with_options(&ifname, dir, options)
+                    .with_context(|| format!("cannot attach {name} to {spec}"))?;
+                links.push((name, id));
+            }
+            Ok((ifindex, links, added_qdisc))
+        })
+        .with_context(|| format!("cannot enter namespace {}", w.ns_file.display()))??;
+        w.ifindex = ifindex;
+        w.links = links;
+        w.added_qdisc = added_qdisc;
+        w.attached = true;
+        Ok(())
+    }
+
+    /// Detaches both classifiers from one interface, inside its namespace (netlink filters
+    /// are addressed by interface index, which is only meaningful there).
+    fn detach_tc(&mut self, w: &mut Watched) {
+        let links = std::mem::take(&mut w.links);
+        let ifname = w.spec.ifname.clone();
+        let added_qdisc = std::mem::replace(&mut w.added_qdisc, false);
+        let ebpf = &mut self.ebpf;
+        let r = within(&w.ns_file, move || {
+            for (name, id) in links {
+                if let Some(Ok(prog)) = ebpf.program_mut(name).map(<&mut SchedClassifier>::try_from)
+                {
+                    // Fails when the interface is gone, and with it the filter: nothing to do.
+                    let _ = prog.detach(id);
+                }
+            }
+            if added_qdisc {
+                let _ = std::process::Command::new("tc")
+                    .args(["qdisc", "del", "dev", &ifname, "clsact"])
+                    .output();
+            }
+        });
+        if let Err(e) = r {
+            log::debug!("cannot enter {} to detach: {e}", w.ns_file.display());
+        }
+        w.attached = false;
+    }
+
+    /// Notices interfaces and namespaces that went away or came back (docker_gwbridge
+    /// re-created, a task restarted) and re-attaches; returns what happened, for the user.
+    pub fn check_watched(&mut self) -> Vec<String> {
+        let mut news = Vec::new();
+        let mut watched = std::mem::take(&mut self.watched);
+        for w in &mut watched {
+            let file = ns_file(&w.spec.netns);
+            let now = file.as_ref().and_then(|f| {
+                let ifname = w.spec.ifname.clone();
+                within(f, move || ifindex_of(&ifname).ok())
+                    .ok()
+                    .flatten()
+                    .map(|i| (f.clone(), i))
+            });
+            let netns_now = file.as_deref().and_then(inode_of_file);
+            match now {
+                Some((f, ifindex))
+                    if !w.attached || ifindex != w.ifindex || netns_now != Some(w.netns) =>
+                {
+                    if w.attached {
+                        self.detach_tc(w);
+                    }
+                    w.ns_file = f;
+                    w.netns = netns_now.unwrap_or(0);
+                    match self.attach_tc(w) {
+                        Ok(()) => news.push(format!("{} is back: classifiers re-attached", w.spec)),
+                        Err(e) => {
+                            news.push(format!("{} is back but re-attaching failed: {e:#}", w.spec))
+                        }
+                    }
+                }
+                Some(_) => {}
+                None if w.attached => {
+                    w.attached = false;
+                    w.links.clear();
+                    w.added_qdisc = false;
+                    news.push(format!(
+                        "{} disappeared ({}); watching for it to come back",
+                        w.spec,
+                        if file.is_none() {
+                            "its namespace is gone"
+                        } else {
+                            "the interface is gone"
+                        }
+                    ));
+                }
+                None => {}
+            }
+        }
+        self.watched = watched;
+        news
     }
 
     /// Attaches both classifiers to one interface, inside its namespace.
@@ -174,36 +352,17 @@ impl Tracer {
                 spec.netns
             )
         })?;
-        let netns = inode_of_file(&file).unwrap_or(0);
-        let ifname = spec.ifname.clone();
-        let ebpf = &mut self.ebpf;
-        let ifindex = within(&file, move || -> Result<u32> {
-            let ifindex = ifindex_of(&ifname)
-                .with_context(|| format!("--iface {spec}: no interface `{ifname}` there"))?;
-            for (name, dir) in [
-                ("tc_ingress", TcAttachType::Ingress),
-                ("tc_egress", TcAttachType::Egress),
-            ] {
-                let prog: &mut SchedClassifier = ebpf
-                    .program_mut(name)
-                    .ok_or_else(|| anyhow!("no {name} program"))?
-                    .try_into()?;
-                if !has_tcx() {
-                    // Before TCX, classifiers hang off a clsact qdisc.
-                    let _ = aya::programs::tc::qdisc_add_clsact(&ifname);
-                }
-                prog.attach(&ifname, dir)
-                    .with_context(|| format!("cannot attach {name} to {spec}"))?;
-            }
-            Ok(ifindex)
-        })
-        .with_context(|| format!("cannot enter namespace {}", file.display()))??;
-        self.watched.push(Watched {
+        let mut w = Watched {
             spec: spec.clone(),
+            netns: inode_of_file(&file).unwrap_or(0),
             ns_file: file,
-            netns,
-            ifindex,
-        });
+            ifindex: 0,
+            links: Vec::new(),
+            added_qdisc: false,
+            attached: false,
+        };
+        self.attach_tc(&mut w)?;
+        self.watched.push(w);
         Ok(())
     }
 

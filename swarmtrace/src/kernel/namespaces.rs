@@ -69,26 +69,6 @@ pub fn subnets_in(file: &std::path::Path) -> Vec<(String, Cidr)> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ip_o_addr() {
-        let t = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n\
-                 4: eth0@if5    inet 10.10.0.1/24 brd 10.10.0.255 scope global eth0\\       valid_lft forever\n\
-                 6: docker_gwbridge    inet 172.18.0.1/16 brd 172.18.255.255 scope global docker_gwbridge\n\
-                 4: eth0@if5    inet6 fd20::1/64 scope global nodad\n\
-                 7: eth1    link/ether 00:11:22:33:44:55\n";
-        let v = parse_ip_addr(t);
-        assert_eq!(v.len(), 4);
-        assert_eq!(v[1].0, "eth0");
-        assert_eq!(v[1].1.to_string(), "10.10.0.1/24");
-        assert!(v[2].1.contains("172.18.5.5".parse().unwrap()));
-        assert_eq!(v[3].1.prefix, 64);
-    }
-}
-
 /// Addresses and routes of a namespace, as `ip -o` prints them.
 pub fn describe(file: &std::path::Path) -> (Vec<String>, Vec<String>) {
     let run = |args: &[&str]| -> Vec<String> {
@@ -155,4 +135,24 @@ pub fn sysctls() -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_o_addr() {
+        let t = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n\
+                 4: eth0@if5    inet 10.10.0.1/24 brd 10.10.0.255 scope global eth0\\       valid_lft forever\n\
+                 6: docker_gwbridge    inet 172.18.0.1/16 brd 172.18.255.255 scope global docker_gwbridge\n\
+                 4: eth0@if5    inet6 fd20::1/64 scope global nodad\n\
+                 7: eth1    link/ether 00:11:22:33:44:55\n";
+        let v = parse_ip_addr(t);
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[1].0, "eth0");
+        assert_eq!(v[1].1.to_string(), "10.10.0.1/24");
+        assert!(v[2].1.contains("172.18.5.5".parse().unwrap()));
+        assert_eq!(v[3].1.prefix, 64);
+    }
 }
