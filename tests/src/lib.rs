@@ -149,9 +149,23 @@ impl Tracer {
     }
 
     /// Sends SIGINT, waits for exit, and returns every output object (the summary last).
-    pub fn stop(mut self, mut seen: Vec<Value>) -> Result<Vec<Value>> {
+    pub fn stop(self, seen: Vec<Value>) -> Result<Vec<Value>> {
+        let (status, out, stderr) = self.signal(libc::SIGINT, seen)?;
+        if !status.success() {
+            bail!("swarmtrace exited with {status}: {stderr}");
+        }
+        Ok(out)
+    }
+
+    /// Sends `sig`, waits (20 s at most) for the process to end, and returns its status, its
+    /// output objects and its stderr.
+    pub fn signal(
+        mut self,
+        sig: i32,
+        mut seen: Vec<Value>,
+    ) -> Result<(std::process::ExitStatus, Vec<Value>, String)> {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, sig) };
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(s) = self.child.try_wait()? {
@@ -159,17 +173,28 @@ impl Tracer {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                bail!("swarmtrace did not exit within 20 s of SIGINT");
+                bail!("swarmtrace did not exit within 20 s of signal {sig}");
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        if !status.success() {
-            bail!("swarmtrace exited with {status}: {}", self.stderr());
-        }
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             seen.push(serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?);
         }
-        Ok(seen)
+        // Let the stderr reader finish.
+        std::thread::sleep(Duration::from_millis(100));
+        Ok((status, seen, self.stderr()))
+    }
+
+    /// Waits until stderr contains `needle`; returns how long it took.
+    pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.stderr().contains(needle) {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
@@ -180,6 +205,15 @@ impl Drop for Tracer {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Names of swarmtrace's programs loaded in the kernel right now (by anyone).
+pub fn loaded_swarmtrace_programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| n.starts_with("swarmtrace_"))
+        .collect()
 }
 
 /// A port unlikely to collide between tests running at once.

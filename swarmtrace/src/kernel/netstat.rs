@@ -20,24 +20,28 @@ pub const WATCHED: [&str; 9] = [
 /// `Section.Name` -> value.
 pub type Counters = BTreeMap<String, u64>;
 
-/// Parses netstat/snmp text; malformed pairs are skipped, not fatal.
+/// Parses netstat/snmp text; malformed pairs are skipped, not fatal. A header line is
+/// paired with the next line of the same section, so blank or stray lines cannot shift the
+/// pairing.
 pub fn parse(text: &str) -> Counters {
     let mut out = Counters::new();
-    let mut lines = text.lines();
-    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-        let (Some((sec, names)), Some((sec2, values))) =
-            (names.split_once(':'), values.split_once(':'))
-        else {
+    let mut header: Option<(&str, &str)> = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((sec, rest)) = line.split_once(':') else {
+            header = None;
             continue;
         };
-        if sec != sec2 {
-            continue;
-        }
-        for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
-            // Some snmp values are signed (Tcp.MaxConn -1); keep what parses as u64.
-            if let Ok(v) = v.parse::<u64>() {
-                out.insert(format!("{sec}.{n}"), v);
+        match header {
+            Some((hsec, names)) if hsec == sec => {
+                for (n, v) in names.split_whitespace().zip(rest.split_whitespace()) {
+                    // Some snmp values are signed (Tcp.MaxConn -1); keep what parses as u64.
+                    if let Ok(v) = v.parse::<u64>() {
+                        out.insert(format!("{sec}.{n}"), v);
+                    }
+                }
+                header = None;
             }
+            _ => header = Some((sec, rest)),
         }
     }
     out
@@ -107,5 +111,9 @@ mod tests {
         let c = parse("TcpExt: A B\nIpExt: 1 2\nTcpExt: C\nTcpExt: x\nTcp: D\nTcp: 5\n");
         assert_eq!(c.len(), 1);
         assert_eq!(c["Tcp.D"], 5);
+        // A blank line between files (netstat + snmp read together) does not shift pairs.
+        let c = parse("TcpExt: A\nTcpExt: 1\n\nTcp: RetransSegs\nTcp: 3\n");
+        assert_eq!(c["TcpExt.A"], 1);
+        assert_eq!(c["Tcp.RetransSegs"], 3);
     }
 }
