@@ -42,6 +42,8 @@ pub struct HandshakesFile {
     /// (netns inode, ifindex, namespace name, interface name) of the watched interfaces.
     pub hops: Vec<(u32, u32, String, String)>,
     pub forgotten: u64,
+    /// Kernel (monotonic) to wall-clock time, for the handshakes' `*_ns` fields.
+    pub clock: crate::clock::WallClock,
 }
 
 /// Where a capture writes, prepared (and proven writable) before anything is attached.
@@ -290,6 +292,80 @@ impl Bundle {
             .cloned()
             .collect()
     }
+}
+
+/// The dropped and unanswered handshake packets as pcapng, each with its verdict in the
+/// comment. Headers are rebuilt from what the kernel programs reported: addresses, ports,
+/// sequence numbers, flags and timestamps are the real ones; options other than the
+/// timestamp are typical values, and there is no payload.
+pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Vec<u8>> {
+    use crate::event::PacketKind;
+    use crate::pcapng::{PcapngWriter, TcpPacket, TCP_SYN};
+    use crate::tracker::Outcome;
+    let hops = HopNames::from_entries(&hs.hops);
+    let mut w = PcapngWriter::new(
+        Vec::new(),
+        concat!("swarmtrace ", env!("CARGO_PKG_VERSION")),
+    )?;
+    let mut failed: Vec<&Handshake> = hs
+        .handshakes
+        .iter()
+        .filter(|h| h.outcome() != Outcome::Answered)
+        .collect();
+    failed.sort_by_key(|h| h.first_ns);
+    for h in failed {
+        let verdict = h.outcome().as_str();
+        let cause = verdict::classify(h, ctx)
+            .map(|c| format!(" cause={}", c.id()))
+            .unwrap_or_default();
+        let who = format!("client={} service={}", h.client, h.service);
+        // The SYN as first seen, before any NAT (one per transmission we saw).
+        for key in &h.keys {
+            w.write(&TcpPacket {
+                ts_unix_ns: hs.clock.to_unix_ns(h.first_ns),
+                src: h.client,
+                dst: h.service,
+                seq: key.isn,
+                ack: 0,
+                flags: TCP_SYN,
+                tsval: (key.tsval != 0).then_some(key.tsval),
+                tsecr: None,
+                comment: format!(
+                    "verdict={verdict}{cause} as first seen, {who} syns={}",
+                    h.syns
+                ),
+                interface: h
+                    .first_hop
+                    .map(|x| hops.name(&x))
+                    .unwrap_or_else(|| "unknown".to_owned()),
+            })?;
+        }
+        for d in &h.drops {
+            let p = &d.packet;
+            let ns = d
+                .netns_name
+                .clone()
+                .unwrap_or_else(|| format!("netns:{}", d.netns));
+            w.write(&TcpPacket {
+                ts_unix_ns: hs.clock.to_unix_ns(d.ts_ns),
+                src: p.src,
+                dst: p.dst,
+                seq: p.seq,
+                ack: p.ack,
+                flags: p.flags,
+                tsval: p.tsval,
+                tsecr: p.tsecr.filter(|_| p.kind != PacketKind::Syn),
+                comment: format!(
+                    "verdict={verdict}{cause} dropped {} reason={} at {} in {ns}, {who}",
+                    p.kind.as_str(),
+                    d.reason,
+                    d.location
+                ),
+                interface: format!("{ns}:{}", d.ifname.as_deref().unwrap_or("-")),
+            })?;
+        }
+    }
+    w.finish()
 }
 
 /// Bundle files are small (a capture's worth); anything larger than this is not ours.

@@ -68,8 +68,10 @@ fn write_rest(result: &RunResult, out: &BundleOut, secs: f64) -> Result<()> {
         handshakes: result.tracker.handshakes().cloned().collect(),
         hops: result.hops.entries(),
         forgotten: result.tracker.evicted,
+        clock: result.clock,
     };
     out.write("handshakes.json", &serde_json::to_vec(&hs)?)?;
+    out.write("handshakes.pcapng", &bundle::pcapng(&hs, &result.context)?)?;
     let system = bundle::system_json(result, secs);
     out.write("system.json", &serde_json::to_vec_pretty(&system)?)?;
     let events = handshake_lines(out)?;

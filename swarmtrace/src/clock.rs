@@ -1,7 +1,7 @@
 //! Kernel timestamps (CLOCK_MONOTONIC, from `bpf_ktime_get_ns`) to wall-clock time, and RFC 3339.
 
 /// Converts monotonic nanoseconds to Unix-epoch nanoseconds with an offset sampled once.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct WallClock {
     offset_ns: i128,
 }

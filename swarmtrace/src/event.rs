@@ -57,7 +57,7 @@ impl TryFrom<u8> for PacketKind {
 }
 
 /// A TCP packet's identity as the hook saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Packet {
     pub kind: PacketKind,
     pub src: SocketAddr,

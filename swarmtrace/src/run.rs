@@ -350,6 +350,7 @@ pub struct RunResult {
     pub before: HostSnapshot,
     pub after: HostSnapshot,
     pub facts: KernelFacts,
+    pub clock: WallClock,
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -463,7 +464,7 @@ pub async fn trace(
                     report(
                         tracker,
                         &id,
-                        &hops,
+                        hops,
                         None,
                         clock.to_unix_ns(s.ts_ns),
                         json,
@@ -587,6 +588,7 @@ pub async fn trace(
         before,
         after,
         facts,
+        clock,
     })
 }
 

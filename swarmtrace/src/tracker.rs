@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use swarmtrace_common::{HandshakeKey, Hop};
 
 use crate::drops::Drop;
-use crate::event::{PacketKind, Seen, Sighting};
+use crate::event::{Packet, PacketKind, Seen, Sighting};
 
 pub type HandshakeId = (SocketAddr, u32);
 
@@ -22,6 +22,8 @@ pub struct DropNote {
     pub netns: u32,
     pub netns_name: Option<String>,
     pub ifname: Option<String>,
+    /// The packet as it was where it was dropped (after any NAT).
+    pub packet: Packet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -192,6 +194,7 @@ impl Tracker {
             netns: d.netns,
             netns_name: d.netns_name.clone(),
             ifname: d.ifname.clone(),
+            packet: d.packet.clone(),
         };
         let id = match &d.joined {
             Some(j) => {
@@ -264,7 +267,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Joined, Packet};
+    use crate::event::Joined;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -444,6 +444,16 @@ mod tests {
             netns: 7,
             netns_name: Some(ns.into()),
             ifname: Some("eth0".into()),
+            packet: crate::event::Packet {
+                kind,
+                src: "10.0.0.2:40000".parse().unwrap(),
+                dst: "10.0.0.5:80".parse().unwrap(),
+                seq: 1,
+                ack: 0,
+                tsval: Some(2),
+                tsecr: None,
+                flags: 2,
+            },
         });
         h
     }

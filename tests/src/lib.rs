@@ -65,8 +65,15 @@ pub struct Tracer {
 impl Tracer {
     /// Starts `swarmtrace run --json ARGS` and waits until it says it is tracing.
     pub fn start(args: &[&str]) -> Result<Self> {
+        let mut full = vec!["run", "--json"];
+        full.extend_from_slice(args);
+        Self::spawn(&full)
+    }
+
+    /// Starts `swarmtrace ARGS` (a command that traces) and waits until it says it is
+    /// tracing.
+    pub fn spawn(args: &[&str]) -> Result<Self> {
         let mut child = Command::new(binary())
-            .args(["run", "--json"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -155,6 +162,25 @@ impl Tracer {
             bail!("swarmtrace exited with {status}: {stderr}");
         }
         Ok(out)
+    }
+
+    /// Waits (at most `timeout`) for the process to end by itself; returns its status and
+    /// stderr.
+    pub fn wait(mut self, timeout: Duration) -> Result<(std::process::ExitStatus, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok((s, self.stderr()));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "swarmtrace did not end within {timeout:?}: {}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends `sig`, waits (20 s at most) for the process to end, and returns its status, its

@@ -529,10 +529,8 @@ fn malformed_packets_are_skipped_or_decoded_never_fatal() {
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["decode_errors"], 0, "{summary}");
     // Nothing decoded from a packet that has no TCP header where it claims one.
-    for bad in [41003] {
-        assert!(
-            !out.iter().any(|v| v["src"] == format!("10.202.0.2:{bad}")),
-            "{bad} decoded: {out:?}"
-        );
-    }
+    assert!(
+        !out.iter().any(|v| v["src"] == "10.202.0.2:41003"),
+        "a later fragment was decoded as TCP: {out:?}"
+    );
 }

@@ -1,0 +1,352 @@
+//! Capture bundles: recorded in the lab's PAWS scenario, read offline by `report` as a normal
+//! user with the verdicts of the live run, the pcapng read by tshark; damaged bundles fail
+//! cleanly, naming the bad file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use swarmtrace::lab::mesh::{MeshLab, Scenario};
+use swarmtrace_tests::{binary, ns_name, privileged, Tracer};
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("swarmtrace-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn report(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary())
+        .arg("report")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn verdict_keys(v: &Value) -> Vec<(String, u64, Vec<String>)> {
+    v["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["cause"].as_str().unwrap().to_owned(),
+                x["count"].as_u64().unwrap(),
+                x["clients"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn capture_in_the_paws_lab_then_report_offline() {
+    if !privileged("capture_in_the_paws_lab_then_report_offline") {
+        return;
+    }
+    let dir = tmpdir("cap");
+    let tarball = dir.join("incident.tar.gz");
+    let mut lab = MeshLab::build(&ns_name("cap")).unwrap();
+    lab.apply(Scenario::Paws).unwrap();
+    let mut args = vec![
+        "capture".to_owned(),
+        "--duration".to_owned(),
+        "5s".to_owned(),
+        "-o".to_owned(),
+    ];
+    args.push(tarball.to_str().unwrap().to_owned());
+    for w in lab.watch() {
+        args.push("--iface".to_owned());
+        args.push(w);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t = Tracer::spawn(&args).unwrap();
+    let drive = lab.drive(Scenario::Paws).unwrap();
+    let second = drive.attempts.last().unwrap().client.ip().to_string();
+    let (status, stderr) = t.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("capture: "), "no progress line: {stderr}");
+    drop(lab);
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&tarball).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "bundle mode");
+
+    // Unpacked: every file 0600, tshark reads the pcapng with its comments.
+    let x = dir.join("x");
+    std::fs::create_dir(&x).unwrap();
+    let st = Command::new("tar")
+        .args(["xzf", tarball.to_str().unwrap(), "-C", x.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let b = x.join("incident");
+    for f in [
+        "events.ndjson",
+        "handshakes.json",
+        "system.json",
+        "handshakes.pcapng",
+        "report.md",
+    ] {
+        let m = std::fs::metadata(b.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f} mode");
+    }
+    let ts = Command::new("tshark")
+        .args([
+            "-r",
+            b.join("handshakes.pcapng").to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "frame.comment",
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.flags.syn",
+        ])
+        .output()
+        .expect("tshark (installed by scripts/setup.sh)");
+    assert!(
+        ts.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ts.stderr)
+    );
+    let lines = String::from_utf8_lossy(&ts.stdout).into_owned();
+    let paws: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.contains("reason=TCP_RFC7323_TW_PAWS"))
+        .collect();
+    assert!(!paws.is_empty(), "{lines}");
+    assert!(
+        paws.iter().all(
+            |l| l.contains(&format!("client={second}:")) && l.contains("cause=paws-timestamps")
+        ),
+        "{lines}"
+    );
+    // The SYN as first seen carries the real client's address.
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.contains("as first seen") && l.contains(&format!("\t{second}\t"))),
+        "{lines}"
+    );
+
+    let system: Value =
+        serde_json::from_slice(&std::fs::read(b.join("system.json")).unwrap()).unwrap();
+    assert!(system["kernel"]["release"].is_string());
+    assert!(
+        system["sysctls"]["net.ipv4.tcp_timestamps"].is_string(),
+        "{}",
+        system["sysctls"]
+    );
+    let task = system["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"].as_str().unwrap().ends_with("-task1"))
+        .expect("task namespace");
+    assert!(
+        task["counters_after"]["TcpExt.PAWSTimewait"]
+            .as_u64()
+            .unwrap()
+            > task["counters_before"]["TcpExt.PAWSTimewait"]
+                .as_u64()
+                .unwrap()
+    );
+    assert!(!task["routes"].as_array().unwrap().is_empty());
+    let md = std::fs::read_to_string(b.join("report.md")).unwrap();
+    assert!(md.contains("`paws-timestamps`"), "{md}");
+
+    // Offline, as a normal user, on a copy it may read: the live run's verdicts.
+    let live: Value = serde_json::from_str(
+        std::fs::read_to_string(b.join("events.ndjson"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let public = tmpdir("pub");
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = public.join("incident.tar.gz");
+    std::fs::copy(&tarball, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            binary().to_str().unwrap(),
+            "report",
+            "--format",
+            "json",
+            copy.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict_keys(&offline), verdict_keys(&live));
+    assert_eq!(verdict_keys(&offline)[0].0, "paws-timestamps");
+    assert_eq!(verdict_keys(&offline)[0].2, vec![second.clone()]);
+    let (ok, text, _) = report(&[copy.to_str().unwrap()]);
+    assert!(
+        ok && text.contains("[paws-timestamps]") && text.contains(&second),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&public);
+}
+
+#[test]
+fn capture_refuses_an_unwritable_or_used_path_before_attaching() {
+    if !privileged("capture_refuses_an_unwritable_or_used_path_before_attaching") {
+        return;
+    }
+    let dir = tmpdir("refuse");
+    std::fs::write(dir.join("something"), "x").unwrap();
+    for (path, want) in [
+        ("/nonexistent-dir/x.tar.gz".to_owned(), "cannot create"),
+        (dir.to_str().unwrap().to_owned(), "not empty"),
+    ] {
+        let out = Command::new(binary())
+            .args(["capture", "--duration", "1s", "-o", &path])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{path}");
+        assert!(err.contains(want), "{path}: {err}");
+        assert!(
+            !err.contains("tracing TCP handshakes"),
+            "attached before failing: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A small but complete bundle, written through the library (no root, no kernel).
+fn valid_bundle(dir: &Path) {
+    use swarmtrace::bundle::{HandshakesFile, FORMAT};
+    let hs = HandshakesFile {
+        format: FORMAT.to_owned(),
+        handshakes: vec![],
+        hops: vec![],
+        forgotten: 0,
+        clock: swarmtrace::clock::WallClock::sample(),
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("handshakes.json"),
+        serde_json::to_vec(&hs).unwrap(),
+    )
+    .unwrap();
+    let system = serde_json::json!({"format": FORMAT, "kernel": {"release": "6.18"}, "verdict_context": swarmtrace::verdict::Context::default()});
+    std::fs::write(dir.join("system.json"), system.to_string()).unwrap();
+    std::fs::write(
+        dir.join("events.ndjson"),
+        "{\"type\":\"summary\",\"drops\":0,\"handshakes\":{},\"verdicts\":[]}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn report_on_damaged_bundles_fails_cleanly() {
+    let dir = tmpdir("damaged");
+    let good = dir.join("good");
+    valid_bundle(&good);
+    let (ok, _, err) = report(&[good.to_str().unwrap()]);
+    assert!(ok, "the valid bundle must render: {err}");
+
+    let variant = |name: &str, f: &dyn Fn(&Path)| -> PathBuf {
+        let p = dir.join(name);
+        valid_bundle(&p);
+        f(&p);
+        p
+    };
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (
+            variant("no-handshakes", &|p| {
+                std::fs::remove_file(p.join("handshakes.json")).unwrap()
+            }),
+            "handshakes.json",
+        ),
+        (
+            variant("cut-handshakes", &|p| {
+                let b = std::fs::read(p.join("handshakes.json")).unwrap();
+                std::fs::write(p.join("handshakes.json"), &b[..b.len() / 2]).unwrap();
+            }),
+            "handshakes.json",
+        ),
+        (
+            variant("foreign-system", &|p| {
+                std::fs::write(p.join("system.json"), "{\"format\":\"something-else\"}").unwrap()
+            }),
+            "system.json",
+        ),
+        (
+            variant("garbage-events", &|p| {
+                std::fs::write(p.join("events.ndjson"), "{\"type\":\"drop\"}\nnot json\n").unwrap()
+            }),
+            "events.ndjson",
+        ),
+        (
+            variant("truncated-events", &|p| {
+                std::fs::write(p.join("events.ndjson"), "{\"type\":\"drop\"}\n").unwrap()
+            }),
+            "events.ndjson",
+        ),
+        (dir.join("empty-dir"), "handshakes.json"),
+    ];
+    std::fs::create_dir_all(dir.join("empty-dir")).unwrap();
+    // A .tar.gz cut short, and a file that is no archive at all.
+    let tgz = dir.join("good.tar.gz");
+    let st = Command::new("tar")
+        .args([
+            "czf",
+            tgz.to_str().unwrap(),
+            "-C",
+            good.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (ok, _, err) = report(&[tgz.to_str().unwrap()]);
+    assert!(ok, "the valid tarball must render: {err}");
+    let bytes = std::fs::read(&tgz).unwrap();
+    let cut = dir.join("cut.tar.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let junk = dir.join("junk.tar.gz");
+    std::fs::write(&junk, b"this is not gzip").unwrap();
+    let mut cases = cases;
+    cases.push((cut, "cut.tar.gz"));
+    cases.push((junk, "junk.tar.gz"));
+    for (path, names) in cases {
+        let (ok, _, err) = report(&[path.to_str().unwrap()]);
+        assert!(!ok, "{} rendered", path.display());
+        assert!(
+            err.contains(names),
+            "{}: the message does not name {names}: {err}",
+            path.display()
+        );
+        assert!(!err.contains("panicked"), "{}: {err}", path.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

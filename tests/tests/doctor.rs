@@ -1,0 +1,200 @@
+//! Privileged end-to-end tests of `swarmtrace doctor`: problems planted in a network namespace
+//! this test creates (and removes), found by the real binary run inside it with
+//! `ip netns exec NS swarmtrace doctor --json`. Run as root (`sudo cargo xtask test`); skipped
+//! otherwise. Each test uses its own namespaces, so they run in parallel.
+
+use std::process::Command;
+
+use serde_json::Value;
+use swarmtrace::lab::mesh::{MeshLab, SBOX_GW_IP, TASK_PORT};
+use swarmtrace::lab::{addr, Netns};
+use swarmtrace_tests::{binary, ns_name, privileged};
+
+/// The client network of the overlap: inside docker_gwbridge's 172.18.0.0/16.
+const CLIENT: &str = "172.18.5.0/24";
+
+struct Doctor {
+    code: i32,
+    out: Value,
+}
+
+impl Doctor {
+    /// Runs `swarmtrace doctor --json ARGS` inside namespace `ns`.
+    fn run(ns: &str, args: &[&str]) -> Self {
+        let bin = binary();
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(&bin)
+            .args(["doctor", "--json"])
+            .args(args)
+            .output()
+            .expect("cannot run ip netns exec");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let code = out.status.code().unwrap_or(-1);
+        let out: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("doctor's output is not one JSON object ({e}), exit {code}:\n{stdout}\nstderr:\n{stderr}")
+        });
+        assert_eq!(out["type"], "doctor", "{out:#}");
+        Self { code, out }
+    }
+
+    fn findings(&self) -> &Vec<Value> {
+        self.out["findings"].as_array().expect("findings")
+    }
+
+    /// The findings with `id`; at least one must exist.
+    fn by_id(&self, id: &str) -> Vec<&Value> {
+        let v: Vec<&Value> = self.findings().iter().filter(|f| f["id"] == id).collect();
+        assert!(!v.is_empty(), "no finding {id} in {:#}", self.out);
+        v
+    }
+
+    /// The worst severity of the findings with `id`.
+    fn worst(&self, id: &str) -> &'static str {
+        let rank = |s: &str| match s {
+            "ok" => 0,
+            "info" => 1,
+            "warning" => 2,
+            "serious" => 3,
+            other => panic!("unknown severity {other}"),
+        };
+        let w = self
+            .by_id(id)
+            .iter()
+            .map(|f| rank(f["severity"].as_str().expect("severity")))
+            .max()
+            .unwrap();
+        ["ok", "info", "warning", "serious"][w]
+    }
+
+    fn serious(&self) -> u64 {
+        let n = self.out["serious"].as_u64().expect("serious");
+        let counted = self
+            .findings()
+            .iter()
+            .filter(|f| f["severity"] == "serious")
+            .count() as u64;
+        assert_eq!(n, counted, "serious count disagrees with the findings");
+        n
+    }
+}
+
+#[test]
+fn doctor_finds_an_overlap_and_sysctl_problems_planted_in_a_namespace() {
+    if !privileged("doctor_finds_an_overlap_and_sysctl_problems_planted_in_a_namespace") {
+        return;
+    }
+    let ns = Netns::create(&ns_name("dbad")).expect("namespace");
+    ns.exec(&["ip", "link", "add", "docker_gwbridge", "type", "bridge"])
+        .unwrap();
+    addr(&ns, "docker_gwbridge", "172.18.0.1/16").unwrap();
+    ns.exec(&["ip", "link", "set", "docker_gwbridge", "up"])
+        .unwrap();
+    ns.sysctl("net.ipv4.conf.all.rp_filter", "1").unwrap();
+    ns.sysctl("net.ipv4.tcp_syncookies", "0").unwrap();
+
+    let d = Doctor::run(ns.name(), &["--client-cidr", CLIENT]);
+    assert_eq!(d.code, 1, "serious findings must exit 1: {:#}", d.out);
+    assert!(d.serious() >= 1);
+
+    let overlap = d.by_id("client-overlap");
+    assert_eq!(d.worst("client-overlap"), "serious", "{overlap:#?}");
+    let title = overlap[0]["title"].as_str().unwrap();
+    assert!(
+        title.contains(CLIENT)
+            && title.contains("172.18.0.0/16")
+            && title.contains("docker_gwbridge"),
+        "{title}"
+    );
+    assert!(overlap[0]["fix"].is_string());
+
+    assert_eq!(
+        d.worst("rp-filter"),
+        "warning",
+        "{:#?}",
+        d.by_id("rp-filter")
+    );
+    let rp = d.by_id("rp-filter")[0]["title"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(rp.contains("docker_gwbridge"), "{rp}");
+    assert_eq!(d.worst("tcp-syncookies"), "warning");
+    // A Docker bridge in a namespace whose forwarding is off (the default in a new one).
+    assert_eq!(d.worst("ip-forward"), "serious");
+    assert_eq!(d.worst("docker-subnets"), "info");
+    assert!(d.by_id("scope")[0]["title"]
+        .as_str()
+        .unwrap()
+        .contains(ns.name()));
+}
+
+#[test]
+fn doctor_is_clean_in_a_clean_namespace() {
+    if !privileged("doctor_is_clean_in_a_clean_namespace") {
+        return;
+    }
+    let ns = Netns::create(&ns_name("dok")).expect("namespace");
+    let d = Doctor::run(ns.name(), &["--client-cidr", CLIENT]);
+    assert_eq!(d.code, 0, "{:#}", d.out);
+    assert_eq!(d.serious(), 0);
+    for id in [
+        "client-overlap",
+        "rp-filter",
+        "tcp-syncookies",
+        "ip-forward",
+        "tcp-tw-recycle",
+    ] {
+        assert_eq!(d.worst(id), "ok", "{id}: {:#?}", d.by_id(id));
+    }
+    assert_eq!(d.by_id("docker")[0]["title"], "no Docker here");
+}
+
+#[test]
+fn doctor_checks_the_routing_mesh_rules_of_the_lab() {
+    if !privileged("doctor_checks_the_routing_mesh_rules_of_the_lab") {
+        return;
+    }
+    let lab = MeshLab::build(&ns_name("dmesh")).expect("cannot build the mesh lab");
+    let host = lab.host().name().to_owned();
+
+    // Healthy: the lab's DOCKER-INGRESS DNAT (10.10.0.1:8080 -> 172.18.0.2:80) is found from
+    // the rules themselves (no Docker API), and nothing is serious.
+    let d = Doctor::run(&host, &[]);
+    assert_eq!(d.code, 0, "{:#}", d.out);
+    let dnat = d.by_id("ingress-dnat");
+    let want = format!("DNAT to {SBOX_GW_IP}:{TASK_PORT}");
+    assert!(
+        dnat.iter().any(|f| f["severity"] == "ok"
+            && f["title"].as_str().unwrap().contains("8080/tcp")
+            && f["title"].as_str().unwrap().contains(&want)),
+        "{dnat:#?}"
+    );
+    assert!(d.findings().iter().all(|f| f["id"] != "ingress-jump"));
+    assert!(d.by_id("docker")[0]["title"]
+        .as_str()
+        .unwrap()
+        .contains("Swarm routing mesh"));
+
+    // Flush the PREROUTING jump, as a firewall reload does: the DNAT is never reached.
+    lab.host()
+        .exec(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-D",
+            "PREROUTING",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "DOCKER-INGRESS",
+        ])
+        .unwrap();
+    let d = Doctor::run(&host, &[]);
+    assert_eq!(d.code, 1, "{:#}", d.out);
+    assert_eq!(d.worst("ingress-jump"), "serious");
+    drop(lab);
+}
