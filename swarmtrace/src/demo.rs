@@ -63,7 +63,7 @@ pub async fn scenario(s: Scenario, args: &DemoArgs) -> Result<bool> {
         Control {
             ready: Some(ready_tx),
             stop: Some(stop_rx),
-            progress: false,
+            ..Control::default()
         },
     );
     let (traced, lab) = tokio::join!(tracing, driver);

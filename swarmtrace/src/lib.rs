@@ -9,6 +9,7 @@ pub mod drops;
 pub mod event;
 pub mod kernel;
 pub mod lab;
+pub mod output;
 pub mod pcapng;
 pub mod privileges;
 pub mod report;

@@ -18,6 +18,7 @@ use crate::event::Event;
 use crate::kernel::netns::{default_route_iface, within, NetnsNames};
 use crate::kernel::netstat::{self, Counters};
 use crate::kernel::{self, kallsyms::Kallsyms, namespaces, KernelFacts, Sources};
+use crate::output::{Health, Observer, Output};
 use crate::tracer::{IfaceSpec, Tracer, TracerOptions, Watched};
 use crate::tracker::{Answer, Handshake, HandshakeId, Outcome, Tracker};
 use crate::verdict::{self, LocalSubnet, Verdict};
@@ -365,6 +366,10 @@ pub struct Control {
     pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Print a progress line on stderr every second (capture).
     pub progress: bool,
+    /// Get every drop, handshake and health report (live view, metrics).
+    pub observers: Vec<Box<dyn Observer>>,
+    /// No per-event lines on the writer (the live view owns the terminal).
+    pub quiet: bool,
 }
 
 /// Runs the tracer until Ctrl-C, SIGTERM, `--duration` or `control.stop` fires, writing to
@@ -428,13 +433,15 @@ pub async fn trace(
     if let Some(ready) = control.ready.take() {
         let _ = ready.send(());
     }
-    let json = args.json;
     let client_filter = args.client;
+    let mut output = Output::new(out, args.json, std::mem::take(&mut control.observers));
+    output.lines = !control.quiet;
+    let out = &mut output;
     let mut handle = |bytes: &[u8],
                       summary: &mut Summary,
                       tracker: &mut Tracker,
                       hops: &HopNames,
-                      out: &mut (dyn Write + Send)|
+                      out: &mut Output|
      -> Result<()> {
         match Event::try_from(bytes) {
             Ok(Event::Drop(raw)) => {
@@ -449,27 +456,11 @@ pub async fn trace(
                 }
                 summary.add(&d);
                 tracker.on_drop(&d);
-                writeln!(
-                    out,
-                    "{}",
-                    if json {
-                        d.to_json().to_string()
-                    } else {
-                        d.to_line()
-                    }
-                )?;
+                out.dropped(&d)?;
             }
             Ok(Event::Handshake(s)) => {
                 if let Some(id) = tracker.on_sighting(&s) {
-                    report(
-                        tracker,
-                        &id,
-                        hops,
-                        None,
-                        clock.to_unix_ns(s.ts_ns),
-                        json,
-                        out,
-                    )?;
+                    report(tracker, &id, hops, None, clock.to_unix_ns(s.ts_ns), out)?;
                 }
             }
             Err(e) => {
@@ -507,13 +498,31 @@ pub async fn trace(
                 }
             }) => { r?; result.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?; }
             _ = tick.tick() => {
-                sweep(&mut tracker, &tracer, &hops, clock, json, out, WallClock::monotonic_now_ns())?;
-                if last_check.elapsed() >= Duration::from_secs(1) && !tracer.watched.is_empty() {
+                sweep(&mut tracker, &tracer, &hops, clock, out, WallClock::monotonic_now_ns())?;
+                if last_check.elapsed() >= Duration::from_secs(1) {
                     last_check = Instant::now();
-                    for news in tracer.check_watched() {
-                        eprintln!("swarmtrace: {news}");
+                    if !tracer.watched.is_empty() {
+                        for news in tracer.check_watched() {
+                            if out.lines {
+                                eprintln!("swarmtrace: {news}");
+                            }
+                            log::info!("{news}");
+                        }
+                        hops.learn(&tracer.watched);
                     }
-                    hops.learn(&tracer.watched);
+                    if out.has_observers() {
+                        let t = tracer.totals()?;
+                        out.health(&Health {
+                            elapsed_s: started.elapsed().as_secs_f64(),
+                            drops: t.drops,
+                            lost_events: t.lost_events,
+                            syns: t.syns,
+                            answered: t.answered,
+                            resets: t.resets,
+                            watched: tracer.watched.iter().map(|w| (w.spec.to_string(), w.attached)).collect(),
+                            tracked: tracker.len(),
+                        });
+                    }
                 }
                 if control.progress && last_progress.elapsed() >= Duration::from_secs(1) {
                     last_progress = Instant::now();
@@ -547,7 +556,6 @@ pub async fn trace(
         &tracer,
         &hops,
         clock,
-        json,
         out,
         WallClock::monotonic_now_ns(),
     )?;
@@ -559,7 +567,6 @@ pub async fn trace(
             &hops,
             last_hop(&tracker, &tracer, id),
             clock.to_unix_ns(WallClock::monotonic_now_ns()),
-            json,
             out,
         )?;
     }
@@ -573,12 +580,7 @@ pub async fn trace(
     sum["handshakes"] = handshake_totals(&tracker);
     sum["verdicts"] = Value::Array(verdicts.iter().map(Verdict::to_json).collect());
     sum["watched"] = json!(watched);
-    if json {
-        writeln!(out, "{sum}")?;
-    } else {
-        write!(out, "{}", crate::report::summary_text(&sum, &verdicts))?;
-    }
-    out.flush()?;
+    out.summary(&sum, || crate::report::summary_text(&sum, &verdicts))?;
     Ok(RunResult {
         verdicts,
         summary: sum,
@@ -607,18 +609,12 @@ fn report(
     hops: &HopNames,
     last: Option<Hop>,
     unix_ns: i128,
-    json: bool,
-    out: &mut (dyn Write + Send),
+    out: &mut Output,
 ) -> Result<()> {
     let Some(h) = tracker.get(id) else {
         return Ok(());
     };
-    if json {
-        writeln!(out, "{}", handshake_json(h, hops, last, unix_ns))?;
-    } else {
-        writeln!(out, "{}", handshake_line(h, hops, last, unix_ns))?;
-    }
-    Ok(())
+    out.handshake(h, hops, last, unix_ns)
 }
 
 fn sweep(
@@ -626,13 +622,12 @@ fn sweep(
     tracer: &Tracer,
     hops: &HopNames,
     clock: WallClock,
-    json: bool,
-    out: &mut (dyn Write + Send),
+    out: &mut Output,
     now: u64,
 ) -> Result<()> {
     for id in tracker.due(now) {
         let last = last_hop(tracker, tracer, &id);
-        report(tracker, &id, hops, last, clock.to_unix_ns(now), json, out)?;
+        report(tracker, &id, hops, last, clock.to_unix_ns(now), out)?;
     }
     Ok(())
 }

@@ -1,0 +1,120 @@
+//! Where a run's results go: lines on stdout (text or NDJSON), and observers (the live view,
+//! the metrics endpoint) that get every drop, every handshake and, each second, the tracer's
+//! health.
+
+use std::io::Write;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::drops::Drop;
+use crate::run::{handshake_json, handshake_line, HopNames};
+use crate::tracker::Handshake;
+use swarmtrace_common::Hop;
+
+/// The tracer's state, once a second.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Health {
+    pub elapsed_s: f64,
+    /// Exact kernel totals.
+    pub drops: u64,
+    pub lost_events: u64,
+    pub syns: u64,
+    pub answered: u64,
+    pub resets: u64,
+    /// Watched interfaces and whether the classifiers are attached there now.
+    pub watched: Vec<(String, bool)>,
+    /// Handshakes held in memory.
+    pub tracked: usize,
+}
+
+/// Gets a run's results as they happen. Objects are those of docs/json.md.
+pub trait Observer: Send {
+    fn on_drop(&mut self, _drop: &Value) {}
+    fn on_handshake(&mut self, _handshake: &Value) {}
+    fn on_health(&mut self, _health: &Health) {}
+    fn on_summary(&mut self, _summary: &Value) {}
+}
+
+pub struct Output<'a> {
+    writer: &'a mut (dyn Write + Send),
+    json: bool,
+    /// Print a line per drop and handshake (off under the live view, which owns the screen).
+    pub lines: bool,
+    observers: Vec<Box<dyn Observer>>,
+}
+
+impl<'a> Output<'a> {
+    pub fn new(
+        writer: &'a mut (dyn Write + Send),
+        json: bool,
+        observers: Vec<Box<dyn Observer>>,
+    ) -> Self {
+        Self {
+            writer,
+            json,
+            lines: true,
+            observers,
+        }
+    }
+
+    pub fn dropped(&mut self, d: &Drop) -> Result<()> {
+        let v = d.to_json();
+        for o in &mut self.observers {
+            o.on_drop(&v);
+        }
+        if self.lines {
+            if self.json {
+                writeln!(self.writer, "{v}")?;
+            } else {
+                writeln!(self.writer, "{}", d.to_line())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn handshake(
+        &mut self,
+        h: &Handshake,
+        hops: &HopNames,
+        last: Option<Hop>,
+        unix_ns: i128,
+    ) -> Result<()> {
+        let v = handshake_json(h, hops, last, unix_ns);
+        for o in &mut self.observers {
+            o.on_handshake(&v);
+        }
+        if self.lines {
+            if self.json {
+                writeln!(self.writer, "{v}")?;
+            } else {
+                writeln!(self.writer, "{}", handshake_line(h, hops, last, unix_ns))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn health(&mut self, h: &Health) {
+        for o in &mut self.observers {
+            o.on_health(h);
+        }
+    }
+
+    /// The summary, always written (after the live view has closed).
+    pub fn summary(&mut self, sum: &Value, text: impl FnOnce() -> String) -> Result<()> {
+        for o in &mut self.observers {
+            o.on_summary(sum);
+        }
+        if self.json {
+            writeln!(self.writer, "{sum}")?;
+        } else {
+            write!(self.writer, "{}", text())?;
+        }
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    pub fn has_observers(&self) -> bool {
+        !self.observers.is_empty()
+    }
+}
