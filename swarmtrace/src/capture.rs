@@ -89,11 +89,16 @@ fn handshake_lines(out: &BundleOut) -> Result<Vec<serde_json::Value>> {
         .collect())
 }
 
-/// `swarmtrace report`: renders bundles offline, without root.
+/// `swarmtrace report`: renders bundles offline, without root; several bundles (nodes) are
+/// also joined handshake by handshake.
 pub fn report(args: ReportArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    for path in &args.bundles {
-        let b = bundle::Bundle::load(Path::new(path))?;
+    let bundles = args
+        .bundles
+        .iter()
+        .map(|p| bundle::Bundle::load(Path::new(p)))
+        .collect::<Result<Vec<_>>>()?;
+    for b in &bundles {
         let verdicts = b.verdicts();
         match args.format {
             ReportFormat::Json => {

@@ -12,7 +12,7 @@ use crate::tracer::{IfaceSpec, TcMode};
     name = "swarmtrace",
     version,
     about = "Why does the published port time out? swarmtrace follows TCP handshakes through NAT and network namespaces and names what the kernel did with them.",
-    after_help = "During an incident:\n  sudo swarmtrace run --port 8080            watch handshakes to the published port\n  sudo swarmtrace run --json --duration 30s  machine-readable, for 30 seconds"
+    after_help = "During an incident:\n  sudo swarmtrace doctor --client-cidr 192.168.0.0/16   static checks first, nothing loaded\n  sudo swarmtrace run --port 8080                       watch handshakes to the published port\n  sudo swarmtrace capture --duration 60s -o /var/tmp/incident.tar.gz   evidence for the postmortem\n  swarmtrace report /var/tmp/incident.tar.gz            later, anywhere, no root\n  sudo swarmtrace demo                                  see it explain the PAWS incident in a lab\n\nExit status: 0 success; 1 error, or (doctor) a serious finding, or (demo) an unexpected verdict; 2 usage error."
 )]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
@@ -26,15 +26,34 @@ pub struct Cli {
 pub enum Command {
     /// Follow TCP handshakes and the kernel's drops live, until Ctrl-C or --duration; then
     /// print the verdicts.
+    #[command(after_help = "Examples:\n  sudo swarmtrace run --port 8080\n  sudo swarmtrace run --client 192.168.1.0/24 --duration 60s\n  sudo swarmtrace run --iface eth0 --iface ingress_sbox:eth1 --json | jq 'select(.type==\"handshake\")'")]
     Run(RunArgs),
     /// Build a Swarm routing mesh in network namespaces, reproduce an incident, trace it and
     /// print the verdicts; everything is removed afterwards.
     Demo(DemoArgs),
     /// Record a postmortem bundle: events, the dropped and unanswered packets (pcapng),
     /// counters before and after, sysctls, routes, and the report.
+    #[command(after_help = "Examples:\n  sudo swarmtrace capture --duration 60s -o /var/tmp/incident.tar.gz\n  sudo swarmtrace capture --port 8080 -o /var/tmp/incident-dir")]
     Capture(CaptureArgs),
     /// Render capture bundles offline (no root needed), with the same verdicts as the live run.
+    /// Given bundles from several nodes, also joins each handshake across them by (ISN, TSval)
+    /// and shows its path node by node.
+    #[command(after_help = "Examples:\n  swarmtrace report incident.tar.gz\n  swarmtrace report --format markdown incident.tar.gz > postmortem.md\n  swarmtrace report node1.tar.gz node2.tar.gz node3.tar.gz   # follow handshakes across nodes")]
     Report(ReportArgs),
+    /// Static checks, nothing loaded into the kernel: sysctls (tcp_tw_recycle, timestamps,
+    /// rp_filter, ...), subnet overlaps between Docker's networks, the host's routes and your
+    /// clients, Docker's ingress rules, conntrack fill, and what `run` can see on this kernel.
+    /// Exits 1 when a finding is serious.
+    #[command(after_help = "Examples:\n  sudo swarmtrace doctor\n  sudo swarmtrace doctor --client-cidr 192.168.0.0/16 --client-cidr 10.20.0.0/16 --json")]
+    Doctor(crate::doctor::DoctorArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = "Example:\n  swarmtrace completions bash > /etc/bash_completion.d/swarmtrace")]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    #[command(after_help = "Example:\n  swarmtrace man > /usr/local/share/man/man1/swarmtrace.1 && man swarmtrace")]
+    Man,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -203,6 +222,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_is_consistent_and_documents_itself() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let mut man = Vec::new();
+        clap_mangen::Man::new(Cli::command()).render(&mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(man.contains("Exit status"), "{man}");
+        let mut bash = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "swarmtrace", &mut bash);
+        let bash = String::from_utf8(bash).unwrap();
+        for sub in ["run", "capture", "report", "demo"] {
+            assert!(bash.contains(sub), "{sub} missing from completions");
+        }
+    }
 
     #[test]
     fn cidrs() {

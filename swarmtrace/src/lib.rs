@@ -1,10 +1,12 @@
 //! swarmtrace: what happened to each TCP handshake on this host, and why.
 
+pub mod app;
 pub mod bundle;
 pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod demo;
+pub mod doctor;
 pub mod drops;
 pub mod event;
 pub mod kernel;
