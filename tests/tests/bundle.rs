@@ -350,3 +350,81 @@ fn report_on_damaged_bundles_fails_cleanly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn report_joins_two_nodes_bundles_by_isn_and_tsval() {
+    if !privileged("report_joins_two_nodes_bundles_by_isn_and_tsval") {
+        return;
+    }
+    // Two captures at once, each watching a different hop of the mesh, stand for two nodes
+    // that saw the same handshakes.
+    let dir = tmpdir("join");
+    let mut lab = MeshLab::build(&ns_name("join")).unwrap();
+    lab.apply(Scenario::Paws).unwrap();
+    let watch = lab.watch();
+    let mut captures = Vec::new();
+    for (i, w) in watch.iter().enumerate() {
+        let out = dir.join(format!("node{i}.tar.gz"));
+        let t = Tracer::spawn(&[
+            "capture",
+            "--duration",
+            "5s",
+            "-o",
+            out.to_str().unwrap(),
+            "--iface",
+            w,
+        ])
+        .unwrap();
+        captures.push((t, out));
+    }
+    let drive = lab.drive(Scenario::Paws).unwrap();
+    let second = drive.attempts.last().unwrap().client.ip().to_string();
+    let mut paths = Vec::new();
+    for (t, out) in captures {
+        let (status, stderr) = t.wait(Duration::from_secs(30)).unwrap();
+        assert!(status.success(), "{stderr}");
+        paths.push(out.to_str().unwrap().to_owned());
+    }
+    drop(lab);
+    let args: Vec<&str> = ["--format", "json"]
+        .into_iter()
+        .chain(paths.iter().map(String::as_str))
+        .collect();
+    let (ok, out, err) = report(&args);
+    assert!(ok, "{err}");
+    let join: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(join["type"], "join", "{join}");
+    let hs = join["handshakes"].as_array().unwrap();
+    // c1's answered request and c2's PAWS-dropped SYN crossed both hops.
+    let paws = hs
+        .iter()
+        .find(|h| {
+            h["client"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{second}:"))
+        })
+        .unwrap_or_else(|| panic!("{second}'s handshake not joined: {join:#}"));
+    let nodes = paws["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{paws:#}");
+    let hops: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["first_hop"].as_str().unwrap())
+        .collect();
+    assert_ne!(hops[0], hops[1], "{paws:#}");
+    assert!(
+        nodes.iter().all(|n| n["client"] == paws["client"]),
+        "{paws:#}"
+    );
+    assert!(
+        nodes.iter().any(|n| n["drops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["reason"] == "TCP_RFC7323_TW_PAWS")),
+        "{paws:#}"
+    );
+    let (ok, text, _) = report(&paths.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok && text.contains("joined by ISN and TSval"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
