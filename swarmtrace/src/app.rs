@@ -20,7 +20,10 @@ pub fn main(cli: Cli) -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp(None)
         .init();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("swarmtrace: error: cannot start the runtime: {e}");
@@ -62,7 +65,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut cmd, "swarmtrace", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => Ok(clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())?),
+        Command::Man => Ok(
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())?,
+        ),
     }
 }

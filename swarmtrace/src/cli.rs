@@ -26,33 +26,43 @@ pub struct Cli {
 pub enum Command {
     /// Follow TCP handshakes and the kernel's drops live, until Ctrl-C or --duration; then
     /// print the verdicts.
-    #[command(after_help = "Examples:\n  sudo swarmtrace run --port 8080\n  sudo swarmtrace run --client 192.168.1.0/24 --duration 60s\n  sudo swarmtrace run --iface eth0 --iface ingress_sbox:eth1 --json | jq 'select(.type==\"handshake\")'")]
+    #[command(
+        after_help = "Examples:\n  sudo swarmtrace run --port 8080\n  sudo swarmtrace run --client 192.168.1.0/24 --duration 60s\n  sudo swarmtrace run --iface eth0 --iface ingress_sbox:eth1 --json | jq 'select(.type==\"handshake\")'"
+    )]
     Run(RunArgs),
     /// Build a Swarm routing mesh in network namespaces, reproduce an incident, trace it and
     /// print the verdicts; everything is removed afterwards.
     Demo(DemoArgs),
     /// Record a postmortem bundle: events, the dropped and unanswered packets (pcapng),
     /// counters before and after, sysctls, routes, and the report.
-    #[command(after_help = "Examples:\n  sudo swarmtrace capture --duration 60s -o /var/tmp/incident.tar.gz\n  sudo swarmtrace capture --port 8080 -o /var/tmp/incident-dir")]
+    #[command(
+        after_help = "Examples:\n  sudo swarmtrace capture --duration 60s -o /var/tmp/incident.tar.gz\n  sudo swarmtrace capture --port 8080 -o /var/tmp/incident-dir"
+    )]
     Capture(CaptureArgs),
     /// Render capture bundles offline (no root needed), with the same verdicts as the live run.
     /// Given bundles from several nodes, also joins each handshake across them by (ISN, TSval)
     /// and shows its path node by node.
-    #[command(after_help = "Examples:\n  swarmtrace report incident.tar.gz\n  swarmtrace report --format markdown incident.tar.gz > postmortem.md\n  swarmtrace report node1.tar.gz node2.tar.gz node3.tar.gz   # follow handshakes across nodes")]
+    #[command(
+        after_help = "Examples:\n  swarmtrace report incident.tar.gz\n  swarmtrace report --format markdown incident.tar.gz > postmortem.md\n  swarmtrace report node1.tar.gz node2.tar.gz node3.tar.gz   # follow handshakes across nodes"
+    )]
     Report(ReportArgs),
     /// Static checks, nothing loaded into the kernel: sysctls (tcp_tw_recycle, timestamps,
     /// rp_filter, ...), subnet overlaps between Docker's networks, the host's routes and your
     /// clients, Docker's ingress rules, conntrack fill, and what `run` can see on this kernel.
     /// Exits 1 when a finding is serious.
-    #[command(after_help = "Examples:\n  sudo swarmtrace doctor\n  sudo swarmtrace doctor --client-cidr 192.168.0.0/16 --client-cidr 10.20.0.0/16 --json")]
+    #[command(
+        after_help = "Examples:\n  sudo swarmtrace doctor\n  sudo swarmtrace doctor --client-cidr 192.168.0.0/16 --client-cidr 10.20.0.0/16 --json"
+    )]
     Doctor(crate::doctor::DoctorArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
-    #[command(after_help = "Example:\n  swarmtrace completions bash > /etc/bash_completion.d/swarmtrace")]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    #[command(
+        after_help = "Example:\n  swarmtrace completions bash > /etc/bash_completion.d/swarmtrace"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout.
-    #[command(after_help = "Example:\n  swarmtrace man > /usr/local/share/man/man1/swarmtrace.1 && man swarmtrace")]
+    #[command(
+        after_help = "Example:\n  swarmtrace man > /usr/local/share/man/man1/swarmtrace.1 && man swarmtrace"
+    )]
     Man,
 }
 
@@ -228,11 +238,18 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         let mut man = Vec::new();
-        clap_mangen::Man::new(Cli::command()).render(&mut man).unwrap();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut man)
+            .unwrap();
         let man = String::from_utf8(man).unwrap();
         assert!(man.contains("Exit status"), "{man}");
         let mut bash = Vec::new();
-        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "swarmtrace", &mut bash);
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "swarmtrace",
+            &mut bash,
+        );
         let bash = String::from_utf8(bash).unwrap();
         for sub in ["run", "capture", "report", "demo"] {
             assert!(bash.contains(sub), "{sub} missing from completions");
