@@ -9,6 +9,7 @@ LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}"
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
   iproute2 iptables nftables conntrack tshark python3 ethtool
+  docker.io busybox-static tmux prometheus
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -38,6 +39,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/swarmtrace-apt.log 2>&1 \
       || { tail -20 /tmp/swarmtrace-apt.log >&2; die "apt-get install failed (log: /tmp/swarmtrace-apt.log)"; }
   fi
+  # Only promtool is wanted from these: do not leave a Prometheus server or a Docker daemon
+  # running that this script started (a user's own ones were installed already, so untouched).
+  for svc in prometheus docker docker.socket; do
+    case " ${missing[*]} " in
+      *" prometheus "*|*" docker.io "*) systemctl disable --now "$svc" >/dev/null 2>&1 || true ;;
+    esac
+  done
 else
   say "system packages present"
 fi

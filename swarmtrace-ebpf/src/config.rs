@@ -71,8 +71,6 @@ pub fn volatile<T: Copy>(value: &T) -> T {
 pub struct Scratch {
     pub drop: DropEvent,
     pub handshake: HandshakeEvent,
-    /// TCP options, copied once so they can be walked with masked indexes.
-    pub opts: [u8; 64],
 }
 
 #[map]

@@ -50,7 +50,7 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<u32, ()> {
     let src = Kernel {
         base: head + nh as u64,
     };
-    match parse_ip(&src, &mut ev.packet, &mut scratch.opts) {
+    match parse_ip(&src, &mut ev.packet) {
         Parse::Handshake => {}
         Parse::Other => return Ok(0),
         Parse::Unreadable => {

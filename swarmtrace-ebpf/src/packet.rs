@@ -2,9 +2,7 @@
 //! through one parser. Every read is a helper call that fails cleanly (probe_read on a bad
 //! address, skb_load_bytes past the end), so nothing a packet holds can make a read unsafe.
 
-use core::ffi::c_void;
-
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_skb_load_bytes};
+use aya_ebpf::helpers::bpf_probe_read_kernel;
 use aya_ebpf::programs::TcContext;
 use swarmtrace_common::{class, PacketInfo};
 
@@ -28,8 +26,6 @@ const MAX_OPTS: usize = 40;
 pub trait Source {
     /// Reads a `T` at `off` bytes from the start of the network header.
     fn read<T: Copy>(&self, off: usize) -> Result<T, ()>;
-    /// Fills `buf[..len]` (len <= 40) from `off`; the rest of `buf` is unspecified.
-    fn read_opts(&self, off: usize, len: usize, buf: &mut [u8; 64]) -> Result<(), ()>;
 }
 
 /// Kernel memory: the network header of an skb at `base`.
@@ -41,14 +37,6 @@ impl Source for Kernel {
     #[inline(always)]
     fn read<T: Copy>(&self, off: usize) -> Result<T, ()> {
         unsafe { bpf_probe_read_kernel((self.base + off as u64) as *const T) }.map_err(|_| ())
-    }
-
-    #[inline(always)]
-    fn read_opts(&self, off: usize, _len: usize, buf: &mut [u8; 64]) -> Result<(), ()> {
-        // Always 40 bytes: the skb's tail room and shared info follow the data, so this stays
-        // within the allocation even when the options are shorter, and the size is constant.
-        let p = (self.base + off as u64) as *const u8;
-        unsafe { bpf_probe_read_kernel_buf(p, &mut buf[..MAX_OPTS]) }.map_err(|_| ())
     }
 }
 
@@ -63,36 +51,6 @@ impl Source for Skb<'_> {
     fn read<T: Copy>(&self, off: usize) -> Result<T, ()> {
         self.ctx.load::<T>(self.l3 + off).map_err(|_| ())
     }
-
-    #[inline(always)]
-    fn read_opts(&self, off: usize, len: usize, buf: &mut [u8; 64]) -> Result<(), ()> {
-        let off = self.l3 + off;
-        let avail = (self.ctx.len() as usize).checked_sub(off).ok_or(())?;
-        let len = if len > avail { avail } else { len };
-        let len = if len > MAX_OPTS { MAX_OPTS } else { len };
-        if len == 0 {
-            return Err(());
-        }
-        // The verifier rejects a possibly zero-sized read, and the compiler drops the check
-        // above when it can; hide the value from it and bound it in a form the verifier sees:
-        // 1..=64 (the buffer's size), equal to `len` since that is 1..=40.
-        let mut hidden = len;
-        unsafe { core::ptr::write_volatile(&mut hidden, len) };
-        let len = ((unsafe { core::ptr::read_volatile(&hidden) }.wrapping_sub(1)) & 63) + 1;
-        let rc = unsafe {
-            bpf_skb_load_bytes(
-                self.ctx.skb.skb as *const c_void,
-                off as u32,
-                buf.as_mut_ptr() as *mut c_void,
-                len as u32,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(())
-        }
-    }
 }
 
 pub enum Parse {
@@ -104,9 +62,9 @@ pub enum Parse {
     Unreadable,
 }
 
-/// Parses the packet whose network header `src` reads into `info`; `opts` is scratch space.
+/// Parses the packet whose network header `src` reads into `info`.
 #[inline(always)]
-pub fn parse_ip<S: Source>(src: &S, info: &mut PacketInfo, opts: &mut [u8; 64]) -> Parse {
+pub fn parse_ip<S: Source>(src: &S, info: &mut PacketInfo) -> Parse {
     let first: u8 = match src.read(0) {
         Ok(b) => b,
         Err(()) => return Parse::Other,
@@ -181,17 +139,11 @@ pub fn parse_ip<S: Source>(src: &S, info: &mut PacketInfo, opts: &mut [u8; 64]) 
         }
         _ => return Parse::Other,
     }
-    parse_tcp(src, tcp, ip_payload, info, opts)
+    parse_tcp(src, tcp, ip_payload, info)
 }
 
 #[inline(always)]
-fn parse_tcp<S: Source>(
-    src: &S,
-    tcp: usize,
-    ip_payload: u32,
-    info: &mut PacketInfo,
-    buf: &mut [u8; 64],
-) -> Parse {
+fn parse_tcp<S: Source>(src: &S, tcp: usize, ip_payload: u32, info: &mut PacketInfo) -> Parse {
     let th: [u8; 20] = match src.read(tcp) {
         Ok(t) => t,
         Err(()) => return Parse::Unreadable,
@@ -222,16 +174,20 @@ fn parse_tcp<S: Source>(
     info.has_ts = 0;
     info.tsval = 0;
     info.tsecr = 0;
-    if doff > 20 && src.read_opts(tcp + 20, (doff - 20) as usize, buf).is_ok() {
-        find_timestamp(buf, (doff - 20) as usize, info);
+    if doff > 20 {
+        find_timestamp(src, tcp + 20, (doff - 20) as usize, info);
     }
     Parse::Handshake
 }
 
-/// Finds the timestamp option among `len` bytes of TCP options in `buf`. Every index is
-/// masked so the verifier can bound it.
+/// Finds the timestamp option among the `len` bytes of TCP options at `off`.
+///
+/// Each step reads the option's kind and length through the source's helper (a bad offset
+/// fails at run time, cleanly), so no index into a buffer has to be proven in bounds: a
+/// buffer walk verifies on 6.18 but not on 6.1, whose verifier cannot bound an index
+/// compared against another register once LLVM has dropped the masks.
 #[inline(always)]
-fn find_timestamp(buf: &[u8; 64], len: usize, info: &mut PacketInfo) {
+fn find_timestamp<S: Source>(src: &S, off: usize, len: usize, info: &mut PacketInfo) {
     let len = if len > MAX_OPTS { MAX_OPTS } else { len };
     let mut i: usize = 0;
     // At most 40 options (each at least one byte).
@@ -239,20 +195,23 @@ fn find_timestamp(buf: &[u8; 64], len: usize, info: &mut PacketInfo) {
         if i >= len {
             return;
         }
-        let kind = buf[i & 63];
+        let Ok([kind, olen]) = src.read::<[u8; 2]>(off + i) else {
+            return;
+        };
         match kind {
             TCPOPT_EOL => return,
             TCPOPT_NOP => i += 1,
             _ => {
-                let olen = buf[(i + 1) & 63] as usize;
+                let olen = olen as usize;
                 if olen < 2 || i + olen > len {
                     return;
                 }
                 if kind == TCPOPT_TIMESTAMP && olen == 10 {
-                    let b = |k: usize| buf[(i + k) & 63];
-                    info.tsval = u32::from_be_bytes([b(2), b(3), b(4), b(5)]);
-                    info.tsecr = u32::from_be_bytes([b(6), b(7), b(8), b(9)]);
-                    info.has_ts = 1;
+                    if let Ok(v) = src.read::<[u8; 8]>(off + i + 2) {
+                        info.tsval = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+                        info.tsecr = u32::from_be_bytes([v[4], v[5], v[6], v[7]]);
+                        info.has_ts = 1;
+                    }
                     return;
                 }
                 i += olen;

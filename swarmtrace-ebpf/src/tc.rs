@@ -68,7 +68,7 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     }
     let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
     let ev = &mut scratch.handshake;
-    match parse_ip(&Skb { ctx, l3 }, &mut ev.packet, &mut scratch.opts) {
+    match parse_ip(&Skb { ctx, l3 }, &mut ev.packet) {
         Parse::Handshake => {}
         Parse::Other => return Ok(()),
         Parse::Unreadable => {

@@ -42,6 +42,7 @@ async fn record(args: &CaptureArgs, out: &BundleOut) -> Result<()> {
         syn_timeout: args.syn_timeout,
         table_size: args.table_size,
         tc_attach: crate::tracer::TcMode::Auto,
+        metrics: None,
     };
     let mut events = BufWriter::new(out.create("events.ndjson")?);
     let started = std::time::Instant::now();

@@ -146,6 +146,10 @@ pub struct RunArgs {
     /// How classifiers attach: auto (TCX on 6.6+, else netlink filters on clsact), tcx, netlink.
     #[arg(long, value_enum, default_value_t = TcMode::Auto, hide = true)]
     pub tc_attach: TcMode,
+    /// Serve Prometheus metrics at http://ADDR/metrics while tracing: PORT or :PORT listens
+    /// on 127.0.0.1; IP:PORT as given (0.0.0.0:9464, [::]:9464 for every interface).
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// An address prefix.

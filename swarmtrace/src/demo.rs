@@ -32,6 +32,7 @@ pub async fn scenario(s: Scenario, args: &DemoArgs) -> Result<bool> {
         syn_timeout: Duration::from_secs(1),
         table_size: swarmtrace_common::HANDSHAKE_TABLE,
         tc_attach: crate::tracer::TcMode::Auto,
+        metrics: None,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();

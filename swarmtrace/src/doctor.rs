@@ -5,15 +5,15 @@
 //! the same checks on injected values.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::cli::{parse_cidr, Cidr};
+use crate::docker::{api_message, docker_get};
 use crate::kernel::tracefs::TracepointFormat;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -2059,10 +2059,7 @@ impl HostView for LiveHost {
     }
 
     fn docker(&self) -> DockerApi {
-        let sock = std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+        let sock = crate::docker::socket_path();
         if !sock.exists() {
             return DockerApi::Absent;
         }
@@ -2165,64 +2162,6 @@ pub fn tracefs_mount(mounts: &str) -> Option<PathBuf> {
         let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
         (fstype == "tracefs").then(|| PathBuf::from(point.replace("\\040", " ")))
     })
-}
-
-/// The `message` of a Docker API error body.
-fn api_message(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| body.trim().chars().take(200).collect())
-}
-
-/// `GET path` on the Docker Engine API socket, HTTP/1.0: (status, body).
-fn docker_get(sock: &Path, path: &str) -> Result<(u16, String), String> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| e.to_string())?;
-    let timeout = Some(Duration::from_secs(5));
-    s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
-    s.set_write_timeout(timeout).map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: docker\r\nAccept: application/json\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    parse_http(&raw)
-}
-
-/// Splits an HTTP/1.x response into status and body (de-chunked when needed).
-fn parse_http(raw: &[u8]) -> Result<(u16, String), String> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| "truncated HTTP response".to_owned())?;
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: {:?}", head.lines().next()))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if !chunked {
-        return Ok((status, body.to_owned()));
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| "bad chunk size".to_owned())?;
-        if n == 0 {
-            break;
-        }
-        let chunk = after.get(..n).ok_or_else(|| "truncated chunk".to_owned())?;
-        out.push_str(chunk);
-        rest = after.get(n..).unwrap_or("").trim_start_matches("\r\n");
-    }
-    Ok((status, out))
 }
 
 /// `GET /networks` -> networks with their IPAM subnets.
@@ -3490,15 +3429,15 @@ mod tests {
 
     #[test]
     fn parses_http_answers() {
-        let (s, b) = parse_http(
+        let (s, b) = crate::docker::parse_http(
             b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[{\"Name\":\"x\"}]\n",
         )
         .unwrap();
         assert_eq!((s, b.as_str()), (200, "[{\"Name\":\"x\"}]\n"));
-        let (s, b) = parse_http(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"mes\r\n17\r\nsage\":\"not a manager\"}\n\r\n0\r\n\r\n").unwrap();
+        let (s, b) = crate::docker::parse_http(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"mes\r\n17\r\nsage\":\"not a manager\"}\n\r\n0\r\n\r\n").unwrap();
         assert_eq!(s, 503);
         assert_eq!(api_message(&b), "not a manager");
-        assert!(parse_http(b"garbage").is_err());
+        assert!(crate::docker::parse_http(b"garbage").is_err());
     }
 
     #[test]

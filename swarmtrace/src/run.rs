@@ -270,14 +270,23 @@ pub fn verdict_context(
     tracker: &Tracker,
     hops: &HopNames,
     facts: &KernelFacts,
+    names: &mut NetnsNames,
 ) -> verdict::Context {
+    // Counters are keyed by the names drops carry (Docker's container names included), so
+    // the verdicts can put them side by side.
+    let files: BTreeMap<&String, &PathBuf> = after.namespaces.iter().map(|(n, f)| (n, f)).collect();
     let counter_rises = after
         .counters
         .iter()
         .filter_map(|(ns, a)| {
             let b = before.counters.get(ns)?;
             let r = netstat::rises(b, a);
-            (!r.is_empty()).then(|| (ns.clone(), r))
+            let shown = files
+                .get(ns)
+                .and_then(|f| crate::kernel::netns::inode_of_file(f))
+                .and_then(|ino| names.name(ino))
+                .unwrap_or_else(|| ns.clone());
+            (!r.is_empty()).then_some((shown, r))
         })
         .collect();
     let ingress_ifaces: BTreeSet<(String, String)> = tracker
@@ -402,6 +411,11 @@ pub async fn trace(
         table_size: args.table_size,
         tc_mode: args.tc_attach,
     };
+    if let Some(addr) = args.metrics {
+        let (obs, _task) = crate::metrics::serve(addr).await?;
+        control.observers.push(obs);
+        eprintln!("swarmtrace: serving Prometheus metrics at http://{addr}/metrics");
+    }
     let before = HostSnapshot::take();
     let mut tracer = Tracer::attach(&facts, &opts)?;
     let mut hops = HopNames::new(&tracer.watched);
@@ -572,7 +586,7 @@ pub async fn trace(
     }
     let totals = tracer.totals()?;
     let after = HostSnapshot::take();
-    let ctx = verdict_context(&before, &after, &tracker, &hops, &facts);
+    let ctx = verdict_context(&before, &after, &tracker, &hops, &facts, &mut namer.netns);
     drop(tracer);
     let verdicts = verdict::verdicts(tracker.handshakes(), &ctx);
     let secs = started.elapsed().as_secs_f64();

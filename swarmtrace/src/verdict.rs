@@ -234,8 +234,18 @@ pub fn verdicts<'a>(
     }
     let mut out: Vec<Verdict> = by_cause.into_values().collect();
     for v in &mut out {
+        // Where drops name namespaces, their counters are the evidence; others' rises
+        // (unrelated traffic elsewhere on the host) are noise.
+        let drop_namespaces: Vec<String> = v
+            .drops
+            .keys()
+            .filter_map(|k| k.rsplit(" in ").next().map(str::to_owned))
+            .collect();
         for name in relevant_counters(v.cause) {
             for (ns, n) in ctx.rose(name) {
+                if !drop_namespaces.is_empty() && !drop_namespaces.contains(&ns) {
+                    continue;
+                }
                 v.counters
                     .insert(format!("{ns}: {}", name.trim_start_matches("TcpExt.")), n);
             }
@@ -345,7 +355,21 @@ fn netns_enter(ns: &str) -> String {
     if let Some(pid) = ns.strip_prefix("pid:").and_then(|p| p.split('(').next()) {
         return format!("nsenter -t {pid} -n");
     }
-    format!("ip netns exec {ns}")
+    // `container web.1.x (service web) [8c1e2f3a4b5c]`: Docker's file name is in brackets.
+    let file = ns
+        .rsplit_once('[')
+        .and_then(|(_, f)| f.strip_suffix(']'))
+        .unwrap_or(ns);
+    let docker = file == "ingress_sbox"
+        || file.starts_with("lb_")
+        || file.starts_with("1-")
+        || (file.len() == 12 && file.bytes().all(|b| b.is_ascii_hexdigit()))
+        || file != ns;
+    if docker {
+        format!("nsenter --net=/var/run/docker/netns/{file}")
+    } else {
+        format!("ip netns exec {ns}")
+    }
 }
 
 impl Verdict {
@@ -629,6 +653,16 @@ mod tests {
             2
         );
         assert!(v[1].to_text().contains("[netfilter-drop]"));
+        assert_eq!(
+            netns_enter("ingress_sbox"),
+            "nsenter --net=/var/run/docker/netns/ingress_sbox"
+        );
+        assert_eq!(
+            netns_enter("container web.1.x3 (service web) [8c1e2f3a4b5c]"),
+            "nsenter --net=/var/run/docker/netns/8c1e2f3a4b5c"
+        );
+        assert_eq!(netns_enter("pid:42(nginx)"), "nsenter -t 42 -n");
+        assert_eq!(netns_enter("st1-task1"), "ip netns exec st1-task1");
         assert!(
             !v[1].confirm.contains("netns exec"),
             "host needs no nsenter: {}",

@@ -10,6 +10,14 @@ use serde_json::Value;
 use swarmtrace::lab::mesh::{MeshLab, Scenario};
 use swarmtrace_tests::{binary, ns_name, privileged, Tracer};
 
+/// Lab tests one at a time: kfree_skb sees every namespace, so one lab's drops would be
+/// evidence in the other's capture.
+static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("swarmtrace-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -55,6 +63,7 @@ fn capture_in_the_paws_lab_then_report_offline() {
     if !privileged("capture_in_the_paws_lab_then_report_offline") {
         return;
     }
+    let _one = one_lab();
     let dir = tmpdir("cap");
     let tarball = dir.join("incident.tar.gz");
     let mut lab = MeshLab::build(&ns_name("cap")).unwrap();
@@ -358,6 +367,7 @@ fn report_joins_two_nodes_bundles_by_isn_and_tsval() {
     }
     // Two captures at once, each watching a different hop of the mesh, stand for two nodes
     // that saw the same handshakes.
+    let _one = one_lab();
     let dir = tmpdir("join");
     let mut lab = MeshLab::build(&ns_name("join")).unwrap();
     lab.apply(Scenario::Paws).unwrap();

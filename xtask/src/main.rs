@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask build-ebpf`, `cargo xtask lint`, `cargo xtask test`.
 
 mod ebpf_build;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +28,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Boot Debian kernels (5.10, 6.1, 6.12) under QEMU and run swarmtrace against Docker's
+    /// real routing mesh inside them (see vm/README.md).
+    VmTest(vm::Args),
 }
 
 fn root() -> PathBuf {
@@ -127,6 +131,7 @@ fn main() -> Result<()> {
             }
             cargo(&root, &full)?;
         }
+        Task::VmTest(args) => vm::main(&root, args)?,
     }
     Ok(())
 }

@@ -16,6 +16,12 @@ pub struct NetnsNames {
     dirs: Vec<PathBuf>,
     names: HashMap<u32, String>,
     scanned: Option<Instant>,
+    /// The Docker Engine API socket, when there is one.
+    docker_socket: Option<PathBuf>,
+    /// Docker's netns file name -> container or network name.
+    docker: HashMap<String, String>,
+    /// Files Docker could not name (asked once).
+    docker_unnamed: std::collections::HashSet<String>,
 }
 
 /// Rescans at most this often when an unknown namespace shows up.
@@ -23,10 +29,16 @@ const RESCAN_EVERY: Duration = Duration::from_millis(500);
 
 impl NetnsNames {
     pub fn live() -> Self {
-        Self::with_roots(
+        let sock = crate::docker::socket_path();
+        let mut s = Self::with_roots(
             Path::new("/proc"),
             NAMED_DIRS.iter().map(PathBuf::from).collect(),
-        )
+        );
+        if sock.exists() {
+            s.docker_socket = Some(sock);
+            s.rescan();
+        }
+        s
     }
 
     pub fn with_roots(proc_root: &Path, dirs: Vec<PathBuf>) -> Self {
@@ -35,6 +47,9 @@ impl NetnsNames {
             dirs,
             names: HashMap::new(),
             scanned: None,
+            docker_socket: None,
+            docker: HashMap::new(),
+            docker_unnamed: Default::default(),
         };
         s.rescan();
         s
@@ -61,6 +76,36 @@ impl NetnsNames {
         self.dirs.iter().find_map(|d| ns_inode(&d.join(name)))
     }
 
+    /// Docker names for the files under Docker's netns directory, asked again only when the
+    /// set of files changed (each container costs an API call).
+    fn refresh_docker(&mut self) {
+        let Some(sock) = &self.docker_socket else {
+            return;
+        };
+        let files: Vec<String> = self
+            .dirs
+            .iter()
+            .filter(|d| d.ends_with("docker/netns"))
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flat_map(|e| {
+                e.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            })
+            .collect();
+        if files.is_empty()
+            || files
+                .iter()
+                .all(|f| self.docker.contains_key(f) || self.docker_unnamed.contains(f))
+        {
+            return;
+        }
+        self.docker = crate::docker::netns_names(sock);
+        self.docker_unnamed = files
+            .into_iter()
+            .filter(|f| !self.docker.contains_key(f))
+            .collect();
+    }
+
     /// The initial namespace: init's, or kthreadd's (pid 2, a kernel thread, always in the
     /// initial namespace) where init's link cannot be read, as in some sandboxes.
     pub fn host_inode(&self) -> Option<u32> {
@@ -69,6 +114,7 @@ impl NetnsNames {
     }
 
     pub fn rescan(&mut self) {
+        self.refresh_docker();
         let mut names = HashMap::new();
         // Processes first, so that the explicit names below win.
         if let Ok(entries) = std::fs::read_dir(&self.proc_root) {
@@ -95,7 +141,13 @@ impl NetnsNames {
             };
             for e in entries.flatten() {
                 if let (Some(ino), Some(name)) = (ns_inode(&e.path()), e.file_name().to_str()) {
-                    names.insert(ino, name.to_owned());
+                    // Docker's sandbox ids mean little to a human: use the container's (or
+                    // the network's) name from the Engine API when it is there.
+                    let name = match self.docker.get(name) {
+                        Some(d) => format!("{d} [{name}]"),
+                        None => name.to_owned(),
+                    };
+                    names.insert(ino, name);
                 }
             }
         }

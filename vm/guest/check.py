@@ -1,0 +1,105 @@
+"""Judges one swarmtrace NDJSON run against a scenario's expectations; prints one line,
+`pass DETAIL` or `fail DETAIL` (the last line is what counts).
+
+Usage: check.py SCENARIO FILE --kernel K --client IP [--min N] [--cause C] [--netns NAME]
+                [--task-netns PID]"""
+import argparse
+import json
+import os
+import sys
+
+
+def ip_of(addr):
+    if addr is None:
+        return None
+    if addr.startswith("["):
+        return addr[1:].split("]")[0]
+    return addr.rsplit(":", 1)[0]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario")
+    ap.add_argument("file")
+    ap.add_argument("--kernel", default="?")
+    ap.add_argument("--client", required=True)
+    ap.add_argument("--min", type=int, default=1)
+    ap.add_argument("--cause")
+    ap.add_argument("--netns")
+    ap.add_argument("--task-netns", type=int)
+    a = ap.parse_args()
+
+    objs, bad = [], 0
+    with open(a.file) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                objs.append(json.loads(line))
+            except ValueError:
+                bad += 1
+    summaries = [o for o in objs if o.get("type") == "summary"]
+    drops = [o for o in objs if o.get("type") == "drop"]
+    hs = [o for o in objs if o.get("type") == "handshake"]
+    if not summaries:
+        return f"fail no summary line in the NDJSON ({len(objs)} objects, {bad} unparsable)"
+    summ = summaries[-1]
+    verdicts = summ.get("verdicts") or []
+    vtext = ",".join(f"{v.get('cause')}({'/'.join(v.get('clients') or [])})" for v in verdicts) or "none"
+    dtext = ",".join(sorted({f"{d.get('packet')}:{d.get('reason')}@{(d.get('location') or '').split('+')[0]}"
+                             f"/{d.get('netns_name')}" for d in drops})) or "none"
+    mine = [h for h in hs if ip_of(h.get("client")) == a.client]
+    outcomes = {}
+    for h in mine:
+        outcomes[h.get("verdict")] = outcomes.get(h.get("verdict"), 0) + 1
+    otext = ",".join(f"{k}={v}" for k, v in sorted(outcomes.items())) or "none"
+    base = f"handshakes[{otext}] drops[{dtext}] verdicts[{vtext}]"
+
+    if a.scenario == "healthy":
+        answered = [h for h in mine if h.get("verdict") == "answered"]
+        lat = [h.get("latency_us") for h in answered]
+        if len(answered) < a.min:
+            return f"fail only {len(answered)} answered handshakes from {a.client} (want {a.min}); {base}"
+        if any(l is None for l in lat):
+            return f"fail answered handshakes without latency; {base}"
+        if verdicts:
+            return f"fail a healthy run got verdicts; {base}"
+        lat.sort()
+        return f"pass {len(answered)} answered, latency_us p50={lat[len(lat) // 2]} max={lat[-1]}, no verdict; {base}"
+
+    v = next((v for v in verdicts if v.get("cause") == a.cause), None)
+    if v is None:
+        return f"fail no {a.cause} verdict; {base}"
+    if a.client not in (v.get("clients") or []):
+        return f"fail {a.cause} charged to {v.get('clients')}, not to the real client {a.client}; {base}"
+    notes = []
+    if a.netns:
+        d = [d for d in drops if d.get("netns_name") == a.netns and d.get("packet") == "SYN"
+             and ip_of(d.get("client")) == a.client]
+        if not d:
+            return f"fail no SYN drop of {a.client} in netns {a.netns}; {base}"
+        notes.append(f"dropped in {a.netns} at {d[0].get('location')} reason {d[0].get('reason')}")
+    if a.task_netns:
+        try:
+            ino = os.stat(f"/proc/{a.task_netns}/ns/net").st_ino
+        except OSError as e:
+            return f"fail cannot read the task's netns: {e}; {base}"
+        d = [d for d in drops if d.get("netns") == ino]
+        if d:
+            names = sorted({str(x.get("netns_name")) for x in d})
+            notes.append(f"task netns {ino} named {names}, drop src {d[0].get('src')} charged to {d[0].get('client')}")
+            if not any(ip_of(x.get("client")) == a.client for x in d):
+                return f"fail drops in the task netns not charged to {a.client}; {'; '.join(notes)}; {base}"
+        counters = (v.get("evidence") or {}).get("counters") or {}
+        if counters:
+            notes.append("counters " + ",".join(f"{k}+{n}" for k, n in counters.items()))
+    return f"pass {a.cause} for {a.client}; {'; '.join(notes)}; {base}"
+
+
+if __name__ == "__main__":
+    try:
+        print(main())
+    except Exception as e:  # a broken file is a failed check, with the reason
+        print(f"fail check.py: {type(e).__name__}: {e}")
+    sys.exit(0)

@@ -1,0 +1,880 @@
+//! `cargo xtask vm-test`: swarmtrace against Docker's real routing mesh, in QEMU guests booting
+//! Debian's cloud kernels (5.10, 6.1, 6.12), since the host kernel has no IPVS.
+//!
+//! Host side (this file): check the tools, fetch and unpack the kernel packages, build (or
+//! reuse) a Debian 12 base image with docker.io and the tools the scenarios need, build the
+//! swarmtrace binary, then per kernel: an io disk with the binary, the guest scripts (`vm/guest`)
+//! and a config; boot under QEMU TCG; follow the serial console; parse the
+//! `SWARMTRACE-RESULT` lines; copy the guest's outputs (NDJSON, logs, fixtures) out of the io disk.
+//! Guest side: `vm/guest/run.sh` (see vm/README.md).
+//!
+//! Everything big lives in the cache directory (default /work/vmcache, `--cache`), the per-run
+//! files in a temporary directory that is removed at the end. QEMU runs in its own process group,
+//! killed on every exit path (end, timeout, Ctrl-C/SIGTERM, error).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufReader, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Every kernel the harness knows: tag, apt suite source, package-name pattern.
+const KERNELS: &[(&str, Suite, &str)] = &[
+    (
+        "5.10",
+        Suite::Bullseye,
+        r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64$",
+    ),
+    (
+        "6.1",
+        Suite::System,
+        r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
+    ),
+    (
+        "6.12",
+        Suite::System,
+        r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64$",
+    ),
+];
+
+const SCENARIOS: &[&str] = &["healthy", "drop-rule", "task-fault", "paws"];
+
+/// Packages installed into the guest on top of `debootstrap --variant=minbase bookworm`.
+const GUEST_PACKAGES: &[&str] = &[
+    "docker.io",
+    "iptables",
+    "iproute2",
+    "kmod",
+    "curl",
+    "busybox-static",
+    "conntrack",
+    "ipvsadm",
+    "python3",
+    "procps",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Suite {
+    /// The apt sources the system already has (bookworm).
+    System,
+    /// Debian 11, through a temporary source list that leaves the system's alone.
+    Bullseye,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Kernels to boot (5.10, 6.1, 6.12); repeat or comma-separate. Default: all three.
+    #[arg(long = "kernel", value_delimiter = ',')]
+    kernels: Vec<String>,
+    /// Scenarios to run (healthy, drop-rule, task-fault, paws); default: all.
+    #[arg(long = "scenario", value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Where downloads, the base image and the results go (never inside the repository).
+    #[arg(long, default_value = "/work/vmcache")]
+    cache: PathBuf,
+    /// Rebuild the base image (debootstrap, packages) even when a cached one fits.
+    #[arg(long)]
+    rebuild: bool,
+    /// Copy the fixtures captured in each guest to tests/fixtures/linux-<kernel>/.
+    #[arg(long)]
+    write_fixtures: bool,
+    /// Use this swarmtrace binary instead of building `cargo build --release -p swarmtrace`.
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Seconds one guest may run before it is killed.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Keep the per-run directory (io disks, serial logs) instead of removing it.
+    #[arg(long)]
+    keep: bool,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// A process (QEMU) in its own process group, killed with its group when dropped.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let pid = self.0.id() as libc::pid_t;
+        // SAFETY: signalling our own child's process group.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// A directory removed when dropped (unless kept).
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if self.keep {
+            println!("vm-test: kept {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let desc = format!("{cmd:?}");
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {desc}"))?;
+    if !status.success() {
+        bail!("{desc} failed ({status})");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let desc = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {desc}"))?;
+    if !out.status.success() {
+        bail!(
+            "{desc} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn main(root: &Path, args: Args) -> Result<()> {
+    install_signal_handlers();
+    let kernels: Vec<String> = if args.kernels.is_empty() {
+        KERNELS.iter().map(|k| k.0.to_owned()).collect()
+    } else {
+        args.kernels.clone()
+    };
+    for k in &kernels {
+        if !KERNELS.iter().any(|(t, ..)| t == k) {
+            bail!(
+                "unknown kernel `{k}`: choose among {}",
+                KERNELS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let scenarios: Vec<String> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.scenarios.clone()
+    };
+    for s in &scenarios {
+        if !SCENARIOS.contains(&s.as_str()) {
+            bail!(
+                "unknown scenario `{s}`: choose among {}",
+                SCENARIOS.join(", ")
+            );
+        }
+    }
+    if args.cache.starts_with(root) {
+        bail!(
+            "the cache {} is inside the repository: choose another --cache",
+            args.cache.display()
+        );
+    }
+    check_tools()?;
+    fs::create_dir_all(&args.cache)
+        .with_context(|| format!("cannot create {}", args.cache.display()))?;
+
+    let t0 = Instant::now();
+    // Kernels first: a missing package fails before minutes of image building.
+    let mut unpacked = Vec::new();
+    for k in &kernels {
+        unpacked.push(fetch_kernel(&args.cache, k)?);
+    }
+    let t_kernels = t0.elapsed();
+
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => {
+            crate::cargo(root, &["build", "--release", "-p", "swarmtrace"])?;
+            root.join("target/release/swarmtrace")
+        }
+    };
+    if !binary.is_file() {
+        bail!("no swarmtrace binary at {}", binary.display());
+    }
+    let t1 = Instant::now();
+    let base = base_image(root, &args.cache, args.rebuild)?;
+    let t_image = t1.elapsed();
+
+    let work = TempDir {
+        path: make_temp_dir()?,
+        keep: args.keep,
+    };
+    let mut table: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    let mut timings = Vec::new();
+    for kernel in &unpacked {
+        if STOP.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let t = Instant::now();
+        let results = boot(root, &args, &work.path, &base, kernel, &binary, &scenarios)?;
+        timings.push((kernel.tag.clone(), t.elapsed()));
+        for s in &scenarios {
+            let r = results.get(s).cloned().unwrap_or_else(|| {
+                (
+                    "fail".to_owned(),
+                    "no result from the guest (see its serial log)".to_owned(),
+                )
+            });
+            table.insert((kernel.tag.clone(), s.clone()), r);
+        }
+    }
+
+    println!("\nvm-test: results");
+    let mut failed = 0;
+    for ((k, s), (st, detail)) in &table {
+        if st != "pass" {
+            failed += 1;
+        }
+        println!("  {k:<5} {s:<11} {st:<5} {detail}");
+    }
+    println!(
+        "vm-test: kernels fetched in {:.0?}, base image in {:.0?}; {}",
+        t_kernels,
+        t_image,
+        timings
+            .iter()
+            .map(|(k, d)| format!("{k}: {:.0?}", d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "vm-test: guest outputs under {}",
+        args.cache.join("results").display()
+    );
+    if failed > 0 {
+        bail!("{failed} of {} scenario runs failed", table.len());
+    }
+    println!("vm-test: {} passed, 0 failed", table.len());
+    Ok(())
+}
+
+fn check_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    for (tool, pkg) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("debootstrap", "debootstrap"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("dpkg-deb", "dpkg"),
+        ("apt-get", "apt"),
+        ("apt-cache", "apt"),
+        ("depmod", "kmod"),
+        ("strip", "binutils"),
+    ] {
+        if which(tool).is_none() {
+            missing.push(format!("{tool} (package {pkg})"));
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "vm-test needs {}.\nOn Debian 12: apt-get install qemu-system-x86 debootstrap e2fsprogs kmod binutils \
+             (when a backported qemu-utils is installed, add --allow-downgrades qemu-utils=<bookworm's version>)",
+            missing.join(", ")
+        );
+    }
+    if !Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").is_file() {
+        bail!("vm-test needs /usr/share/keyrings/debian-archive-keyring.gpg (apt-get install debian-archive-keyring)");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("vm-test must run as root (debootstrap, chroot, depmod -b)");
+    }
+    Ok(())
+}
+
+/// The Debian mirror apt already uses (first `URIs:` or `deb` line naming a .../debian archive).
+fn debian_mirror() -> String {
+    if let Ok(m) = std::env::var("SWARMTRACE_VM_MIRROR") {
+        return m;
+    }
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        more.sort();
+        files.extend(more);
+    }
+    for f in files {
+        let Ok(text) = fs::read_to_string(&f) else {
+            continue;
+        };
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('#') {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let uri = if line.starts_with("URIs:") {
+                words.get(1).copied()
+            } else if line.starts_with("deb ") {
+                words.iter().find(|w| w.contains("://")).copied()
+            } else {
+                None
+            };
+            if let Some(u) = uri {
+                let u = u.trim_end_matches('/');
+                if u.ends_with("/debian") {
+                    return u.to_owned();
+                }
+            }
+        }
+    }
+    "http://deb.debian.org/debian".to_owned()
+}
+
+/// apt options for the temporary bullseye source list.
+fn bullseye_apt(cache: &Path) -> Result<Vec<String>> {
+    let dir = cache.join("apt-bullseye");
+    fs::create_dir_all(dir.join("lists/partial"))?;
+    fs::create_dir_all(dir.join("cache/archives/partial"))?;
+    let list = dir.join("sources.list");
+    fs::write(
+        &list,
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {} bullseye main\n",
+            debian_mirror()
+        ),
+    )?;
+    Ok(vec![
+        "-o".into(),
+        format!("Dir::Etc::sourcelist={}", list.display()),
+        "-o".into(),
+        "Dir::Etc::sourceparts=-".into(),
+        "-o".into(),
+        format!("Dir::State::Lists={}", dir.join("lists").display()),
+        "-o".into(),
+        format!("Dir::Cache={}", dir.join("cache").display()),
+    ])
+}
+
+struct Kernel {
+    tag: String,
+    /// `uname -r` of the guest.
+    release: String,
+    vmlinuz: PathBuf,
+}
+
+/// Finds the newest package of a kernel line, downloads and unpacks it (cached).
+fn fetch_kernel(cache: &Path, tag: &str) -> Result<Kernel> {
+    let &(_, suite, pattern) = KERNELS.iter().find(|k| k.0 == tag).expect("checked");
+    let dir = cache.join("kernels").join(tag);
+    let release_file = dir.join("release");
+    if let Ok(release) = fs::read_to_string(&release_file) {
+        let release = release.trim().to_owned();
+        let vmlinuz = dir.join(format!("root/boot/vmlinuz-{release}"));
+        let modules = dir.join(format!("root/lib/modules/{release}"));
+        if vmlinuz.is_file() && modules.is_dir() {
+            println!("vm-test: kernel {tag}: cached {release}");
+            return Ok(Kernel {
+                tag: tag.to_owned(),
+                release,
+                vmlinuz,
+            });
+        }
+    }
+    let apt_opts = match suite {
+        Suite::System => Vec::new(),
+        Suite::Bullseye => {
+            let o = bullseye_apt(cache)?;
+            println!("vm-test: kernel {tag}: apt-get update of a temporary bullseye source list");
+            output(Command::new("apt-get").args(&o).arg("update"))
+                .with_context(|| format!("kernel {tag}: cannot read Debian 11's package lists"))?;
+            o
+        }
+    };
+    let found = output(Command::new("apt-cache").args(&apt_opts).args([
+        "search",
+        "--names-only",
+        pattern,
+    ]))?;
+    let mut names: Vec<String> = found
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    names.sort_by_key(|n| version_key(n));
+    let Some(pkg) = names.pop() else {
+        bail!(
+            "kernel {tag}: no package matches {pattern} (apt-cache search found none{}); \
+             the kernel package cannot be had",
+            if suite == Suite::System {
+                "; run apt-get update first"
+            } else {
+                ""
+            }
+        );
+    };
+    let debs = cache.join("debs");
+    fs::create_dir_all(&debs)?;
+    let have = fs::read_dir(&debs)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
+        });
+    let deb = match have {
+        Some(d) => d,
+        None => {
+            println!("vm-test: kernel {tag}: apt-get download {pkg}");
+            output(
+                Command::new("apt-get")
+                    .args(&apt_opts)
+                    .args(["download", &pkg])
+                    .current_dir(&debs),
+            )
+            .with_context(|| format!("kernel {tag}: cannot download {pkg}"))?;
+            fs::read_dir(&debs)?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("{pkg}_")))
+                })
+                .ok_or_else(|| anyhow!("apt-get download {pkg} left no .deb"))?
+        }
+    };
+    let release = pkg.trim_start_matches("linux-image-").to_owned();
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(dir.join("root")))?;
+    let vmlinuz = dir.join(format!("root/boot/vmlinuz-{release}"));
+    let modules = dir.join(format!("root/lib/modules/{release}"));
+    if !vmlinuz.is_file() || !modules.is_dir() {
+        bail!(
+            "kernel {tag}: {} has no boot/vmlinuz-{release} or lib/modules/{release}",
+            deb.display()
+        );
+    }
+    fs::write(&release_file, format!("{release}\n"))?;
+    println!("vm-test: kernel {tag}: {release}");
+    Ok(Kernel {
+        tag: tag.to_owned(),
+        release,
+        vmlinuz,
+    })
+}
+
+/// Sort key: the numbers in a package name, in order (6.1.0-9 < 6.1.0-56).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0))
+        .collect()
+}
+
+/// The base image: Debian 12 minbase + GUEST_PACKAGES + every cached kernel's modules +
+/// /sbin/st-init. Rebuilt when its description (packages, kernels, st-init) changes.
+fn base_image(root: &Path, cache: &Path, rebuild: bool) -> Result<PathBuf> {
+    let rootfs = cache.join("rootfs");
+    let boot_stamp = rootfs.join(".st-debootstrap");
+    let pkg_stamp = rootfs.join(".st-rootfs");
+    let want_rootfs = format!("bookworm minbase + {}\n", GUEST_PACKAGES.join(" "));
+    let log = cache.join("debootstrap.log");
+    if rebuild || !boot_stamp.is_file() {
+        let t = Instant::now();
+        let _ = fs::remove_dir_all(&rootfs);
+        let mirror = debian_mirror();
+        println!("vm-test: debootstrap --variant=minbase bookworm from {mirror}");
+        let logf = fs::File::create(&log)?;
+        run(Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&rootfs)
+            .arg(&mirror)
+            .stdout(logf.try_clone()?)
+            .stderr(logf))
+        .with_context(|| format!("debootstrap failed, see {}", log.display()))?;
+        fs::write(&boot_stamp, "bookworm minbase\n")?;
+        println!("vm-test: debootstrap done in {:.0?}", t.elapsed());
+    }
+    if fs::read_to_string(&pkg_stamp).ok().as_deref() != Some(&want_rootfs) {
+        let t = Instant::now();
+        println!(
+            "vm-test: installing {} in the guest",
+            GUEST_PACKAGES.join(" ")
+        );
+        let logf = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        run(Command::new("chroot")
+            .arg(&rootfs)
+            .args(["apt-get", "install", "-y", "--no-install-recommends"])
+            .args(GUEST_PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(logf.try_clone()?)
+            .stderr(logf))
+        .with_context(|| {
+            format!(
+                "installing packages in the guest failed, see {}",
+                log.display()
+            )
+        })?;
+        run(Command::new("chroot")
+            .arg(&rootfs)
+            .args(["apt-get", "clean"]))?;
+        fs::write(&pkg_stamp, &want_rootfs)?;
+        println!("vm-test: guest packages in {:.0?}", t.elapsed());
+    }
+
+    // Every unpacked kernel's modules, so one image boots them all.
+    let mut releases = Vec::new();
+    if let Ok(rd) = fs::read_dir(cache.join("kernels")) {
+        for e in rd.filter_map(|e| e.ok()) {
+            if let Ok(r) = fs::read_to_string(e.path().join("release")) {
+                let r = r.trim().to_owned();
+                if e.path().join("root/lib/modules").join(&r).is_dir() {
+                    releases.push((r, e.path().join("root/lib/modules")));
+                }
+            }
+        }
+    }
+    releases.sort();
+    let init = fs::read(root.join("vm/guest/st-init")).context("vm/guest/st-init is missing")?;
+    let want = format!(
+        "{want_rootfs}kernels {}\nst-init {}\n",
+        releases
+            .iter()
+            .map(|r| r.0.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        fnv(&init)
+    );
+    let img = cache.join("base.img");
+    let stamp = cache.join("base.stamp");
+    if img.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(&want) {
+        println!("vm-test: base image: cached {}", img.display());
+        return Ok(img);
+    }
+    let t = Instant::now();
+    let mods = rootfs.join("lib/modules");
+    let _ = fs::remove_dir_all(&mods);
+    fs::create_dir_all(&mods)?;
+    for (release, from) in &releases {
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(from.join(release))
+            .arg(&mods))?;
+        run(Command::new("depmod").arg("-b").arg(&rootfs).arg(release))?;
+    }
+    fs::write(rootfs.join("sbin/st-init"), &init)?;
+    run(Command::new("chmod")
+        .arg("755")
+        .arg(rootfs.join("sbin/st-init")))?;
+    let tmp = cache.join("base.img.tmp");
+    let _ = fs::remove_file(&tmp);
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "stroot", "-d"])
+        .arg(&rootfs)
+        .arg(&tmp)
+        .arg("3G"))?;
+    fs::rename(&tmp, &img)?;
+    fs::write(&stamp, &want)?;
+    println!(
+        "vm-test: base image {} in {:.0?}",
+        img.display(),
+        t.elapsed()
+    );
+    Ok(img)
+}
+
+fn fnv(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+fn make_temp_dir() -> Result<PathBuf> {
+    let mut template = *b"/tmp/swarmtrace-vm.XXXXXX\0";
+    // SAFETY: a writable NUL-terminated template, as mkdtemp wants.
+    let p = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+    if p.is_null() {
+        bail!("mkdtemp: {}", std::io::Error::last_os_error());
+    }
+    Ok(PathBuf::from(
+        std::str::from_utf8(&template[..template.len() - 1])?.to_owned(),
+    ))
+}
+
+/// Boots one kernel, returns scenario -> (status, detail).
+fn boot(
+    root: &Path,
+    args: &Args,
+    work: &Path,
+    base: &Path,
+    kernel: &Kernel,
+    binary: &Path,
+    scenarios: &[String],
+) -> Result<BTreeMap<String, (String, String)>> {
+    let tag = &kernel.tag;
+    let dir = work.join(format!("linux-{tag}"));
+    let io = dir.join("io");
+    fs::create_dir_all(io.join("bin"))?;
+    fs::create_dir_all(io.join("out"))?;
+    run(Command::new("strip")
+        .arg("-o")
+        .arg(io.join("bin/swarmtrace"))
+        .arg(binary))?;
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(root.join("vm/guest"))
+        .arg(io.join("vm")))?;
+    fs::write(
+        io.join("config"),
+        format!(
+            "KTAG={tag}\nSCENARIOS=\"{}\"\nFIXTURES=1\n",
+            scenarios.join(" ")
+        ),
+    )?;
+    let io_img = dir.join("io.img");
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "stio", "-d"])
+        .arg(&io)
+        .arg(&io_img)
+        .arg("256M"))?;
+    let serial = dir.join("serial.log");
+    fs::File::create(&serial)?;
+
+    println!(
+        "vm-test: booting {} under QEMU (TCG), scenarios: {}",
+        kernel.release,
+        scenarios.join(" ")
+    );
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+    ])
+    .arg("-kernel")
+    .arg(&kernel.vmlinuz)
+    .arg("-append")
+    .arg("console=ttyS0 root=/dev/nvme0n1 rw init=/sbin/st-init panic=-1 quiet loglevel=4")
+    .arg("-drive")
+    .arg(format!(
+        "file={},if=none,id=d0,format=raw,snapshot=on",
+        base.display()
+    ))
+    .args(["-device", "nvme,drive=d0,serial=stroot"])
+    .arg("-drive")
+    .arg(format!(
+        "file={},if=none,id=d1,format=raw",
+        io_img.display()
+    ))
+    .args(["-device", "nvme,drive=d1,serial=stio"])
+    // No network device: the guest's LAN is a namespace inside it, nothing leaves it.
+    .args([
+        "-nic",
+        "none",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ])
+    .arg("-serial")
+    .arg(format!("file:{}", serial.display()))
+    // snapshot=on writes its overlay to TMPDIR: keep it in the run's directory.
+    .env("TMPDIR", &dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(fs::File::create(dir.join("qemu.stderr"))?)
+    .process_group(0);
+    let started = Instant::now();
+    let mut qemu = Guarded(cmd.spawn().context("cannot start qemu-system-x86_64")?);
+
+    // Follow the serial log until QEMU exits, the time is up, or we are told to stop.
+    let mut reader = BufReader::new(fs::File::open(&serial)?);
+    let mut pos = 0u64;
+    let mut partial = String::new();
+    let mut results = BTreeMap::new();
+    let mut ended = false;
+    let limit = Duration::from_secs(args.timeout);
+    let mut outcome: Result<()> = Ok(());
+    loop {
+        let exited = qemu.0.try_wait()?.is_some();
+        reader.seek(SeekFrom::Start(pos))?;
+        let mut buf = Vec::new();
+        let n = std::io::Read::read_to_end(&mut reader, &mut buf)?;
+        pos += n as u64;
+        partial.push_str(&String::from_utf8_lossy(&buf));
+        while let Some(i) = partial.find('\n') {
+            let line: String = partial.drain(..=i).collect();
+            let line = line.trim_end_matches(['\r', '\n']);
+            println!("[{tag}] {line}");
+            if let Some((s, st, d)) = parse_result(line) {
+                results.insert(s, (st, d));
+            }
+            if line.contains("SWARMTRACE-GUEST-END") {
+                ended = true;
+            }
+        }
+        if exited {
+            break;
+        }
+        if STOP.load(Ordering::SeqCst) {
+            outcome = Err(anyhow!("interrupted: QEMU killed"));
+            break;
+        }
+        if started.elapsed() > limit {
+            outcome = Err(anyhow!(
+                "kernel {tag}: the guest ran past --timeout {} s: QEMU killed",
+                args.timeout
+            ));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(qemu);
+    let elapsed = started.elapsed();
+    if !partial.is_empty() {
+        println!("[{tag}] {partial}");
+    }
+    println!("vm-test: kernel {tag}: guest ran {elapsed:.1?}");
+    if let Ok(e) = fs::read_to_string(dir.join("qemu.stderr")) {
+        if !e.trim().is_empty() {
+            println!("vm-test: qemu stderr: {}", e.trim());
+        }
+    }
+
+    // The guest's outputs: NDJSON, logs, fixtures.
+    let keep = args.cache.join("results").join(format!("linux-{tag}"));
+    let _ = fs::remove_dir_all(&keep);
+    fs::create_dir_all(&keep)?;
+    let got = output(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("rdump /out {}", keep.display()))
+            .arg(&io_img),
+    );
+    fs::copy(&serial, keep.join("serial.log"))?;
+    if let Err(e) = got {
+        println!("vm-test: cannot copy the guest's outputs: {e:#}");
+    }
+    let fixtures = keep.join("out/fixtures");
+    if args.write_fixtures {
+        if fixtures.is_dir() {
+            let dest = root.join("tests/fixtures").join(format!("linux-{tag}"));
+            fs::create_dir_all(&dest)?;
+            for f in [
+                "kfree_skb.format",
+                "vmlinux.btf.gz",
+                "kallsyms.excerpt",
+                "netstat",
+                "snmp",
+                "osrelease",
+            ] {
+                let from = fixtures.join(f);
+                if from.is_file() {
+                    fs::copy(&from, dest.join(f))?;
+                } else {
+                    println!("vm-test: kernel {tag}: the guest captured no {f}");
+                }
+            }
+            println!("vm-test: fixtures written to {}", dest.display());
+        } else {
+            println!("vm-test: kernel {tag}: no fixtures came out of the guest");
+        }
+    }
+    outcome?;
+    if !ended {
+        println!("vm-test: kernel {tag}: the guest stopped before its end marker");
+    }
+    Ok(results)
+}
+
+/// `SWARMTRACE-RESULT kernel=K scenario=S status=ST detail=...`
+fn parse_result(line: &str) -> Option<(String, String, String)> {
+    let rest = &line[line.find("SWARMTRACE-RESULT ")? + "SWARMTRACE-RESULT ".len()..];
+    let (head, detail) = rest.split_once(" detail=").unwrap_or((rest, ""));
+    let mut scenario = None;
+    let mut status = None;
+    for w in head.split_whitespace() {
+        if let Some(v) = w.strip_prefix("scenario=") {
+            scenario = Some(v.to_owned());
+        }
+        if let Some(v) = w.strip_prefix("status=") {
+            status = Some(v.to_owned());
+        }
+    }
+    Some((scenario?, status?, detail.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_result_lines() {
+        let l =
+            "SWARMTRACE-RESULT kernel=6.1 scenario=drop-rule status=pass detail=netfilter-drop x";
+        assert_eq!(
+            parse_result(l),
+            Some(("drop-rule".into(), "pass".into(), "netfilter-drop x".into()))
+        );
+        assert_eq!(parse_result("[  1.0] random"), None);
+    }
+
+    #[test]
+    fn newest_kernel_package_wins() {
+        let mut v = [
+            "linux-image-6.1.0-9-cloud-amd64",
+            "linux-image-6.1.0-56-cloud-amd64",
+            "linux-image-6.1.0-10-cloud-amd64",
+        ];
+        v.sort_by_key(|n| version_key(n));
+        assert_eq!(v.last(), Some(&"linux-image-6.1.0-56-cloud-amd64"));
+    }
+}
