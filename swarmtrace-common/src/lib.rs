@@ -244,7 +244,9 @@ pub struct KernelOffsets {
     pub net_inum: u32,
     // struct sock
     pub sk_net: u32,
-    pub _pad: u32,
+    /// The value of `SKB_CONSUMED` (packets freed after use, not dropped, traced through
+    /// kfree_skb since 6.2), or `u32::MAX` where the kernel has no such reason.
+    pub reason_consumed: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);

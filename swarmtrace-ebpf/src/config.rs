@@ -26,7 +26,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     dev_nd_net: 0,
     net_inum: 0,
     sk_net: 0,
-    _pad: 0,
+    reason_consumed: u32::MAX,
 };
 
 /// What the user asked to see; counters and events cover only matching packets.

@@ -14,9 +14,6 @@ use crate::{
     packet::{matches, parse_ip, Kernel, Parse},
 };
 
-/// `SKB_CONSUMED`: the packet was used, not dropped.
-const SKB_CONSUMED: u32 = 1;
-
 #[tracepoint]
 pub fn swarmtrace_drop(ctx: TracePointContext) -> u32 {
     try_kfree_skb(&ctx).unwrap_or(0)
@@ -35,7 +32,8 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<u32, ()> {
     } else {
         unsafe { ctx.read_at::<u32>(tp_reason as usize) }.map_err(|_| ())?
     };
-    if reason == SKB_CONSUMED {
+    // Freed after use, not dropped (the value differs between kernels; user space reads it).
+    if reason == global!(OFFSETS.reason_consumed) {
         return Ok(0);
     }
     let skb: u64 = unsafe { ctx.read_at(global!(OFFSETS.tp_skbaddr) as usize) }.map_err(|_| ())?;

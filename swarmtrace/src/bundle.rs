@@ -454,6 +454,7 @@ pub fn system_json(result: &crate::run::RunResult, duration_s: f64) -> Value {
                 "net_device.ifindex": o.dev_ifindex, "net_device.name": o.dev_name,
                 "net_device.nd_net": o.dev_nd_net, "net.ns.inum": o.net_inum,
                 "sock.skc_net": o.sk_net,
+                "SKB_CONSUMED": (o.reason_consumed != u32::MAX).then_some(o.reason_consumed),
             },
         },
         "capabilities": std::fs::read_to_string("/proc/self/status").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned()))),
