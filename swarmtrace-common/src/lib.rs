@@ -66,6 +66,10 @@ pub mod stat {
 /// Drop reasons at or above this value are counted in the last slot of `DROP_REASONS`.
 pub const MAX_REASONS: u32 = 256;
 
+/// The reason given to drops seen by the `tcp_drop` kprobe (no kernel enum goes this high);
+/// counted in the last slot of `DROP_REASONS`.
+pub const REASON_TCP_DROP: u32 = 0xffff_ff00;
+
 /// Bytes of the ring buffer that carries events to user space.
 pub const RING_BYTES: u32 = 4 << 20;
 

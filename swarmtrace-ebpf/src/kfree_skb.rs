@@ -1,31 +1,17 @@
-//! `skb:kfree_skb`: every freed packet passes here; we keep the dropped TCP handshake packets
-//! and join each to the handshake it belongs to, so a drop behind NAT names the real client.
+//! `skb:kfree_skb`: every freed packet passes here, with the kernel's drop reason (5.17+).
 
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
-    macros::tracepoint,
-    programs::TracePointContext,
-};
-use swarmtrace_common::{kind, stat, state, DropEvent, HandshakeKey, MAX_REASONS};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use crate::{
-    config::{count, global, output, DROP_REASONS, SCRATCH, STATS},
-    handshake::lookup,
-    packet::{matches, parse_ip, Kernel, Parse},
-};
+use crate::{config::global, drop::report_drop};
 
 #[tracepoint]
 pub fn swarmtrace_drop(ctx: TracePointContext) -> u32 {
-    try_kfree_skb(&ctx).unwrap_or(0)
+    let _ = try_kfree_skb(&ctx);
+    0
 }
 
 #[inline(always)]
-unsafe fn read<T>(p: u64) -> Result<T, ()> {
-    unsafe { bpf_probe_read_kernel(p as *const T) }.map_err(|_| ())
-}
-
-#[inline(always)]
-fn try_kfree_skb(ctx: &TracePointContext) -> Result<u32, ()> {
+fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
     let tp_reason = global!(OFFSETS.tp_reason);
     let reason: u32 = if tp_reason == u32::MAX {
         0
@@ -34,111 +20,16 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<u32, ()> {
     };
     // Freed after use, not dropped (the value differs between kernels; user space reads it).
     if reason == global!(OFFSETS.reason_consumed) {
-        return Ok(0);
+        return Ok(());
     }
     let skb: u64 = unsafe { ctx.read_at(global!(OFFSETS.tp_skbaddr) as usize) }.map_err(|_| ())?;
-    let head: u64 = unsafe { read(skb + global!(OFFSETS.skb_head) as u64) }?;
-    let nh: u16 = unsafe { read(skb + global!(OFFSETS.skb_network_header) as u64) }?;
-    // 0xffff: the network header was never set (not an IP packet yet).
-    if nh == 0xffff || head == 0 {
-        return Ok(0);
-    }
-    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
-    let ev = &mut scratch.drop;
-    let src = Kernel {
-        base: head + nh as u64,
+    let location =
+        unsafe { ctx.read_at::<u64>(global!(OFFSETS.tp_location) as usize) }.unwrap_or(0);
+    let tp_rx_sk = global!(OFFSETS.tp_rx_sk);
+    let rx_sk = if tp_rx_sk == u32::MAX {
+        0
+    } else {
+        unsafe { ctx.read_at::<u64>(tp_rx_sk as usize) }.unwrap_or(0)
     };
-    match parse_ip(&src, &mut ev.packet) {
-        Parse::Handshake => {}
-        Parse::Other => return Ok(0),
-        Parse::Unreadable => {
-            count(&STATS, stat::UNREADABLE);
-            return Ok(0);
-        }
-    }
-    let p = &ev.packet;
-    // Joined to a handshake first seen on a watched interface, the drop is charged to the
-    // client and service as first seen, and filtered on them.
-    match lookup(p) {
-        Some((key, hs)) => {
-            let hs = unsafe { &mut *hs };
-            if !matches(
-                hs.family,
-                &hs.client,
-                hs.client_port,
-                &hs.service,
-                hs.service_port,
-            ) {
-                return Ok(0);
-            }
-            hs.state |= state::DROPPED;
-            ev.joined = 1;
-            ev.key = key;
-            ev.client = hs.client;
-            ev.service = hs.service;
-            ev.client_port = hs.client_port;
-            ev.service_port = hs.service_port;
-            count(&STATS, stat::JOINED_DROPS);
-        }
-        None => {
-            if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
-                return Ok(0);
-            }
-            ev.joined = 0;
-            ev.key = HandshakeKey::default();
-            ev.client = [0; 16];
-            ev.service = [0; 16];
-            ev.client_port = 0;
-            ev.service_port = 0;
-        }
-    }
-    count(&STATS, stat::DROPS);
-    count(
-        &DROP_REASONS,
-        if reason < MAX_REASONS {
-            reason
-        } else {
-            MAX_REASONS - 1
-        },
-    );
-
-    ev.header.kind = kind::DROP;
-    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.location = unsafe { ctx.read_at::<u64>(global!(OFFSETS.tp_location) as usize) }.unwrap_or(0);
-    ev.reason = reason;
-    unsafe { read_device(ctx, skb, ev) };
-    output(ctx, &*ev);
-    Ok(0)
-}
-
-/// Interface and network namespace: from the packet's device, else from its socket (a packet
-/// being sent may have no device yet), else from the tracepoint's receiving socket.
-#[inline(always)]
-unsafe fn read_device(ctx: &TracePointContext, skb: u64, ev: &mut DropEvent) {
-    let dev: u64 = unsafe { read(skb + global!(OFFSETS.skb_dev) as u64) }.unwrap_or(0);
-    let mut net: u64 = 0;
-    ev.ifindex = 0;
-    ev.ifname = [0; 16];
-    ev.netns = 0;
-    if dev != 0 {
-        ev.ifindex = unsafe { read(dev + global!(OFFSETS.dev_ifindex) as u64) }.unwrap_or(0);
-        let name = (dev + global!(OFFSETS.dev_name) as u64) as *const u8;
-        if unsafe { bpf_probe_read_kernel_buf(name, &mut ev.ifname) }.is_err() {
-            ev.ifname = [0; 16];
-        }
-        net = unsafe { read(dev + global!(OFFSETS.dev_nd_net) as u64) }.unwrap_or(0);
-    }
-    if net == 0 {
-        let mut sk: u64 = unsafe { read(skb + global!(OFFSETS.skb_sk) as u64) }.unwrap_or(0);
-        let tp_rx_sk = global!(OFFSETS.tp_rx_sk);
-        if sk == 0 && tp_rx_sk != u32::MAX {
-            sk = unsafe { ctx.read_at::<u64>(tp_rx_sk as usize) }.unwrap_or(0);
-        }
-        if sk != 0 {
-            net = unsafe { read(sk + global!(OFFSETS.sk_net) as u64) }.unwrap_or(0);
-        }
-    }
-    if net != 0 {
-        ev.netns = unsafe { read(net + global!(OFFSETS.net_inum) as u64) }.unwrap_or(0);
-    }
+    report_drop(ctx, skb, reason, location, rx_sk)
 }

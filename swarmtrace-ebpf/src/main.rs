@@ -3,10 +3,12 @@
 #![no_main]
 
 mod config;
+mod drop;
 mod handshake;
 mod kfree_skb;
 mod packet;
 mod tc;
+mod tcp_drop;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -45,7 +45,11 @@ impl Namer {
             unix_ns: self.clock.to_unix_ns(raw.ts_ns),
             joined: raw.joined,
             reason: self.reasons.name(raw.reason),
-            location: self.kallsyms.symbolize(raw.location),
+            location: if raw.reason == swarmtrace_common::REASON_TCP_DROP {
+                "tcp_drop".to_owned()
+            } else {
+                self.kallsyms.symbolize(raw.location)
+            },
             netns_name: self.netns.name(raw.netns),
             netns: raw.netns,
             ifname: raw.ifname,
@@ -151,7 +155,14 @@ impl Summary {
         let by_reason: BTreeMap<String, u64> = totals
             .drops_by_reason
             .iter()
-            .map(|(r, n)| (reasons.name(*r), *n))
+            .map(|(r, n)| {
+                let name = if *r == swarmtrace_common::MAX_REASONS - 1 {
+                    "TCP_DROP_OR_OTHER".to_owned()
+                } else {
+                    reasons.name(*r)
+                };
+                (name, *n)
+            })
             .collect();
         let top = |v: Vec<(String, u64)>, key: &str| -> Vec<Value> {
             v.into_iter()

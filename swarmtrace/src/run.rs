@@ -67,12 +67,6 @@ pub fn kernel_filter(port: Option<u16>, client: Option<Cidr>) -> Filter {
 pub fn live_facts() -> Result<(KernelFacts, Kallsyms)> {
     let tracefs = kernel::tracefs()?;
     let facts = KernelFacts::read(&Sources::live(&tracefs))?;
-    if !facts.has_drop_reasons {
-        log::warn!(
-            "this kernel ({}) has no skb drop reasons (they came in 5.17): drops are named by code location only",
-            facts.release
-        );
-    }
     let kallsyms = match Kallsyms::read(std::path::Path::new("/proc/kallsyms")) {
         Ok(k) => k,
         Err(e) => {
@@ -405,7 +399,16 @@ pub async fn trace(
     } else {
         args.iface.clone()
     };
+    let lacking = kernel::lacking(&facts, &kallsyms, crate::tracer::has_tcx());
+    if !lacking.is_empty() {
+        eprintln!(
+            "swarmtrace: degraded mode on Linux {}: this kernel lacks {}",
+            facts.release,
+            lacking.join("; ")
+        );
+    }
     let opts = TracerOptions {
+        tcp_drop: kallsyms.has("tcp_drop"),
         filter: kernel_filter(args.port, args.client),
         watch,
         table_size: args.table_size,
@@ -594,6 +597,7 @@ pub async fn trace(
     sum["handshakes"] = handshake_totals(&tracker);
     sum["verdicts"] = Value::Array(verdicts.iter().map(Verdict::to_json).collect());
     sum["watched"] = json!(watched);
+    sum["kernel_lacks"] = json!(lacking);
     out.summary(&sum, || crate::report::summary_text(&sum, &verdicts))?;
     Ok(RunResult {
         verdicts,

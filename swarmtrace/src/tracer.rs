@@ -89,6 +89,7 @@ impl TcMode {
 pub const PROG_DROP: &str = "swarmtrace_drop";
 pub const PROG_IN: &str = "swarmtrace_in";
 pub const PROG_OUT: &str = "swarmtrace_out";
+pub const PROG_TCP_DROP: &str = "swarmtrace_tcp_drop";
 
 /// How to load the programs.
 #[derive(Debug, Clone)]
@@ -97,6 +98,8 @@ pub struct TracerOptions {
     pub watch: Vec<IfaceSpec>,
     pub table_size: u32,
     pub tc_mode: TcMode,
+    /// Attach the kprobe on `tcp_drop` (the kernel has the symbol).
+    pub tcp_drop: bool,
 }
 
 /// The kernel object built by `cargo xtask build-ebpf` (through build.rs), embedded.
@@ -170,6 +173,11 @@ impl Tracer {
         prog.attach("skb", "kfree_skb")
             .context("cannot attach to the skb:kfree_skb tracepoint")?;
 
+        if opts.tcp_drop {
+            if let Err(e) = attach_tcp_drop(&mut ebpf) {
+                log::warn!("this kernel has tcp_drop but its kprobe cannot attach ({e:#}): TCP drops that skip kfree_skb are not seen");
+            }
+        }
         let events = RingBuf::try_from(
             ebpf.take_map("EVENTS")
                 .ok_or_else(|| anyhow!("no EVENTS map"))?,
@@ -453,8 +461,18 @@ fn poll_fd<T: AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
         .map_err(|e| anyhow!("{e}"))
 }
 
+fn attach_tcp_drop(ebpf: &mut Ebpf) -> Result<()> {
+    let prog: &mut aya::programs::KProbe = ebpf
+        .program_mut(PROG_TCP_DROP)
+        .ok_or_else(|| anyhow!("no {PROG_TCP_DROP} program"))?
+        .try_into()?;
+    prog.load()?;
+    prog.attach("tcp_drop", 0)?;
+    Ok(())
+}
+
 /// TCX (fd-based TC links, 6.6+) is what aya uses when the kernel has it.
-fn has_tcx() -> bool {
+pub fn has_tcx() -> bool {
     aya::util::KernelVersion::current()
         .map(|v| v.code() >= aya::util::KernelVersion::new(6, 6, 0).code())
         .unwrap_or(false)

@@ -108,8 +108,9 @@ fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Cause>
         }
         "IP_OUTNOROUTES" | "IP_INNOROUTES" => Cause::NoRoute,
         "TCP_LISTEN_OVERFLOW" | "TCP_REQQFULLDROP" => Cause::ListenQueueFull,
-        // Kernels without drop reasons (< 5.17) or without the TIME_WAIT PAWS reason: a SYN
-        // dropped in the TIME_WAIT path.
+        // Where a kernel inlines the TIME_WAIT path's drop into it. Kernels without the
+        // TW_PAWS reason (before 6.16) mostly free such a SYN in tcp_v4_rcv as NOT_SPECIFIED
+        // (6.x) or without a reason (5.10): the PAWS counters of that namespace tell, below.
         _ if location.starts_with("tcp_timewait_state_process") => Cause::PawsTimestamps,
         _ => return None,
     })
@@ -136,7 +137,20 @@ pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
     if ctx.overlapping(h.client.ip()).is_some() {
         return Some(Cause::ReplyMisrouted);
     }
-    let any = |names: &[&str]| names.iter().any(|n| !ctx.rose(n).is_empty());
+    // A drop without a telling reason: the counters of the namespace it happened in.
+    // Silence: the counters of any namespace.
+    let drop_ns: Vec<&str> = h
+        .drops
+        .iter()
+        .filter_map(|d| d.netns_name.as_deref())
+        .collect();
+    let any = |names: &[&str]| {
+        names.iter().any(|n| {
+            ctx.rose(n)
+                .iter()
+                .any(|(ns, _)| drop_ns.is_empty() || drop_ns.contains(&ns.as_str()))
+        })
+    };
     if any(&[
         "TcpExt.PAWSTimewait",
         "TcpExt.PAWSPassive",
@@ -606,6 +620,39 @@ mod tests {
             classify(&hs("10.10.0.11:40000"), &ctx),
             Some(Cause::ListenQueueFull)
         );
+    }
+
+    #[test]
+    fn paws_without_its_reason_is_told_by_the_counters_of_the_drops_namespace() {
+        // 6.1 and 6.12: the SYN hitting TIME_WAIT is freed NOT_SPECIFIED in tcp_v4_rcv.
+        let h = dropped(
+            "10.10.0.12:40000",
+            PacketKind::Syn,
+            "NOT_SPECIFIED",
+            "tcp_v4_rcv+0x91",
+            "task1",
+        );
+        let mut ctx = lab_ctx();
+        assert_eq!(classify(&h, &ctx), Some(Cause::Unknown));
+        ctx.counter_rises
+            .insert("other".into(), [("TcpExt.PAWSEstab".to_owned(), 1)].into());
+        assert_eq!(
+            classify(&h, &ctx),
+            Some(Cause::Unknown),
+            "another namespace's counter is no evidence"
+        );
+        ctx.counter_rises
+            .insert("task1".into(), [("TcpExt.PAWSEstab".to_owned(), 1)].into());
+        assert_eq!(classify(&h, &ctx), Some(Cause::PawsTimestamps));
+        // 5.10: no reason at all.
+        let h = dropped(
+            "10.10.0.12:40000",
+            PacketKind::Syn,
+            "UNKNOWN",
+            "tcp_v4_rcv+0x5e",
+            "task1",
+        );
+        assert_eq!(classify(&h, &ctx), Some(Cause::PawsTimestamps));
     }
 
     #[test]

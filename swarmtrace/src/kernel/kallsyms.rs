@@ -50,6 +50,11 @@ impl Kallsyms {
         Self { symbols }
     }
 
+    /// True when the kernel has a text symbol of that name.
+    pub fn has(&self, name: &str) -> bool {
+        self.symbols.iter().any(|(_, n)| n == name)
+    }
+
     pub fn len(&self) -> usize {
         self.symbols.len()
     }

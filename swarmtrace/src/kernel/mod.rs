@@ -51,6 +51,9 @@ impl DropReasons {
     }
 
     pub fn name(&self, value: u32) -> String {
+        if value == swarmtrace_common::REASON_TCP_DROP {
+            return "TCP_DROP".to_owned();
+        }
         match self.names.get(&value) {
             Some(n) => n.clone(),
             None if self.names.is_empty() => "UNKNOWN".to_owned(),
@@ -166,6 +169,27 @@ impl KernelFacts {
             has_drop_reasons,
         })
     }
+}
+
+/// The signals this kernel lacks, each with what degrades; empty on a recent kernel.
+pub fn lacking(facts: &KernelFacts, kallsyms: &kallsyms::Kallsyms, tcx: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if !facts.has_drop_reasons {
+        out.push("drop reasons (5.17+): drops are named by their code location".to_owned());
+    }
+    if facts.reasons.value("TCP_RFC7323_TW_PAWS").is_none() {
+        out.push("the TCP_RFC7323_TW_PAWS reason (6.16+): PAWS drops are told from the TIME_WAIT drop path and the PAWS counters".to_owned());
+    }
+    if !tcx {
+        out.push("TCX (6.6+): the classifiers hang off a clsact qdisc, removed at exit".to_owned());
+    }
+    if !facts.has_drop_reasons && !kallsyms.has("tcp_drop") {
+        out.push(
+            "a tcp_drop symbol (inlined here): TCP drops that skip kfree_skb are not seen"
+                .to_owned(),
+        );
+    }
+    out
 }
 
 /// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted (as inside

@@ -1,0 +1,134 @@
+//! What every drop hook shares: decode the dropped packet, keep it if it is a TCP
+//! handshake packet the user asked about, join it to its handshake, count it exactly and
+//! send the event.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
+    EbpfContext,
+};
+use swarmtrace_common::{kind, stat, state, DropEvent, HandshakeKey, MAX_REASONS};
+
+use crate::{
+    config::{count, global, output, DROP_REASONS, SCRATCH, STATS},
+    handshake::lookup,
+    packet::{matches, parse_ip, Kernel, Parse},
+};
+
+#[inline(always)]
+unsafe fn read<T>(p: u64) -> Result<T, ()> {
+    unsafe { bpf_probe_read_kernel(p as *const T) }.map_err(|_| ())
+}
+
+/// Reports the drop of `skb` with `reason` at `location`; `rx_sk` is the receiving socket
+/// when the hook knows it (0 otherwise).
+#[inline(always)]
+pub fn report_drop<C: EbpfContext>(
+    ctx: &C,
+    skb: u64,
+    reason: u32,
+    location: u64,
+    rx_sk: u64,
+) -> Result<(), ()> {
+    let head: u64 = unsafe { read(skb + global!(OFFSETS.skb_head) as u64) }?;
+    let nh: u16 = unsafe { read(skb + global!(OFFSETS.skb_network_header) as u64) }?;
+    // 0xffff: the network header was never set (not an IP packet yet).
+    if nh == 0xffff || head == 0 {
+        return Ok(());
+    }
+    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
+    let ev = &mut scratch.drop;
+    let src = Kernel {
+        base: head + nh as u64,
+    };
+    match parse_ip(&src, &mut ev.packet) {
+        Parse::Handshake => {}
+        Parse::Other => return Ok(()),
+        Parse::Unreadable => {
+            count(&STATS, stat::UNREADABLE);
+            return Ok(());
+        }
+    }
+    let p = &ev.packet;
+    // Joined to a handshake first seen on a watched interface, the drop is charged to the
+    // client and service as first seen, and filtered on them.
+    match lookup(p) {
+        Some((key, hs)) => {
+            let hs = unsafe { &mut *hs };
+            if !matches(
+                hs.family,
+                &hs.client,
+                hs.client_port,
+                &hs.service,
+                hs.service_port,
+            ) {
+                return Ok(());
+            }
+            hs.state |= state::DROPPED;
+            ev.joined = 1;
+            ev.key = key;
+            ev.client = hs.client;
+            ev.service = hs.service;
+            ev.client_port = hs.client_port;
+            ev.service_port = hs.service_port;
+            count(&STATS, stat::JOINED_DROPS);
+        }
+        None => {
+            if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
+                return Ok(());
+            }
+            ev.joined = 0;
+            ev.key = HandshakeKey::default();
+            ev.client = [0; 16];
+            ev.service = [0; 16];
+            ev.client_port = 0;
+            ev.service_port = 0;
+        }
+    }
+    count(&STATS, stat::DROPS);
+    count(
+        &DROP_REASONS,
+        if reason < MAX_REASONS {
+            reason
+        } else {
+            MAX_REASONS - 1
+        },
+    );
+    ev.header.kind = kind::DROP;
+    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.location = location;
+    ev.reason = reason;
+    read_device(skb, rx_sk, ev);
+    output(ctx, &*ev);
+    Ok(())
+}
+
+/// Interface and network namespace: from the packet's device, else from its socket (a packet
+/// being sent may have no device yet), else from the hook's receiving socket.
+#[inline(always)]
+fn read_device(skb: u64, rx_sk: u64, ev: &mut DropEvent) {
+    let dev: u64 = unsafe { read(skb + global!(OFFSETS.skb_dev) as u64) }.unwrap_or(0);
+    let mut net: u64 = 0;
+    ev.ifindex = 0;
+    ev.ifname = [0; 16];
+    ev.netns = 0;
+    if dev != 0 {
+        ev.ifindex = unsafe { read(dev + global!(OFFSETS.dev_ifindex) as u64) }.unwrap_or(0);
+        let name = (dev + global!(OFFSETS.dev_name) as u64) as *const u8;
+        if unsafe { bpf_probe_read_kernel_buf(name, &mut ev.ifname) }.is_err() {
+            ev.ifname = [0; 16];
+        }
+        net = unsafe { read(dev + global!(OFFSETS.dev_nd_net) as u64) }.unwrap_or(0);
+    }
+    if net == 0 {
+        let mut sk: u64 = unsafe { read(skb + global!(OFFSETS.skb_sk) as u64) }.unwrap_or(0);
+        if sk == 0 {
+            sk = rx_sk;
+        }
+        if sk != 0 {
+            net = unsafe { read(sk + global!(OFFSETS.sk_net) as u64) }.unwrap_or(0);
+        }
+    }
+    if net != 0 {
+        ev.netns = unsafe { read(net + global!(OFFSETS.net_inum) as u64) }.unwrap_or(0);
+    }
+}
