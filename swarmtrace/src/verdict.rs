@@ -108,6 +108,29 @@ fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Cause>
         }
         "IP_OUTNOROUTES" | "IP_INNOROUTES" => Cause::NoRoute,
         "TCP_LISTEN_OVERFLOW" | "TCP_REQQFULLDROP" => Cause::ListenQueueFull,
+        // Kernels without drop reasons (before 5.17): the code location names the cause.
+        _ if [
+            "nft_do_chain",
+            "ipt_do_table",
+            "ip6t_do_table",
+            "nf_hook_slow",
+        ]
+        .iter()
+        .any(|f| location.starts_with(f)) =>
+        {
+            Cause::NetfilterDrop
+        }
+        _ if kind == PacketKind::SynAck
+            && [
+                "neigh_invalidate",
+                "__neigh_event_send",
+                "neigh_resolve_output",
+            ]
+            .iter()
+            .any(|f| location.starts_with(f)) =>
+        {
+            Cause::ReplyMisrouted
+        }
         // Where a kernel inlines the TIME_WAIT path's drop into it. Kernels without the
         // TW_PAWS reason (before 6.16) mostly free such a SYN in tcp_v4_rcv as NOT_SPECIFIED
         // (6.x) or without a reason (5.10): the PAWS counters of that namespace tell, below.
@@ -130,7 +153,9 @@ pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
     {
         return Some(c);
     }
-    if outcome == Outcome::Reset {
+    // Answered by a RST (the SYN itself freed without a telling reason, as on kernels
+    // without drop reasons): nothing listens.
+    if outcome == Outcome::Reset || matches!(h.answer, Some(crate::tracker::Answer::Reset { .. })) {
         return Some(Cause::NoListener);
     }
     // Silence: the reply went elsewhere, or a counter says who swallowed the SYN.
@@ -568,6 +593,19 @@ mod tests {
                 "somewhere+0x1",
                 Cause::Unknown,
             ),
+            // 5.10: no reasons, the location tells.
+            (
+                PacketKind::Syn,
+                "UNKNOWN",
+                "nft_do_chain+0x3f2",
+                Cause::NetfilterDrop,
+            ),
+            (
+                PacketKind::SynAck,
+                "UNKNOWN",
+                "neigh_invalidate+0x8a",
+                Cause::ReplyMisrouted,
+            ),
         ];
         for (kind, reason, loc, want) in cases {
             let h = dropped("10.10.0.11:40000", kind, reason, loc, "task");
@@ -584,6 +622,18 @@ mod tests {
             hop: Hop::default(),
         });
         assert_eq!(classify(&h, &ctx), None);
+        h.answer = Some(Answer::Reset {
+            hop: Hop::default(),
+        });
+        assert_eq!(classify(&h, &ctx), Some(Cause::NoListener));
+        // 5.10: the SYN freed without a reason in tcp_v4_rcv, then the RST: no listener.
+        let mut h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "UNKNOWN",
+            "tcp_v4_rcv+0x5e",
+            "task1",
+        );
         h.answer = Some(Answer::Reset {
             hop: Hop::default(),
         });

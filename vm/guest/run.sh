@@ -58,6 +58,22 @@ modprobe -a overlay bridge br_netfilter veth vxlan ip_vs ip_vs_rr xt_ipvs iptabl
     iptable_filter iptable_mangle xt_MASQUERADE xt_addrtype xt_conntrack xt_mark nf_nat \
     nf_conntrack_netlink sch_ingress cls_bpf 2>&1 | head -n 20
 
+# The namespace lab of `swarmtrace demo` (no Docker needed): every fault, on this kernel.
+case " $SCENARIOS " in *" lab "*)
+    step "scenario lab (swarmtrace demo all)"
+    timeout 600 "$ST" demo all > "$OUT/lab.out" 2>&1
+    rc=$?
+    sed 's/^/  > /' "$OUT/lab.out" | grep -E '^  > (=== |swarmtrace: degraded|swarmtrace: error)'
+    got=$(grep -E '^=== scenario .*: expected' "$OUT/lab.out" | sed -E 's/^=== scenario ([^:]*): expected ([^,]*), got (.*) -> (.*)$/\1=\4/' | tr '\n' ' ')
+    if [ $rc = 0 ]; then result lab pass "demo all: $got"; else result lab fail "demo all exit $rc: $got"; fi
+    SCENARIOS=$(echo " $SCENARIOS " | sed 's/ lab / /; s/^ *//; s/ *$//')
+    ;;
+esac
+if [ -z "$SCENARIOS" ]; then
+    step "done"
+    exit 0
+fi
+
 step "client network"
 ip netns add stclient
 ip link add lan0 type veth peer name lan0c
