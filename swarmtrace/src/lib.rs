@@ -20,4 +20,5 @@ pub mod report;
 pub mod run;
 pub mod tracer;
 pub mod tracker;
+pub mod tui;
 pub mod verdict;

@@ -359,7 +359,30 @@ pub struct RunResult {
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let mut out = std::io::stdout();
-    trace(args, &mut out, Control::default()).await.map(|_| ())
+    let mut control = Control::default();
+    // On a terminal, the live view; lines otherwise (and with --json).
+    let mut view = None;
+    if crate::tui::should_use(args.json) {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let mut title = format!("swarmtrace on {}", host.trim());
+        if let Some(p) = args.port {
+            title.push_str(&format!(", port {p}"));
+        }
+        if let Some(c) = args.client {
+            title.push_str(&format!(", client {c}"));
+        }
+        let (observer, stop, handle) = crate::tui::start(crate::tui::TuiOptions::from_env(title))?;
+        control.observers.push(observer);
+        control.stop = Some(stop);
+        control.quiet = true;
+        view = Some(handle);
+    }
+    let result = trace(args, &mut out, control).await;
+    // The terminal back (already done if the summary was printed) before an error is shown.
+    if let Some(view) = view {
+        view.finish();
+    }
+    result.map(|_| ())
 }
 
 /// Lets a caller (the demo) know when the programs are attached, and stop the run.

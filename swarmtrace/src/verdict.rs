@@ -97,7 +97,9 @@ impl Context {
     }
 }
 
-fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Cause> {
+/// The cause a drop names by itself: its reason, or on kernels without reasons its code
+/// location. Shared by the verdicts and the live view.
+pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Cause> {
     Some(match reason {
         "TCP_RFC7323_TW_PAWS" | "TCP_RFC7323_PAWS" => Cause::PawsTimestamps,
         "NETFILTER_DROP" => Cause::NetfilterDrop,

@@ -209,3 +209,46 @@ fn healthy_handshake_has_no_drop() {
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["drops"], 0, "{summary}");
 }
+
+#[test]
+fn client_filter_keeps_only_its_network() {
+    if !privileged("client_filter_keeps_only_its_network") {
+        return;
+    }
+    let p = pair("f");
+    let port = test_port(5);
+    // The kernel programs are verified with the filter's values (read-only data): a filter
+    // that makes them too complex for the verifier fails here.
+    for (cidr, expect) in [
+        ("10.201.0.0/24", true),
+        ("192.0.2.0/24", false),
+        ("fd20::/64", false),
+    ] {
+        let tracer = Tracer::start(&["--port", &port.to_string(), "--client", cidr]).unwrap();
+        let (local, outcome) = p
+            .client
+            .run(move || {
+                traffic::connect(
+                    sock(CLIENT4, 0),
+                    sock(SERVER4, port),
+                    Duration::from_secs(3),
+                )
+            })
+            .unwrap();
+        assert_eq!(outcome, traffic::Outcome::Refused);
+        let mut seen = Vec::new();
+        let got = tracer.wait_for(
+            &mut seen,
+            Duration::from_secs(if expect { 5 } else { 1 }),
+            |v| is_drop_from(v, &local),
+        );
+        let out = tracer.stop(seen).unwrap();
+        assert_eq!(got, expect, "--client {cidr}: {out:?}");
+        let drops = out.last().unwrap()["drops"].as_u64().unwrap();
+        assert_eq!(
+            drops > 0,
+            expect,
+            "--client {cidr}: exact counters follow the filter"
+        );
+    }
+}
