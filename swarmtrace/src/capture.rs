@@ -34,14 +34,9 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
 
 async fn record(args: &CaptureArgs, out: &BundleOut) -> Result<()> {
     let run_args = RunArgs {
-        port: args.port,
-        client: args.client,
+        trace: args.trace.clone(),
         duration: Some(args.duration),
         json: true,
-        iface: args.iface.clone(),
-        syn_timeout: args.syn_timeout,
-        table_size: args.table_size,
-        tc_attach: crate::tracer::TcMode::Auto,
         metrics: None,
     };
     let mut events = BufWriter::new(out.create("events.ndjson")?);

@@ -74,21 +74,8 @@ pub struct CaptureArgs {
     /// How long to record (Ctrl-C ends it sooner).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// As for `run`.
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// As for `run`.
-    #[arg(long, value_parser = parse_cidr)]
-    pub client: Option<Cidr>,
-    /// As for `run`.
-    #[arg(long = "iface", value_name = "[NETNS:]IFACE")]
-    pub iface: Vec<IfaceSpec>,
-    /// As for `run`.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub syn_timeout: Duration,
-    /// As for `run`.
-    #[arg(long, default_value_t = swarmtrace_common::HANDSHAKE_TABLE, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
-    pub table_size: u32,
+    #[command(flatten)]
+    pub trace: TraceArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -118,20 +105,15 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
+/// What to trace: shared by `run` and `capture`.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub struct TraceArgs {
     /// Only handshakes to or from this TCP port (the published port, or the task's port).
     #[arg(long)]
     pub port: Option<u16>,
     /// Only handshakes whose source or destination is in this CIDR (e.g. 192.168.1.0/24, fd00::/64).
     #[arg(long, value_parser = parse_cidr)]
     pub client: Option<Cidr>,
-    /// Stop after this long (e.g. 30s, 5m, 500ms); default: until Ctrl-C or SIGTERM.
-    #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// One JSON object per line (NDJSON, see docs/json.md) instead of text.
-    #[arg(long)]
-    pub json: bool,
     /// Interfaces to watch for handshakes: IFACE, or NETNS:IFACE for an interface in another
     /// namespace (e.g. ingress_sbox:eth1). Repeatable. Default: docker_gwbridge and the
     /// default-route interface of the host namespace, when present.
@@ -146,6 +128,32 @@ pub struct RunArgs {
     /// How classifiers attach: auto (TCX on 6.6+, else netlink filters on clsact), tcx, netlink.
     #[arg(long, value_enum, default_value_t = TcMode::Auto, hide = true)]
     pub tc_attach: TcMode,
+}
+
+impl TraceArgs {
+    /// Defaults, watching `iface`.
+    pub fn watching(iface: Vec<IfaceSpec>) -> Self {
+        Self {
+            port: None,
+            client: None,
+            iface,
+            syn_timeout: Duration::from_secs(1),
+            table_size: swarmtrace_common::HANDSHAKE_TABLE,
+            tc_attach: TcMode::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Stop after this long (e.g. 30s, 5m, 500ms); default: until Ctrl-C or SIGTERM.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// One JSON object per line (NDJSON, see docs/json.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics while tracing: PORT or :PORT listens
     /// on 127.0.0.1; IP:PORT as given (0.0.0.0:9464, [::]:9464 for every interface).
     #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_addr)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{DemoArgs, RunArgs};
+use crate::cli::{DemoArgs, RunArgs, TraceArgs};
 use crate::lab::mesh::{MeshLab, Scenario};
 use crate::run::{trace, Control};
 
@@ -18,20 +18,16 @@ pub async fn scenario(s: Scenario, args: &DemoArgs) -> Result<bool> {
     let mut lab = MeshLab::build(&prefix).context("cannot build the lab")?;
     lab.apply(s)
         .with_context(|| format!("cannot set up scenario {}", s.name()))?;
+    let watch = lab
+        .watch()
+        .iter()
+        .map(|w| w.parse())
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
     let run_args = RunArgs {
-        port: None,
-        client: None,
+        trace: TraceArgs::watching(watch),
         duration: None,
         json: args.json,
-        iface: lab
-            .watch()
-            .iter()
-            .map(|w| w.parse())
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?,
-        syn_timeout: Duration::from_secs(1),
-        table_size: swarmtrace_common::HANDSHAKE_TABLE,
-        tc_attach: crate::tracer::TcMode::Auto,
         metrics: None,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{parse_cidr, Cidr};
 use crate::docker::{api_message, docker_get};
+pub use crate::kernel::routes::{parse_proc_route, Route};
 use crate::kernel::tracefs::TracepointFormat;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -295,15 +296,6 @@ pub struct Iface {
     pub cidr: Cidr,
     /// A bridge (Docker's bridges are: docker0, docker_gwbridge, br-*).
     pub bridge: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// `unicast`, `unreachable`, `blackhole`, ...
-    pub kind: String,
-    pub dest: Cidr,
-    pub via: Option<IpAddr>,
-    pub dev: Option<String>,
 }
 
 /// The output of one iptables backend's `iptables-save`.
@@ -1883,29 +1875,6 @@ pub fn parse_ip_route(text: &str, v6: bool) -> Vec<Route> {
                 dest,
                 via: arg(l, "via").and_then(|v| v.parse().ok()),
                 dev: arg(l, "dev").map(str::to_owned),
-            })
-        })
-        .collect()
-}
-
-/// Parses /proc/net/route (IPv4, when `ip` is missing).
-pub fn parse_proc_route(text: &str) -> Vec<Route> {
-    let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_be);
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dest = std::net::Ipv4Addr::from(hex(f.get(1)?)?);
-            let gw = std::net::Ipv4Addr::from(hex(f.get(2)?)?);
-            let mask = hex(f.get(7)?)?;
-            Some(Route {
-                kind: "unicast".to_owned(),
-                dest: Cidr {
-                    addr: IpAddr::V4(dest),
-                    prefix: mask.count_ones() as u8,
-                },
-                via: (!gw.is_unspecified()).then_some(IpAddr::V4(gw)),
-                dev: Some((*f.first()?).to_owned()),
             })
         })
         .collect()

@@ -15,8 +15,9 @@ use crate::cli::{Cidr, RunArgs};
 use crate::clock::{rfc3339_micros, WallClock};
 use crate::drops::{Namer, Summary};
 use crate::event::Event;
-use crate::kernel::netns::{default_route_iface, within, NetnsNames};
+use crate::kernel::netns::{within, NetnsNames};
 use crate::kernel::netstat::{self, Counters};
+use crate::kernel::routes::default_route_iface;
 use crate::kernel::{self, kallsyms::Kallsyms, namespaces, KernelFacts, Sources};
 use crate::output::{Health, Observer, Output};
 use crate::tracer::{IfaceSpec, Tracer, TracerOptions, Watched};
@@ -365,10 +366,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if crate::tui::should_use(args.json) {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let mut title = format!("swarmtrace on {}", host.trim());
-        if let Some(p) = args.port {
+        if let Some(p) = args.trace.port {
             title.push_str(&format!(", port {p}"));
         }
-        if let Some(c) = args.client {
+        if let Some(c) = args.trace.client {
             title.push_str(&format!(", client {c}"));
         }
         let (observer, stop, handle) = crate::tui::start(crate::tui::TuiOptions::from_env(title))?;
@@ -413,14 +414,14 @@ pub async fn trace(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     crate::privileges::require_tracing()?;
     let (facts, kallsyms) = live_facts()?;
-    let watch = if args.iface.is_empty() {
+    let watch = if args.trace.iface.is_empty() {
         let w = default_watch();
         if w.is_empty() {
             log::warn!("no docker_gwbridge and no default route here: only drops are traced; name interfaces with --iface");
         }
         w
     } else {
-        args.iface.clone()
+        args.trace.iface.clone()
     };
     let lacking = kernel::lacking(&facts, &kallsyms, crate::tracer::has_tcx());
     if !lacking.is_empty() {
@@ -432,10 +433,10 @@ pub async fn trace(
     }
     let opts = TracerOptions {
         tcp_drop: kallsyms.has("tcp_drop"),
-        filter: kernel_filter(args.port, args.client),
+        filter: kernel_filter(args.trace.port, args.trace.client),
         watch,
-        table_size: args.table_size,
-        tc_mode: args.tc_attach,
+        table_size: args.trace.table_size,
+        tc_mode: args.trace.tc_attach,
     };
     if let Some(addr) = args.metrics {
         let (obs, _task) = crate::metrics::serve(addr).await?;
@@ -453,7 +454,7 @@ pub async fn trace(
     };
     let clock = namer.clock;
     let mut summary = Summary::default();
-    let mut tracker = Tracker::new(args.syn_timeout.as_nanos() as u64);
+    let mut tracker = Tracker::new(args.trace.syn_timeout.as_nanos() as u64);
     let started = Instant::now();
     let watched: Vec<String> = tracer.watched.iter().map(|w| w.spec.to_string()).collect();
     eprintln!(
@@ -464,8 +465,12 @@ pub async fn trace(
         } else {
             watched.join(", ")
         },
-        args.port.map(|p| format!(", port {p}")).unwrap_or_default(),
-        args.client
+        args.trace
+            .port
+            .map(|p| format!(", port {p}"))
+            .unwrap_or_default(),
+        args.trace
+            .client
             .map(|c| format!(", client {c}"))
             .unwrap_or_default(),
     );
@@ -473,7 +478,7 @@ pub async fn trace(
     if let Some(ready) = control.ready.take() {
         let _ = ready.send(());
     }
-    let client_filter = args.client;
+    let client_filter = args.trace.client;
     let mut output = Output::new(out, args.json, std::mem::take(&mut control.observers));
     output.lines = !control.quiet;
     let out = &mut output;

@@ -7,6 +7,7 @@ pub mod kallsyms;
 pub mod namespaces;
 pub mod netns;
 pub mod netstat;
+pub mod routes;
 pub mod tracefs;
 
 use std::collections::BTreeMap;

@@ -177,31 +177,6 @@ fn ns_inode(path: &Path) -> Option<u32> {
     u32::try_from(meta.ino()).ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_from_proc_links() {
-        let root = std::env::temp_dir().join(format!("swarmtrace-netns-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        for (pid, ino, comm) in [("1", 4026531840u32, "init"), ("42", 4026532300, "nginx")] {
-            let ns = root.join(pid).join("ns");
-            std::fs::create_dir_all(&ns).unwrap();
-            std::os::unix::fs::symlink(format!("net:[{ino}]"), ns.join("net")).unwrap();
-            std::fs::write(root.join(pid).join("comm"), format!("{comm}\n")).unwrap();
-        }
-        std::fs::create_dir_all(root.join("self")).unwrap();
-        let mut n = NetnsNames::with_roots(&root, vec![root.join("none")]);
-        assert_eq!(n.name(4026531840).as_deref(), Some("host"));
-        assert_eq!(n.name(4026532300).as_deref(), Some("pid:42(nginx)"));
-        assert_eq!(n.name(7), None);
-        assert_eq!(n.name(0), None);
-        assert_eq!(n.inode_of("host"), Some(4026531840));
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-}
-
 /// Where a namespace named `name` lives: `host`, a name under the named directories, or a
 /// path to a namespace file.
 pub fn ns_file(name: &str) -> Option<PathBuf> {
@@ -249,28 +224,27 @@ pub fn within<T: Send>(ns_file: &Path, f: impl FnOnce() -> T + Send) -> std::io:
     })
 }
 
-/// The interface of the default route in the current namespace (`/proc/net/route`).
-pub fn default_route_iface(route_table: &str) -> Option<String> {
-    route_table.lines().skip(1).find_map(|l| {
-        let mut f = l.split_whitespace();
-        let iface = f.next()?;
-        let dest = f.next()?;
-        let _gw = f.next()?;
-        let _flags = f.next()?;
-        let mask = f.nth(3)?;
-        (dest == "00000000" && mask == "00000000").then(|| iface.to_owned())
-    })
-}
-
 #[cfg(test)]
-mod route_tests {
+mod tests {
+    use super::*;
+
     #[test]
-    fn default_route() {
-        let t =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                 eth1\t0011A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-                 eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n";
-        assert_eq!(super::default_route_iface(t).as_deref(), Some("eth0"));
-        assert_eq!(super::default_route_iface("Iface\tDestination\n"), None);
+    fn names_from_proc_links() {
+        let root = std::env::temp_dir().join(format!("swarmtrace-netns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (pid, ino, comm) in [("1", 4026531840u32, "init"), ("42", 4026532300, "nginx")] {
+            let ns = root.join(pid).join("ns");
+            std::fs::create_dir_all(&ns).unwrap();
+            std::os::unix::fs::symlink(format!("net:[{ino}]"), ns.join("net")).unwrap();
+            std::fs::write(root.join(pid).join("comm"), format!("{comm}\n")).unwrap();
+        }
+        std::fs::create_dir_all(root.join("self")).unwrap();
+        let mut n = NetnsNames::with_roots(&root, vec![root.join("none")]);
+        assert_eq!(n.name(4026531840).as_deref(), Some("host"));
+        assert_eq!(n.name(4026532300).as_deref(), Some("pid:42(nginx)"));
+        assert_eq!(n.name(7), None);
+        assert_eq!(n.name(0), None);
+        assert_eq!(n.inode_of("host"), Some(4026531840));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
