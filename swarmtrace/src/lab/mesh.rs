@@ -942,10 +942,12 @@ impl MeshLab {
 
     /// The paws scenario, second half: c2 sends a crafted SYN from port 40000 with `tsval`
     /// (older than c1's), which ingress_sbox maps onto the task's TIME_WAIT. Waits (bounded)
-    /// for the task's `TcpExt.PAWSTimewait` to rise and fails if it does not.
+    /// for the task's PAWS counter to rise (`TcpExt.PAWSTimewait` from 6.16, `PAWSEstab`
+    /// before) and fails if it does not.
     pub fn paws_syn(&self, tsval: u32, notes: &mut Vec<String>) -> Result<Attempt> {
         let c2 = &self.clients[1];
-        let before = observe::counters(&self.task)?.get("TcpExt.PAWSTimewait");
+        let paws = |c: &observe::Counters| c.get("TcpExt.PAWSTimewait") + c.get("TcpExt.PAWSEstab");
+        let before = paws(&observe::counters(&self.task)?);
         let isn = craft::random_u32();
         let syn = craft::Syn::new(
             SocketAddrV4::new(client_ip(1), PAWS_PORT),
@@ -956,17 +958,17 @@ impl MeshLab {
         let started = Instant::now();
         let replies = c2.run(move || craft::send_syn(&syn, Duration::from_millis(1000)))??;
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut after = observe::counters(&self.task)?.get("TcpExt.PAWSTimewait");
+        let mut after = paws(&observe::counters(&self.task)?);
         while after <= before && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
-            after = observe::counters(&self.task)?.get("TcpExt.PAWSTimewait");
+            after = paws(&observe::counters(&self.task)?);
         }
         ensure!(
             after > before,
-            "the task's PAWSTimewait did not rise for c2's SYN (replies: {replies:?})"
+            "the task's PAWS counters (PAWSTimewait, PAWSEstab) did not rise for c2's SYN (replies: {replies:?})"
         );
         notes.push(format!(
-            "the task's TcpExt.PAWSTimewait rose by {}",
+            "the task's TcpExt PAWS counters rose by {}",
             after - before
         ));
         let outcome = if replies.iter().any(|r| r.is(craft::SYN | craft::ACK)) {
