@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask build-ebpf`, `cargo xtask lint`, `cargo xtask test`.
 
+mod bench;
 mod ebpf_build;
 mod vm;
 
@@ -31,6 +32,9 @@ enum Task {
     /// Boot Debian kernels (5.10, 6.1, 6.12) under QEMU and run swarmtrace against Docker's
     /// real routing mesh inside them (see vm/README.md).
     VmTest(vm::Args),
+    /// Benchmarks (as root): kernel cost per program run, connection rate, flood, user space;
+    /// writes the results into BENCHMARKS.md (see there).
+    Bench(bench::Args),
 }
 
 fn root() -> PathBuf {
@@ -132,6 +136,7 @@ fn main() -> Result<()> {
             cargo(&root, &full)?;
         }
         Task::VmTest(args) => vm::main(&root, args)?,
+        Task::Bench(args) => bench::main(&root, args)?,
     }
     Ok(())
 }
