@@ -67,18 +67,15 @@ pub enum Parse {
 /// Parses the packet whose network header `src` reads into `info`.
 #[inline(always)]
 pub fn parse_ip<S: Source>(src: &S, info: &mut PacketInfo) -> Parse {
-    let first: u8 = match src.read(0) {
-        Ok(b) => b,
+    // One read for the common case: an IPv4 header (an IPv6 one is read again, whole).
+    let hdr: [u8; 20] = match src.read(0) {
+        Ok(h) => h,
         Err(()) => return Parse::Other,
     };
     let tcp: usize;
     let ip_payload: u32;
-    match first >> 4 {
+    match hdr[0] >> 4 {
         4 => {
-            let hdr: [u8; 20] = match src.read(0) {
-                Ok(h) => h,
-                Err(()) => return Parse::Other,
-            };
             if hdr[9] != IPPROTO_TCP {
                 return Parse::Other;
             }
@@ -176,7 +173,9 @@ fn parse_tcp<S: Source>(src: &S, tcp: usize, ip_payload: u32, info: &mut PacketI
     info.has_ts = 0;
     info.tsval = 0;
     info.tsecr = 0;
-    if doff > 20 {
+    // Only a SYN's TSval keys its handshake, and a SYN-ACK echoes it; a RST or a bare ACK is
+    // found through the ISN. Half of a stream is bare ACKs: do not walk their options.
+    if doff > 20 && (info.class == class::SYN || info.class == class::SYN_ACK) {
         find_timestamp(src, tcp + 20, (doff - 20) as usize, info);
     }
     Parse::Handshake

@@ -114,6 +114,11 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
+    pub fn flush(&mut self) -> Result<()> {
+        self.writer.flush()?;
+        Ok(())
+    }
+
     pub fn has_observers(&self) -> bool {
         !self.observers.is_empty()
     }

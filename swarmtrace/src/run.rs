@@ -359,7 +359,15 @@ pub struct RunResult {
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let mut out = std::io::stdout();
+    use std::io::IsTerminal;
+    // Piped (NDJSON into jq, a file, a collector), a line per write would cost a system call
+    // per event and lose events under a flood: buffer, and flush after every batch.
+    let stdout = std::io::stdout();
+    let mut out: Box<dyn Write + Send> = if stdout.is_terminal() {
+        Box::new(stdout)
+    } else {
+        Box::new(std::io::BufWriter::with_capacity(1 << 16, stdout))
+    };
     let mut control = Control::default();
     // On a terminal, the live view; lines otherwise (and with --json).
     let mut view = None;
@@ -378,7 +386,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         control.quiet = true;
         view = Some(handle);
     }
-    let result = trace(args, &mut out, control).await;
+    let result = trace(args, &mut *out, control).await;
     // The terminal back (already done if the summary was printed) before an error is shown.
     if let Some(view) = view {
         view.finish();
@@ -541,9 +549,15 @@ pub async fn trace(
                 if result.is_ok() {
                     result = handle(b, &mut summary, &mut tracker, &hops, out);
                 }
-            }) => { r?; result.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?; }
+            }) => {
+                r?;
+                result.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+                // One write per batch, not per line (stdout is buffered when piped).
+                out.flush()?;
+            }
             _ = tick.tick() => {
                 sweep(&mut tracker, &tracer, &hops, clock, out, WallClock::monotonic_now_ns())?;
+                out.flush()?;
                 if last_check.elapsed() >= Duration::from_secs(1) {
                     last_check = Instant::now();
                     if !tracer.watched.is_empty() {
