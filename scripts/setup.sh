@@ -67,6 +67,12 @@ done
 rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^clippy' \
   || rustup component add clippy --toolchain nightly
 
+# The fuzz targets (cargo xtask fuzz).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  say "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --version 0.13.2
+fi
+
 if command -v bpf-linker >/dev/null && bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
   say "bpf-linker $BPF_LINKER_VERSION present"
 else

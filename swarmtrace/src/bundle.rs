@@ -221,6 +221,13 @@ impl Bundle {
                 format!("format `{}`, expected `{FORMAT}`", handshakes.format),
             ));
         }
+        if !handshakes.clock.is_plausible() {
+            return Err(bad(
+                &source,
+                "handshakes.json",
+                "clock offset out of range (damaged)",
+            ));
+        }
         let system: Value = serde_json::from_slice(get("system.json")?)
             .map_err(|e| bad(&source, "system.json", e))?;
         if system["format"] != FORMAT {
@@ -369,7 +376,7 @@ pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Ve
 }
 
 /// Bundle files are small (a capture's worth); anything larger than this is not ours.
-const MAX_FILE: u64 = 1 << 30;
+const MAX_FILE: u64 = 256 << 20;
 
 fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();

@@ -27,7 +27,13 @@ impl WallClock {
 
     /// Nanoseconds since the Unix epoch.
     pub fn to_unix_ns(self, mono_ns: u64) -> i128 {
-        mono_ns as i128 + self.offset_ns
+        // Saturating: an offset read back from a damaged bundle may be anything.
+        (mono_ns as i128).saturating_add(self.offset_ns)
+    }
+
+    /// A plausible offset (within ±290 years of the epoch); a bundle's must be.
+    pub fn is_plausible(self) -> bool {
+        self.offset_ns.unsigned_abs() < (i64::MAX as u128)
     }
 
     pub fn monotonic_now_ns() -> u64 {
@@ -37,6 +43,10 @@ impl WallClock {
 
 /// `2026-11-27T08:01:43.123456Z` (UTC, microseconds).
 pub fn rfc3339_micros(unix_ns: i128) -> String {
+    // Years 0000..=9999 only (RFC 3339); anything outside is clamped.
+    const MIN: i128 = -62_167_219_200 * 1_000_000_000; // 0000-01-01T00:00:00Z
+    const MAX: i128 = 253_402_300_799_999_999_999; // 9999-12-31T23:59:59.999999999Z
+    let unix_ns = unix_ns.clamp(MIN, MAX);
     let micros = unix_ns.div_euclid(1_000);
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000);
@@ -81,5 +91,14 @@ mod tests {
             rfc3339_micros(951_782_400_000_000_000),
             "2000-02-29T00:00:00.000000Z"
         );
+        // Out of range (a damaged bundle): clamped, never an overflow.
+        assert_eq!(rfc3339_micros(i128::MAX), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(rfc3339_micros(i128::MIN), "0000-01-01T00:00:00.000000Z");
+        let c = WallClock {
+            offset_ns: i128::MAX,
+        };
+        assert_eq!(c.to_unix_ns(u64::MAX), i128::MAX);
+        assert!(!c.is_plausible());
+        assert!(WallClock::sample().is_plausible());
     }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod ebpf_build;
+mod fuzz;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,9 @@ enum Task {
     /// Benchmarks (as root): kernel cost per program run, connection rate, flood, user space;
     /// writes the results into BENCHMARKS.md (see there).
     Bench(bench::Args),
+    /// Build the fuzz targets of fuzz/ (cargo-fuzz, installed if missing) and run each for
+    /// --seconds (default 20); fails if one crashes, hangs or runs out of memory.
+    Fuzz(fuzz::Args),
 }
 
 fn root() -> PathBuf {
@@ -137,6 +141,7 @@ fn main() -> Result<()> {
         }
         Task::VmTest(args) => vm::main(&root, args)?,
         Task::Bench(args) => bench::main(&root, args)?,
+        Task::Fuzz(args) => fuzz::main(&root, args)?,
     }
     Ok(())
 }

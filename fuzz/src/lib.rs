@@ -1,0 +1,114 @@
+//! What the fuzz targets share: the kernel facts of a real kernel (the 6.18 fixtures of
+//! `tests/fixtures/`, embedded at build time and parsed once per process) and the helpers
+//! that drive a decoded event or a loaded bundle through the code that renders and judges it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use swarmtrace::kernel::btf::Btf;
+use swarmtrace::kernel::kallsyms::Kallsyms;
+use swarmtrace::kernel::tracefs::TracepointFormat;
+use swarmtrace::kernel::DropReasons;
+use swarmtrace::verdict::{Context, LocalSubnet};
+
+const FORMAT_6_18: &str = include_str!("../../tests/fixtures/linux-6.18/kfree_skb.format");
+const KALLSYMS_6_18: &str = include_str!("../../tests/fixtures/linux-6.18/kallsyms.excerpt");
+const BTF_6_18_GZ: &[u8] = include_bytes!("../../tests/fixtures/linux-6.18/vmlinux.btf.gz");
+
+/// The `skb:kfree_skb` tracepoint description of Linux 6.18.
+pub fn kfree_skb_format() -> &'static TracepointFormat {
+    static F: OnceLock<TracepointFormat> = OnceLock::new();
+    F.get_or_init(|| TracepointFormat::parse(FORMAT_6_18).expect("6.18 fixture parses"))
+}
+
+/// The raw (decompressed) vmlinux BTF of Linux 6.18.
+pub fn btf_bytes() -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(BTF_6_18_GZ)
+        .read_to_end(&mut out)
+        .expect("6.18 BTF fixture decompresses");
+    out
+}
+
+/// The vmlinux BTF of Linux 6.18, parsed.
+pub fn btf() -> &'static Btf {
+    static B: OnceLock<Btf> = OnceLock::new();
+    B.get_or_init(|| Btf::parse(&btf_bytes()).expect("6.18 BTF fixture parses"))
+}
+
+/// Code symbols around the drop locations of Linux 6.18.
+pub fn kallsyms() -> Kallsyms {
+    Kallsyms::parse(KALLSYMS_6_18)
+}
+
+/// Drop-reason names of Linux 6.18, from its tracepoint.
+pub fn reasons() -> DropReasons {
+    DropReasons::from_names(kfree_skb_format().symbols("reason"))
+}
+
+/// A verdict context that reaches every branch: counters that rose in two namespaces, a
+/// Docker subnet that overlaps a client network, and the interface SYNs came in on.
+pub fn context() -> Context {
+    let net = |s: &str| swarmtrace::cli::parse_cidr(s).expect("valid CIDR");
+    let mut rises = BTreeMap::new();
+    for (ns, counters) in [
+        (
+            "host",
+            &[("TcpExt.PAWSPassive", 3u64), ("TcpExt.ListenOverflows", 1)][..],
+        ),
+        (
+            "ingress_sbox",
+            &[("TcpExt.IPReversePathFilter", 2), ("TcpExt.ListenDrops", 4)][..],
+        ),
+    ] {
+        rises.insert(
+            ns.to_owned(),
+            counters
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+        );
+    }
+    Context {
+        counter_rises: rises,
+        subnets: vec![
+            LocalSubnet {
+                netns: "host".into(),
+                ifname: "docker_gwbridge".into(),
+                net: net("10.0.0.0/8"),
+            },
+            LocalSubnet {
+                netns: "ingress_sbox".into(),
+                ifname: "eth0".into(),
+                net: net("fd00::/64"),
+            },
+        ],
+        kernel_release: "6.18.0".into(),
+        has_tw_paws_reason: true,
+        ingress_ifaces: BTreeSet::from([("host".to_owned(), "eth0".to_owned())]),
+    }
+}
+
+/// Checks that what swarmtrace writes as `handshakes.pcapng` reads back: the writer and the
+/// reader are the same module, so a file one makes that the other rejects is a bug.
+pub fn pcapng_round_trip(hs: &swarmtrace::bundle::HandshakesFile, ctx: &Context) {
+    // The writer refuses timestamps outside 1970..2554 (an error, not a bug).
+    if let Ok(bytes) = swarmtrace::bundle::pcapng(hs, ctx) {
+        if let Err(e) = swarmtrace::pcapng::read_packets(&bytes) {
+            panic!("swarmtrace cannot read back its own pcapng: {e}");
+        }
+    }
+}
+
+/// Renders a JSON value the way the outputs do (forces every string and number through).
+pub fn render(v: &Value) -> usize {
+    v.to_string().len()
+}
+
+/// A fixed wall clock (2026-11-27, as in the clock tests), so that a run is reproducible.
+pub fn clock() -> swarmtrace::clock::WallClock {
+    serde_json::from_value(serde_json::json!({ "offset_ns": 1_795_766_400_000_000_000i64 }))
+        .expect("WallClock deserializes")
+}
