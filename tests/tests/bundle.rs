@@ -322,6 +322,22 @@ fn report_on_damaged_bundles_fails_cleanly() {
             "events.ndjson",
         ),
         (dir.join("empty-dir"), "handshakes.json"),
+        (
+            variant("wild-clock", &|p| {
+                // An offset no clock has (i128::MAX ns): read back, it would overflow time
+                // arithmetic.
+                let text = std::fs::read_to_string(p.join("handshakes.json")).unwrap();
+                let key = "\"offset_ns\":";
+                let at = text.find(key).unwrap() + key.len();
+                let end = at
+                    + text[at..]
+                        .find(|c: char| c != '-' && !c.is_ascii_digit())
+                        .unwrap();
+                let wild = format!("{}{}{}", &text[..at], i128::MAX, &text[end..]);
+                std::fs::write(p.join("handshakes.json"), wild).unwrap();
+            }),
+            "handshakes.json",
+        ),
     ];
     std::fs::create_dir_all(dir.join("empty-dir")).unwrap();
     // A .tar.gz cut short, and a file that is no archive at all.
