@@ -467,7 +467,7 @@ pub fn system_json(result: &crate::run::RunResult, duration_s: f64) -> Value {
         "capabilities": std::fs::read_to_string("/proc/self/status").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned()))),
         "sysctls": crate::kernel::namespaces::sysctls(),
         "namespaces": namespaces,
-        "docker": Value::Null,
+        "docker": crate::docker::facts(&crate::docker::socket_path()),
         "verdict_context": result.context,
     })
 }

@@ -118,6 +118,30 @@ pub fn netns_names(sock: &Path) -> HashMap<String, String> {
     out
 }
 
+/// What a postmortem bundle keeps of Docker: its networks (with subnets), swarm services
+/// (with published ports) and containers (with their sandbox, i.e. namespace), as the Engine
+/// API returns them; None without a socket.
+pub fn facts(sock: &Path) -> Option<Value> {
+    if !sock.exists() {
+        return None;
+    }
+    let get = |path: &str| -> Value {
+        match docker_get(sock, path) {
+            Ok((200, body)) => serde_json::from_str(&body).unwrap_or(Value::Null),
+            Ok((status, body)) => {
+                serde_json::json!({"error": status, "message": api_message(&body)})
+            }
+            Err(e) => serde_json::json!({"error": e}),
+        }
+    };
+    Some(serde_json::json!({
+        "version": get("/version"),
+        "networks": get("/networks"),
+        "services": get("/services"),
+        "containers": get("/containers/json"),
+    }))
+}
+
 /// `container web.1.x3f (service web)` from a container's inspect object.
 pub fn sandbox_name(detail: &Value) -> Option<String> {
     let name = detail["Name"].as_str()?.trim_start_matches('/');

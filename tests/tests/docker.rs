@@ -161,6 +161,19 @@ fn drops_in_a_container_are_named_after_it() {
             "not named after the container: {d}"
         );
         assert_eq!(d["reason"], "NO_SOCKET", "{d}");
+        // What a capture bundle keeps of Docker (system.json).
+        let facts =
+            swarmtrace::docker::facts(std::path::Path::new("/var/run/docker.sock")).unwrap();
+        let nets = facts["networks"].as_array().expect("networks");
+        assert!(nets.iter().any(|n| n["Name"] == "bridge"), "{facts}");
+        assert!(
+            facts["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["Names"][0] == format!("/{name}")),
+            "{facts}"
+        );
         let summary = out.last().unwrap();
         let confirm = summary["verdicts"][0]["confirm"].as_str().unwrap();
         assert!(
