@@ -3304,20 +3304,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_proc_net_route() {
-        let t =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                 eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-                 docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
-        let r = parse_proc_route(t);
-        assert_eq!(r[0].dest.prefix, 0);
-        assert_eq!(r[0].via, Some("192.168.1.1".parse().unwrap()));
-        assert_eq!(r[1].dest, cidr("172.17.0.0/16"));
-        assert_eq!(r[1].dev.as_deref(), Some("docker0"));
-        assert_eq!(r[1].via, None);
-    }
-
-    #[test]
     fn parses_bridge_names() {
         let t = "3: docker0: <NO-CARRIER,BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue state DOWN mode DEFAULT group default \\    link/ether 02:42:5d:0a:1b:2c brd ff:ff:ff:ff:ff:ff\n\
                  7: docker_gwbridge: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP \\    link/ether 02:42:aa:bb:cc:dd brd ff:ff:ff:ff:ff:ff\n";

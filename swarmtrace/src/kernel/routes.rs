@@ -46,6 +46,22 @@ pub fn default_route_iface(route_table: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_route() {
+        let t =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+                 docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        let r = parse_proc_route(t);
+        assert_eq!(r[0].dest.prefix, 0);
+        assert_eq!(r[0].via, Some("192.168.1.1".parse().unwrap()));
+        assert_eq!(r[1].dest.to_string(), "172.17.0.0/16");
+        assert_eq!(r[1].dev.as_deref(), Some("docker0"));
+        assert_eq!(super::default_route_iface(t).as_deref(), Some("eth0"));
+    }
+
     #[test]
     fn default_route() {
         let t =

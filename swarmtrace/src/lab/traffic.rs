@@ -15,6 +15,21 @@ pub enum Outcome {
     Other(String),
 }
 
+/// How a connect() ended.
+fn outcome_of(r: std::io::Result<()>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Connected,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::TimedOut
+                || e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            Outcome::TimedOut
+        }
+        Err(e) => Outcome::Other(e.to_string()),
+    }
+}
+
 /// Connects from `from` (port 0: any) to `to`, giving up after `timeout`. Returns the local
 /// address used and the outcome; a connected socket is closed at once.
 pub fn connect(from: SocketAddr, to: SocketAddr, timeout: Duration) -> (SocketAddr, Outcome) {
@@ -23,17 +38,7 @@ pub fn connect(from: SocketAddr, to: SocketAddr, timeout: Duration) -> (SocketAd
         s.set_reuse_address(true)?;
         s.bind(&from.into())?;
         let local = s.local_addr()?.as_socket().unwrap_or(from);
-        let outcome = match s.connect_timeout(&to.into(), timeout) {
-            Ok(()) => Outcome::Connected,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::TimedOut
-                    || e.kind() == std::io::ErrorKind::WouldBlock =>
-            {
-                Outcome::TimedOut
-            }
-            Err(e) => Outcome::Other(e.to_string()),
-        };
+        let outcome = outcome_of(s.connect_timeout(&to.into(), timeout));
         Ok((local, outcome))
     };
     attempt().unwrap_or_else(|e| (from, Outcome::Other(e.to_string())))
@@ -112,17 +117,7 @@ pub fn exchange(from: SocketAddr, to: SocketAddr, timeout: Duration) -> Exchange
     if let Ok(Some(local)) = s.local_addr().map(|a| a.as_socket()) {
         ex.local = local;
     }
-    ex.outcome = match s.connect_timeout(&to.into(), timeout) {
-        Ok(()) => Outcome::Connected,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
-        Err(e)
-            if e.kind() == std::io::ErrorKind::TimedOut
-                || e.kind() == std::io::ErrorKind::WouldBlock =>
-        {
-            Outcome::TimedOut
-        }
-        Err(e) => Outcome::Other(e.to_string()),
-    };
+    ex.outcome = outcome_of(s.connect_timeout(&to.into(), timeout));
     if ex.outcome != Outcome::Connected {
         return ex;
     }
