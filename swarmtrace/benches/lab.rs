@@ -1571,13 +1571,14 @@ fn soak(args: &Args, lab: &Lab, minutes: f64, report: &mut Report) -> Result<()>
         Some(growth.abs() < 1.0),
         &format!("--soak --minutes {minutes}"),
         format!(
-            "{ok} connections ({failed} failed), {} crafted SYN drops, {} UDP drops; swarmtrace: {} drops, {} lost events, {} handshakes ({} forgotten beyond its 100 000 cap), {lines} output lines; samples: {}",
+            "{ok} connections ({failed} failed), {} crafted SYN drops, {} UDP drops; swarmtrace: {} drops, {} lost events, {} handshakes ({} forgotten beyond its cap of {} (MAX_HANDSHAKES)), {lines} output lines; samples: {}",
             syn.packets,
             udp.packets,
             summary["drops"],
             summary["lost_events"],
             summary["handshakes"]["total"],
             summary["handshakes"]["forgotten"],
+            swarmtrace::tracker::MAX_HANDSHAKES,
             per_minute.join(", ")
         ),
     );
