@@ -278,6 +278,26 @@ fn lan_client(host: &Netns, name: &str, host_if: &str, cidr: &str) -> Result<Net
     Ok(ns)
 }
 
+/// A client on the host's LAN bridge whose address is outside the LAN's subnet (the
+/// rp-filter and subnet-overlap clients): it reaches the LAN, and through it everything
+/// else, on-link on its eth0.
+fn foreign_client(host: &Netns, name: &str, host_if: &str, cidr: &str) -> Result<Netns> {
+    let ns = lan_client(host, name, host_if, cidr)?;
+    ns.exec(&["ip", "route", "add", "10.10.0.0/24", "dev", "eth0"])?;
+    ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.10.0.1",
+        "dev",
+        "eth0",
+        "onlink",
+    ])?;
+    Ok(ns)
+}
+
 impl MeshLab {
     /// Builds the healthy mesh, its listener running in the task. `prefix`: 1 to 20 letters,
     /// digits or `_` (namespaces are `{prefix}-host` and so on).
@@ -578,25 +598,13 @@ impl MeshLab {
                 self.stuck = Some(stuck);
             }
             Scenario::RpFilter => {
-                let rp = lan_client(
+                let rp = foreign_client(
                     &self.host,
                     &format!("{}-rp", self.prefix),
                     "vrp",
                     &format!("{RP_CLIENT_IP}/24"),
                 )?;
                 let rp = self.rp.insert(rp);
-                rp.exec(&["ip", "route", "add", "10.10.0.0/24", "dev", "eth0"])?;
-                rp.exec(&[
-                    "ip",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    "10.10.0.1",
-                    "dev",
-                    "eth0",
-                    "onlink",
-                ])?;
                 // With strict rp_filter the host would not answer this client's ARP either
                 // (arp_process validates the sender's route too): give it the host's MAC.
                 rp.exec(&[
@@ -637,25 +645,12 @@ impl MeshLab {
                 )?;
             }
             Scenario::SubnetOverlap => {
-                let ov = lan_client(
+                self.ov = Some(foreign_client(
                     &self.host,
                     &format!("{}-ov", self.prefix),
                     "vov",
                     &format!("{OVERLAP_CLIENT_IP}/24"),
-                )?;
-                let ov = self.ov.insert(ov);
-                ov.exec(&["ip", "route", "add", "10.10.0.0/24", "dev", "eth0"])?;
-                ov.exec(&[
-                    "ip",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    "10.10.0.1",
-                    "dev",
-                    "eth0",
-                    "onlink",
-                ])?;
+                )?);
             }
         }
         self.applied = Some(s);
