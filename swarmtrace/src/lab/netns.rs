@@ -73,22 +73,14 @@ impl Netns {
 
     /// Runs `f` on a thread that has entered the namespace: sockets it makes live there.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let file = std::fs::File::open(format!("/run/netns/{}", self.name))
-            .with_context(|| format!("namespace {} is gone", self.name))?;
-        let handle = std::thread::spawn(move || -> Result<T> {
-            // SAFETY: a valid namespace fd; setns affects only this thread.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
-            Ok(f())
-        });
-        match handle.join() {
+        match self.spawn(f)?.join() {
             Ok(r) => r,
             Err(p) => std::panic::resume_unwind(p),
         }
     }
 
-    /// Like `run`, but returns at once; join the handle for the result.
+    /// Runs `f` on a new thread that has entered the namespace; join the handle for the
+    /// result.
     pub fn spawn<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -96,7 +88,7 @@ impl Netns {
         let file = std::fs::File::open(format!("/run/netns/{}", self.name))
             .with_context(|| format!("namespace {} is gone", self.name))?;
         Ok(std::thread::spawn(move || -> Result<T> {
-            // SAFETY: as in `run`.
+            // SAFETY: a valid namespace fd; setns affects only this thread.
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 bail!("setns: {}", std::io::Error::last_os_error());
             }
