@@ -139,7 +139,16 @@ fn main() -> Result<()> {
             }
             cargo(&root, &full)?;
         }
-        Task::VmTest(args) => vm::main(&root, args)?,
+        Task::VmTest(args) => {
+            if let Err(e) = vm::main(&root, args) {
+                if e.downcast_ref::<vm::Unavailable>().is_some() {
+                    // Not a failed scenario: this machine cannot run the guests (exit 2).
+                    eprintln!("vm-test: cannot run here: {e}");
+                    std::process::exit(2);
+                }
+                return Err(e);
+            }
+        }
         Task::Bench(args) => bench::main(&root, args)?,
         Task::Fuzz(args) => fuzz::main(&root, args)?,
     }

@@ -93,7 +93,32 @@ pub struct Args {
     /// Keep the per-run directory (io disks, serial logs) instead of removing it.
     #[arg(long)]
     keep: bool,
+    /// The harness's own test: instead of the scenarios, build each deliberately broken
+    /// swarmtrace of `vm/mutants/*.patch` and require that the scenarios its patch names fail
+    /// (on a verdict, not on setup) on the chosen kernels.
+    #[arg(long, conflicts_with = "scenarios")]
+    mutants: bool,
 }
+
+/// The harness could not run on this machine (tools, kernel packages, the base image):
+/// `cargo xtask vm-test` exits with status 2 instead of 1, which means a scenario failed.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+fn unavailable(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Unavailable(format!("{e:#}")))
+}
+
+/// (kernel, scenario) -> (status, detail).
+type Table = BTreeMap<(String, String), (String, String)>;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -210,7 +235,7 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
             args.cache.display()
         );
     }
-    check_tools()?;
+    check_tools().map_err(unavailable)?;
     fs::create_dir_all(&args.cache)
         .with_context(|| format!("cannot create {}", args.cache.display()))?;
 
@@ -218,47 +243,39 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
     // Kernels first: a missing package fails before minutes of image building.
     let mut unpacked = Vec::new();
     for k in &kernels {
-        unpacked.push(fetch_kernel(&args.cache, k)?);
+        unpacked.push(fetch_kernel(&args.cache, k).map_err(unavailable)?);
     }
     let t_kernels = t0.elapsed();
 
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => {
+    let binary = match (&args.binary, args.mutants) {
+        (_, true) => PathBuf::new(),
+        (Some(b), false) => b.clone(),
+        (None, false) => {
             crate::cargo(root, &["build", "--release", "-p", "swarmtrace"])?;
             root.join("target/release/swarmtrace")
         }
     };
-    if !binary.is_file() {
+    if !args.mutants && !binary.is_file() {
         bail!("no swarmtrace binary at {}", binary.display());
     }
     let t1 = Instant::now();
-    let base = base_image(root, &args.cache, args.rebuild)?;
+    let base = base_image(root, &args.cache, args.rebuild).map_err(unavailable)?;
     let t_image = t1.elapsed();
 
     let work = TempDir {
         path: make_temp_dir()?,
         keep: args.keep,
     };
-    let mut table: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
-    let mut timings = Vec::new();
-    for kernel in &unpacked {
-        if STOP.load(Ordering::SeqCst) {
-            bail!("interrupted");
-        }
-        let t = Instant::now();
-        let results = boot(root, &args, &work.path, &base, kernel, &binary, &scenarios)?;
-        timings.push((kernel.tag.clone(), t.elapsed()));
-        for s in &scenarios {
-            let r = results.get(s).cloned().unwrap_or_else(|| {
-                (
-                    "fail".to_owned(),
-                    "no result from the guest (see its serial log)".to_owned(),
-                )
-            });
-            table.insert((kernel.tag.clone(), s.clone()), r);
-        }
+    let guests = Guests {
+        root,
+        args: &args,
+        work: &work.path,
+        base: &base,
+    };
+    if args.mutants {
+        return mutants(&guests, &unpacked);
     }
+    let (table, timings) = guests.matrix(&unpacked, &binary, &scenarios, "")?;
 
     println!("\nvm-test: results");
     let mut failed = 0;
@@ -286,6 +303,221 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
         bail!("{failed} of {} scenario runs failed", table.len());
     }
     println!("vm-test: {} passed, 0 failed", table.len());
+    Ok(())
+}
+
+/// What every boot shares: the repository, the options, the run's directory, the base image.
+struct Guests<'a> {
+    root: &'a Path,
+    args: &'a Args,
+    work: &'a Path,
+    base: &'a Path,
+}
+
+impl Guests<'_> {
+    /// Boots each kernel once with `binary` and `scenarios`; outputs go to
+    /// `CACHE/results/LABEL/linux-TAG`. A guest that fails before its scenarios (Docker's
+    /// services not converging under emulation, no result at all) is booted once more: that is
+    /// the machine, not swarmtrace. A scenario that ran and failed is never retried.
+    fn matrix(
+        &self,
+        kernels: &[Kernel],
+        binary: &Path,
+        scenarios: &[String],
+        label: &str,
+    ) -> Result<(Table, Vec<(String, Duration)>)> {
+        let mut table = Table::new();
+        let mut timings = Vec::new();
+        for kernel in kernels {
+            if STOP.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+            let t = Instant::now();
+            let results_dir = self.args.cache.join("results").join(label);
+            let mut results = boot(self, &results_dir, kernel, binary, scenarios)?;
+            if let Some(why) = setup_failure(&results, scenarios) {
+                println!(
+                    "vm-test: kernel {}: the guest failed before its scenarios ({why}); booting it once more",
+                    kernel.tag
+                );
+                results = boot(self, &results_dir, kernel, binary, scenarios)?;
+            }
+            timings.push((kernel.tag.clone(), t.elapsed()));
+            for s in scenarios {
+                let r = results.get(s).cloned().unwrap_or_else(|| {
+                    (
+                        "fail".to_owned(),
+                        "no result from the guest (see its serial log)".to_owned(),
+                    )
+                });
+                table.insert((kernel.tag.clone(), s.clone()), r);
+            }
+        }
+        Ok((table, timings))
+    }
+}
+
+/// Why a guest's results say it never got to run its scenarios, if they do.
+fn setup_failure(
+    results: &BTreeMap<String, (String, String)>,
+    scenarios: &[String],
+) -> Option<String> {
+    if let Some(s) = scenarios.iter().find(|s| !results.contains_key(*s)) {
+        return Some(format!("no result for {s}"));
+    }
+    let mesh: Vec<&(String, String)> = scenarios
+        .iter()
+        .filter(|s| *s != "lab")
+        .filter_map(|s| results.get(s))
+        .collect();
+    if !mesh.is_empty()
+        && mesh
+            .iter()
+            .all(|(st, d)| st == "fail" && d.starts_with("setup:"))
+    {
+        return Some(mesh[0].1.clone());
+    }
+    None
+}
+
+/// A deliberately broken swarmtrace: `vm/mutants/NAME.patch`, whose preamble names the
+/// scenarios it must fail (`expect-fail: paws`).
+struct Mutant {
+    name: String,
+    patch: PathBuf,
+    expect_fail: Vec<String>,
+}
+
+fn load_mutants(root: &Path) -> Result<Vec<Mutant>> {
+    let dir = root.join("vm/mutants");
+    let mut patches: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "patch"))
+        .collect();
+    patches.sort();
+    let mut out = Vec::new();
+    for patch in patches {
+        let text = fs::read_to_string(&patch)?;
+        let preamble = text.split("\ndiff --git ").next().unwrap_or("");
+        let expect_fail: Vec<String> = preamble
+            .lines()
+            .filter_map(|l| l.strip_prefix("expect-fail:"))
+            .flat_map(|l| l.split_whitespace().map(str::to_owned))
+            .collect();
+        let name = patch
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .unwrap_or("mutant")
+            .to_owned();
+        if expect_fail.is_empty() {
+            bail!(
+                "{}: no `expect-fail: SCENARIO...` line before the diff",
+                patch.display()
+            );
+        }
+        if let Some(s) = expect_fail
+            .iter()
+            .find(|s| !SCENARIOS.contains(&s.as_str()))
+        {
+            bail!("{}: unknown scenario `{s}`", patch.display());
+        }
+        out.push(Mutant {
+            name,
+            patch,
+            expect_fail,
+        });
+    }
+    if out.is_empty() {
+        bail!("no mutants in {}", dir.display());
+    }
+    Ok(out)
+}
+
+/// Builds each mutant (the working tree + its patch, the kernel object of the real build) and
+/// boots the kernels with it: every scenario it names must fail on a verdict. A mutant that
+/// passes one means the scenarios cannot see that bug; a setup failure is inconclusive.
+fn mutants(g: &Guests, kernels: &[Kernel]) -> Result<()> {
+    let list = load_mutants(g.root)?;
+    let obj = crate::ebpf_build::build(g.root).map_err(anyhow::Error::msg)?;
+    // Its own target directory: sharing target/ would overwrite target/release/swarmtrace.
+    let target = g.root.join("target/vm-mutants");
+    let files = output(
+        Command::new("git")
+            .args([
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ])
+            .current_dir(g.root),
+    )
+    .context("mutants are built from the git working tree")?;
+    let mut rows = Vec::new();
+    for m in &list {
+        println!(
+            "vm-test: mutant {}: expected to fail {}",
+            m.name,
+            m.expect_fail.join(", ")
+        );
+        let src = g.work.join(format!("mutant-{}", m.name));
+        for f in files.split('\0').filter(|f| !f.is_empty()) {
+            let from = g.root.join(f);
+            if !from.is_file() {
+                continue; // deleted in the working tree
+            }
+            let to = src.join(f);
+            fs::create_dir_all(to.parent().expect("a file has a parent"))?;
+            fs::copy(&from, &to)?;
+        }
+        run(Command::new("git")
+            .arg("apply")
+            .arg(&m.patch)
+            .current_dir(&src))
+        .with_context(|| {
+            format!(
+                "mutant {} no longer applies to the code: refresh {}",
+                m.name,
+                m.patch.display()
+            )
+        })?;
+        run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--release", "--locked", "-p", "swarmtrace"])
+                .env("CARGO_TARGET_DIR", &target)
+                .env("SWARMTRACE_EBPF_OBJ", &obj)
+                .current_dir(&src),
+        )
+        .with_context(|| format!("mutant {} does not build", m.name))?;
+        let binary = g.work.join(format!("swarmtrace-{}", m.name));
+        fs::copy(target.join("release/swarmtrace"), &binary)?;
+        let (table, _) = g.matrix(
+            kernels,
+            &binary,
+            &m.expect_fail,
+            &format!("mutants/{}", m.name),
+        )?;
+        for ((k, s), (st, detail)) in table {
+            let verdict = if st == "pass" {
+                "SURVIVED"
+            } else if detail.starts_with("setup:") || detail.starts_with("no result") {
+                "inconclusive"
+            } else {
+                "caught"
+            };
+            rows.push((m.name.clone(), k, s, verdict, detail));
+        }
+    }
+    println!("\nvm-test: mutants (each must be caught by the scenarios it names)");
+    for (m, k, s, v, d) in &rows {
+        println!("  {m:<16} {k:<5} {s:<11} {v:<12} {d}");
+    }
+    let bad = rows.iter().filter(|r| r.3 != "caught").count();
+    if bad > 0 {
+        bail!("{bad} of {} mutant runs were not caught", rows.len());
+    }
+    println!("vm-test: {} mutant runs, all caught", rows.len());
     Ok(())
 }
 
@@ -644,18 +876,20 @@ fn make_temp_dir() -> Result<PathBuf> {
     ))
 }
 
-/// Boots one kernel, returns scenario -> (status, detail).
+/// Boots one kernel, returns scenario -> (status, detail); the guest's outputs go to
+/// `results/linux-TAG`.
 fn boot(
-    root: &Path,
-    args: &Args,
-    work: &Path,
-    base: &Path,
+    g: &Guests,
+    results_dir: &Path,
     kernel: &Kernel,
     binary: &Path,
     scenarios: &[String],
 ) -> Result<BTreeMap<String, (String, String)>> {
+    let (root, args, work, base) = (g.root, g.args, g.work, g.base);
     let tag = &kernel.tag;
     let dir = work.join(format!("linux-{tag}"));
+    // A second boot of this kernel (a retry, another mutant) starts from nothing.
+    let _ = fs::remove_dir_all(&dir);
     let io = dir.join("io");
     fs::create_dir_all(io.join("bin"))?;
     fs::create_dir_all(io.join("out"))?;
@@ -791,7 +1025,7 @@ fn boot(
     }
 
     // The guest's outputs: NDJSON, logs, fixtures.
-    let keep = args.cache.join("results").join(format!("linux-{tag}"));
+    let keep = results_dir.join(format!("linux-{tag}"));
     let _ = fs::remove_dir_all(&keep);
     fs::create_dir_all(&keep)?;
     let got = output(
