@@ -2,7 +2,12 @@
 `pass DETAIL` or `fail DETAIL` (the last line is what counts).
 
 Usage: check.py SCENARIO FILE --kernel K --client IP [--min N] [--cause C] [--netns NAME]
-                [--task-netns PID]"""
+                [--task-netns PID --task-service NAME]
+
+--netns NAME: a SYN drop of the client in a namespace whose name is NAME or carries it (Docker's
+namespaces are named `container C (service S) [sandbox]`, `ingress_sbox`, ...).
+--task-netns PID: the drops in that process's namespace are charged to the client, and with
+--task-service the namespace is named after its container and service, as Docker names them."""
 import argparse
 import json
 import os
@@ -17,6 +22,11 @@ def ip_of(addr):
     return addr.rsplit(":", 1)[0]
 
 
+def named(name, want):
+    """Whether a netns name is WANT or carries it (`... [ingress_sbox]`)."""
+    return name is not None and (name == want or f"[{want}]" in name or name.startswith(want))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario")
@@ -27,6 +37,7 @@ def main():
     ap.add_argument("--cause")
     ap.add_argument("--netns")
     ap.add_argument("--task-netns", type=int)
+    ap.add_argument("--task-service")
     a = ap.parse_args()
 
     objs, bad = [], 0
@@ -75,7 +86,7 @@ def main():
         return f"fail {a.cause} charged to {v.get('clients')}, not to the real client {a.client}; {base}"
     notes = []
     if a.netns:
-        d = [d for d in drops if d.get("netns_name") == a.netns and d.get("packet") == "SYN"
+        d = [d for d in drops if named(d.get("netns_name"), a.netns) and d.get("packet") == "SYN"
              and ip_of(d.get("client")) == a.client]
         if not d:
             return f"fail no SYN drop of {a.client} in netns {a.netns}; {base}"
@@ -91,6 +102,11 @@ def main():
             notes.append(f"task netns {ino} named {names}, drop src {d[0].get('src')} charged to {d[0].get('client')}")
             if not any(ip_of(x.get("client")) == a.client for x in d):
                 return f"fail drops in the task netns not charged to {a.client}; {'; '.join(notes)}; {base}"
+            if a.task_service and not any(
+                    n.startswith("container ") and f"(service {a.task_service})" in n for n in names):
+                return f"fail the task netns is not named after its container and service {a.task_service}; {'; '.join(notes)}; {base}"
+        elif a.task_service:
+            return f"fail no drop in the task netns {ino} to check its name; {base}"
         counters = (v.get("evidence") or {}).get("counters") or {}
         if counters:
             notes.append("counters " + ",".join(f"{k}+{n}" for k, n in counters.items()))

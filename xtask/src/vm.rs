@@ -42,7 +42,14 @@ const KERNELS: &[(&str, Suite, &str)] = &[
     ),
 ];
 
-const SCENARIOS: &[&str] = &["lab", "healthy", "drop-rule", "task-fault", "paws"];
+const SCENARIOS: &[&str] = &[
+    "lab",
+    "healthy",
+    "drop-rule",
+    "sbox-drop",
+    "task-fault",
+    "paws",
+];
 
 /// Packages installed into the guest on top of `debootstrap --variant=minbase bookworm`.
 const GUEST_PACKAGES: &[&str] = &[
@@ -71,7 +78,7 @@ pub struct Args {
     /// Kernels to boot (5.10, 6.1, 6.12); repeat or comma-separate. Default: all three.
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
-    /// Scenarios to run (lab, healthy, drop-rule, task-fault, paws); default: all. `lab` is
+    /// Scenarios to run (lab, healthy, drop-rule, sbox-drop, task-fault, paws); default: all. `lab` is
     /// `swarmtrace demo all` (the namespace lab, no Docker).
     #[arg(long = "scenario", value_delimiter = ',')]
     scenarios: Vec<String>,

@@ -17,4 +17,4 @@ echo "task netns counters:"; nsenter -t "$pid" -n cat /proc/net/netstat | awk 'N
 st_show paws
 [ "$code" = 200 ] || { result paws fail "client 1's request was not answered ($code)"; return 0; }
 [ "$tw" -ge 1 ] || { result paws fail "the task holds no TIME_WAIT for port 40000 (the server did not close first)"; return 0; }
-check paws paws --client "$CLIENT2_IP" --cause paws-timestamps --task-netns "$pid"
+check paws paws --client "$CLIENT2_IP" --cause paws-timestamps --task-netns "$pid" --task-service paws
