@@ -19,15 +19,15 @@ unsafe fn read<T>(p: u64) -> Result<T, ()> {
     unsafe { bpf_probe_read_kernel(p as *const T) }.map_err(|_| ())
 }
 
-/// Reports the drop of `skb` with `reason` at `location`; `rx_sk` is the receiving socket
-/// when the hook knows it (0 otherwise).
+/// Reports the drop of `skb` with `reason`. `site` gives the drop's location and the
+/// receiving socket when the hook knows it (0 otherwise); it is called only for a packet that
+/// is kept, so the many drops that are not handshake packets cost no read for them.
 #[inline(always)]
 pub fn report_drop<C: EbpfContext>(
     ctx: &C,
     skb: u64,
     reason: u32,
-    location: u64,
-    rx_sk: u64,
+    site: impl FnOnce() -> (u64, u64),
 ) -> Result<(), ()> {
     let head: u64 = unsafe { read(skb + global!(OFFSETS.skb_head) as u64) }?;
     let nh: u16 = unsafe { read(skb + global!(OFFSETS.skb_network_header) as u64) }?;
@@ -93,6 +93,7 @@ pub fn report_drop<C: EbpfContext>(
             MAX_REASONS - 1
         },
     );
+    let (location, rx_sk) = site();
     ev.header.kind = kind::DROP;
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.location = location;

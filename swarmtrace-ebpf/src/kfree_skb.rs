@@ -23,13 +23,15 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     let skb: u64 = unsafe { ctx.read_at(global!(OFFSETS.tp_skbaddr) as usize) }.map_err(|_| ())?;
-    let location =
-        unsafe { ctx.read_at::<u64>(global!(OFFSETS.tp_location) as usize) }.unwrap_or(0);
-    let tp_rx_sk = global!(OFFSETS.tp_rx_sk);
-    let rx_sk = if tp_rx_sk == u32::MAX {
-        0
-    } else {
-        unsafe { ctx.read_at::<u64>(tp_rx_sk as usize) }.unwrap_or(0)
-    };
-    report_drop(ctx, skb, reason, location, rx_sk)
+    report_drop(ctx, skb, reason, || {
+        let location =
+            unsafe { ctx.read_at::<u64>(global!(OFFSETS.tp_location) as usize) }.unwrap_or(0);
+        let tp_rx_sk = global!(OFFSETS.tp_rx_sk);
+        let rx_sk = if tp_rx_sk == u32::MAX {
+            0
+        } else {
+            unsafe { ctx.read_at::<u64>(tp_rx_sk as usize) }.unwrap_or(0)
+        };
+        (location, rx_sk)
+    })
 }

@@ -55,8 +55,71 @@ fn netns_of(ctx: &TcContext) -> u32 {
         .unwrap_or(0)
 }
 
+/// True when the packet is certainly neither a SYN nor a RST (most of a stream: data and
+/// ACKs, or not TCP at all), read with direct packet access: no helper call, no map lookup.
+/// False means "look closer" (a SYN or RST, IPv6 extension headers, IP options the linear
+/// area does not hold, ...): the full parse below decides, so nothing is missed.
+#[inline(always)]
+fn surely_uninteresting(ctx: &TcContext) -> bool {
+    const IPPROTO_TCP: u8 = 6;
+    const TCP_SYN_OR_RST: u8 = 0x02 | 0x04;
+    let data = ctx.data();
+    let end = ctx.data_end();
+    // Every read below is at a constant offset proven inside the linear data first.
+    let at = |off: usize| -> u8 { unsafe { *((data + off) as *const u8) } };
+    if data + ETH_HLEN > end {
+        return false;
+    }
+    let proto = u16::from_be_bytes([at(12), at(13)]);
+    let tcp = match proto {
+        ETH_P_IP => {
+            // The IPv4 header without options + TCP up to its flags.
+            if data + ETH_HLEN + 20 + 14 > end {
+                return false;
+            }
+            let vihl = at(ETH_HLEN);
+            if vihl >> 4 != 4 {
+                return false;
+            }
+            if at(ETH_HLEN + 9) != IPPROTO_TCP {
+                return true;
+            }
+            // A later fragment holds no TCP header: the full parse says so.
+            if (u16::from_be_bytes([at(ETH_HLEN + 6), at(ETH_HLEN + 7)]) & 0x1fff) != 0 {
+                return false;
+            }
+            let ihl = ((vihl & 0x0f) as usize) * 4;
+            if ihl != 20 {
+                // IP options: rare; the full parse reads them.
+                return false;
+            }
+            ETH_HLEN + 20
+        }
+        ETH_P_IPV6 => {
+            if data + ETH_HLEN + 40 + 14 > end {
+                return false;
+            }
+            match at(ETH_HLEN + 6) {
+                IPPROTO_TCP => ETH_HLEN + 40,
+                // Hop-by-hop, routing, fragment, destination options: the full parse walks
+                // them.
+                0 | 43 | 44 | 60 => return false,
+                _ => return true,
+            }
+        }
+        // VLAN-tagged: the full parse finds the inner header.
+        ETH_P_8021Q => return false,
+        // ARP and the rest: not IP.
+        _ => return true,
+    };
+    at(tcp + 13) & TCP_SYN_OR_RST == 0
+}
+
 #[inline(always)]
 fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
+    if surely_uninteresting(ctx) {
+        return Ok(());
+    }
     let mut proto: u16 = u16::from_be(ctx.load::<u16>(12).map_err(|_| ())?);
     let mut l3 = ETH_HLEN;
     if proto == ETH_P_8021Q {

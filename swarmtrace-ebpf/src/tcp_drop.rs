@@ -13,7 +13,7 @@ pub fn swarmtrace_tcp_drop(ctx: ProbeContext) -> u32 {
     let skb: u64 = ctx.arg(1).unwrap_or(0);
     if skb != 0 {
         // The location is tcp_drop itself; user space names it.
-        let _ = report_drop(&ctx, skb, REASON_TCP_DROP, 0, sk);
+        let _ = report_drop(&ctx, skb, REASON_TCP_DROP, || (0, sk));
     }
     0
 }
