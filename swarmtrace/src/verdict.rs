@@ -178,15 +178,30 @@ pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
                 .any(|(ns, _)| drop_ns.is_empty() || drop_ns.contains(&ns.as_str()))
         })
     };
-    if any(&[
+    const PAWS: &[&str] = &[
         "TcpExt.PAWSTimewait",
         "TcpExt.PAWSPassive",
         "TcpExt.PAWSEstab",
-    ]) {
-        return Some(Cause::PawsTimestamps);
-    }
-    if any(&["TcpExt.ListenOverflows", "TcpExt.TCPReqQFullDrop"]) {
-        return Some(Cause::ListenQueueFull);
+    ];
+    const LISTEN: &[&str] = &["TcpExt.ListenOverflows", "TcpExt.TCPReqQFullDrop"];
+    // A SYN that PAWS rejects is freed where we see it, so a drop in that namespace comes
+    // with PAWS counters. Silence is the listen queue's way (its SYNs leave no drop on many
+    // kernels), while the PAWS counters also count late segments of established
+    // connections, which any busy namespace has: for silence the listen queue's counters are
+    // the more specific evidence and are asked first.
+    let order: [(&[&str], Cause); 2] = if drop_ns.is_empty() {
+        [
+            (LISTEN, Cause::ListenQueueFull),
+            (PAWS, Cause::PawsTimestamps),
+        ]
+    } else {
+        [
+            (PAWS, Cause::PawsTimestamps),
+            (LISTEN, Cause::ListenQueueFull),
+        ]
+    };
+    if let Some((_, cause)) = order.iter().find(|(names, _)| any(names)) {
+        return Some(*cause);
     }
     if any(&["TcpExt.IPReversePathFilter"]) {
         return Some(Cause::RpFilter);
@@ -665,6 +680,22 @@ mod tests {
             [
                 ("TcpExt.ListenOverflows".to_owned(), 3),
                 ("TcpExt.ListenDrops".to_owned(), 3),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            classify(&hs("10.10.0.11:40000"), &ctx),
+            Some(Cause::ListenQueueFull)
+        );
+        // Seen on 5.10 in the VM's task-fault scenario: the full queue's namespace also
+        // counted a late segment (PAWSEstab +1) while ListenOverflows rose by 9. Silence is
+        // the full queue's.
+        ctx.counter_rises.insert(
+            "task".into(),
+            [
+                ("TcpExt.ListenOverflows".to_owned(), 9),
+                ("TcpExt.ListenDrops".to_owned(), 9),
+                ("TcpExt.PAWSEstab".to_owned(), 1),
             ]
             .into(),
         );
