@@ -351,8 +351,8 @@ pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Ve
             let p = &d.packet;
             let ns = d
                 .netns_name
-                .clone()
-                .unwrap_or_else(|| format!("netns:{}", d.netns));
+                .as_deref()
+                .map_or_else(|| format!("netns:{}", d.netns), str::to_owned);
             w.write(&TcpPacket {
                 ts_unix_ns: hs.clock.to_unix_ns(d.ts_ns),
                 src: p.src,

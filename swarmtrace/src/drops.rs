@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::{json, Value};
 
@@ -20,11 +21,13 @@ pub struct Drop {
     pub ts_ns: u64,
     pub unix_ns: i128,
     pub packet: Packet,
-    pub reason: String,
-    pub location: String,
+    // Names are shared (`Arc<str>`): a flood repeats the same few, and each drop is also kept
+    // in its handshake and counted in the summary.
+    pub reason: Arc<str>,
+    pub location: Arc<str>,
     pub netns: u32,
-    pub netns_name: Option<String>,
-    pub ifname: Option<String>,
+    pub netns_name: Option<Arc<str>>,
+    pub ifname: Option<Arc<str>>,
     /// The handshake it belongs to, with the real client, when it was seen first on a
     /// watched interface.
     pub joined: Option<Joined>,
@@ -40,17 +43,18 @@ pub struct Namer {
 
 impl Namer {
     pub fn name(&mut self, raw: RawDrop) -> Drop {
+        static TCP_DROP: LazyLock<Arc<str>> = LazyLock::new(|| "tcp_drop".into());
         Drop {
             ts_ns: raw.ts_ns,
             unix_ns: self.clock.to_unix_ns(raw.ts_ns),
             joined: raw.joined,
-            reason: self.reasons.name(raw.reason),
+            reason: self.reasons.shared_name(raw.reason),
             location: if raw.reason == swarmtrace_common::REASON_TCP_DROP {
-                "tcp_drop".to_owned()
+                TCP_DROP.clone()
             } else {
-                self.kallsyms.symbolize(raw.location)
+                self.kallsyms.location(raw.location)
             },
-            netns_name: self.netns.name(raw.netns),
+            netns_name: self.netns.shared_name(raw.netns),
             netns: raw.netns,
             ifname: raw.ifname,
             packet: raw.packet,
@@ -84,7 +88,7 @@ impl Drop {
         let ts = rfc3339_micros(self.unix_ns);
         let time = ts.get(11..26).unwrap_or(&ts);
         let ns = match &self.netns_name {
-            Some(n) => n.clone(),
+            Some(n) => n.to_string(),
             None => format!("netns:{}", self.netns),
         };
         let dev = self.ifname.as_deref().unwrap_or("-");
@@ -124,7 +128,7 @@ impl Summary {
         *self
             .by_location
             .entry((
-                d.reason.clone(),
+                d.reason.to_string(),
                 d.location.split('+').next().unwrap_or("").to_owned(),
             ))
             .or_default() += 1;

@@ -2,6 +2,7 @@
 //! converts; a malformed record is an error, never a panic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use swarmtrace_common::{
     class, kind, seen, DropEvent, EventHeader, HandshakeEvent, HandshakeKey, Hop, PacketInfo,
@@ -112,7 +113,8 @@ pub struct RawDrop {
     pub location: u64,
     pub netns: u32,
     pub ifindex: u32,
-    pub ifname: Option<String>,
+    /// Shared: the named drop and the handshake's note of it carry the same one.
+    pub ifname: Option<Arc<str>>,
     pub reason: u32,
     pub packet: Packet,
     pub joined: Option<Joined>,
@@ -177,7 +179,7 @@ impl TryFrom<&[u8]> for Event {
                 let ev: DropEvent = read(bytes)?;
                 let name_len = ev.ifname.iter().position(|&b| b == 0).unwrap_or(16);
                 let ifname = (name_len > 0)
-                    .then(|| String::from_utf8_lossy(&ev.ifname[..name_len]).into_owned());
+                    .then(|| Arc::from(String::from_utf8_lossy(&ev.ifname[..name_len])));
                 let packet = Packet::try_from(&ev.packet)?;
                 let joined = if ev.joined != 0 {
                     Some(Joined {

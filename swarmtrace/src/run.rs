@@ -227,8 +227,8 @@ pub fn handshake_line(
                 d.kind.as_str(),
                 d.reason,
                 d.netns_name
-                    .clone()
-                    .unwrap_or_else(|| format!("netns:{}", d.netns))
+                    .as_deref()
+                    .map_or_else(|| format!("netns:{}", d.netns), str::to_owned)
             )
         }
         Outcome::Unanswered => format!(

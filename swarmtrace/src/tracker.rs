@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use swarmtrace_common::{HandshakeKey, Hop};
 
@@ -17,11 +18,12 @@ pub type HandshakeId = (SocketAddr, u32);
 pub struct DropNote {
     pub ts_ns: u64,
     pub kind: PacketKind,
-    pub reason: String,
-    pub location: String,
+    // Shared with the named drop: a note costs no copy of its names.
+    pub reason: Arc<str>,
+    pub location: Arc<str>,
     pub netns: u32,
-    pub netns_name: Option<String>,
-    pub ifname: Option<String>,
+    pub netns_name: Option<Arc<str>>,
+    pub ifname: Option<Arc<str>>,
     /// The packet as it was where it was dropped (after any NAT).
     pub packet: Packet,
 }

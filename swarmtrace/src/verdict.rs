@@ -262,8 +262,8 @@ pub fn verdicts<'a>(
         for d in &h.drops {
             let ns = d
                 .netns_name
-                .clone()
-                .unwrap_or_else(|| format!("netns:{}", d.netns));
+                .as_deref()
+                .map_or_else(|| format!("netns:{}", d.netns), str::to_owned);
             let where_ = d.location.split('+').next().unwrap_or("");
             *v.drops
                 .entry(format!(

@@ -1,6 +1,8 @@
 //! Kernel code addresses to `symbol+0xoffset`, from `/proc/kallsyms`.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KallsymsError {
@@ -19,6 +21,9 @@ pub enum KallsymsError {
 #[derive(Debug, Default, Clone)]
 pub struct Kallsyms {
     symbols: Vec<(u64, String)>,
+    /// Drop locations already named: drops come from a few code sites, so this stays small
+    /// (bounded by the kernel's code), and each site is looked up and formatted once.
+    locations: HashMap<u64, Arc<str>>,
 }
 
 impl Kallsyms {
@@ -47,7 +52,10 @@ impl Kallsyms {
             })
             .collect();
         symbols.sort_unstable_by_key(|(a, _)| *a);
-        Self { symbols }
+        Self {
+            symbols,
+            locations: HashMap::new(),
+        }
     }
 
     /// True when the kernel has a text symbol of that name.
@@ -77,6 +85,16 @@ impl Kallsyms {
             None => format!("{addr:#x}"),
         }
     }
+
+    /// [`Self::symbolize`], memoized (once per drop).
+    pub fn location(&mut self, addr: u64) -> Arc<str> {
+        if let Some(l) = self.locations.get(&addr) {
+            return l.clone();
+        }
+        let l: Arc<str> = self.symbolize(addr).into();
+        self.locations.insert(addr, l.clone());
+        l
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +117,14 @@ mod tests {
         assert_eq!(k.lookup(0xffffffff8211a310 + 4), Some(("tcp_v6_rcv", 4)));
         // Below the first symbol there is nothing to name.
         assert_eq!(k.symbolize(0x10), "0x10");
+    }
+
+    #[test]
+    fn memoized_locations_are_the_symbolized_ones() {
+        let mut k = fixture();
+        for addr in [0xffffffff820339c0 + 0x1f3, 0x10, 0xffffffff820339c0 + 0x1f3] {
+            assert_eq!(&*k.location(addr), k.symbolize(addr));
+        }
     }
 
     #[test]

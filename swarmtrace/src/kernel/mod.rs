@@ -12,6 +12,7 @@ pub mod tracefs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
 
 use anyhow::{bail, Context, Result};
 use swarmtrace_common::KernelOffsets;
@@ -43,29 +44,41 @@ impl Sources {
 /// Names of `enum skb_drop_reason`, without the `SKB_DROP_REASON_` prefix.
 #[derive(Debug, Clone, Default)]
 pub struct DropReasons {
-    names: BTreeMap<u32, String>,
+    /// Shared, so that every drop carries its reason without a copy.
+    names: BTreeMap<u32, Arc<str>>,
 }
 
 impl DropReasons {
     pub fn from_names(names: BTreeMap<u32, String>) -> Self {
-        Self { names }
+        Self {
+            names: names.into_iter().map(|(v, n)| (v, n.into())).collect(),
+        }
     }
 
     pub fn name(&self, value: u32) -> String {
+        self.shared_name(value).to_string()
+    }
+
+    /// [`Self::name`] without copying it (once per drop): only a value this kernel does not
+    /// name costs an allocation.
+    pub fn shared_name(&self, value: u32) -> Arc<str> {
+        // Every drop of a kernel without drop reasons is one of these two.
+        static TCP_DROP: LazyLock<Arc<str>> = LazyLock::new(|| "TCP_DROP".into());
+        static UNKNOWN: LazyLock<Arc<str>> = LazyLock::new(|| "UNKNOWN".into());
         if value == swarmtrace_common::REASON_TCP_DROP {
-            return "TCP_DROP".to_owned();
+            return TCP_DROP.clone();
         }
         match self.names.get(&value) {
             Some(n) => n.clone(),
-            None if self.names.is_empty() => "UNKNOWN".to_owned(),
-            None => format!("REASON_{value}"),
+            None if self.names.is_empty() => UNKNOWN.clone(),
+            None => format!("REASON_{value}").into(),
         }
     }
 
     pub fn value(&self, name: &str) -> Option<u32> {
         self.names
             .iter()
-            .find_map(|(v, n)| (n == name).then_some(*v))
+            .find_map(|(v, n)| (&**n == name).then_some(*v))
     }
 
     pub fn is_empty(&self) -> bool {

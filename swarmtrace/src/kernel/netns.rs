@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Directories of bind-mounted namespace files, in order of preference.
@@ -14,7 +15,8 @@ pub const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/docker/netns"];
 pub struct NetnsNames {
     proc_root: PathBuf,
     dirs: Vec<PathBuf>,
-    names: HashMap<u32, String>,
+    /// Shared, so that every drop in a namespace carries its name without a copy.
+    names: HashMap<u32, Arc<str>>,
     scanned: Option<Instant>,
     /// The Docker Engine API socket, when there is one.
     docker_socket: Option<PathBuf>,
@@ -57,6 +59,11 @@ impl NetnsNames {
 
     /// The name of namespace `inode`, rescanning (rate-limited) when it is not known yet.
     pub fn name(&mut self, inode: u32) -> Option<String> {
+        self.shared_name(inode).map(|n| n.to_string())
+    }
+
+    /// [`Self::name`] without copying it (once per drop).
+    pub fn shared_name(&mut self, inode: u32) -> Option<Arc<str>> {
         if inode == 0 {
             return None;
         }
@@ -131,7 +138,7 @@ impl NetnsNames {
                 };
                 names.entry(ino).or_insert_with(|| {
                     let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                    format!("pid:{pid}({})", comm.trim())
+                    format!("pid:{pid}({})", comm.trim()).into()
                 });
             }
         }
@@ -147,12 +154,12 @@ impl NetnsNames {
                         Some(d) => format!("{d} [{name}]"),
                         None => name.to_owned(),
                     };
-                    names.insert(ino, name);
+                    names.insert(ino, name.into());
                 }
             }
         }
         if let Some(ino) = self.host_inode() {
-            names.insert(ino, "host".to_owned());
+            names.insert(ino, "host".into());
         }
         self.names = names;
         self.scanned = Some(Instant::now());
