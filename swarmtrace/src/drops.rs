@@ -2,7 +2,7 @@
 //! and the end-of-run summary.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock};
 
 use serde_json::{json, Value};
@@ -112,33 +112,37 @@ impl Drop {
 pub struct Summary {
     pub events: u64,
     pub decode_errors: u64,
+    // Counted by what each drop carries, without making text per drop: the text is made
+    // at the end, for the few keys there are.
     sources: HashMap<IpAddr, u64>,
-    destinations: HashMap<String, u64>,
-    by_location: HashMap<(String, String), u64>,
+    destinations: HashMap<SocketAddr, u64>,
+    /// Reason -> full location (`function+0xoff`) -> drops; folded by function at the end.
+    by_location: HashMap<Arc<str>, HashMap<Arc<str>, u64>>,
 }
 
 impl Summary {
     pub fn add(&mut self, d: &Drop) {
         self.events += 1;
         *self.sources.entry(d.packet.src.ip()).or_default() += 1;
-        *self
-            .destinations
-            .entry(d.packet.dst.to_string())
-            .or_default() += 1;
-        *self
-            .by_location
-            .entry((
-                d.reason.to_string(),
-                d.location.split('+').next().unwrap_or("").to_owned(),
-            ))
-            .or_default() += 1;
+        *self.destinations.entry(d.packet.dst).or_default() += 1;
+        let locations = match self.by_location.get_mut(&*d.reason) {
+            Some(l) => l,
+            None => self.by_location.entry(d.reason.clone()).or_default(),
+        };
+        match locations.get_mut(&*d.location) {
+            Some(n) => *n += 1,
+            None => {
+                locations.insert(d.location.clone(), 1);
+            }
+        }
     }
 
-    fn top<K>(map: &HashMap<K, u64>, n: usize) -> Vec<(String, u64)>
+    /// The `n` largest counts, ties in the order of their keys.
+    fn top<K>(counts: impl Iterator<Item = (K, u64)>, n: usize) -> Vec<(String, u64)>
     where
-        K: ToString + Ord + Clone + std::hash::Hash,
+        K: ToString + Ord,
     {
-        let mut v: Vec<(K, u64)> = map.iter().map(|(k, c)| (k.clone(), *c)).collect();
+        let mut v: Vec<(K, u64)> = counts.collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.into_iter()
             .take(n)
@@ -147,8 +151,15 @@ impl Summary {
     }
 
     fn top_locations(&self, n: usize) -> Vec<Value> {
-        let mut locs: Vec<_> = self.by_location.iter().collect();
-        locs.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let mut by_function: HashMap<(&str, &str), u64> = HashMap::new();
+        for (reason, locations) in &self.by_location {
+            for (location, count) in locations {
+                let function = location.split('+').next().unwrap_or("");
+                *by_function.entry((reason, function)).or_default() += count;
+            }
+        }
+        let mut locs: Vec<_> = by_function.into_iter().collect();
+        locs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         locs.into_iter()
             .take(n)
             .map(|((reason, function), count)| json!({"reason": reason, "function": function, "count": count}))
@@ -182,8 +193,12 @@ impl Summary {
             "unreadable_packets": totals.unreadable,
             "events": self.events,
             "decode_errors": self.decode_errors,
-            "top_sources": top(Self::top(&self.sources, 5), "addr"),
-            "top_destinations": top(Self::top(&self.destinations, 5), "addr"),
+            "top_sources": top(Self::top(self.sources.iter().map(|(a, n)| (*a, *n)), 5), "addr"),
+            // Ordered by their text, as they always were.
+            "top_destinations": top(
+                Self::top(self.destinations.iter().map(|(a, n)| (a.to_string(), *n)), 5),
+                "addr"
+            ),
             "top_locations": self.top_locations(5),
         })
     }
@@ -257,5 +272,31 @@ mod tests {
         let text = crate::report::summary_text(&v, &[]);
         assert!(text.contains("NO_SOCKET in tcp_v4_rcv"), "{text}");
         assert!(d.to_line().contains("NO_SOCKET at tcp_v4_rcv+0x10"));
+    }
+
+    #[test]
+    fn summary_orders_destinations_by_text_and_folds_locations_by_function() {
+        let mut s = Summary::default();
+        for (dst, location) in [
+            ("10.0.0.9:80", "tcp_v4_rcv+0x10"),
+            ("10.0.0.10:80", "tcp_v4_rcv+0x20"),
+            ("[fd00::1]:80", "nft_do_chain+0x1"),
+        ] {
+            let mut d = named();
+            d.packet.dst = dst.parse().unwrap();
+            d.location = location.into();
+            s.add(&d);
+        }
+        let v = s.to_json(&Totals::default(), &DropReasons::default(), 1.0);
+        let addrs: Vec<&str> = v["top_destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["addr"].as_str().unwrap())
+            .collect();
+        assert_eq!(addrs, ["10.0.0.10:80", "10.0.0.9:80", "[fd00::1]:80"]);
+        assert_eq!(v["top_locations"][0]["function"], "tcp_v4_rcv");
+        assert_eq!(v["top_locations"][0]["count"], 2);
+        assert_eq!(v["top_locations"][1]["function"], "nft_do_chain");
     }
 }
