@@ -2,6 +2,7 @@
 //! it and what dropped it. A handshake is one client's connection attempt, `(client, ISN)`;
 //! each (re)transmitted SYN of it is a kernel table key `(ISN, TSval)`.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -117,27 +118,34 @@ impl Tracker {
         }
     }
 
+    /// The handshake `id`, made if new (one lookup either way). A new one may take the
+    /// tracker over its cap: callers call `evict` once done with it.
     fn entry(&mut self, id: HandshakeId, service: SocketAddr, ts_ns: u64) -> &mut Handshake {
-        if !self.handshakes.contains_key(&id) {
-            self.evict();
-            self.order.push_back(id);
+        match self.handshakes.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                self.order.push_back(id);
+                e.insert(Handshake {
+                    client: id.0,
+                    service,
+                    isn: id.1,
+                    first_ns: ts_ns,
+                    syns: 0,
+                    keys: Vec::new(),
+                    first_hop: None,
+                    answer: None,
+                    drops: Vec::new(),
+                    reported: false,
+                })
+            }
         }
-        self.handshakes.entry(id).or_insert_with(|| Handshake {
-            client: id.0,
-            service,
-            isn: id.1,
-            first_ns: ts_ns,
-            syns: 0,
-            keys: Vec::new(),
-            first_hop: None,
-            answer: None,
-            drops: Vec::new(),
-            reported: false,
-        })
     }
 
+    /// Forgets the oldest handshakes beyond the cap. Called after a new one is made and
+    /// before its keys are indexed, so an evicted handshake's keys never unindex the new
+    /// one's.
     fn evict(&mut self) {
-        while self.handshakes.len() >= MAX_HANDSHAKES {
+        while self.handshakes.len() > MAX_HANDSHAKES {
             let Some(old) = self.order.pop_front() else {
                 return;
             };
@@ -163,6 +171,7 @@ impl Tracker {
                 if h.first_hop.is_none() {
                     h.first_hop = Some(s.hop);
                 }
+                self.evict();
                 self.by_key.insert(s.key, id);
                 None
             }
@@ -199,19 +208,22 @@ impl Tracker {
             ifname: d.ifname.clone(),
             packet: d.packet.clone(),
         };
-        let id = match &d.joined {
+        match &d.joined {
             Some(j) => {
-                let id = self
-                    .by_key
-                    .get(&j.key)
-                    .copied()
-                    .unwrap_or((j.client, j.key.isn));
+                let known = self.by_key.get(&j.key).copied();
+                let id = known.unwrap_or((j.client, j.key.isn));
                 let h = self.entry(id, j.service, d.ts_ns);
                 if !h.keys.contains(&j.key) {
                     h.keys.push(j.key);
                 }
-                self.by_key.insert(j.key, id);
-                id
+                h.drops.push(note);
+                self.evict();
+                // A known key already names this handshake (evicting a handshake unindexes
+                // its keys, so an indexed key's handshake is always there).
+                if known.is_none() {
+                    self.by_key.insert(j.key, id);
+                }
+                Some(id)
             }
             // Not seen on a watched interface: the packet itself is all we know. A dropped
             // SYN still makes a handshake (its client may be a NAT address); other packets
@@ -222,13 +234,12 @@ impl Tracker {
                 if h.syns == 0 {
                     h.syns = 1;
                 }
-                id
+                h.drops.push(note);
+                self.evict();
+                Some(id)
             }
-            None => return None,
-        };
-        let h = self.handshakes.get_mut(&id)?;
-        h.drops.push(note);
-        Some(id)
+            None => None,
+        }
     }
 
     /// Handshakes whose time is up (`timeout` after their first SYN) and not yet reported;
@@ -391,6 +402,50 @@ mod tests {
             t.on_drop(&drop_of(PacketKind::Rst, "NOT_SPECIFIED", None)),
             None
         );
+    }
+
+    #[test]
+    fn oldest_handshakes_are_forgotten_beyond_the_cap() {
+        let mut t = Tracker::new(1_000);
+        let key = |i: u32| HandshakeKey {
+            isn: i,
+            tsval: i + 1,
+        };
+        let client = |i: u32| SocketAddr::new([10, 0, (i >> 8) as u8, i as u8].into(), 40000);
+        let extra = 10;
+        for i in 0..MAX_HANDSHAKES as u32 + extra {
+            let mut s = syn(i as u64, 0);
+            s.key = key(i);
+            s.packet.src = client(i);
+            t.on_sighting(&s);
+            // Its drop, joined: the same handshake, no new one.
+            let joined = Joined {
+                key: key(i),
+                client: client(i),
+                service: addr("10.10.0.1:8080"),
+            };
+            let id = t
+                .on_drop(&drop_of(PacketKind::Syn, "NO_SOCKET", Some(joined)))
+                .unwrap();
+            assert_eq!(id, (client(i), i));
+        }
+        assert_eq!(t.len(), MAX_HANDSHAKES);
+        assert_eq!(t.evicted, extra as u64);
+        let answer = |t: &mut Tracker, i: u32| {
+            let mut a = syn(0, 0);
+            a.key = key(i);
+            a.seen = Seen::Rst;
+            t.on_sighting(&a);
+            t.get(&(client(i), i)).map(|h| h.answer.is_some())
+        };
+        // The forgotten ones and their keys are gone; the kept ones still answer.
+        assert_eq!(answer(&mut t, extra - 1), None);
+        assert_eq!(answer(&mut t, extra), Some(true));
+        assert_eq!(
+            answer(&mut t, MAX_HANDSHAKES as u32 + extra - 1),
+            Some(true)
+        );
+        assert_eq!(t.get(&(client(extra), extra)).unwrap().drops.len(), 1);
     }
 
     #[test]
