@@ -98,11 +98,17 @@ impl Handshake {
 /// (About 1.5 KiB each with their drops: this bounds the tracker near 40 MiB under a flood.)
 pub const MAX_HANDSHAKES: usize = 25_000;
 
+/// Handshakes are kept in the order they were first seen, which is the order they are
+/// forgotten in: a ring, so that making one and forgetting the oldest touch the two ends of
+/// one buffer instead of random slots of a large table. The tables map to a handshake's
+/// sequence number (counted from the run's first handshake), which never changes.
 #[derive(Debug)]
 pub struct Tracker {
-    handshakes: HashMap<HandshakeId, Handshake>,
-    by_key: HashMap<HandshakeKey, HandshakeId>,
-    order: VecDeque<HandshakeId>,
+    handshakes: VecDeque<Handshake>,
+    /// The sequence number of `handshakes[0]`.
+    first_seq: u64,
+    by_id: HashMap<HandshakeId, u64>,
+    by_key: HashMap<HandshakeKey, u64>,
     timeout_ns: u64,
     pub evicted: u64,
 }
@@ -110,22 +116,29 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(timeout_ns: u64) -> Self {
         Self {
-            handshakes: HashMap::new(),
+            handshakes: VecDeque::new(),
+            first_seq: 0,
+            by_id: HashMap::new(),
             by_key: HashMap::new(),
-            order: VecDeque::new(),
             timeout_ns,
             evicted: 0,
         }
     }
 
-    /// The handshake `id`, made if new (one lookup either way). A new one may take the
-    /// tracker over its cap: callers call `evict` once done with it.
-    fn entry(&mut self, id: HandshakeId, service: SocketAddr, ts_ns: u64) -> &mut Handshake {
-        match self.handshakes.entry(id) {
-            Entry::Occupied(e) => e.into_mut(),
+    /// The handshake of a sequence number the tables hold (they hold only kept ones).
+    fn at(&mut self, seq: u64) -> &mut Handshake {
+        &mut self.handshakes[(seq - self.first_seq) as usize]
+    }
+
+    /// The handshake `id` and its sequence number, made if new (one lookup either way). A
+    /// new one may take the tracker over its cap: callers call `evict` once done with it.
+    fn entry(&mut self, id: HandshakeId, service: SocketAddr, ts_ns: u64) -> (u64, &mut Handshake) {
+        let seq = match self.by_id.entry(id) {
+            Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
-                self.order.push_back(id);
-                e.insert(Handshake {
+                let seq = self.first_seq + self.handshakes.len() as u64;
+                e.insert(seq);
+                self.handshakes.push_back(Handshake {
                     client: id.0,
                     service,
                     isn: id.1,
@@ -136,9 +149,11 @@ impl Tracker {
                     answer: None,
                     drops: Vec::new(),
                     reported: false,
-                })
+                });
+                seq
             }
-        }
+        };
+        (seq, self.at(seq))
     }
 
     /// Forgets the oldest handshakes beyond the cap. Called after a new one is made and
@@ -146,15 +161,15 @@ impl Tracker {
     /// one's.
     fn evict(&mut self) {
         while self.handshakes.len() > MAX_HANDSHAKES {
-            let Some(old) = self.order.pop_front() else {
+            let Some(h) = self.handshakes.pop_front() else {
                 return;
             };
-            if let Some(h) = self.handshakes.remove(&old) {
-                for k in &h.keys {
-                    self.by_key.remove(k);
-                }
-                self.evicted += 1;
+            self.first_seq += 1;
+            self.by_id.remove(&(h.client, h.isn));
+            for k in &h.keys {
+                self.by_key.remove(k);
             }
+            self.evicted += 1;
         }
     }
 
@@ -162,8 +177,7 @@ impl Tracker {
     pub fn on_sighting(&mut self, s: &Sighting) -> Option<HandshakeId> {
         match s.seen {
             Seen::Syn => {
-                let id = (s.packet.src, s.key.isn);
-                let h = self.entry(id, s.packet.dst, s.ts_ns);
+                let (seq, h) = self.entry((s.packet.src, s.key.isn), s.packet.dst, s.ts_ns);
                 h.syns += 1;
                 if !h.keys.contains(&s.key) {
                     h.keys.push(s.key);
@@ -172,12 +186,14 @@ impl Tracker {
                     h.first_hop = Some(s.hop);
                 }
                 self.evict();
-                self.by_key.insert(s.key, id);
+                self.by_key.insert(s.key, seq);
                 None
             }
             Seen::SynAck | Seen::Rst => {
-                let id = *self.by_key.get(&s.key)?;
-                let h = self.handshakes.get_mut(&id)?;
+                let seq = *self.by_key.get(&s.key)?;
+                let h = self
+                    .handshakes
+                    .get_mut(seq.checked_sub(self.first_seq)? as usize)?;
                 if h.answer.is_none() {
                     h.answer = Some(if s.seen == Seen::SynAck {
                         Answer::SynAck {
@@ -190,7 +206,7 @@ impl Tracker {
                 }
                 (s.seen == Seen::SynAck && !h.reported && h.drops.is_empty()).then(|| {
                     h.reported = true;
-                    id
+                    (h.client, h.isn)
                 })
             }
         }
@@ -210,18 +226,20 @@ impl Tracker {
         };
         match &d.joined {
             Some(j) => {
+                // A known key names a kept handshake (evicting one unindexes its keys).
                 let known = self.by_key.get(&j.key).copied();
-                let id = known.unwrap_or((j.client, j.key.isn));
-                let h = self.entry(id, j.service, d.ts_ns);
+                let (seq, h) = match known {
+                    Some(seq) => (seq, self.at(seq)),
+                    None => self.entry((j.client, j.key.isn), j.service, d.ts_ns),
+                };
+                let id = (h.client, h.isn);
                 if !h.keys.contains(&j.key) {
                     h.keys.push(j.key);
                 }
                 h.drops.push(note);
                 self.evict();
-                // A known key already names this handshake (evicting a handshake unindexes
-                // its keys, so an indexed key's handshake is always there).
                 if known.is_none() {
-                    self.by_key.insert(j.key, id);
+                    self.by_key.insert(j.key, seq);
                 }
                 Some(id)
             }
@@ -230,7 +248,7 @@ impl Tracker {
             // without a handshake are reported as drops only.
             None if d.packet.kind == PacketKind::Syn => {
                 let id = (d.packet.src, d.packet.seq);
-                let h = self.entry(id, d.packet.dst, d.ts_ns);
+                let (_, h) = self.entry(id, d.packet.dst, d.ts_ns);
                 if h.syns == 0 {
                     h.syns = 1;
                 }
@@ -246,14 +264,14 @@ impl Tracker {
     /// marks them reported.
     pub fn due(&mut self, now_ns: u64) -> Vec<HandshakeId> {
         let mut out = Vec::new();
-        for (id, h) in self.handshakes.iter_mut() {
+        for h in self.handshakes.iter_mut() {
             if !h.reported && now_ns >= h.first_ns.saturating_add(self.timeout_ns) {
                 h.reported = true;
-                out.push(*id);
+                out.push((h.first_ns, (h.client, h.isn)));
             }
         }
-        out.sort_by_key(|id| self.handshakes[id].first_ns);
-        out
+        out.sort_by_key(|(first_ns, _)| *first_ns);
+        out.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Every handshake not yet reported, whatever its age (at exit).
@@ -262,11 +280,14 @@ impl Tracker {
     }
 
     pub fn get(&self, id: &HandshakeId) -> Option<&Handshake> {
-        self.handshakes.get(id)
+        let seq = self.by_id.get(id)?;
+        self.handshakes
+            .get(seq.checked_sub(self.first_seq)? as usize)
     }
 
+    /// The kept handshakes, oldest first.
     pub fn handshakes(&self) -> impl Iterator<Item = &Handshake> {
-        self.handshakes.values()
+        self.handshakes.iter()
     }
 
     pub fn len(&self) -> usize {
