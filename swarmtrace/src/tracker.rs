@@ -85,6 +85,15 @@ impl Handshake {
         }
     }
 
+    /// Most handshakes have one drop at most: room for exactly one at first, where a Vec's
+    /// first push would make room for four (about 700 bytes per handshake under a flood).
+    fn add_drop(&mut self, note: DropNote) {
+        if self.drops.is_empty() {
+            self.drops.reserve_exact(1);
+        }
+        self.drops.push(note);
+    }
+
     pub fn latency_ns(&self) -> Option<u64> {
         match self.answer {
             Some(Answer::SynAck { latency_ns, .. }) => Some(latency_ns),
@@ -236,7 +245,7 @@ impl Tracker {
                 if !h.keys.contains(&j.key) {
                     h.keys.push(j.key);
                 }
-                h.drops.push(note);
+                h.add_drop(note);
                 self.evict();
                 if known.is_none() {
                     self.by_key.insert(j.key, seq);
@@ -252,7 +261,7 @@ impl Tracker {
                 if h.syns == 0 {
                     h.syns = 1;
                 }
-                h.drops.push(note);
+                h.add_drop(note);
                 self.evict();
                 Some(id)
             }
