@@ -107,6 +107,11 @@ impl Handshake {
 /// (About 1.5 KiB each with their drops: this bounds the tracker near 40 MiB under a flood.)
 pub const MAX_HANDSHAKES: usize = 25_000;
 
+/// A handshake's sequence number. 32 bits keep the tables small (they are most of the
+/// tracker's cache misses); it wraps after 4 billion handshakes, harmlessly, since only
+/// differences within the ring (at most `MAX_HANDSHAKES + 1`) are used.
+type Seq = u32;
+
 /// Handshakes are kept in the order they were first seen, which is the order they are
 /// forgotten in: a ring, so that making one and forgetting the oldest touch the two ends of
 /// one buffer instead of random slots of a large table. The tables map to a handshake's
@@ -115,9 +120,9 @@ pub const MAX_HANDSHAKES: usize = 25_000;
 pub struct Tracker {
     handshakes: VecDeque<Handshake>,
     /// The sequence number of `handshakes[0]`.
-    first_seq: u64,
-    by_id: HashMap<HandshakeId, u64>,
-    by_key: HashMap<HandshakeKey, u64>,
+    first_seq: Seq,
+    by_id: HashMap<HandshakeId, Seq>,
+    by_key: HashMap<HandshakeKey, Seq>,
     timeout_ns: u64,
     pub evicted: u64,
 }
@@ -135,17 +140,23 @@ impl Tracker {
     }
 
     /// The handshake of a sequence number the tables hold (they hold only kept ones).
-    fn at(&mut self, seq: u64) -> &mut Handshake {
-        &mut self.handshakes[(seq - self.first_seq) as usize]
+    fn at(&mut self, seq: Seq) -> &mut Handshake {
+        let i = self.index(seq);
+        &mut self.handshakes[i]
+    }
+
+    /// Where handshake `seq` is in the ring; beyond its end when `seq` was forgotten.
+    fn index(&self, seq: Seq) -> usize {
+        seq.wrapping_sub(self.first_seq) as usize
     }
 
     /// The handshake `id` and its sequence number, made if new (one lookup either way). A
     /// new one may take the tracker over its cap: callers call `evict` once done with it.
-    fn entry(&mut self, id: HandshakeId, service: SocketAddr, ts_ns: u64) -> (u64, &mut Handshake) {
+    fn entry(&mut self, id: HandshakeId, service: SocketAddr, ts_ns: u64) -> (Seq, &mut Handshake) {
         let seq = match self.by_id.entry(id) {
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
-                let seq = self.first_seq + self.handshakes.len() as u64;
+                let seq = self.first_seq.wrapping_add(self.handshakes.len() as Seq);
                 e.insert(seq);
                 self.handshakes.push_back(Handshake {
                     client: id.0,
@@ -173,7 +184,7 @@ impl Tracker {
             let Some(h) = self.handshakes.pop_front() else {
                 return;
             };
-            self.first_seq += 1;
+            self.first_seq = self.first_seq.wrapping_add(1);
             self.by_id.remove(&(h.client, h.isn));
             for k in &h.keys {
                 self.by_key.remove(k);
@@ -200,9 +211,7 @@ impl Tracker {
             }
             Seen::SynAck | Seen::Rst => {
                 let seq = *self.by_key.get(&s.key)?;
-                let h = self
-                    .handshakes
-                    .get_mut(seq.checked_sub(self.first_seq)? as usize)?;
+                let h = self.handshakes.get_mut(self.index(seq))?;
                 if h.answer.is_none() {
                     h.answer = Some(if s.seen == Seen::SynAck {
                         Answer::SynAck {
@@ -290,8 +299,7 @@ impl Tracker {
 
     pub fn get(&self, id: &HandshakeId) -> Option<&Handshake> {
         let seq = self.by_id.get(id)?;
-        self.handshakes
-            .get(seq.checked_sub(self.first_seq)? as usize)
+        self.handshakes.get(self.index(*seq))
     }
 
     /// The kept handshakes, oldest first.
@@ -476,6 +484,24 @@ mod tests {
             Some(true)
         );
         assert_eq!(t.get(&(client(extra), extra)).unwrap().drops.len(), 1);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut t = Tracker::new(1_000);
+        t.first_seq = Seq::MAX - 2;
+        for isn in 0..6 {
+            let mut s = syn(0, isn);
+            s.key.isn = isn;
+            t.on_sighting(&s);
+        }
+        for isn in 0..6 {
+            let mut a = syn(10, isn);
+            a.key.isn = isn;
+            a.seen = Seen::SynAck;
+            assert_eq!(t.on_sighting(&a), Some((addr("192.168.1.50:40000"), isn)));
+        }
+        assert_eq!(t.get(&(addr("192.168.1.50:40000"), 6)).map(|h| h.isn), None);
     }
 
     #[test]
