@@ -59,16 +59,17 @@ impl<'a> Output<'a> {
     }
 
     pub fn dropped(&mut self, d: &Drop) -> Result<()> {
-        let v = d.to_json();
-        for o in &mut self.observers {
-            o.on_drop(&v);
-        }
-        if self.lines {
-            if self.json {
-                writeln!(self.writer, "{v}")?;
-            } else {
-                writeln!(self.writer, "{}", d.to_line())?;
+        if self.wants_json() {
+            let v = d.to_json();
+            for o in &mut self.observers {
+                o.on_drop(&v);
             }
+            if self.lines && self.json {
+                writeln!(self.writer, "{v}")?;
+            }
+        }
+        if self.lines && !self.json {
+            writeln!(self.writer, "{}", d.to_line())?;
         }
         Ok(())
     }
@@ -80,18 +81,25 @@ impl<'a> Output<'a> {
         last: Option<Hop>,
         unix_ns: i128,
     ) -> Result<()> {
-        let v = handshake_json(h, hops, last, unix_ns);
-        for o in &mut self.observers {
-            o.on_handshake(&v);
-        }
-        if self.lines {
-            if self.json {
+        if self.wants_json() {
+            let v = handshake_json(h, hops, last, unix_ns);
+            for o in &mut self.observers {
+                o.on_handshake(&v);
+            }
+            if self.lines && self.json {
                 writeln!(self.writer, "{v}")?;
-            } else {
-                writeln!(self.writer, "{}", handshake_line(h, hops, last, unix_ns))?;
             }
         }
+        if self.lines && !self.json {
+            writeln!(self.writer, "{}", handshake_line(h, hops, last, unix_ns))?;
+        }
         Ok(())
+    }
+
+    /// Whether a drop's or a handshake's JSON object has a reader: NDJSON lines or an
+    /// observer. Text lines alone do not need it (made per event, it is not free).
+    fn wants_json(&self) -> bool {
+        (self.lines && self.json) || !self.observers.is_empty()
     }
 
     pub fn health(&mut self, h: &Health) {
@@ -121,5 +129,65 @@ impl<'a> Output<'a> {
 
     pub fn has_observers(&self) -> bool {
         !self.observers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Packet, PacketKind};
+
+    fn drop_() -> Drop {
+        Drop {
+            ts_ns: 10,
+            unix_ns: 1_700_000_000_000_000_000,
+            packet: Packet {
+                kind: PacketKind::Syn,
+                src: "10.0.0.2:40000".parse().unwrap(),
+                dst: "10.0.0.5:80".parse().unwrap(),
+                seq: 100,
+                ack: 0,
+                tsval: Some(5),
+                tsecr: None,
+                flags: 2,
+            },
+            reason: "NO_SOCKET".into(),
+            location: "tcp_v4_rcv+0x1".into(),
+            netns: 9,
+            netns_name: Some("task".into()),
+            ifname: Some("eth0".into()),
+            joined: None,
+        }
+    }
+
+    struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Observer for Count {
+        fn on_drop(&mut self, drop: &Value) {
+            assert_eq!(drop["reason"], "NO_SOCKET");
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn drops_as_text_ndjson_and_to_observers() {
+        let d = drop_();
+        for json in [false, true] {
+            let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            for observers in [
+                vec![],
+                vec![Box::new(Count(seen.clone())) as Box<dyn Observer>],
+            ] {
+                let mut buf = Vec::new();
+                let mut out = Output::new(&mut buf, json, observers);
+                out.dropped(&d).unwrap();
+                let want = if json {
+                    d.to_json().to_string()
+                } else {
+                    d.to_line()
+                };
+                assert_eq!(String::from_utf8(buf).unwrap(), want + "\n");
+            }
+            assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 1);
+        }
     }
 }
