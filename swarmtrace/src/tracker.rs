@@ -4,7 +4,8 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use swarmtrace_common::{HandshakeKey, Hop};
@@ -112,6 +113,34 @@ pub const MAX_HANDSHAKES: usize = 25_000;
 /// differences within the ring (at most `MAX_HANDSHAKES + 1`) are used.
 type Seq = u32;
 
+/// A handshake id packed for the id table: smaller slots, and 24 bytes hashed together,
+/// where `(SocketAddr, u32)` is hashed in five pieces (its variant, a length, the octets,
+/// the port, the ISN). An IPv6 address's flow label and scope id are left out: addresses
+/// come from packet headers, where they are always 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct IdKey([u64; 3]);
+
+impl IdKey {
+    fn new((client, isn): HandshakeId) -> Self {
+        let (ip, family) = match client.ip() {
+            IpAddr::V4(ip) => (u128::from(ip.to_bits()), 4u64),
+            IpAddr::V6(ip) => (ip.to_bits(), 6),
+        };
+        let rest = family << 48 | u64::from(client.port()) << 32 | u64::from(isn);
+        Self([(ip >> 64) as u64, ip as u64, rest])
+    }
+}
+
+/// A kernel table key hashed in one write, not one per field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KeyBits(HandshakeKey);
+
+impl Hash for KeyBits {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from(self.0.isn) << 32 | u64::from(self.0.tsval));
+    }
+}
+
 /// Handshakes are kept in the order they were first seen, which is the order they are
 /// forgotten in: a ring, so that making one and forgetting the oldest touch the two ends of
 /// one buffer instead of random slots of a large table. The tables map to a handshake's
@@ -121,8 +150,8 @@ pub struct Tracker {
     handshakes: VecDeque<Handshake>,
     /// The sequence number of `handshakes[0]`.
     first_seq: Seq,
-    by_id: HashMap<HandshakeId, Seq>,
-    by_key: HashMap<HandshakeKey, Seq>,
+    by_id: HashMap<IdKey, Seq>,
+    by_key: HashMap<KeyBits, Seq>,
     timeout_ns: u64,
     pub evicted: u64,
 }
@@ -153,7 +182,7 @@ impl Tracker {
     /// The handshake `id` and its sequence number, made if new (one lookup either way). A
     /// new one may take the tracker over its cap: callers call `evict` once done with it.
     fn entry(&mut self, id: HandshakeId, service: SocketAddr, ts_ns: u64) -> (Seq, &mut Handshake) {
-        let seq = match self.by_id.entry(id) {
+        let seq = match self.by_id.entry(IdKey::new(id)) {
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
                 let seq = self.first_seq.wrapping_add(self.handshakes.len() as Seq);
@@ -185,9 +214,9 @@ impl Tracker {
                 return;
             };
             self.first_seq = self.first_seq.wrapping_add(1);
-            self.by_id.remove(&(h.client, h.isn));
+            self.by_id.remove(&IdKey::new((h.client, h.isn)));
             for k in &h.keys {
-                self.by_key.remove(k);
+                self.by_key.remove(&KeyBits(*k));
             }
             self.evicted += 1;
         }
@@ -206,11 +235,11 @@ impl Tracker {
                     h.first_hop = Some(s.hop);
                 }
                 self.evict();
-                self.by_key.insert(s.key, seq);
+                self.by_key.insert(KeyBits(s.key), seq);
                 None
             }
             Seen::SynAck | Seen::Rst => {
-                let seq = *self.by_key.get(&s.key)?;
+                let seq = *self.by_key.get(&KeyBits(s.key))?;
                 let h = self.handshakes.get_mut(self.index(seq))?;
                 if h.answer.is_none() {
                     h.answer = Some(if s.seen == Seen::SynAck {
@@ -245,7 +274,7 @@ impl Tracker {
         match &d.joined {
             Some(j) => {
                 // A known key names a kept handshake (evicting one unindexes its keys).
-                let known = self.by_key.get(&j.key).copied();
+                let known = self.by_key.get(&KeyBits(j.key)).copied();
                 let (seq, h) = match known {
                     Some(seq) => (seq, self.at(seq)),
                     None => self.entry((j.client, j.key.isn), j.service, d.ts_ns),
@@ -257,7 +286,7 @@ impl Tracker {
                 h.add_drop(note);
                 self.evict();
                 if known.is_none() {
-                    self.by_key.insert(j.key, seq);
+                    self.by_key.insert(KeyBits(j.key), seq);
                 }
                 Some(id)
             }
@@ -298,7 +327,7 @@ impl Tracker {
     }
 
     pub fn get(&self, id: &HandshakeId) -> Option<&Handshake> {
-        let seq = self.by_id.get(id)?;
+        let seq = self.by_id.get(&IdKey::new(*id))?;
         self.handshakes.get(self.index(*seq))
     }
 
@@ -484,6 +513,21 @@ mod tests {
             Some(true)
         );
         assert_eq!(t.get(&(client(extra), extra)).unwrap().drops.len(), 1);
+    }
+
+    #[test]
+    fn packed_ids_tell_every_id_apart() {
+        let ids = [
+            (addr("1.2.3.4:80"), 7),
+            (addr("1.2.3.4:81"), 7),
+            (addr("1.2.3.4:80"), 8),
+            (addr("1.2.3.5:80"), 7),
+            (addr("[::ffff:1.2.3.4]:80"), 7),
+            (addr("[fd00::1]:80"), 7),
+            (addr("[fd00::1:0:0:0:1]:80"), 7),
+        ];
+        let keys: std::collections::HashSet<IdKey> = ids.iter().map(|&id| IdKey::new(id)).collect();
+        assert_eq!(keys.len(), ids.len());
     }
 
     #[test]
