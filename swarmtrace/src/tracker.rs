@@ -261,7 +261,8 @@ impl Tracker {
 
     /// Records a drop; returns the handshake it belongs to, if any.
     pub fn on_drop(&mut self, d: &Drop) -> Option<HandshakeId> {
-        let note = DropNote {
+        // Made only for a drop that has a handshake.
+        let note = || DropNote {
             ts_ns: d.ts_ns,
             kind: d.packet.kind,
             reason: d.reason.clone(),
@@ -283,7 +284,7 @@ impl Tracker {
                 if !h.keys.contains(&j.key) {
                     h.keys.push(j.key);
                 }
-                h.add_drop(note);
+                h.add_drop(note());
                 self.evict();
                 if known.is_none() {
                     self.by_key.insert(KeyBits(j.key), seq);
@@ -299,7 +300,7 @@ impl Tracker {
                 if h.syns == 0 {
                     h.syns = 1;
                 }
-                h.add_drop(note);
+                h.add_drop(note());
                 self.evict();
                 Some(id)
             }
