@@ -103,9 +103,9 @@ impl Handshake {
     }
 }
 
-/// Handshakes kept for the summary; beyond this the oldest reported ones are forgotten and
-/// counted in `evicted`.
-/// (About 1.5 KiB each with their drops: this bounds the tracker near 40 MiB under a flood.)
+/// Handshakes kept for the summary; beyond this the oldest are forgotten, reported or not,
+/// and counted in `evicted` (the summary's `forgotten`). This bounds the tracker's memory
+/// under a flood (measured: BENCHMARKS.md, resident memory under the flood and the soak).
 pub const MAX_HANDSHAKES: usize = 25_000;
 
 /// A handshake's sequence number. 32 bits keep the tables small (they are most of the
