@@ -1,6 +1,7 @@
 //! Globals set by user space before load, and the maps shared by every hook.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{PerCpuArray, RingBuf},
     EbpfContext,
@@ -84,11 +85,22 @@ pub fn count(map: &PerCpuArray<u64>, index: u32) {
     }
 }
 
+/// Bytes waiting in the ring before an event wakes user space. Each wakeup costs the
+/// sending CPU (irq_work, the reader's epoll); user space also drains the ring on its own
+/// every few milliseconds (`Tracer::next_batch`), so a wakeup is only needed when the ring
+/// fills faster than that.
+const WAKEUP_BYTES: u64 = RING_BYTES as u64 / 16;
+
 /// Sends an event to user space, or counts it as lost when the ring buffer is full (and
 /// says so through the kernel log, once, when the first one is lost).
 #[inline(always)]
 pub fn output<C: EbpfContext, T: 'static>(ctx: &C, event: &T) {
-    if EVENTS.output::<T>(event, 0).is_err() {
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if EVENTS.output::<T>(event, flags as u64).is_err() {
         if STATS.get(stat::LOST_EVENTS).copied().unwrap_or(0) == 0 {
             warn!(
                 ctx,

@@ -91,6 +91,9 @@ pub const PROG_IN: &str = "swarmtrace_in";
 pub const PROG_OUT: &str = "swarmtrace_out";
 pub const PROG_TCP_DROP: &str = "swarmtrace_tcp_drop";
 
+/// How often the event ring is read when the kernel programs did not wake the reader.
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// How to load the programs.
 #[derive(Debug, Clone)]
 pub struct TracerOptions {
@@ -384,8 +387,10 @@ impl Tracer {
         let _ = self.handshakes.remove(key);
     }
 
-    /// Waits until events are ready (or the kernel logged something), then hands every
-    /// pending record to `f`.
+    /// Waits until events are ready (or the kernel logged something), at most `POLL`, then
+    /// hands every pending record to `f`. The kernel programs wake the reader only once a
+    /// good part of the ring is waiting (a wakeup per event costs the sending CPU), so the
+    /// ring is also read every `POLL`.
     pub async fn next_batch(&mut self, mut f: impl FnMut(&[u8])) -> Result<()> {
         let logger = self.logger.as_mut();
         let ready = async {
@@ -409,6 +414,12 @@ impl Tracer {
                 guard.clear_ready();
             }
             r = ready => { r?; }
+            _ = tokio::time::sleep(POLL) => {
+                let ring = self.events.get_mut();
+                while let Some(item) = ring.next() {
+                    f(&item);
+                }
+            }
         }
         Ok(())
     }
