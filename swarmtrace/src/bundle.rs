@@ -349,10 +349,7 @@ pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Ve
         }
         for d in &h.drops {
             let p = &d.packet;
-            let ns = d
-                .netns_name
-                .as_deref()
-                .map_or_else(|| format!("netns:{}", d.netns), str::to_owned);
+            let ns = d.netns_label();
             w.write(&TcpPacket {
                 ts_unix_ns: hs.clock.to_unix_ns(d.ts_ns),
                 src: p.src,

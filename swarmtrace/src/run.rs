@@ -226,9 +226,7 @@ pub fn handshake_line(
                 "dropped: {} {} in {}",
                 d.kind.as_str(),
                 d.reason,
-                d.netns_name
-                    .as_deref()
-                    .map_or_else(|| format!("netns:{}", d.netns), str::to_owned)
+                d.netns_label()
             )
         }
         Outcome::Unanswered => format!(

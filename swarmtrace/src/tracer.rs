@@ -407,29 +407,18 @@ impl Tracer {
         tokio::select! {
             r = self.events.readable_mut() => {
                 let mut guard = r?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    f(&item);
-                }
+                read_all(guard.get_inner_mut(), &mut f);
                 guard.clear_ready();
             }
             r = ready => { r?; }
-            _ = tokio::time::sleep(POLL) => {
-                let ring = self.events.get_mut();
-                while let Some(item) = ring.next() {
-                    f(&item);
-                }
-            }
+            _ = tokio::time::sleep(POLL) => read_all(self.events.get_mut(), &mut f),
         }
         Ok(())
     }
 
     /// Hands every record already in the ring buffer to `f`, without waiting.
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) {
-        let ring = self.events.get_mut();
-        while let Some(item) = ring.next() {
-            f(&item);
-        }
+        read_all(self.events.get_mut(), &mut f);
         if let Some(l) = self.logger.as_mut() {
             l.get_mut().flush();
         }
@@ -466,6 +455,13 @@ impl Tracer {
 }
 
 /// Registers a map's fd with the runtime for readability.
+/// Hands every record the ring holds to `f`.
+fn read_all(ring: &mut RingBuf<MapData>, f: &mut impl FnMut(&[u8])) {
+    while let Some(item) = ring.next() {
+        f(&item);
+    }
+}
+
 fn poll_fd<T: AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
     // SAFETY: the fd is owned by `inner`, which the AsyncFd owns and drops after deregistering.
     unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }

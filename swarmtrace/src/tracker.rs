@@ -30,6 +30,15 @@ pub struct DropNote {
     pub packet: Packet,
 }
 
+impl DropNote {
+    /// The namespace's name, or `netns:INODE` when it has none.
+    pub fn netns_label(&self) -> String {
+        self.netns_name
+            .as_deref()
+            .map_or_else(|| format!("netns:{}", self.netns), str::to_owned)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Answer {
     SynAck { latency_ns: u64, hop: Hop },

@@ -260,10 +260,7 @@ pub fn verdicts<'a>(
             _ => {}
         }
         for d in &h.drops {
-            let ns = d
-                .netns_name
-                .as_deref()
-                .map_or_else(|| format!("netns:{}", d.netns), str::to_owned);
+            let ns = d.netns_label();
             let where_ = d.location.split('+').next().unwrap_or("");
             *v.drops
                 .entry(format!(
