@@ -323,9 +323,11 @@ struct Guests<'a> {
 
 impl Guests<'_> {
     /// Boots each kernel once with `binary` and `scenarios`; outputs go to
-    /// `CACHE/results/LABEL/linux-TAG`. A guest that fails before its scenarios (Docker's
-    /// services not converging under emulation, no result at all) is booted once more: that is
-    /// the machine, not swarmtrace. A scenario that ran and failed is never retried.
+    /// `CACHE/results/LABEL/linux-TAG`. When the guest gives no result for a scenario (its
+    /// kernel locked up, it ran past --timeout, it died) or its setup failed (Docker's services
+    /// not converging under emulation), those scenarios, and only those, get one more boot:
+    /// that is the machine, not swarmtrace. The first boot's outputs are kept beside it as
+    /// `linux-TAG.first-boot`. A scenario that ran and failed is never retried.
     fn matrix(
         &self,
         kernels: &[Kernel],
@@ -335,19 +337,46 @@ impl Guests<'_> {
     ) -> Result<(Table, Vec<(String, Duration)>)> {
         let mut table = Table::new();
         let mut timings = Vec::new();
+        let results_dir = self.args.cache.join("results").join(label);
         for kernel in kernels {
             if STOP.load(Ordering::SeqCst) {
                 bail!("interrupted");
             }
             let t = Instant::now();
-            let results_dir = self.args.cache.join("results").join(label);
-            let mut results = boot(self, &results_dir, kernel, binary, scenarios)?;
-            if let Some(why) = setup_failure(&results, scenarios) {
+            let first = boot(self, &results_dir, kernel, binary, scenarios)?;
+            let mut results = first.results.clone();
+            if let Some((why, again)) = retry(&first, scenarios) {
                 println!(
-                    "vm-test: kernel {}: the guest failed before its scenarios ({why}); booting it once more",
-                    kernel.tag
+                    "vm-test: kernel {}: {why}; booting it once more for {}",
+                    kernel.tag,
+                    again.join(", ")
                 );
-                results = boot(self, &results_dir, kernel, binary, scenarios)?;
+                let dir = results_dir.join(format!("linux-{}", kernel.tag));
+                let kept = results_dir.join(format!("linux-{}.first-boot", kernel.tag));
+                let _ = fs::remove_dir_all(&kept);
+                let _ = fs::rename(&dir, &kept);
+                let second = boot(self, &results_dir, kernel, binary, &again)?;
+                for s in &again {
+                    let r = second.results.get(s).cloned().unwrap_or_else(|| {
+                        let faults: Vec<&str> = [&first.fault, &second.fault]
+                            .into_iter()
+                            .flatten()
+                            .map(String::as_str)
+                            .collect();
+                        (
+                            "fail".to_owned(),
+                            format!(
+                                "no result from the guest, booted twice ({})",
+                                if faults.is_empty() {
+                                    "see its serial log".to_owned()
+                                } else {
+                                    faults.join("; ")
+                                }
+                            ),
+                        )
+                    });
+                    results.insert(s.clone(), r);
+                }
             }
             timings.push((kernel.tag.clone(), t.elapsed()));
             for s in scenarios {
@@ -364,27 +393,26 @@ impl Guests<'_> {
     }
 }
 
-/// Why a guest's results say it never got to run its scenarios, if they do.
-fn setup_failure(
-    results: &BTreeMap<String, (String, String)>,
-    scenarios: &[String],
-) -> Option<String> {
-    if let Some(s) = scenarios.iter().find(|s| !results.contains_key(*s)) {
-        return Some(format!("no result for {s}"));
-    }
-    let mesh: Vec<&(String, String)> = scenarios
+/// Whether a boot must be repeated, why, and for which scenarios: those with no result (the
+/// guest's kernel locked up, it ran past --timeout or died) and those whose common setup failed
+/// (`setup: ...`, Docker not converging under emulation). `None` when every scenario ran.
+fn retry(boot: &Boot, scenarios: &[String]) -> Option<(String, Vec<String>)> {
+    let again: Vec<String> = scenarios
         .iter()
-        .filter(|s| *s != "lab")
-        .filter_map(|s| results.get(s))
+        .filter(|s| {
+            boot.results
+                .get(*s)
+                .is_none_or(|(st, d)| st == "fail" && d.starts_with("setup:"))
+        })
+        .cloned()
         .collect();
-    if !mesh.is_empty()
-        && mesh
-            .iter()
-            .all(|(st, d)| st == "fail" && d.starts_with("setup:"))
-    {
-        return Some(mesh[0].1.clone());
-    }
-    None
+    let first = again.first()?;
+    let why = match (&boot.fault, boot.results.get(first)) {
+        (Some(f), _) => f.clone(),
+        (None, Some((_, d))) => format!("the guest failed before its scenarios ({d})"),
+        (None, None) => format!("the guest gave no result for {first}"),
+    };
+    Some((why, again))
 }
 
 /// A deliberately broken swarmtrace: `vm/mutants/NAME.patch`, whose preamble names the
@@ -883,15 +911,31 @@ fn make_temp_dir() -> Result<PathBuf> {
     ))
 }
 
-/// Boots one kernel, returns scenario -> (status, detail); the guest's outputs go to
-/// `results/linux-TAG`.
+/// What one boot gave: scenario -> (status, detail), and what went wrong with the guest itself
+/// (its kernel locked up or panicked, it ran past --timeout), if anything.
+#[derive(Clone, Debug, Default)]
+struct Boot {
+    results: BTreeMap<String, (String, String)>,
+    fault: Option<String>,
+}
+
+/// A console line that says the guest's kernel is wedged: a soft lockup (with
+/// `softlockup_panic=1` the panic follows) or a panic.
+fn kernel_fault(line: &str) -> Option<&str> {
+    ["soft lockup", "Kernel panic", "hard LOCKUP"]
+        .into_iter()
+        .any(|m| line.contains(m))
+        .then_some(line.trim())
+}
+
+/// Boots one kernel; the guest's outputs go to `results/linux-TAG`.
 fn boot(
     g: &Guests,
     results_dir: &Path,
     kernel: &Kernel,
     binary: &Path,
     scenarios: &[String],
-) -> Result<BTreeMap<String, (String, String)>> {
+) -> Result<Boot> {
     let (root, args, work, base) = (g.root, g.args, g.work, g.base);
     let tag = &kernel.tag;
     let dir = work.join(format!("linux-{tag}"));
@@ -943,7 +987,13 @@ fn boot(
     .arg("-kernel")
     .arg(&kernel.vmlinuz)
     .arg("-append")
-    .arg("console=ttyS0 root=/dev/nvme0n1 rw init=/sbin/st-init panic=-1 quiet loglevel=4")
+    // A guest kernel that locks up (seen once on 6.1 under TCG: both vCPUs stuck in runc while
+    // Docker started the tasks) panics after 20 s with every CPU's backtrace on the console
+    // (loglevel 5 shows them), and QEMU exits (-no-reboot) instead of idling to --timeout.
+    .arg(
+        "console=ttyS0 root=/dev/nvme0n1 rw init=/sbin/st-init panic=-1 quiet loglevel=5 \
+         softlockup_panic=1 softlockup_all_cpu_backtrace=1",
+    )
     .arg("-drive")
     .arg(format!(
         "file={},if=none,id=d0,format=raw,snapshot=on",
@@ -982,6 +1032,9 @@ fn boot(
     let mut pos = 0u64;
     let mut partial = String::new();
     let mut results = BTreeMap::new();
+    let mut fault: Option<String> = None;
+    let mut fault_at: Option<Instant> = None;
+    let mut last_step = String::from("boot");
     let mut ended = false;
     let limit = Duration::from_secs(args.timeout);
     let mut outcome: Result<()> = Ok(());
@@ -1002,6 +1055,17 @@ fn boot(
             if line.contains("SWARMTRACE-GUEST-END") {
                 ended = true;
             }
+            if let Some(step) = line.strip_prefix("ST-STEP ") {
+                last_step = step.to_owned();
+            }
+            if fault.is_none() {
+                if let Some(f) = kernel_fault(line) {
+                    fault = Some(format!(
+                        "the guest's kernel locked up during `{last_step}`: {f}"
+                    ));
+                    fault_at = Some(Instant::now());
+                }
+            }
         }
         if exited {
             break;
@@ -1010,9 +1074,14 @@ fn boot(
             outcome = Err(anyhow!("interrupted: QEMU killed"));
             break;
         }
+        // softlockup_panic ends the guest within seconds; a kernel that keeps going wedged
+        // gets a minute to print its backtraces.
+        if fault_at.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+            break;
+        }
         if started.elapsed() > limit {
-            outcome = Err(anyhow!(
-                "kernel {tag}: the guest ran past --timeout {} s: QEMU killed",
+            fault.get_or_insert(format!(
+                "the guest ran past --timeout {} s during `{last_step}`: QEMU killed",
                 args.timeout
             ));
             break;
@@ -1071,10 +1140,12 @@ fn boot(
         }
     }
     outcome?;
-    if !ended {
+    if let Some(f) = &fault {
+        println!("vm-test: kernel {tag}: {f}");
+    } else if !ended {
         println!("vm-test: kernel {tag}: the guest stopped before its end marker");
     }
-    Ok(results)
+    Ok(Boot { results, fault })
 }
 
 /// `SWARMTRACE-RESULT kernel=K scenario=S status=ST detail=...`
@@ -1107,6 +1178,70 @@ mod tests {
             Some(("drop-rule".into(), "pass".into(), "netfilter-drop x".into()))
         );
         assert_eq!(parse_result("[  1.0] random"), None);
+    }
+
+    fn res(pairs: &[(&str, &str, &str)]) -> BTreeMap<String, (String, String)> {
+        pairs
+            .iter()
+            .map(|(s, st, d)| (s.to_string(), (st.to_string(), d.to_string())))
+            .collect()
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_wedged_guest_kernel_is_recognised() {
+        // Lines of the 6.1 guest that hung in CI (2026-11-27) while Docker started the tasks.
+        let lockup = "[  136.268574] watchdog: BUG: soft lockup - CPU#0 stuck for 44s! [runc:1818]";
+        assert_eq!(kernel_fault(lockup), Some(lockup));
+        assert!(
+            kernel_fault("[  140.1] Kernel panic - not syncing: softlockup: hung tasks").is_some()
+        );
+        assert_eq!(
+            kernel_fault("[  112.020416] rcu: INFO: rcu_preempt self-detected stall on CPU"),
+            None,
+            "a stall alone is waited for: softlockup_panic decides"
+        );
+        assert_eq!(kernel_fault("ST-STEP t=68.91s swarm initialised"), None);
+    }
+
+    #[test]
+    fn only_scenarios_without_a_result_or_setup_are_booted_again() {
+        let all = names(&["lab", "healthy", "drop-rule", "paws"]);
+        // Every scenario ran: nothing again, even a failure.
+        let done = Boot {
+            results: res(&[
+                ("lab", "pass", "ok"),
+                ("healthy", "pass", "ok"),
+                ("drop-rule", "fail", "no netfilter-drop verdict"),
+                ("paws", "pass", "ok"),
+            ]),
+            fault: None,
+        };
+        assert!(retry(&done, &all).is_none());
+        // The kernel locked up after two scenarios: the other two again, the reason kept.
+        let wedged = Boot {
+            results: res(&[("lab", "pass", "ok"), ("healthy", "fail", "wrong")]),
+            fault: Some("the guest's kernel locked up".into()),
+        };
+        let (why, again) = retry(&wedged, &all).unwrap();
+        assert_eq!(again, names(&["drop-rule", "paws"]));
+        assert!(why.contains("locked up"));
+        // Docker's setup failed: every scenario it marked, with its reason.
+        let setup = Boot {
+            results: res(&[
+                ("lab", "pass", "ok"),
+                ("healthy", "fail", "setup: services did not converge"),
+                ("drop-rule", "fail", "setup: services did not converge"),
+                ("paws", "fail", "setup: services did not converge"),
+            ]),
+            fault: None,
+        };
+        let (why, again) = retry(&setup, &all).unwrap();
+        assert_eq!(again, names(&["healthy", "drop-rule", "paws"]));
+        assert!(why.contains("did not converge"), "{why}");
     }
 
     #[test]
