@@ -343,6 +343,8 @@ impl Guests<'_> {
                 bail!("interrupted");
             }
             let t = Instant::now();
+            let kept = results_dir.join(format!("linux-{}.first-boot", kernel.tag));
+            let _ = fs::remove_dir_all(&kept);
             let first = boot(self, &results_dir, kernel, binary, scenarios)?;
             let mut results = first.results.clone();
             if let Some((why, again)) = retry(&first, scenarios) {
@@ -352,8 +354,6 @@ impl Guests<'_> {
                     again.join(", ")
                 );
                 let dir = results_dir.join(format!("linux-{}", kernel.tag));
-                let kept = results_dir.join(format!("linux-{}.first-boot", kernel.tag));
-                let _ = fs::remove_dir_all(&kept);
                 let _ = fs::rename(&dir, &kept);
                 let second = boot(self, &results_dir, kernel, binary, &again)?;
                 for s in &again {
@@ -1061,7 +1061,7 @@ fn boot(
             if fault.is_none() {
                 if let Some(f) = kernel_fault(line) {
                     fault = Some(format!(
-                        "the guest's kernel locked up during `{last_step}`: {f}"
+                        "the guest's kernel locked up or panicked during `{last_step}`: {f}"
                     ));
                     fault_at = Some(Instant::now());
                 }
