@@ -9,17 +9,20 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use swarmtrace::clock::WallClock;
-use swarmtrace::drops::{Namer, Summary};
+use swarmtrace::drops::{Drop, Namer, Summary};
 use swarmtrace::event::Event;
 use swarmtrace::kernel::kallsyms::Kallsyms;
 use swarmtrace::kernel::netns::NetnsNames;
 use swarmtrace::kernel::DropReasons;
-use swarmtrace::tracker::Tracker;
+use swarmtrace::output::Output;
+use swarmtrace::run::{handshake_json, HopNames};
+use swarmtrace::tracker::{DropNote, Handshake, Tracker};
 use swarmtrace_common::{class, kind, seen, DropEvent, HandshakeEvent, HandshakeKey, Hop};
 
 const HANDSHAKES: usize = 200_000;
@@ -161,6 +164,91 @@ fn bench(c: &mut Criterion) {
             let took = start.elapsed();
             black_box(&summary);
             took
+        })
+    });
+    g.finish();
+
+    // One NDJSON line per named drop and per reported handshake (`swarmtrace run --json`), the
+    // other per-event cost of a run. The sink discards the bytes, not the formatting.
+    let mut g = c.benchmark_group("ndjson");
+    g.throughput(Throughput::Elements(1));
+    let drops: Vec<Drop> = recs
+        .iter()
+        .take(1000)
+        .filter_map(|(_, d)| match Event::try_from(d.as_slice()) {
+            Ok(Event::Drop(raw)) => Some(namer.name(raw)),
+            _ => None,
+        })
+        .collect();
+    let mut sink = std::io::sink();
+    let mut out = Output::new(&mut sink, true, vec![]);
+    g.bench_function("drop", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            out.dropped(black_box(&drops[i % drops.len()])).unwrap();
+            i += 1;
+        })
+    });
+    let hops = HopNames::from_entries(&[(4026531840, 3, "host".into(), "eth0".into())]);
+    let hop = Hop {
+        netns: 4026531840,
+        ifindex: 3,
+        dir: 1,
+        _pad: [0; 3],
+    };
+    let handshakes: Vec<Handshake> = drops
+        .iter()
+        .map(|d| {
+            let j = d.joined.expect("the drops are joined");
+            Handshake {
+                client: j.client,
+                service: j.service,
+                isn: d.packet.seq,
+                first_ns: d.ts_ns,
+                syns: 1,
+                keys: vec![],
+                first_hop: Some(hop),
+                answer: None,
+                drops: vec![DropNote {
+                    ts_ns: d.ts_ns,
+                    kind: d.packet.kind,
+                    reason: d.reason.clone(),
+                    location: d.location.clone(),
+                    netns: d.netns,
+                    netns_name: d.netns_name.clone(),
+                    ifname: d.ifname.clone(),
+                    packet: d.packet.clone(),
+                }],
+                reported: false,
+            }
+        })
+        .collect();
+    g.bench_function("handshake", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let h = &handshakes[i % handshakes.len()];
+            out.handshake(black_box(h), &hops, Some(hop), 1_700_000_000_000_000_000)
+                .unwrap();
+            i += 1;
+        })
+    });
+    // The way lines were made before (through a `serde_json::Value`), for comparison.
+    let mut sink = std::io::sink();
+    g.bench_function("drop_via_value", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let d = black_box(&drops[i % drops.len()]);
+            writeln!(sink, "{}", d.to_json()).unwrap();
+            i += 1;
+        })
+    });
+    g.bench_function("handshake_via_value", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let h = black_box(&handshakes[i % handshakes.len()]);
+            let v = handshake_json(h, &hops, Some(hop), 1_700_000_000_000_000_000);
+            writeln!(sink, "{v}").unwrap();
+            i += 1;
         })
     });
     g.finish();

@@ -33,6 +33,26 @@ pub struct Drop {
     pub joined: Option<Joined>,
 }
 
+/// A drop's JSON object (docs/json.md); the fields in the documented order.
+#[derive(Debug, serde::Serialize)]
+pub struct DropRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts: String,
+    packet: &'static str,
+    reason: &'a str,
+    location: &'a str,
+    netns: u32,
+    netns_name: Option<&'a str>,
+    ifname: Option<&'a str>,
+    src: SocketAddr,
+    dst: SocketAddr,
+    isn: u32,
+    tsval: Option<u32>,
+    client: Option<SocketAddr>,
+    service: Option<SocketAddr>,
+}
+
 /// Turns kernel numbers into names.
 pub struct Namer {
     pub reasons: DropReasons,
@@ -64,23 +84,29 @@ impl Namer {
 
 impl Drop {
     /// The NDJSON object of docs/json.md. Field names are a contract: add, never rename.
+    /// The drop as docs/json.md describes it, ready to serialize (an NDJSON line is written
+    /// from it directly, with no intermediate `Value`).
+    pub fn record(&self) -> DropRecord<'_> {
+        DropRecord {
+            kind: "drop",
+            ts: rfc3339_micros(self.unix_ns),
+            packet: self.packet.kind.as_str(),
+            reason: &self.reason,
+            location: &self.location,
+            netns: self.netns,
+            netns_name: self.netns_name.as_deref(),
+            ifname: self.ifname.as_deref(),
+            src: self.packet.src,
+            dst: self.packet.dst,
+            isn: self.packet.client_isn(),
+            tsval: self.packet.tsval,
+            client: self.joined.map(|j| j.client),
+            service: self.joined.map(|j| j.service),
+        }
+    }
+
     pub fn to_json(&self) -> Value {
-        json!({
-            "type": "drop",
-            "ts": rfc3339_micros(self.unix_ns),
-            "packet": self.packet.kind.as_str(),
-            "reason": self.reason,
-            "location": self.location,
-            "netns": self.netns,
-            "netns_name": self.netns_name,
-            "ifname": self.ifname,
-            "src": self.packet.src.to_string(),
-            "dst": self.packet.dst.to_string(),
-            "isn": self.packet.client_isn(),
-            "tsval": self.packet.tsval,
-            "client": self.joined.map(|j| j.client.to_string()),
-            "service": self.joined.map(|j| j.service.to_string()),
-        })
+        serde_json::to_value(self.record()).expect("a drop record always serializes")
     }
 
     /// One readable line.

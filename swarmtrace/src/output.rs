@@ -5,10 +5,11 @@
 use std::io::Write;
 
 use anyhow::Result;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::drops::Drop;
-use crate::run::{handshake_json, handshake_line, HopNames};
+use crate::run::{handshake_line, handshake_record, HopNames};
 use crate::tracker::Handshake;
 use swarmtrace_common::Hop;
 
@@ -60,13 +61,7 @@ impl<'a> Output<'a> {
 
     pub fn dropped(&mut self, d: &Drop) -> Result<()> {
         if self.wants_json() {
-            let v = d.to_json();
-            for o in &mut self.observers {
-                o.on_drop(&v);
-            }
-            if self.lines && self.json {
-                writeln!(self.writer, "{v}")?;
-            }
+            self.publish(&d.record(), |o, v| o.on_drop(v))?;
         }
         if self.lines && !self.json {
             writeln!(self.writer, "{}", d.to_line())?;
@@ -82,16 +77,36 @@ impl<'a> Output<'a> {
         unix_ns: i128,
     ) -> Result<()> {
         if self.wants_json() {
-            let v = handshake_json(h, hops, last, unix_ns);
-            for o in &mut self.observers {
-                o.on_handshake(&v);
-            }
-            if self.lines && self.json {
-                writeln!(self.writer, "{v}")?;
-            }
+            let rec = handshake_record(h, hops, last, unix_ns);
+            self.publish(&rec, |o, v| o.on_handshake(v))?;
         }
         if self.lines && !self.json {
             writeln!(self.writer, "{}", handshake_line(h, hops, last, unix_ns))?;
+        }
+        Ok(())
+    }
+
+    /// A drop's or a handshake's JSON object to the observers and as an NDJSON line. Without
+    /// observers the line is serialized straight from the record: no `Value` is built.
+    fn publish(
+        &mut self,
+        rec: &impl Serialize,
+        notify: impl Fn(&mut dyn Observer, &Value),
+    ) -> Result<()> {
+        let ndjson = self.lines && self.json;
+        if self.observers.is_empty() {
+            if ndjson {
+                serde_json::to_writer(&mut *self.writer, rec)?;
+                self.writer.write_all(b"\n")?;
+            }
+            return Ok(());
+        }
+        let v = serde_json::to_value(rec)?;
+        for o in &mut self.observers {
+            notify(o.as_mut(), &v);
+        }
+        if ndjson {
+            writeln!(self.writer, "{v}")?;
         }
         Ok(())
     }
@@ -158,6 +173,84 @@ mod tests {
             ifname: Some("eth0".into()),
             joined: None,
         }
+    }
+
+    /// The NDJSON layout of docs/json.md, byte for byte (field order, nulls, addresses).
+    #[test]
+    fn ndjson_lines_keep_their_layout() {
+        let mut d = drop_();
+        let mut buf = Vec::new();
+        Output::new(&mut buf, true, vec![]).dropped(&d).unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            r#"{"type":"drop","ts":"2023-11-14T22:13:20.000000Z","packet":"SYN","reason":"NO_SOCKET","location":"tcp_v4_rcv+0x1","netns":9,"netns_name":"task","ifname":"eth0","src":"10.0.0.2:40000","dst":"10.0.0.5:80","isn":100,"tsval":5,"client":null,"service":null}"#.to_owned() + "\n"
+        );
+        d.packet.src = "[2001:db8::2]:40000".parse().unwrap();
+        d.packet.dst = "[fd00::5]:80".parse().unwrap();
+        d.packet.tsval = None;
+        d.netns_name = None;
+        d.ifname = None;
+        d.joined = Some(crate::event::Joined {
+            key: Default::default(),
+            client: "[2001:db8::2]:40000".parse().unwrap(),
+            service: "[2001:db8::1]:8080".parse().unwrap(),
+        });
+        let mut buf = Vec::new();
+        Output::new(&mut buf, true, vec![]).dropped(&d).unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            r#"{"type":"drop","ts":"2023-11-14T22:13:20.000000Z","packet":"SYN","reason":"NO_SOCKET","location":"tcp_v4_rcv+0x1","netns":9,"netns_name":null,"ifname":null,"src":"[2001:db8::2]:40000","dst":"[fd00::5]:80","isn":100,"tsval":null,"client":"[2001:db8::2]:40000","service":"[2001:db8::1]:8080"}"#.to_owned() + "\n"
+        );
+
+        let hop = Hop {
+            netns: 7,
+            ifindex: 3,
+            dir: 1,
+            _pad: [0; 3],
+        };
+        let hops = HopNames::from_entries(&[(7, 3, "host".into(), "eth0".into())]);
+        let d = drop_();
+        let mut h = Handshake {
+            client: "10.0.0.2:40000".parse().unwrap(),
+            service: "10.0.0.1:8080".parse().unwrap(),
+            isn: 100,
+            first_ns: 10,
+            syns: 2,
+            keys: vec![],
+            first_hop: Some(hop),
+            answer: None,
+            drops: vec![crate::tracker::DropNote {
+                ts_ns: d.ts_ns,
+                kind: d.packet.kind,
+                reason: d.reason.clone(),
+                location: d.location.clone(),
+                netns: d.netns,
+                netns_name: d.netns_name.clone(),
+                ifname: d.ifname.clone(),
+                packet: d.packet.clone(),
+            }],
+            reported: false,
+        };
+        let line = |h: &Handshake| {
+            let mut buf = Vec::new();
+            Output::new(&mut buf, true, vec![])
+                .handshake(h, &hops, Some(hop), 1_700_000_000_000_000_000)
+                .unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(
+            line(&h),
+            r#"{"type":"handshake","ts":"2023-11-14T22:13:20.000000Z","verdict":"dropped","client":"10.0.0.2:40000","service":"10.0.0.1:8080","latency_us":null,"reason":"NO_SOCKET","netns_name":"task","isn":100,"syns":2,"first_hop":"eth0/in","last_hop":"eth0/in","answer_hop":null}"#.to_owned() + "\n"
+        );
+        h.drops.clear();
+        h.answer = Some(crate::tracker::Answer::SynAck {
+            latency_ns: 1_234_567,
+            hop,
+        });
+        assert_eq!(
+            line(&h),
+            r#"{"type":"handshake","ts":"2023-11-14T22:13:20.000000Z","verdict":"answered","client":"10.0.0.2:40000","service":"10.0.0.1:8080","latency_us":1234,"reason":null,"netns_name":null,"isn":100,"syns":2,"first_hop":"eth0/in","last_hop":"eth0/in","answer_hop":"eth0/in"}"#.to_owned() + "\n"
+        );
     }
 
     struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);

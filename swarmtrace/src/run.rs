@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -179,31 +179,60 @@ impl HopNames {
 }
 
 /// The `handshake` NDJSON object of docs/json.md.
+/// A reported handshake's JSON object (docs/json.md); the fields in the documented order.
+#[derive(Debug, serde::Serialize)]
+pub struct HandshakeRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts: String,
+    verdict: &'static str,
+    client: SocketAddr,
+    service: SocketAddr,
+    latency_us: Option<u64>,
+    reason: Option<&'a str>,
+    netns_name: Option<&'a str>,
+    isn: u32,
+    syns: u32,
+    first_hop: Option<String>,
+    last_hop: Option<String>,
+    answer_hop: Option<String>,
+}
+
+pub fn handshake_record<'a>(
+    h: &'a Handshake,
+    hops: &HopNames,
+    last_hop: Option<Hop>,
+    unix_ns: i128,
+) -> HandshakeRecord<'a> {
+    let first_drop = h.drops.first();
+    HandshakeRecord {
+        kind: "handshake",
+        ts: rfc3339_micros(unix_ns),
+        verdict: h.outcome().as_str(),
+        client: h.client,
+        service: h.service,
+        latency_us: h.latency_ns().map(|n| n / 1000),
+        reason: first_drop.map(|d| &*d.reason),
+        netns_name: first_drop.and_then(|d| d.netns_name.as_deref()),
+        isn: h.isn,
+        syns: h.syns,
+        first_hop: h.first_hop.map(|x| hops.name(&x)),
+        last_hop: last_hop.map(|x| hops.name(&x)),
+        answer_hop: match h.answer {
+            Some(Answer::SynAck { hop, .. }) | Some(Answer::Reset { hop }) => Some(hops.name(&hop)),
+            None => None,
+        },
+    }
+}
+
 pub fn handshake_json(
     h: &Handshake,
     hops: &HopNames,
     last_hop: Option<Hop>,
     unix_ns: i128,
 ) -> Value {
-    let first_drop = h.drops.first();
-    json!({
-        "type": "handshake",
-        "ts": rfc3339_micros(unix_ns),
-        "verdict": h.outcome().as_str(),
-        "client": h.client.to_string(),
-        "service": h.service.to_string(),
-        "latency_us": h.latency_ns().map(|n| n / 1000),
-        "reason": first_drop.map(|d| d.reason.clone()),
-        "netns_name": first_drop.and_then(|d| d.netns_name.clone()),
-        "isn": h.isn,
-        "syns": h.syns,
-        "first_hop": h.first_hop.map(|x| hops.name(&x)),
-        "last_hop": last_hop.map(|x| hops.name(&x)),
-        "answer_hop": match h.answer {
-            Some(Answer::SynAck { hop, .. }) | Some(Answer::Reset { hop }) => Some(hops.name(&hop)),
-            None => None,
-        },
-    })
+    serde_json::to_value(handshake_record(h, hops, last_hop, unix_ns))
+        .expect("a handshake record always serializes")
 }
 
 pub fn handshake_line(

@@ -204,6 +204,20 @@ fn criterion(root: &Path, quick: bool) -> Result<Vec<Value>> {
     }
     super::cargo(root, &a)?;
     let mut rows = Vec::new();
+    let mean_ns = |group: &str, id: &str| -> Result<(f64, f64, f64)> {
+        let est = root.join(format!("target/criterion/{group}/{id}/new/estimates.json"));
+        let v: Value = serde_json::from_str(
+            &std::fs::read_to_string(&est)
+                .with_context(|| format!("criterion wrote no {}", est.display()))?,
+        )?;
+        let m = &v["mean"];
+        let f = |x: &Value| x.as_f64().unwrap_or(f64::NAN);
+        Ok((
+            f(&m["point_estimate"]),
+            f(&m["confidence_interval"]["lower_bound"]),
+            f(&m["confidence_interval"]["upper_bound"]),
+        ))
+    };
     for (id, what, target) in [
         ("decode", "decoding ring-buffer records", None),
         (
@@ -212,18 +226,7 @@ fn criterion(root: &Path, quick: bool) -> Result<Vec<Value>> {
             Some(5e6),
         ),
     ] {
-        let est = root.join(format!("target/criterion/events/{id}/new/estimates.json"));
-        let v: Value = serde_json::from_str(
-            &std::fs::read_to_string(&est)
-                .with_context(|| format!("criterion wrote no {}", est.display()))?,
-        )?;
-        let mean = v["mean"]["point_estimate"].as_f64().unwrap_or(f64::NAN);
-        let lo = v["mean"]["confidence_interval"]["lower_bound"]
-            .as_f64()
-            .unwrap_or(f64::NAN);
-        let hi = v["mean"]["confidence_interval"]["upper_bound"]
-            .as_f64()
-            .unwrap_or(f64::NAN);
+        let (mean, lo, hi) = mean_ns("events", id)?;
         // One iteration handles two events: a SYN sighting and its drop.
         let rate = 2e9 / mean;
         rows.push(json!({
@@ -240,6 +243,27 @@ fn criterion(root: &Path, quick: bool) -> Result<Vec<Value>> {
             "met": target.map(|t| rate >= t),
             "only": "--only decode",
             "note": "criterion, swarmtrace/benches/decode.rs: a SYN sighting and its joined drop per handshake, 200 000 handshakes cycled",
+        }));
+    }
+    for (id, what) in [("drop", "a drop"), ("handshake", "a reported handshake")] {
+        let (mean, lo, hi) = mean_ns("ndjson", id)?;
+        let (via_value, _, _) = mean_ns("ndjson", &format!("{id}_via_value"))?;
+        rows.push(json!({
+            "section": "user space",
+            "what": format!("NDJSON line of {what} (`run --json`), one core"),
+            "value": format!(
+                "{:.0} ns per line (95 % CI {:.0}..{:.0}) = {:.2} M lines/s",
+                mean,
+                lo,
+                hi,
+                1e3 / mean
+            ),
+            "target": "",
+            "met": null,
+            "only": "--only decode",
+            "note": format!(
+                "criterion, swarmtrace/benches/decode.rs (group ndjson), the line serialized from a typed record; through a serde_json::Value as before: {via_value:.0} ns"
+            ),
         }));
     }
     Ok(rows)
