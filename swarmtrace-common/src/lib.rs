@@ -251,6 +251,44 @@ pub struct KernelOffsets {
     /// The value of `SKB_CONSUMED` (packets freed after use, not dropped, traced through
     /// kfree_skb since 6.2), or `u32::MAX` where the kernel has no such reason.
     pub reason_consumed: u32,
+    /// Index into [`TP_LAYOUTS`] when the tracepoint record is one of those layouts, which
+    /// the program then reads with plain loads (no helper call); `u32::MAX` otherwise (read
+    /// field by field at the offsets above).
+    pub tp_layout: u32,
+    /// Start of an 8-aligned window of at most [`SKB_HDR_WINDOW`] bytes of `struct sk_buff`
+    /// holding both `network_header` and `head`, read in one helper call; `u32::MAX` when they
+    /// are further apart (two reads).
+    pub skb_hdr_window: u32,
+}
+
+/// The `skb:kfree_skb` record layouts the program knows at compile time, as
+/// (`skbaddr`, `reason`) offsets; `u32::MAX`: no reason field. User space picks one only when
+/// the running kernel's format file says exactly these offsets: 5.10 (no reasons), 5.17-6.10,
+/// 6.11+ (`rx_sk` before `protocol`).
+pub const TP_LAYOUTS: [(u32, u32); 3] = [(8, u32::MAX), (8, 28), (8, 36)];
+
+/// Bytes of `struct sk_buff` read at once for `network_header` and `head`.
+pub const SKB_HDR_WINDOW: u32 = 32;
+
+impl KernelOffsets {
+    /// Fills `tp_layout` and `skb_hdr_window` from the offsets read from the kernel.
+    pub fn with_fast_paths(mut self) -> Self {
+        self.tp_layout = TP_LAYOUTS
+            .iter()
+            .position(|&(skb, reason)| skb == self.tp_skbaddr && reason == self.tp_reason)
+            .map_or(u32::MAX, |i| i as u32);
+        let start = self.skb_network_header & !7;
+        self.skb_hdr_window = if self.skb_head >= start
+            && self.skb_head.is_multiple_of(8)
+            && self.skb_head + 8 - start <= SKB_HDR_WINDOW
+            && self.skb_network_header + 2 - start <= SKB_HDR_WINDOW
+        {
+            start
+        } else {
+            u32::MAX
+        };
+        self
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
@@ -261,7 +299,7 @@ const _: () = assert!(core::mem::size_of::<HandshakeKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Handshake>() == 96);
 const _: () = assert!(core::mem::size_of::<HandshakeEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<Filter>() == 36);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -28,6 +28,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     net_inum: 0,
     sk_net: 0,
     reason_consumed: u32::MAX,
+    tp_layout: u32::MAX,
+    skb_hdr_window: u32::MAX,
 };
 
 /// What the user asked to see; counters and events cover only matching packets.

@@ -70,11 +70,23 @@ impl Tracer {
         Self::spawn(&full)
     }
 
+    /// Starts `swarmtrace run --json ARGS` with these environment variables set.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let mut full = vec!["run", "--json"];
+        full.extend_from_slice(args);
+        Self::spawn_env(&full, env)
+    }
+
     /// Starts `swarmtrace ARGS` (a command that traces) and waits until it says it is
     /// tracing.
     pub fn spawn(args: &[&str]) -> Result<Self> {
+        Self::spawn_env(args, &[])
+    }
+
+    fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let mut child = Command::new(binary())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -48,9 +48,24 @@ fn is_drop_from(v: &Value, src: &SocketAddr) -> bool {
 }
 
 fn closed_port(tag: &str, client_ip: &'static str, server_ip: &'static str, location: &str) {
+    closed_port_env(tag, client_ip, server_ip, location, &[]);
+}
+
+fn closed_port_env(
+    tag: &str,
+    client_ip: &'static str,
+    server_ip: &'static str,
+    location: &str,
+    env: &[(&str, &str)],
+) {
     let p = pair(tag);
-    let port = test_port(if client_ip.contains(':') { 2 } else { 1 });
-    let tracer = Tracer::start(&["--port", &port.to_string()]).unwrap();
+    let general = env.iter().any(|(k, _)| *k == "SWARMTRACE_GENERAL_PATHS");
+    let port = test_port(match (client_ip.contains(':'), general) {
+        (false, false) => 1,
+        (true, _) => 2,
+        (false, true) => 6,
+    });
+    let tracer = Tracer::start_env(&["--port", &port.to_string()], env).unwrap();
     let (local, outcome) = p
         .client
         .run(move || {
@@ -103,6 +118,23 @@ fn closed_port_ipv6_is_no_socket() {
     if privileged("closed_port_ipv6_is_no_socket") {
         closed_port("b", CLIENT6, SERVER6, "tcp_v6_rcv");
     }
+}
+
+/// The drop program reads the tracepoint record with plain loads where it knows the
+/// record's layout; where it does not (a kernel newer than the program) it reads field by
+/// field at the offsets of the format file. Both must name the same drop.
+#[test]
+fn closed_port_on_the_general_path_is_no_socket() {
+    if !privileged("closed_port_on_the_general_path_is_no_socket") {
+        return;
+    }
+    closed_port_env(
+        "cg",
+        CLIENT4,
+        SERVER4,
+        "tcp_v4_rcv",
+        &[("SWARMTRACE_GENERAL_PATHS", "1")],
+    );
 }
 
 #[test]

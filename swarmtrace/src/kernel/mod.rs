@@ -153,7 +153,10 @@ impl KernelFacts {
             net_inum: field("net", "ns.inum")?,
             sk_net: field("sock", "__sk_common.skc_net.net")?,
             reason_consumed: u32::MAX,
-        };
+            tp_layout: u32::MAX,
+            skb_hdr_window: u32::MAX,
+        }
+        .with_fast_paths();
         let has_drop_reasons = offsets.tp_reason != u32::MAX;
         // The tracepoint's own list is what the kernel prints; BTF is the fallback.
         let mut names = format.symbols("reason");
@@ -294,18 +297,51 @@ mod tests {
         assert_eq!(o.dev_name, btf.field("net_device", "name").unwrap().offset);
     }
 
+    /// A layout the program was not compiled for is read field by field, never guessed.
+    #[test]
+    fn unknown_layouts_take_the_general_path() {
+        let known = KernelOffsets {
+            tp_skbaddr: 8,
+            tp_reason: 36,
+            skb_head: 192,
+            skb_network_header: 180,
+            ..Default::default()
+        }
+        .with_fast_paths();
+        assert_eq!((known.tp_layout, known.skb_hdr_window), (2, 176));
+        let moved = KernelOffsets {
+            tp_reason: 40,
+            skb_head: 240,
+            ..known
+        }
+        .with_fast_paths();
+        assert_eq!(
+            (moved.tp_layout, moved.skb_hdr_window),
+            (u32::MAX, u32::MAX)
+        );
+        // `head` before the window's start, or not 8-aligned: two reads.
+        for head in [168, 188] {
+            let o = KernelOffsets {
+                skb_head: head,
+                ..known
+            }
+            .with_fast_paths();
+            assert_eq!(o.skb_hdr_window, u32::MAX, "head at {head}");
+        }
+    }
+
     /// Every kernel we have fixtures from (the host and Debian's 5.10, 6.1 and 6.12 guests):
     /// the facts the programs need are found, and what a kernel lacks is reported as such.
     #[test]
     fn facts_of_four_kernels() {
-        // (fixture, has reasons, has TW_PAWS, has rx_sk, reason field offset)
+        // (fixture, has reasons, has TW_PAWS, has rx_sk, reason field offset, record layout)
         let kernels = [
-            ("linux-5.10", false, false, false, u32::MAX),
-            ("linux-6.1", true, false, false, 28),
-            ("linux-6.12", true, false, true, 36),
-            ("linux-6.18", true, true, true, 36),
+            ("linux-5.10", false, false, false, u32::MAX, 0),
+            ("linux-6.1", true, false, false, 28, 1),
+            ("linux-6.12", true, false, true, 36, 2),
+            ("linux-6.18", true, true, true, 36, 2),
         ];
-        for (k, reasons, tw_paws, rx_sk, reason_off) in kernels {
+        for (k, reasons, tw_paws, rx_sk, reason_off, layout) in kernels {
             let dir = fixtures::dir(k);
             let format = TracepointFormat::read(&dir.join("kfree_skb.format")).unwrap();
             let btf = Btf::parse(&fixtures::btf(k)).unwrap();
@@ -315,6 +351,16 @@ mod tests {
             assert_eq!(facts.has_drop_reasons, reasons, "{k}");
             assert_eq!(o.tp_reason, reason_off, "{k}");
             assert_eq!(o.tp_rx_sk != u32::MAX, rx_sk, "{k}");
+            // The program's fast paths: the record read with plain loads, `head` and
+            // `network_header` in one read.
+            assert_eq!(o.tp_layout, layout, "{k}");
+            assert_eq!(
+                swarmtrace_common::TP_LAYOUTS[layout as usize],
+                (o.tp_skbaddr, o.tp_reason),
+                "{k}"
+            );
+            assert_eq!(o.skb_hdr_window, o.skb_network_header & !7, "{k}");
+            assert!(o.skb_head + 8 - o.skb_hdr_window <= swarmtrace_common::SKB_HDR_WINDOW);
             assert_eq!(
                 facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
                 tw_paws,
