@@ -103,7 +103,7 @@ pub struct Args {
     /// The harness's own test: instead of the scenarios, build each deliberately broken
     /// swarmtrace of `vm/mutants/*.patch` and require that the scenarios its patch names fail
     /// (on a verdict, not on setup) on the chosen kernels.
-    #[arg(long, conflicts_with = "scenarios")]
+    #[arg(long, conflicts_with_all = ["scenarios", "binary"])]
     mutants: bool,
 }
 
@@ -254,17 +254,6 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
     }
     let t_kernels = t0.elapsed();
 
-    let binary = match (&args.binary, args.mutants) {
-        (_, true) => PathBuf::new(),
-        (Some(b), false) => b.clone(),
-        (None, false) => {
-            crate::cargo(root, &["build", "--release", "-p", "swarmtrace"])?;
-            root.join("target/release/swarmtrace")
-        }
-    };
-    if !args.mutants && !binary.is_file() {
-        bail!("no swarmtrace binary at {}", binary.display());
-    }
     let t1 = Instant::now();
     let base = base_image(root, &args.cache, args.rebuild).map_err(unavailable)?;
     let t_image = t1.elapsed();
@@ -280,7 +269,18 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
         base: &base,
     };
     if args.mutants {
+        // Each mutant builds its own binary.
         return mutants(&guests, &unpacked);
+    }
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => {
+            crate::cargo(root, &["build", "--release", "-p", "swarmtrace"])?;
+            root.join("target/release/swarmtrace")
+        }
+    };
+    if !binary.is_file() {
+        bail!("no swarmtrace binary at {}", binary.display());
     }
     let (table, timings) = guests.matrix(&unpacked, &binary, &scenarios, "")?;
 
