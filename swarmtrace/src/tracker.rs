@@ -162,6 +162,8 @@ pub struct Tracker {
     by_id: HashMap<IdKey, Seq>,
     by_key: HashMap<KeyBits, Seq>,
     timeout_ns: u64,
+    /// Handshakes before this sequence number have been through `due`.
+    due_from: Seq,
     pub evicted: u64,
 }
 
@@ -173,6 +175,7 @@ impl Tracker {
             by_id: HashMap::new(),
             by_key: HashMap::new(),
             timeout_ns,
+            due_from: 0,
             evicted: 0,
         }
     }
@@ -319,14 +322,32 @@ impl Tracker {
 
     /// Handshakes whose time is up (`timeout` after their first SYN) and not yet reported;
     /// marks them reported.
+    ///
+    /// The ring is in first-seen order, so the scan starts where the last one stopped and
+    /// stops at the first handshake whose time is not up: each tick costs the handshakes that
+    /// came due, not every kept one. (Events of different CPUs can arrive a few microseconds
+    /// out of order; such a handshake is reported at the next tick.)
     pub fn due(&mut self, now_ns: u64) -> Vec<HandshakeId> {
         let mut out = Vec::new();
-        for h in self.handshakes.iter_mut() {
-            if !h.reported && now_ns >= h.first_ns.saturating_add(self.timeout_ns) {
+        let start = self.due_from.wrapping_sub(self.first_seq) as usize;
+        // Behind the ring's start (forgotten since): start at the oldest kept.
+        let start = if start > self.handshakes.len() {
+            0
+        } else {
+            start
+        };
+        let mut i = start;
+        while let Some(h) = self.handshakes.get_mut(i) {
+            if now_ns < h.first_ns.saturating_add(self.timeout_ns) {
+                break;
+            }
+            if !h.reported {
                 h.reported = true;
                 out.push((h.first_ns, (h.client, h.isn)));
             }
+            i += 1;
         }
+        self.due_from = self.first_seq.wrapping_add(i as Seq);
         out.sort_by_key(|(first_ns, _)| *first_ns);
         out.into_iter().map(|(_, id)| id).collect()
     }
@@ -429,6 +450,49 @@ mod tests {
         assert_eq!(h.outcome(), Outcome::Answered);
         assert_eq!(h.latency_ns(), Some(300));
         assert!(t.due(10_000).is_empty(), "already reported");
+    }
+
+    /// A SYN of client port `port` with its own ISN, first seen at `ts`.
+    fn syn_from(port: u16, ts: u64) -> Sighting {
+        let mut s = syn(ts, 5);
+        s.key.isn = u32::from(port);
+        s.packet.seq = u32::from(port);
+        s.packet.src.set_port(port);
+        s
+    }
+
+    #[test]
+    fn due_scans_on_from_where_it_stopped_and_survives_eviction() {
+        let mut t = Tracker::new(1_000);
+        // Ring order; the third arrived a little out of order (another CPU's event).
+        for (port, ts) in [(1, 0), (2, 10), (3, 5), (4, 2_000)] {
+            t.on_sighting(&syn_from(port, ts));
+        }
+        let ports = |v: Vec<HandshakeId>| v.iter().map(|id| id.0.port()).collect::<Vec<_>>();
+        assert_eq!(ports(t.due(1_005)), [1]);
+        // The out-of-order one waits for the one before it: one tick late at most.
+        assert_eq!(ports(t.due(1_010)), [3, 2], "oldest first");
+        assert!(t.due(1_500).is_empty());
+        // Evicting what the scan had passed moves its start with the ring.
+        for port in 10..9 + MAX_HANDSHAKES as u16 {
+            t.on_sighting(&syn_from(port, 2_000));
+        }
+        assert_eq!(t.len(), MAX_HANDSHAKES);
+        assert!(t.due(2_999).is_empty());
+        let due = t.due(3_000);
+        assert_eq!(due.len(), MAX_HANDSHAKES, "port 4 and every new one");
+        assert_eq!(due[0].0.port(), 4);
+        assert!(t.flush().is_empty());
+
+        // Evicting past where the scan stopped: it restarts at the oldest kept.
+        let mut t = Tracker::new(1_000);
+        t.on_sighting(&syn_from(1, 0));
+        assert!(t.due(500).is_empty());
+        for port in 10..10 + MAX_HANDSHAKES as u16 {
+            t.on_sighting(&syn_from(port, 100));
+        }
+        assert!(t.get(&(syn_from(1, 0).packet.src, 1)).is_none(), "evicted");
+        assert_eq!(t.due(1_100).len(), MAX_HANDSHAKES);
     }
 
     #[test]
