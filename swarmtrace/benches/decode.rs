@@ -209,16 +209,7 @@ fn bench(c: &mut Criterion) {
                 keys: vec![],
                 first_hop: Some(hop),
                 answer: None,
-                drops: vec![DropNote {
-                    ts_ns: d.ts_ns,
-                    kind: d.packet.kind,
-                    reason: d.reason.clone(),
-                    location: d.location.clone(),
-                    netns: d.netns,
-                    netns_name: d.netns_name.clone(),
-                    ifname: d.ifname.clone(),
-                    packet: d.packet.clone(),
-                }],
+                drops: vec![DropNote::from(d)],
                 reported: false,
             }
         })

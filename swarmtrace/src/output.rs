@@ -219,16 +219,7 @@ mod tests {
             keys: vec![],
             first_hop: Some(hop),
             answer: None,
-            drops: vec![crate::tracker::DropNote {
-                ts_ns: d.ts_ns,
-                kind: d.packet.kind,
-                reason: d.reason.clone(),
-                location: d.location.clone(),
-                netns: d.netns,
-                netns_name: d.netns_name.clone(),
-                ifname: d.ifname.clone(),
-                packet: d.packet.clone(),
-            }],
+            drops: vec![crate::tracker::DropNote::from(&d)],
             reported: false,
         };
         let line = |h: &Handshake| {

@@ -30,6 +30,21 @@ pub struct DropNote {
     pub packet: Packet,
 }
 
+impl From<&Drop> for DropNote {
+    fn from(d: &Drop) -> Self {
+        Self {
+            ts_ns: d.ts_ns,
+            kind: d.packet.kind,
+            reason: d.reason.clone(),
+            location: d.location.clone(),
+            netns: d.netns,
+            netns_name: d.netns_name.clone(),
+            ifname: d.ifname.clone(),
+            packet: d.packet.clone(),
+        }
+    }
+}
+
 impl DropNote {
     /// The namespace's name, or `netns:INODE` when it has none.
     pub fn netns_label(&self) -> String {
@@ -274,16 +289,7 @@ impl Tracker {
     /// Records a drop; returns the handshake it belongs to, if any.
     pub fn on_drop(&mut self, d: &Drop) -> Option<HandshakeId> {
         // Made only for a drop that has a handshake.
-        let note = || DropNote {
-            ts_ns: d.ts_ns,
-            kind: d.packet.kind,
-            reason: d.reason.clone(),
-            location: d.location.clone(),
-            netns: d.netns,
-            netns_name: d.netns_name.clone(),
-            ifname: d.ifname.clone(),
-            packet: d.packet.clone(),
-        };
+        let note = || DropNote::from(d);
         match &d.joined {
             Some(j) => {
                 // A known key names a kept handshake (evicting one unindexes its keys).
