@@ -12,59 +12,45 @@ pub fn swarmtrace_drop(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Words 1..=4 (bytes 8..40) of the tracepoint record: plain loads at fixed offsets, which
-/// the verifier allows on a tracepoint's context, unlike a helper call they cost next to
-/// nothing. Always the same four loads: picking a field is then register work, so the compiler
-/// cannot turn the layouts' different offsets into a computed context pointer (which the
-/// verifier refuses). A record shorter than 40 bytes leaves garbage in the last word, never
-/// used for it: the context is a per-CPU buffer of PERF_MAX_TRACE_SIZE bytes.
+/// A `T` of the tracepoint record at a fixed offset: a plain load, which the verifier allows
+/// on a tracepoint's context and which costs next to nothing, unlike a helper call. Volatile,
+/// so that the compiler keeps it the load it is.
 #[inline(always)]
-fn record_words(ctx: &TracePointContext) -> [u64; 5] {
-    let p = ctx.as_ptr() as *const u64;
-    // SAFETY: fixed offsets inside the tracepoint buffer, read-only.
-    unsafe {
-        [
-            0,
-            core::ptr::read_volatile(p.add(1)),
-            core::ptr::read_volatile(p.add(2)),
-            core::ptr::read_volatile(p.add(3)),
-            core::ptr::read_volatile(p.add(4)),
-        ]
-    }
+fn load<T: Copy>(ctx: &TracePointContext, off: u32) -> T {
+    // SAFETY: a read-only offset inside the record, checked below against each layout; the
+    // kernel also refuses at attach a program that reads past the record's end.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(off as usize) as *const T) }
 }
 
+const L0: (u32, u32) = TP_LAYOUTS[0];
+const L1: (u32, u32) = TP_LAYOUTS[1];
+const L2: (u32, u32) = TP_LAYOUTS[2];
 const _: () = {
     assert!(
         TP_LAYOUTS.len() == 3,
         "skb_and_reason has one match arm per layout"
     );
-    let mut i = 0;
-    while i < TP_LAYOUTS.len() {
-        let (skb, reason) = TP_LAYOUTS[i];
-        assert!(skb % 8 == 0 && skb >= 8 && skb < 40);
-        assert!(reason == u32::MAX || (reason % 4 == 0 && reason >= 8 && reason < 40));
-        i += 1;
-    }
+    assert!(L0.0.is_multiple_of(8) && L1.0.is_multiple_of(8) && L2.0.is_multiple_of(8));
+    assert!(L0.1 == u32::MAX);
+    assert!(L1.1.is_multiple_of(4));
+    // Read as the high half of the 8-aligned word that holds it.
+    assert!(L2.1 % 8 == 4);
 };
 
-#[inline(always)]
-fn pick(words: &[u64; 5], (skb, reason): (u32, u32)) -> (u64, u32) {
-    let reason = if reason == u32::MAX {
-        0
-    } else {
-        (words[(reason / 8) as usize] >> ((reason % 8) * 8)) as u32
-    };
-    (words[(skb / 8) as usize], reason)
-}
-
 /// (skb, reason) from a record of a known layout (plain loads), else read field by field.
+///
+/// Each arm reads only inside its own record (the kernel checks the furthest offset a program
+/// reads against the record's size when it attaches), and the arms' reason loads are of
+/// different kinds (a 4-byte load; an 8-byte load and a shift): identical loads at different
+/// offsets could be merged by the compiler into one load through a computed context pointer,
+/// which the verifier refuses.
 #[inline(always)]
 fn skb_and_reason(ctx: &TracePointContext) -> Result<(u64, u32), ()> {
-    // A constant of the frozen globals: the verifier keeps only the branch taken.
+    // A constant of the frozen globals: the verifier walks only the arm taken.
     match global!(OFFSETS.tp_layout) {
-        0 => Ok(pick(&record_words(ctx), TP_LAYOUTS[0])),
-        1 => Ok(pick(&record_words(ctx), TP_LAYOUTS[1])),
-        2 => Ok(pick(&record_words(ctx), TP_LAYOUTS[2])),
+        0 => Ok((load(ctx, L0.0), 0)),
+        1 => Ok((load(ctx, L1.0), load::<u32>(ctx, L1.1))),
+        2 => Ok((load(ctx, L2.0), (load::<u64>(ctx, L2.1 - 4) >> 32) as u32)),
         _ => {
             let tp_reason = global!(OFFSETS.tp_reason);
             let reason: u32 = if tp_reason == u32::MAX {
