@@ -270,12 +270,27 @@ pub const TP_LAYOUTS: [(u32, u32); 3] = [(8, u32::MAX), (8, 28), (8, 36)];
 /// Bytes of `struct sk_buff` read at once for `network_header` and `head`.
 pub const SKB_HDR_WINDOW: u32 = 32;
 
+/// The furthest byte the program reads of a record of layout `i`: the 8-byte `skbaddr` and
+/// the 4-byte `reason`.
+pub const fn tp_layout_end(i: usize) -> u32 {
+    let (skb, reason) = TP_LAYOUTS[i];
+    if reason != u32::MAX && reason + 4 > skb + 8 {
+        reason + 4
+    } else {
+        skb + 8
+    }
+}
+
 impl KernelOffsets {
-    /// Fills `tp_layout` and `skb_hdr_window` from the offsets read from the kernel.
-    pub fn with_fast_paths(mut self) -> Self {
+    /// Fills `tp_layout` and `skb_hdr_window` from the offsets read from the kernel;
+    /// `record_end` is where the tracepoint record's last field ends.
+    pub fn with_fast_paths(mut self, record_end: u32) -> Self {
         self.tp_layout = TP_LAYOUTS
             .iter()
-            .position(|&(skb, reason)| skb == self.tp_skbaddr && reason == self.tp_reason)
+            .enumerate()
+            .position(|(i, &(skb, reason))| {
+                skb == self.tp_skbaddr && reason == self.tp_reason && tp_layout_end(i) <= record_end
+            })
             .map_or(u32::MAX, |i| i as u32);
         let start = self.skb_network_header & !7;
         self.skb_hdr_window = if self.skb_head >= start

@@ -156,7 +156,7 @@ impl KernelFacts {
             tp_layout: u32::MAX,
             skb_hdr_window: u32::MAX,
         }
-        .with_fast_paths();
+        .with_fast_paths(format.record_end());
         let has_drop_reasons = offsets.tp_reason != u32::MAX;
         // The tracepoint's own list is what the kernel prints; BTF is the fallback.
         let mut names = format.symbols("reason");
@@ -307,14 +307,16 @@ mod tests {
             skb_network_header: 180,
             ..Default::default()
         }
-        .with_fast_paths();
+        .with_fast_paths(40);
         assert_eq!((known.tp_layout, known.skb_hdr_window), (2, 176));
+        // A record that ends before the reason's last byte: never read with plain loads.
+        assert_eq!(known.with_fast_paths(38).tp_layout, u32::MAX);
         let moved = KernelOffsets {
             tp_reason: 40,
             skb_head: 240,
             ..known
         }
-        .with_fast_paths();
+        .with_fast_paths(44);
         assert_eq!(
             (moved.tp_layout, moved.skb_hdr_window),
             (u32::MAX, u32::MAX)
@@ -325,7 +327,7 @@ mod tests {
                 skb_head: head,
                 ..known
             }
-            .with_fast_paths();
+            .with_fast_paths(40);
             assert_eq!(o.skb_hdr_window, u32::MAX, "head at {head}");
         }
     }
@@ -357,6 +359,12 @@ mod tests {
             assert_eq!(
                 swarmtrace_common::TP_LAYOUTS[layout as usize],
                 (o.tp_skbaddr, o.tp_reason),
+                "{k}"
+            );
+            // The program reads no further than the record goes (the kernel checks it at
+            // attach; 5.10's and 6.1's records end at 26 and 32 bytes).
+            assert!(
+                swarmtrace_common::tp_layout_end(layout as usize) <= format.record_end(),
                 "{k}"
             );
             assert_eq!(o.skb_hdr_window, o.skb_network_header & !7, "{k}");

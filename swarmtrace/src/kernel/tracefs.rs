@@ -63,6 +63,16 @@ impl TracepointFormat {
         self.fields.iter().find(|f| f.name == name)
     }
 
+    /// The end of the record's last field: the kernel refuses to attach a program that reads
+    /// further (the record may be padded beyond it, never shorter).
+    pub fn record_end(&self) -> u32 {
+        self.fields
+            .iter()
+            .map(|f| f.offset + f.size)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn require(&self, name: &str) -> Result<&FormatField, FormatError> {
         self.field(name)
             .ok_or_else(|| FormatError::MissingField(name.to_owned()))
