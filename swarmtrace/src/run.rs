@@ -269,6 +269,17 @@ pub fn handshake_line(
     format!("{time} HANDSHAKE {} -> {}  {detail}", h.client, h.service)
 }
 
+/// Hands back to the system the heap that start-up used and freed (the kernel's BTF and
+/// kallsyms read whole, parsed, dropped): glibc keeps freed pages inside its heap resident
+/// otherwise, about 10 MiB of a run's resident memory for nothing.
+fn release_startup_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// What the verdicts need besides the handshakes, gathered at the end of a run.
 pub struct HostSnapshot {
     pub namespaces: Vec<(String, PathBuf)>,
@@ -490,6 +501,7 @@ pub async fn trace(
     let clock = namer.clock;
     let mut summary = Summary::default();
     let mut tracker = Tracker::new(args.trace.syn_timeout.as_nanos() as u64);
+    release_startup_memory();
     let started = Instant::now();
     let watched: Vec<String> = tracer.watched.iter().map(|w| w.spec.to_string()).collect();
     eprintln!(

@@ -235,6 +235,12 @@ fn is_composite(kind: u32) -> bool {
 impl Btf {
     /// Parses a raw little-endian BTF blob.
     pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        Self::from_vec(data.to_vec())
+    }
+
+    /// Parses a raw little-endian BTF blob it keeps (no copy: the kernel's is 5-6 MiB).
+    pub fn from_vec(owned: Vec<u8>) -> Result<Btf, BtfError> {
+        let data: &[u8] = &owned;
         let total = data.len();
         let magic_bytes = data.get(0..2).ok_or(BtfError::Truncated {
             what: "header",
@@ -290,7 +296,7 @@ impl Btf {
         }
 
         let mut btf = Btf {
-            data: data.to_vec(),
+            data: owned,
             str_start,
             str_end,
             types: Vec::with_capacity(type_len as usize / 24 + 1),
@@ -316,6 +322,7 @@ impl Btf {
                 Some(e) if e <= type_end => e,
                 _ => return Err(trunc),
             };
+            let data = &btf.data;
             let rec = TypeRec {
                 name_off: read_u32(data, pos, "type record")?,
                 info: read_u32(data, pos + 4, "type record")?,
@@ -340,7 +347,7 @@ impl Btf {
             path: path.to_path_buf(),
             source,
         })?;
-        Btf::parse(&data)
+        Btf::from_vec(data)
     }
 
     /// Offset and size of a member of struct/union `type_name`, following a

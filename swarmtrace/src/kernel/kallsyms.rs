@@ -1,6 +1,8 @@
 //! Kernel code addresses to `symbol+0xoffset`, from `/proc/kallsyms`.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,23 +19,39 @@ pub enum KallsymsError {
     Restricted(String),
 }
 
-/// Text symbols sorted by address.
+/// Text symbols sorted by address. Packed (one string holds every name): a kernel has over
+/// 100 000 of them, and a `String` each would double the tracer's resident memory for them.
 #[derive(Debug, Default, Clone)]
 pub struct Kallsyms {
-    symbols: Vec<(u64, String)>,
+    /// (address, start of the name in `names`, its length), sorted by address.
+    symbols: Vec<(u64, u32, u32)>,
+    names: String,
     /// Drop locations already named: drops come from a few code sites, so this stays small
     /// (bounded by the kernel's code), and each site is looked up and formatted once.
     locations: HashMap<u64, Arc<str>>,
 }
 
 impl Kallsyms {
+    /// Reads the table line by line (the file is several MiB; it is never held whole).
     pub fn read(path: &Path) -> Result<Self, KallsymsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KallsymsError::Io {
+        let io = |source| KallsymsError::Io {
             path: path.display().to_string(),
             source,
-        })?;
-        let syms = Self::parse(&text);
-        if syms.symbols.is_empty() && !text.is_empty() {
+        };
+        let mut reader = BufReader::new(File::open(path).map_err(io)?);
+        let mut syms = Self::default();
+        let mut line = String::new();
+        let mut any = false;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(io)? == 0 {
+                break;
+            }
+            any = true;
+            syms.add_line(&line);
+        }
+        syms.finish();
+        if syms.symbols.is_empty() && any {
             return Err(KallsymsError::Restricted(path.display().to_string()));
         }
         Ok(syms)
@@ -41,26 +59,46 @@ impl Kallsyms {
 
     /// Keeps text symbols (`t`/`T`) with a non-zero address; skips malformed lines.
     pub fn parse(text: &str) -> Self {
-        let mut symbols: Vec<(u64, String)> = text
-            .lines()
-            .filter_map(|line| {
-                let mut it = line.split_whitespace();
-                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                let kind = it.next()?;
-                let name = it.next()?;
-                (addr != 0 && (kind == "t" || kind == "T")).then(|| (addr, name.to_owned()))
-            })
-            .collect();
-        symbols.sort_unstable_by_key(|(a, _)| *a);
-        Self {
-            symbols,
-            locations: HashMap::new(),
+        let mut syms = Self::default();
+        for line in text.lines() {
+            syms.add_line(line);
         }
+        syms.finish();
+        syms
+    }
+
+    fn add_line(&mut self, line: &str) {
+        let mut it = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            return;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            return;
+        };
+        if addr == 0 || !(kind == "t" || kind == "T") {
+            return;
+        }
+        let (Ok(start), Ok(len)) = (u32::try_from(self.names.len()), u32::try_from(name.len()))
+        else {
+            return;
+        };
+        self.names.push_str(name);
+        self.symbols.push((addr, start, len));
+    }
+
+    fn finish(&mut self) {
+        self.symbols.sort_unstable_by_key(|(a, _, _)| *a);
+        self.symbols.shrink_to_fit();
+        self.names.shrink_to_fit();
+    }
+
+    fn name(&self, &(_, start, len): &(u64, u32, u32)) -> &str {
+        &self.names[start as usize..(start + len) as usize]
     }
 
     /// True when the kernel has a text symbol of that name.
     pub fn has(&self, name: &str) -> bool {
-        self.symbols.iter().any(|(_, n)| n == name)
+        self.symbols.iter().any(|s| self.name(s) == name)
     }
 
     pub fn len(&self) -> usize {
@@ -73,9 +111,9 @@ impl Kallsyms {
 
     /// The symbol containing `addr` and the offset into it.
     pub fn lookup(&self, addr: u64) -> Option<(&str, u64)> {
-        let i = self.symbols.partition_point(|(a, _)| *a <= addr);
-        let (start, name) = self.symbols.get(i.checked_sub(1)?)?;
-        Some((name, addr - start))
+        let i = self.symbols.partition_point(|(a, _, _)| *a <= addr);
+        let s = self.symbols.get(i.checked_sub(1)?)?;
+        Some((self.name(s), addr - s.0))
     }
 
     /// `name+0xoff`, or the bare hex address when no symbol covers it.
