@@ -153,6 +153,11 @@ fn replace_rows(md: &Path, only: &str, table: &str) -> Result<()> {
     if !placed {
         bail!("no rows of --only {only} in BENCHMARKS.md: run the whole `cargo xtask bench` first");
     }
+    // The blank line before a removed "Rows of" line goes with it.
+    out.dedup_by(|a, b| a.is_empty() && b.is_empty());
+    if out.last().is_some_and(|l| l.is_empty()) {
+        out.pop();
+    }
     out.push(String::new());
     out.push(format!(
         "Rows of `--only {only}` measured again by `sudo cargo xtask bench --only {only}`: {}.",
