@@ -225,6 +225,7 @@ pub fn handshake_record<'a>(
     }
 }
 
+/// The handshake as a `serde_json::Value`: what observers get (the bench compares its cost).
 pub fn handshake_json(
     h: &Handshake,
     hops: &HopNames,
