@@ -33,6 +33,11 @@ pub struct Drop {
     pub joined: Option<Joined>,
 }
 
+/// A namespace's name, or `netns:INODE` when it has none: how a drop's place is written.
+pub fn netns_label(name: Option<&str>, inode: u32) -> String {
+    name.map_or_else(|| format!("netns:{inode}"), str::to_owned)
+}
+
 /// A drop's JSON object (docs/json.md); the fields in the documented order.
 #[derive(Debug, serde::Serialize)]
 pub struct DropRecord<'a> {
@@ -83,9 +88,9 @@ impl Namer {
 }
 
 impl Drop {
-    /// The NDJSON object of docs/json.md. Field names are a contract: add, never rename.
-    /// The drop as docs/json.md describes it, ready to serialize (an NDJSON line is written
-    /// from it directly, with no intermediate `Value`).
+    /// The NDJSON object of docs/json.md, ready to serialize (an NDJSON line is written from
+    /// it directly, with no intermediate `Value`). Field names are a contract: add, never
+    /// rename.
     pub fn record(&self) -> DropRecord<'_> {
         DropRecord {
             kind: "drop",
@@ -113,10 +118,7 @@ impl Drop {
     pub fn to_line(&self) -> String {
         let ts = rfc3339_micros(self.unix_ns);
         let time = ts.get(11..26).unwrap_or(&ts);
-        let ns = match &self.netns_name {
-            Some(n) => n.to_string(),
-            None => format!("netns:{}", self.netns),
-        };
+        let ns = netns_label(self.netns_name.as_deref(), self.netns);
         let dev = self.ifname.as_deref().unwrap_or("-");
         let who = match &self.joined {
             Some(j) => format!("  (client {} -> service {})", j.client, j.service),

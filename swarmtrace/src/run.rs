@@ -178,8 +178,7 @@ impl HopNames {
     }
 }
 
-/// The `handshake` NDJSON object of docs/json.md.
-/// A reported handshake's JSON object (docs/json.md); the fields in the documented order.
+/// The `handshake` NDJSON object of docs/json.md; the fields in the documented order.
 #[derive(Debug, serde::Serialize)]
 pub struct HandshakeRecord<'a> {
     #[serde(rename = "type")]

@@ -461,7 +461,6 @@ impl Tracer {
     }
 }
 
-/// Registers a map's fd with the runtime for readability.
 /// Hands every record the ring holds to `f`.
 fn read_all(ring: &mut RingBuf<MapData>, f: &mut impl FnMut(&[u8])) {
     while let Some(item) = ring.next() {
@@ -469,6 +468,7 @@ fn read_all(ring: &mut RingBuf<MapData>, f: &mut impl FnMut(&[u8])) {
     }
 }
 
+/// Registers a map's fd with the runtime for readability.
 fn poll_fd<T: AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
     // SAFETY: the fd is owned by `inner`, which the AsyncFd owns and drops after deregistering.
     unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }

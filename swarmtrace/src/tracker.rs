@@ -48,9 +48,7 @@ impl From<&Drop> for DropNote {
 impl DropNote {
     /// The namespace's name, or `netns:INODE` when it has none.
     pub fn netns_label(&self) -> String {
-        self.netns_name
-            .as_deref()
-            .map_or_else(|| format!("netns:{}", self.netns), str::to_owned)
+        crate::drops::netns_label(self.netns_name.as_deref(), self.netns)
     }
 }
 

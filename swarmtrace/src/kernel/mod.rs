@@ -368,7 +368,10 @@ mod tests {
                 "{k}"
             );
             assert_eq!(o.skb_hdr_window, o.skb_network_header & !7, "{k}");
-            assert!(o.skb_head + 8 - o.skb_hdr_window <= swarmtrace_common::SKB_HDR_WINDOW);
+            assert!(
+                o.skb_head + 8 - o.skb_hdr_window <= swarmtrace_common::SKB_HDR_WINDOW,
+                "{k}"
+            );
             assert_eq!(
                 facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
                 tw_paws,
