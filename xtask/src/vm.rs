@@ -913,7 +913,7 @@ fn make_temp_dir() -> Result<PathBuf> {
 
 /// What one boot gave: scenario -> (status, detail), and what went wrong with the guest itself
 /// (its kernel locked up or panicked, it ran past --timeout), if anything.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 struct Boot {
     results: BTreeMap<String, (String, String)>,
     fault: Option<String>,
