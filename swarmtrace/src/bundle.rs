@@ -1,4 +1,5 @@
-//! The postmortem bundle: a directory (0700, files 0600) or a `.tar.gz` of one.
+//! The postmortem bundle: a directory (0700, files 0600) or a `.tar.gz` of one, written
+//! through `safe_fs` (no link followed, no planted file reused).
 //!
 //! | file | what |
 //! | --- | --- |
@@ -12,16 +13,16 @@
 //! the same code as the live run.
 
 use std::collections::BTreeMap;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::run::HopNames;
+use crate::safe_fs;
 use crate::tracker::Handshake;
 use crate::verdict::{self, Verdict};
 
@@ -47,13 +48,34 @@ pub struct HandshakesFile {
 }
 
 /// Where a capture writes, prepared (and proven writable) before anything is attached.
+///
+/// The directory is made by us (or is an empty one the user running swarmtrace owns) and held
+/// as a descriptor; every file is created in it with `O_EXCL | O_NOFOLLOW`, mode 0600
+/// (`safe_fs`). A `.tar.gz` is created the same way at the start and stays open to the end;
+/// its files are staged in a private directory beside it.
 #[derive(Debug)]
 pub struct BundleOut {
-    /// The directory the files go to (a temporary one next to a `.tar.gz`).
-    pub dir: PathBuf,
-    /// The `.tar.gz` to pack the directory into at the end.
-    pub tarball: Option<PathBuf>,
+    /// The directory the files go to (a private staging one next to a `.tar.gz`).
+    dir: safe_fs::Dir,
+    /// Whether we made `dir` (an operator's empty directory is left in place).
+    made_dir: bool,
+    tarball: Option<Tarball>,
+    /// The files created so far, in order.
+    created: std::cell::RefCell<Vec<&'static str>>,
 }
+
+#[derive(Debug)]
+struct Tarball {
+    path: PathBuf,
+    /// Open since `prepare`: never reopened by name.
+    file: File,
+    /// The archive's directory, holding the staging directory `stage`.
+    parent: safe_fs::Dir,
+    stage: std::ffi::OsString,
+}
+
+/// Written into a bundle that a failure cut short.
+pub const PARTIAL: &str = "PARTIAL.txt";
 
 pub fn is_tarball(p: &Path) -> bool {
     let s = p.to_string_lossy();
@@ -62,94 +84,139 @@ pub fn is_tarball(p: &Path) -> bool {
 
 impl BundleOut {
     pub fn prepare(path: &Path) -> Result<Self> {
+        Self::prepare_at(path)
+            .with_context(|| format!("cannot create the bundle {}", path.display()))
+    }
+
+    fn prepare_at(path: &Path) -> Result<Self> {
         if is_tarball(path) {
-            // Create the archive now (refusing to overwrite) so an unwritable path fails first.
-            File::options()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
+            let (parent, file) = safe_fs::create_new_file(path)?;
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or("bundle");
-            let dir = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-            if let Err(e) = DirBuilder::new().mode(0o700).create(&dir) {
-                let _ = std::fs::remove_file(path);
-                return Err(e).with_context(|| format!("cannot create {}", dir.display()));
-            }
+            let stage = std::ffi::OsString::from(format!(".{name}.tmp-{}", std::process::id()));
+            let stage_path = parent.path().join(&stage);
+            let dir = match parent.make_private(&stage, &stage_path) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = parent.remove_file(name);
+                    return Err(e.into());
+                }
+            };
             return Ok(Self {
                 dir,
-                tarball: Some(path.to_owned()),
+                made_dir: true,
+                tarball: Some(Tarball {
+                    path: path.to_owned(),
+                    file,
+                    parent,
+                    stage,
+                }),
+                created: Default::default(),
             });
         }
-        if path.exists() {
-            let empty = std::fs::read_dir(path)
-                .with_context(|| {
-                    format!("{} exists and is not a readable directory", path.display())
-                })?
-                .next()
-                .is_none();
-            if !empty {
-                bail!(
-                    "{} exists and is not empty: choose a new path",
-                    path.display()
-                );
-            }
-            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        } else {
-            DirBuilder::new()
-                .mode(0o700)
-                .create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-        }
-        // Prove the directory is writable.
-        let probe = path.join(".write-test");
-        File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&probe)
-            .with_context(|| format!("cannot write in {}", path.display()))?;
-        std::fs::remove_file(&probe)?;
+        let existed = std::fs::symlink_metadata(path).is_ok();
+        let dir = safe_fs::Dir::create_private(path)?;
         Ok(Self {
-            dir: path.to_owned(),
+            dir,
+            made_dir: !existed,
             tarball: None,
+            created: Default::default(),
         })
     }
 
-    pub fn create(&self, name: &str) -> Result<File> {
-        let p = self.dir.join(name);
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&p)
-            .with_context(|| format!("cannot write {}", p.display()))
+    /// Where the bundle ends up.
+    pub fn path(&self) -> &Path {
+        match &self.tarball {
+            Some(t) => &t.path,
+            None => self.dir.path(),
+        }
     }
 
-    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+    /// Creates one of the bundle's files (it must not exist yet).
+    pub fn create(&self, name: &'static str) -> Result<File> {
+        let f = self.dir.create_file(name)?;
+        self.created.borrow_mut().push(name);
+        Ok(f)
+    }
+
+    /// Writes one whole file; a file that could not be written whole is removed, and the
+    /// error names it.
+    pub fn write(&self, name: &'static str, bytes: &[u8]) -> Result<()> {
         let mut f = self.create(name)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        let done = f.write_all(bytes).and_then(|()| f.sync_all());
+        if let Err(e) = done {
+            drop(f);
+            let _ = self.dir.remove_file(name);
+            self.created.borrow_mut().retain(|n| *n != name);
+            return Err(e)
+                .with_context(|| format!("cannot write {}", self.dir.path().join(name).display()));
+        }
         Ok(())
     }
 
-    /// Packs the directory into the tarball (if any) and removes it.
-    pub fn finish(self) -> Result<PathBuf> {
-        let Some(tarball) = self.tarball.clone() else {
-            return Ok(self.dir.clone());
+    /// Reads back a file written earlier.
+    pub fn open(&self, name: &str) -> Result<File> {
+        Ok(self.dir.open_file(name)?)
+    }
+
+    /// Whether anything was recorded: a failure after that keeps the bundle (`keep_partial`).
+    pub fn recorded_anything(&self) -> bool {
+        self.dir
+            .open_file("events.ndjson")
+            .ok()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.len() > 0)
+    }
+
+    /// Packs the staged files into the archive (if any) and removes the staging directory.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        self.dir
+            .sync()
+            .with_context(|| format!("cannot sync {}", self.dir.path().display()))?;
+        let Some(tarball) = self.tarball.take() else {
+            if !self.dir.still_at_path() {
+                anyhow::bail!(
+                    "{} was {} during the capture: the bundle's files are in the directory that was there (refusing to follow what is there now)",
+                    self.dir.path().display(),
+                    safe_fs::describe(self.dir.path())
+                );
+            }
+            return Ok(self.dir.path().to_owned());
         };
-        let file = File::options()
-            .write(true)
-            .truncate(true)
-            .open(&tarball)
-            .with_context(|| format!("cannot write {}", tarball.display()))?;
-        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let ours =
+            safe_fs::stat_of(&tarball.file).is_ok_and(|st| safe_fs::same_file(&st, &tarball.path));
+        if !ours {
+            anyhow::bail!(
+                "{} was {} during the capture: refusing to write through it; the recorded files are kept in {}",
+                tarball.path.display(),
+                safe_fs::describe(&tarball.path),
+                self.dir.path().display()
+            );
+        }
+        if let Err(e) = self.pack(&tarball) {
+            return Err(e.context(format!(
+                "cannot write {}; the recorded files are kept in {}",
+                tarball.path.display(),
+                self.dir.path().display()
+            )));
+        }
+        for name in self.created.borrow().iter() {
+            let _ = self.dir.remove_file(name);
+        }
+        tarball
+            .parent
+            .remove_dir(&tarball.stage)
+            .with_context(|| format!("cannot remove {}", self.dir.path().display()))?;
+        Ok(tarball.path)
+    }
+
+    fn pack(&self, tarball: &Tarball) -> Result<()> {
+        let gz = flate2::write::GzEncoder::new(&tarball.file, flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
         let top = tarball
+            .path
             .file_name()
             .and_then(|n| n.to_str())
             .map(|n| {
@@ -158,22 +225,53 @@ impl BundleOut {
                     .to_owned()
             })
             .unwrap_or_else(|| "bundle".to_owned());
-        for name in FILES {
-            let p = self.dir.join(name);
-            if p.exists() {
-                tar.append_path_with_name(&p, format!("{top}/{name}"))?;
-            }
+        let mtime = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        for name in self.created.borrow().iter() {
+            let f = self.dir.open_file(name)?;
+            let len = f.metadata()?.len();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(len);
+            h.set_mode(0o600);
+            h.set_mtime(mtime);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, format!("{top}/{name}"), f.take(len))
+                .with_context(|| format!("{name}: cannot add it to the archive"))?;
         }
-        tar.into_inner()?.finish()?.sync_all()?;
-        std::fs::remove_dir_all(&self.dir)?;
-        Ok(tarball)
+        tar.into_inner()?.finish()?;
+        tarball.file.sync_all()?;
+        Ok(())
     }
 
-    /// Removes what was made, after a failure.
+    /// After a failure once something was recorded: says in the bundle why it is partial,
+    /// packs what there is, and returns where it is.
+    pub fn keep_partial(self, why: &anyhow::Error) -> Result<PathBuf> {
+        let note = format!(
+            "This bundle is partial: the capture failed before it was complete.\n\nerror: {why:#}\n"
+        );
+        // Best effort: on a full filesystem even this may not fit.
+        let _ = self.write(PARTIAL, note.as_bytes());
+        self.finish()
+    }
+
+    /// Removes what was made, after a failure before anything was recorded.
     pub fn abandon(self) {
+        for name in self.created.borrow().iter() {
+            let _ = self.dir.remove_file(name);
+        }
         if let Some(t) = &self.tarball {
-            let _ = std::fs::remove_dir_all(&self.dir);
-            let _ = std::fs::remove_file(t);
+            let _ = t.parent.remove_dir(&t.stage);
+            if let Some(name) = t.path.file_name().and_then(|n| n.to_str()) {
+                let _ = t.parent.remove_file(name);
+            }
+        } else if self.made_dir {
+            if let Ok((parent, name)) = safe_fs::split(self.dir.path()) {
+                if let Ok(p) = safe_fs::Dir::open(&parent) {
+                    let _ = p.remove_dir(&name);
+                }
+            }
         }
     }
 }

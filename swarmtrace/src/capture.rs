@@ -12,10 +12,9 @@ use crate::run::{trace, Control, RunResult};
 
 pub async fn capture(args: CaptureArgs) -> Result<()> {
     crate::privileges::require_tracing()?;
-    // Fail on an unwritable path before anything is attached.
+    // Fail on an unwritable or unsafe path before anything is attached.
     let out = BundleOut::prepare(&args.output)?;
-    let result = record(&args, &out).await;
-    match result {
+    match record(&args, &out).await {
         Ok(()) => {
             let path = out.finish()?;
             eprintln!(
@@ -25,6 +24,15 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
             );
             Ok(())
         }
+        // Something was recorded: keep it, with a note of why it is partial.
+        Err(e) if out.recorded_anything() => match out.keep_partial(&e) {
+            Ok(path) => Err(e.context(format!(
+                "the capture failed; what was recorded is kept in {} (partial: see {} in it)",
+                path.display(),
+                bundle::PARTIAL
+            ))),
+            Err(keep) => Err(e.context(format!("{keep:#}"))),
+        },
         Err(e) => {
             out.abandon();
             Err(e)
@@ -39,6 +47,7 @@ async fn record(args: &CaptureArgs, out: &BundleOut) -> Result<()> {
         json: true,
         metrics: None,
     };
+    let events_path = out.path().join("events.ndjson");
     let mut events = BufWriter::new(out.create("events.ndjson")?);
     let started = std::time::Instant::now();
     let result = trace(
@@ -50,11 +59,14 @@ async fn record(args: &CaptureArgs, out: &BundleOut) -> Result<()> {
         },
     )
     .await?;
-    events.flush()?;
-    events
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+    let flushed = events.flush().map_err(anyhow::Error::from).and_then(|()| {
+        events
+            .into_inner()
+            .map_err(|e| anyhow::Error::from(e.into_error()))?
+            .sync_all()
+            .map_err(anyhow::Error::from)
+    });
+    flushed.with_context(|| format!("cannot write {}", events_path.display()))?;
     write_rest(&result, out, started.elapsed().as_secs_f64())
 }
 
@@ -76,13 +88,22 @@ fn write_rest(result: &RunResult, out: &BundleOut, secs: f64) -> Result<()> {
     Ok(())
 }
 
+/// The handshake lines of the events written so far, read back line by line.
 fn handshake_lines(out: &BundleOut) -> Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(out.dir.join("events.ndjson"))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "handshake")
-        .collect())
+    use std::io::BufRead;
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(out.open("events.ndjson")?).lines() {
+        let line = line?;
+        if !line.contains("\"handshake\"") {
+            continue;
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["type"] == "handshake" {
+                lines.push(v);
+            }
+        }
+    }
+    Ok(lines)
 }
 
 /// `swarmtrace report`: renders bundles offline, without root; several bundles (nodes) are

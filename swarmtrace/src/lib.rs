@@ -18,6 +18,7 @@ pub mod pcapng;
 pub mod privileges;
 pub mod report;
 pub mod run;
+pub mod safe_fs;
 pub mod tracer;
 pub mod tracker;
 pub mod tui;
