@@ -9,7 +9,7 @@ LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}"
 APT_PACKAGES=(
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
   iproute2 iptables nftables conntrack tshark python3 ethtool
-  docker.io busybox-static tmux prometheus
+  docker.io busybox-static tmux prometheus libcap2-bin
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

@@ -42,11 +42,60 @@ pub fn require_tracing() -> Result<()> {
     let missing = missing_for_tracing(caps);
     if !missing.is_empty() {
         bail!(
-            "swarmtrace needs root to load its kernel programs (missing {}): run it with sudo, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (setcap cap_bpf,cap_perfmon,cap_net_admin+ep $(which swarmtrace))",
-            missing.join(", ")
+            "swarmtrace needs root to load its kernel programs (missing {}): run it with sudo; {}",
+            missing.join(", "),
+            GROUP_ADVICE
         );
     }
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        if let Some(warning) = world_runnable_with_caps(&exe) {
+            log::warn!("{warning}");
+            eprintln!("swarmtrace: warning: {warning}");
+        }
+    }
     Ok(())
+}
+
+/// How to let operators run swarmtrace without sudo, and no one else: capabilities on a copy
+/// of the binary that only a dedicated group may execute. Capabilities on a binary everyone
+/// may run (`+ep` on a 0755 file) let every local user trace every handshake on the host.
+pub const GROUP_ADVICE: &str = "to run it without sudo, give the capabilities to a copy only a dedicated group may run: \
+groupadd --system swarmtrace && \
+install -o root -g swarmtrace -m 0750 \"$(command -v swarmtrace)\" /usr/local/sbin/swarmtrace && \
+setcap cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin+ep /usr/local/sbin/swarmtrace, \
+then add operators to the group (usermod -aG swarmtrace NAME); never setcap a binary every user may run";
+
+/// A warning when `exe` carries file capabilities and others (not owner, not group) may run it.
+pub fn world_runnable_with_caps(exe: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(exe).ok()?.permissions().mode();
+    if mode & 0o001 == 0 || !has_file_caps(exe) {
+        return None;
+    }
+    Some(format!(
+        "{} has file capabilities and every local user may run it (mode {:o}): anyone can trace every handshake on this host; restrict it: chgrp swarmtrace {} && chmod 0750 {}",
+        exe.display(),
+        mode & 0o7777,
+        exe.display(),
+        exe.display()
+    ))
+}
+
+fn has_file_caps(exe: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(exe.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 asks for the size only.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    n > 0
 }
 
 #[cfg(test)]
@@ -64,5 +113,52 @@ mod tests {
         );
         let bpf_only = (1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_NET_ADMIN);
         assert!(missing_for_tracing(bpf_only).is_empty());
+    }
+
+    #[test]
+    fn advice_never_puts_capabilities_on_a_binary_everyone_runs() {
+        assert!(GROUP_ADVICE.contains("-m 0750"), "{GROUP_ADVICE}");
+        assert!(GROUP_ADVICE.contains("-g swarmtrace"), "{GROUP_ADVICE}");
+        // The only setcap names the group-only copy.
+        let setcap = GROUP_ADVICE.split("setcap ").nth(1).unwrap();
+        assert!(
+            setcap.split(',').next().unwrap().contains("cap_bpf")
+                && setcap.contains("+ep /usr/local/sbin/swarmtrace"),
+            "{GROUP_ADVICE}"
+        );
+        assert!(!GROUP_ADVICE.contains("$(which swarmtrace))"));
+    }
+
+    #[test]
+    fn warns_about_capabilities_on_a_world_runnable_binary() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0
+            || std::process::Command::new("setcap")
+                .arg("-h")
+                .output()
+                .is_err()
+        {
+            eprintln!("SKIPPED warns_about_capabilities_on_a_world_runnable_binary: needs root and setcap");
+            return;
+        }
+        let f = std::env::temp_dir().join(format!("st-caps-{}", std::process::id()));
+        std::fs::copy("/bin/true", &f).unwrap();
+        std::fs::set_permissions(&f, PermissionsExt::from_mode(0o755)).unwrap();
+        assert_eq!(world_runnable_with_caps(&f), None, "no capabilities yet");
+        let st = std::process::Command::new("setcap")
+            .arg("cap_bpf+ep")
+            .arg(&f)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let w = world_runnable_with_caps(&f).expect("0755 with capabilities");
+        assert!(
+            w.contains("every local user") && w.contains("chmod 0750"),
+            "{w}"
+        );
+        std::fs::set_permissions(&f, PermissionsExt::from_mode(0o750)).unwrap();
+        assert_eq!(world_runnable_with_caps(&f), None, "group-only is fine");
+        std::fs::remove_file(&f).unwrap();
     }
 }
