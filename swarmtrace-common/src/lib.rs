@@ -30,7 +30,6 @@ pub mod seen {
 pub mod state {
     pub const ANSWERED: u8 = 1;
     pub const RESET: u8 = 2;
-    pub const DROPPED: u8 = 4;
 }
 
 /// Packet classes, in [`PacketInfo::class`].
@@ -52,9 +51,10 @@ pub mod stat {
     pub const UNREADABLE: u32 = 2;
     /// SYNs seen for the first time by the TC classifiers (handshakes started).
     pub const SYNS: u32 = 3;
-    /// Handshakes answered by a SYN-ACK seen by the TC classifiers.
+    /// Handshakes answered by a SYN-ACK seen by the TC classifiers. Best effort: two answers to
+    /// one SYN racing on two CPUs may both count (the drop counters are the exact ones).
     pub const ANSWERED: u32 = 4;
-    /// Handshakes answered by a RST.
+    /// Handshakes answered by a RST (best effort, as `ANSWERED`).
     pub const RESETS: u32 = 5;
     /// Drops joined to a handshake first seen on a watched interface.
     pub const JOINED_DROPS: u32 = 6;
@@ -163,31 +163,25 @@ pub struct HandshakeKey {
     pub tsval: u32,
 }
 
-/// Value of the handshake table (an LRU hash in the kernel).
+/// Value of the handshake table (an LRU hash in the kernel). Updated in place by every CPU
+/// without a lock: each field is written whole, see the kernel crate's `handshake::entry`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Handshake {
     /// When the SYN was first seen (monotonic ns).
     pub first_ns: u64,
-    /// When the first SYN-ACK was seen; 0 if never.
-    pub answered_ns: u64,
     /// The client and the service as first seen (before any NAT on this host).
     pub client: [u8; 16],
     pub service: [u8; 16],
     pub client_port: u16,
     pub service_port: u16,
     pub family: u8,
-    /// Bits of [`state`].
+    /// Bits of [`state`]: whether an answer (SYN-ACK or RST) was already counted.
     pub state: u8,
-    /// How many times this SYN was seen (one per watched hop it crossed).
-    pub sightings: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 2],
     pub first_hop: Hop,
-    /// The last hop the SYN was seen on.
+    /// The last hop the SYN was seen on (user space reads it for a handshake's path).
     pub last_hop: Hop,
-    /// Where the first SYN-ACK (or RST) was seen.
-    pub answer_hop: Hop,
-    pub _pad2: u32,
 }
 
 /// A handshake packet seen by a TC classifier: a new SYN, its SYN-ACK or a RST.
@@ -311,7 +305,7 @@ const _: () = assert!(core::mem::size_of::<PacketInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 160);
 const _: () = assert!(core::mem::size_of::<Hop>() == 12);
 const _: () = assert!(core::mem::size_of::<HandshakeKey>() == 8);
-const _: () = assert!(core::mem::size_of::<Handshake>() == 96);
+const _: () = assert!(core::mem::size_of::<Handshake>() == 72);
 const _: () = assert!(core::mem::size_of::<HandshakeEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<Filter>() == 36);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);

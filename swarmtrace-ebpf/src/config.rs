@@ -79,10 +79,25 @@ pub struct Scratch {
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// This CPU's scratch space.
+#[inline(always)]
+pub fn scratch() -> Result<&'static mut Scratch, ()> {
+    let ptr = SCRATCH.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: a per-CPU value, so no other CPU touches it; on this CPU the programs that use
+    // it do not nest: tracepoint programs are not re-entered (the kernel's bpf_prog_active
+    // guard skips a nested run), TC ingress runs in softirq and TC egress with bottom halves
+    // disabled, and `drop` and `handshake` are separate fields for the tracepoint and TC.
+    Ok(unsafe { &mut *ptr })
+}
+
 #[inline(always)]
 pub fn count(map: &PerCpuArray<u64>, index: u32) {
     if let Some(slot) = map.get_ptr_mut(index) {
-        // Per-CPU slot: no other writer can race with this one.
+        // SAFETY: a valid pointer to this CPU's slot, which no other CPU writes. On this CPU a
+        // TC program (softirq) may interrupt a drop program between its load and its store;
+        // the slots they count are disjoint (TC: SYNS, ANSWERED, RESETS, TC_UNREADABLE; drops:
+        // DROPS, JOINED_DROPS, UNREADABLE and the reasons) but for LOST_EVENTS, so every drop
+        // counter is exact.
         unsafe { *slot += 1 };
     }
 }

@@ -2,22 +2,15 @@
 //! handshake packet the user asked about, join it to its handshake, count it exactly and
 //! send the event.
 
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
-    EbpfContext,
-};
-use swarmtrace_common::{kind, stat, state, DropEvent, HandshakeKey, MAX_REASONS, SKB_HDR_WINDOW};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, EbpfContext};
+use swarmtrace_common::{kind, stat, DropEvent, HandshakeKey, MAX_REASONS, SKB_HDR_WINDOW};
 
 use crate::{
-    config::{count, global, output, DROP_REASONS, SCRATCH, STATS},
+    config::{count, global, output, scratch, DROP_REASONS, STATS},
     handshake::lookup,
+    kmem::{read, read_buf},
     packet::{matches, parse_ip, Kernel, Parse},
 };
-
-#[inline(always)]
-unsafe fn read<T>(p: u64) -> Result<T, ()> {
-    unsafe { bpf_probe_read_kernel(p as *const T) }.map_err(|_| ())
-}
 
 /// Reports the drop of `skb` with `reason`. `site` gives the drop's location and the
 /// receiving socket when the hook knows it (0 otherwise); it is called only for a packet that
@@ -34,8 +27,7 @@ pub fn report_drop<C: EbpfContext>(
     if nh == 0xffff || head == 0 {
         return Ok(());
     }
-    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
-    let ev = &mut scratch.drop;
+    let ev = &mut scratch()?.drop;
     let src = Kernel {
         base: head + nh as u64,
     };
@@ -52,7 +44,6 @@ pub fn report_drop<C: EbpfContext>(
     // client and service as first seen, and filtered on them.
     match lookup(p) {
         Some((key, hs)) => {
-            let hs = unsafe { &mut *hs };
             if !matches(
                 hs.family,
                 &hs.client,
@@ -62,7 +53,6 @@ pub fn report_drop<C: EbpfContext>(
             ) {
                 return Ok(());
             }
-            hs.state |= state::DROPPED;
             ev.joined = 1;
             ev.key = key;
             ev.client = hs.client;
@@ -94,6 +84,7 @@ pub fn report_drop<C: EbpfContext>(
     );
     let (location, rx_sk) = site();
     ev.header.kind = kind::DROP;
+    // SAFETY: bpf_ktime_get_ns takes nothing and cannot fail.
     ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.location = location;
     ev.reason = reason;
@@ -108,11 +99,11 @@ pub fn report_drop<C: EbpfContext>(
 fn head_and_network_header(skb: u64) -> Result<(u64, u16), ()> {
     let start = global!(OFFSETS.skb_hdr_window);
     if start == u32::MAX {
-        let head: u64 = unsafe { read(skb + global!(OFFSETS.skb_head) as u64) }?;
-        let nh: u16 = unsafe { read(skb + global!(OFFSETS.skb_network_header) as u64) }?;
+        let head: u64 = read(skb + global!(OFFSETS.skb_head) as u64)?;
+        let nh: u16 = read(skb + global!(OFFSETS.skb_network_header) as u64)?;
         return Ok((head, nh));
     }
-    let w: [u64; WINDOW_WORDS] = unsafe { read(skb + start as u64) }?;
+    let w: [u64; WINDOW_WORDS] = read(skb + start as u64)?;
     // Constants to the verifier (frozen globals), in bounds and aligned: user space checked.
     let head = w
         .get(((global!(OFFSETS.skb_head) - start) / 8) as usize)
@@ -130,29 +121,28 @@ const WINDOW_WORDS: usize = (SKB_HDR_WINDOW / 8) as usize;
 /// being sent may have no device yet), else from the hook's receiving socket.
 #[inline(always)]
 fn read_device(skb: u64, rx_sk: u64, ev: &mut DropEvent) {
-    let dev: u64 = unsafe { read(skb + global!(OFFSETS.skb_dev) as u64) }.unwrap_or(0);
+    let dev: u64 = read(skb + global!(OFFSETS.skb_dev) as u64).unwrap_or(0);
     let mut net: u64 = 0;
     ev.ifindex = 0;
     ev.ifname = [0; 16];
     ev.netns = 0;
     if dev != 0 {
-        ev.ifindex = unsafe { read(dev + global!(OFFSETS.dev_ifindex) as u64) }.unwrap_or(0);
-        let name = (dev + global!(OFFSETS.dev_name) as u64) as *const u8;
-        if unsafe { bpf_probe_read_kernel_buf(name, &mut ev.ifname) }.is_err() {
+        ev.ifindex = read(dev + global!(OFFSETS.dev_ifindex) as u64).unwrap_or(0);
+        if read_buf(dev + global!(OFFSETS.dev_name) as u64, &mut ev.ifname).is_err() {
             ev.ifname = [0; 16];
         }
-        net = unsafe { read(dev + global!(OFFSETS.dev_nd_net) as u64) }.unwrap_or(0);
+        net = read(dev + global!(OFFSETS.dev_nd_net) as u64).unwrap_or(0);
     }
     if net == 0 {
-        let mut sk: u64 = unsafe { read(skb + global!(OFFSETS.skb_sk) as u64) }.unwrap_or(0);
+        let mut sk: u64 = read(skb + global!(OFFSETS.skb_sk) as u64).unwrap_or(0);
         if sk == 0 {
             sk = rx_sk;
         }
         if sk != 0 {
-            net = unsafe { read(sk + global!(OFFSETS.sk_net) as u64) }.unwrap_or(0);
+            net = read(sk + global!(OFFSETS.sk_net) as u64).unwrap_or(0);
         }
     }
     if net != 0 {
-        ev.netns = unsafe { read(net + global!(OFFSETS.net_inum) as u64) }.unwrap_or(0);
+        ev.netns = read(net + global!(OFFSETS.net_inum) as u64).unwrap_or(0);
     }
 }

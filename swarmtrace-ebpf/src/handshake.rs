@@ -3,8 +3,8 @@
 use aya_ebpf::{macros::map, maps::LruHashMap};
 use swarmtrace_common::{class, Handshake, HandshakeKey, PacketInfo, HANDSHAKE_TABLE};
 
-/// SYNs first seen on a watched interface. LRU: under a flood the oldest go first, and
-/// user space sweeps answered and timed-out ones.
+/// SYNs first seen on a watched interface. LRU: the table empties itself, the oldest first
+/// (user space only reads it, for the last hop of a handshake it reports).
 #[map]
 pub static HANDSHAKES: LruHashMap<HandshakeKey, Handshake> =
     LruHashMap::with_max_entries(HANDSHAKE_TABLE, 0);
@@ -41,14 +41,33 @@ pub fn key_of(p: &PacketInfo) -> Option<HandshakeKey> {
         class::RST | class::ACK => p.seq.wrapping_sub(1),
         _ => return None,
     };
+    // SAFETY: a map value read at once by copy, while the program runs under RCU; a u32 is
+    // written whole, so a concurrent update gives the old or the new TSval, never a torn one.
     let tsval = unsafe { ISN_INDEX.get(isn) }.copied()?;
     Some(HandshakeKey { isn, tsval })
 }
 
 /// The table entry for this packet's SYN.
 #[inline(always)]
-pub fn lookup(p: &PacketInfo) -> Option<(HandshakeKey, *mut Handshake)> {
+pub fn lookup(p: &PacketInfo) -> Option<(HandshakeKey, &'static mut Handshake)> {
     let key = key_of(p)?;
-    let entry = HANDSHAKES.get_ptr_mut(key)?;
-    Some((key, entry))
+    entry(key).map(|e| (key, e))
+}
+
+/// The table entry of `key`, to read or update in place.
+///
+/// Best effort, by design: the entry is shared by every CPU and updated with plain stores
+/// (no lock: a spin lock or atomics on it would cost each SYN-ACK more than the rest of the
+/// program, and BPF's fetching atomics need 5.12 while 5.10 is supported). Each field is
+/// stored whole (at most 8 bytes, aligned), so a reader sees an old or a new value, never a
+/// torn one; two CPUs answering the same SYN at the same instant may both mark it, which is
+/// why `stat::ANSWERED` and `stat::RESETS` are "about" counters while the drop counters,
+/// counted once per drop on a per-CPU slot, are exact.
+#[inline(always)]
+pub fn entry(key: HandshakeKey) -> Option<&'static mut Handshake> {
+    let ptr = HANDSHAKES.get_ptr_mut(key)?;
+    // SAFETY: a non-null pointer to a map value, valid while the program runs (the value is
+    // freed only after an RCU grace period, and a program runs inside one); the sharing with
+    // other CPUs is the best-effort contract above.
+    Some(unsafe { &mut *ptr })
 }

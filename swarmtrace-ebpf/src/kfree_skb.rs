@@ -56,8 +56,11 @@ fn skb_and_reason(ctx: &TracePointContext) -> Result<(u64, u32), ()> {
             let reason: u32 = if tp_reason == u32::MAX {
                 0
             } else {
+                // SAFETY: read_at copies with bpf_probe_read_kernel (an error, never a fault,
+                // on a bad offset); the offset is the format file's, a u32 field.
                 unsafe { ctx.read_at::<u32>(tp_reason as usize) }.map_err(|_| ())?
             };
+            // SAFETY: as above; `skbaddr` is a pointer-sized field of every layout.
             let skb: u64 =
                 unsafe { ctx.read_at(global!(OFFSETS.tp_skbaddr) as usize) }.map_err(|_| ())?;
             Ok((skb, reason))
@@ -73,12 +76,15 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
         return Ok(());
     }
     report_drop(ctx, skb, reason, || {
+        // SAFETY: read_at copies with bpf_probe_read_kernel from the record at the format
+        // file's offset of `location`, a pointer-sized field.
         let location =
             unsafe { ctx.read_at::<u64>(global!(OFFSETS.tp_location) as usize) }.unwrap_or(0);
         let tp_rx_sk = global!(OFFSETS.tp_rx_sk);
         let rx_sk = if tp_rx_sk == u32::MAX {
             0
         } else {
+            // SAFETY: as for `location`; `rx_sk` is pointer-sized (6.1+ records).
             unsafe { ctx.read_at::<u64>(tp_rx_sk as usize) }.unwrap_or(0)
         };
         (location, rx_sk)

@@ -6,6 +6,7 @@ mod config;
 mod drop;
 mod handshake;
 mod kfree_skb;
+mod kmem;
 mod packet;
 mod tc;
 mod tcp_drop;

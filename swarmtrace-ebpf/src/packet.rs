@@ -2,11 +2,10 @@
 //! through one parser. Every read is a helper call that fails cleanly (probe_read on a bad
 //! address, skb_load_bytes past the end), so nothing a packet holds can make a read unsafe.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
 use aya_ebpf::programs::TcContext;
 use swarmtrace_common::{class, PacketInfo};
 
-use crate::config::global;
+use crate::{config::global, kmem};
 
 const IPPROTO_TCP: u8 = 6;
 const TCP_FIN: u8 = 0x01;
@@ -38,7 +37,7 @@ pub struct Kernel {
 impl Source for Kernel {
     #[inline(always)]
     fn read<T: Copy>(&self, off: usize) -> Result<T, ()> {
-        unsafe { bpf_probe_read_kernel((self.base + off as u64) as *const T) }.map_err(|_| ())
+        kmem::read(self.base + off as u64)
     }
 }
 

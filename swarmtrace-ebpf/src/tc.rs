@@ -3,18 +3,16 @@
 //! TC_ACT_UNSPEC, which lets the packet continue to the next filter (TCX_NEXT under TCX).
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::classifier,
-    programs::TcContext,
+    bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
 };
 use swarmtrace_common::{
     class, kind, seen, stat, state, Handshake, HandshakeEvent, HandshakeKey, Hop,
 };
 
 use crate::{
-    config::{count, global, output, SCRATCH, STATS},
-    handshake::{lookup, HANDSHAKES, ISN_INDEX},
+    config::{count, global, output, scratch, STATS},
+    handshake::{entry, lookup, HANDSHAKES, ISN_INDEX},
+    kmem::read,
     packet::{matches, parse_ip, Parse, Skb},
 };
 
@@ -42,17 +40,15 @@ pub fn swarmtrace_out(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn netns_of(ctx: &TcContext) -> u32 {
     let skb = ctx.skb.skb as u64;
-    let read = |p: u64| -> u64 { unsafe { bpf_probe_read_kernel(p as *const u64) }.unwrap_or(0) };
-    let dev = read(skb + global!(OFFSETS.skb_dev) as u64);
+    let dev: u64 = read(skb + global!(OFFSETS.skb_dev) as u64).unwrap_or(0);
     if dev == 0 {
         return 0;
     }
-    let net = read(dev + global!(OFFSETS.dev_nd_net) as u64);
+    let net: u64 = read(dev + global!(OFFSETS.dev_nd_net) as u64).unwrap_or(0);
     if net == 0 {
         return 0;
     }
-    unsafe { bpf_probe_read_kernel((net + global!(OFFSETS.net_inum) as u64) as *const u32) }
-        .unwrap_or(0)
+    read(net + global!(OFFSETS.net_inum) as u64).unwrap_or(0)
 }
 
 /// True when the packet is certainly neither a SYN nor a RST (most of a stream: data and
@@ -65,8 +61,12 @@ fn surely_uninteresting(ctx: &TcContext) -> bool {
     const TCP_SYN_OR_RST: u8 = 0x02 | 0x04;
     let data = ctx.data();
     let end = ctx.data_end();
-    // Every read below is at a constant offset proven inside the linear data first.
-    let at = |off: usize| -> u8 { unsafe { *((data + off) as *const u8) } };
+    // Every call below is at a constant offset proven inside the linear data first.
+    let at = |off: usize| -> u8 {
+        // SAFETY: `data + off < data_end` was checked by the caller for every `off` used (the
+        // verifier checks it too and refuses the program otherwise); packet bytes are u8.
+        unsafe { *((data + off) as *const u8) }
+    };
     if data + ETH_HLEN > end {
         return false;
     }
@@ -129,8 +129,7 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     if proto != ETH_P_IP && proto != ETH_P_IPV6 {
         return Ok(());
     }
-    let scratch = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(())? };
-    let ev = &mut scratch.handshake;
+    let ev = &mut scratch()?.handshake;
     match parse_ip(&Skb { ctx, l3 }, &mut ev.packet) {
         Parse::Handshake => {}
         Parse::Other => return Ok(()),
@@ -145,10 +144,13 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     }
     let hop = Hop {
         netns: netns_of(ctx),
+        // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the run; the
+        // verifier rewrites this read of `ifindex` into the kernel's own field access.
         ifindex: unsafe { (*ctx.skb.skb).ifindex },
         dir,
         _pad: [0; 3],
     };
+    // SAFETY: bpf_ktime_get_ns takes nothing and cannot fail.
     let now = unsafe { bpf_ktime_get_ns() };
 
     if p.class == class::SYN {
@@ -156,11 +158,9 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
             isn: p.seq,
             tsval: if p.has_ts != 0 { p.tsval } else { 0 },
         };
-        if let Some(hs) = HANDSHAKES.get_ptr_mut(key) {
+        if let Some(hs) = entry(key) {
             // The same SYN further along its path (after DNAT, in another namespace).
-            let hs = unsafe { &mut *hs };
             hs.last_hop = hop;
-            hs.sightings = hs.sightings.saturating_add(1);
             return Ok(());
         }
         if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
@@ -168,19 +168,15 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
         }
         let hs = Handshake {
             first_ns: now,
-            answered_ns: 0,
             client: p.saddr,
             service: p.daddr,
             client_port: p.sport,
             service_port: p.dport,
             family: p.family,
             state: 0,
-            sightings: 1,
-            _pad: 0,
+            _pad: [0; 2],
             first_hop: hop,
             last_hop: hop,
-            answer_hop: Hop::default(),
-            _pad2: 0,
         };
         if HANDSHAKES.insert(key, hs, 0).is_err() {
             return Ok(());
@@ -195,7 +191,7 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     let Some((key, hs)) = lookup(p) else {
         return Ok(());
     };
-    let hs = unsafe { &mut *hs };
+    // Best effort (see `handshake::entry`): two answers racing on two CPUs may both pass.
     if hs.state & (state::ANSWERED | state::RESET) != 0 {
         return Ok(());
     }
@@ -205,8 +201,6 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
         (state::RESET, seen::RST, stat::RESETS)
     };
     hs.state |= bit;
-    hs.answered_ns = now;
-    hs.answer_hop = hop;
     count(&STATS, stat_slot);
     let latency = now.saturating_sub(hs.first_ns);
     let latency = if latency > u32::MAX as u64 {

@@ -389,11 +389,6 @@ impl Tracer {
         self.handshakes.get(key, 0).ok()
     }
 
-    /// Removes a finished handshake from the kernel table.
-    pub fn forget(&mut self, key: &HandshakeKey) {
-        let _ = self.handshakes.remove(key);
-    }
-
     /// Waits until events are ready (or the kernel logged something), at most `POLL`, then
     /// hands every pending record to `f`. The kernel programs wake the reader only once a
     /// good part of the ring is waiting (a wakeup per event costs the sending CPU), so the
@@ -454,10 +449,6 @@ impl Tracer {
             joined_drops: sum(&self.stats, stat::JOINED_DROPS)?,
             drops_by_reason,
         })
-    }
-
-    pub fn ring_fd(&self) -> i32 {
-        self.events.get_ref().as_raw_fd()
     }
 }
 

@@ -47,10 +47,6 @@ impl Cause {
             Cause::Unknown => "unknown",
         }
     }
-
-    pub fn from_id(id: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.id() == id)
-    }
 }
 
 /// A subnet on an interface of a namespace on this host.

@@ -528,11 +528,6 @@ impl MeshLab {
         self.rp.as_ref()
     }
 
-    /// The subnet-overlap scenario's client, once applied.
-    pub fn overlap_client(&self) -> Option<&Netns> {
-        self.ov.as_ref()
-    }
-
     /// Every namespace of the lab.
     pub fn namespaces(&self) -> Vec<&Netns> {
         let mut all = vec![&self.host, &self.sbox, &self.task];
