@@ -51,7 +51,7 @@ pub fn reasons() -> DropReasons {
 /// A verdict context that reaches every branch: counters that rose in two namespaces, a
 /// Docker subnet that overlaps a client network, and the interface SYNs came in on.
 pub fn context() -> Context {
-    let net = |s: &str| swarmtrace::cli::parse_cidr(s).expect("valid CIDR");
+    let net = |s: &str| swarmtrace::net::parse_cidr(s).expect("valid CIDR");
     let mut rises = BTreeMap::new();
     for (ns, counters) in [
         (

@@ -1,10 +1,10 @@
 //! The command line. Doc comments are the help text.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::net::{parse_cidr, Cidr};
 use crate::tracer::{IfaceSpec, TcMode};
 
 #[derive(Debug, Parser)]
@@ -53,7 +53,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  sudo swarmtrace doctor\n  sudo swarmtrace doctor --client-cidr 192.168.0.0/16 --client-cidr 10.20.0.0/16 --json"
     )]
-    Doctor(crate::doctor::DoctorArgs),
+    Doctor(DoctorArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     #[command(
         after_help = "Example:\n  swarmtrace completions bash > /etc/bash_completion.d/swarmtrace"
@@ -160,66 +160,14 @@ pub struct RunArgs {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
-/// An address prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
-                u32::from(a) & mask == u32::from(b) & mask
-            }
-            (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
-                u128::from(a) & mask == u128::from(b) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl serde::Serialize for Cidr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Cidr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_cidr(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
-    let (addr, prefix) = match s.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s, None),
-    };
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("`{s}` is not an address or CIDR (e.g. 10.0.0.0/8)"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        None => max,
-        Some(p) => p
-            .parse::<u8>()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("`{s}`: the prefix length must be 0..={max}"))?,
-    };
-    Ok(Cidr { addr, prefix })
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Client networks to check for overlaps with Docker's and the host's subnets (repeatable).
+    #[arg(long = "client-cidr", value_parser = parse_cidr)]
+    pub client_cidr: Vec<Cidr>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -266,22 +214,6 @@ mod tests {
         for sub in ["run", "capture", "report", "demo"] {
             assert!(bash.contains(sub), "{sub} missing from completions");
         }
-    }
-
-    #[test]
-    fn cidrs() {
-        let c = parse_cidr("192.168.1.0/24").unwrap();
-        assert!(c.contains("192.168.1.77".parse().unwrap()));
-        assert!(!c.contains("192.168.2.1".parse().unwrap()));
-        assert!(!c.contains("fd00::1".parse().unwrap()));
-        let c = parse_cidr("fd00::/64").unwrap();
-        assert!(c.contains("fd00::1".parse().unwrap()));
-        assert_eq!(parse_cidr("10.0.0.1").unwrap().prefix, 32);
-        assert!(parse_cidr("0.0.0.0/0")
-            .unwrap()
-            .contains("8.8.8.8".parse().unwrap()));
-        assert!(parse_cidr("10.0.0.0/33").is_err());
-        assert!(parse_cidr("nonsense/8").is_err());
     }
 
     #[test]

@@ -12,20 +12,11 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::cli::{parse_cidr, Cidr};
+use crate::cli::DoctorArgs;
 use crate::docker::{api_message, docker_get};
 pub use crate::kernel::routes::{parse_proc_route, Route};
 use crate::kernel::tracefs::TracepointFormat;
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct DoctorArgs {
-    /// Client networks to check for overlaps with Docker's and the host's subnets (repeatable).
-    #[arg(long = "client-cidr", value_parser = crate::cli::parse_cidr)]
-    pub client_cidr: Vec<crate::cli::Cidr>,
-    /// One JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
+use crate::net::{parse_cidr, Cidr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -780,35 +771,6 @@ fn usable(c: &Cidr) -> bool {
     }
 }
 
-/// The prefix with its host bits cleared.
-pub fn network(c: &Cidr) -> Cidr {
-    let addr = match c.addr {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(c.prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & mask).into())
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(c.prefix))
-                .unwrap_or(0);
-            IpAddr::V6((u128::from(a) & mask).into())
-        }
-    };
-    Cidr {
-        addr,
-        prefix: c.prefix,
-    }
-}
-
-/// Whether two prefixes share an address.
-pub fn overlaps(a: &Cidr, b: &Cidr) -> bool {
-    a.contains(b.addr) || b.contains(a.addr)
-}
-
-fn is_host_prefix(c: &Cidr) -> bool {
-    c.prefix == if c.addr.is_ipv4() { 32 } else { 128 }
-}
-
 /// A subnet Docker (or another bridge) uses, and where.
 #[derive(Debug, Clone)]
 struct DockerNet {
@@ -846,10 +808,10 @@ fn docker_nets(ifaces: &[Iface], routes: &[Route], info: Option<&DockerInfo>) ->
             continue;
         }
         // Single addresses (service VIPs in lb_ and ingress_sbox) lie in their network's subnet.
-        if is_host_prefix(&i.cidr) {
+        if i.cidr.is_host() {
             continue;
         }
-        let cidr = network(&i.cidr);
+        let cidr = i.cidr.network();
         let place = format!("{}:{}", i.netns, i.name);
         if nets.iter().any(|n| n.cidr == cidr && n.place == place) {
             continue;
@@ -866,7 +828,7 @@ fn docker_nets(ifaces: &[Iface], routes: &[Route], info: Option<&DockerInfo>) ->
         for n in &info.networks {
             for s in n.subnets.iter().filter(|s| usable(s)) {
                 nets.push(DockerNet {
-                    cidr: network(s),
+                    cidr: s.network(),
                     place: format!("network {} ({})", n.name, n.driver),
                     dev: None,
                     from_iface: false,
@@ -933,8 +895,8 @@ fn subnets(
 
     // Client networks: an overlap is the `reply-misrouted` cause.
     for c in clients {
-        let c = network(c);
-        let hit = by_subnet(nets.iter().filter(|n| overlaps(&c, &n.cidr)));
+        let c = c.network();
+        let hit = by_subnet(nets.iter().filter(|n| c.overlaps(&n.cidr)));
         let via = best_route(routes, c.addr)
             .map(|r| {
                 format!(
@@ -1003,8 +965,8 @@ fn subnets(
         if r.dev.as_deref().is_some_and(|d| bridge_devs.contains(d)) {
             continue;
         }
-        let rd = network(&r.dest);
-        for (subnet, places, _) in by_subnet(nets.iter().filter(|n| overlaps(&rd, &n.cidr))) {
+        let rd = r.dest.network();
+        for (subnet, places, _) in by_subnet(nets.iter().filter(|n| rd.overlaps(&n.cidr))) {
             if !seen.insert((rd.to_string(), subnet.to_string())) {
                 continue;
             }
@@ -1044,7 +1006,7 @@ fn subnets(
     let mut pairs = BTreeSet::new();
     for (i, a) in nets.iter().enumerate() {
         for b in &nets[i + 1..] {
-            if !overlaps(&a.cidr, &b.cidr) || is_host_prefix(&a.cidr) || is_host_prefix(&b.cidr) {
+            if !a.cidr.overlaps(&b.cidr) || a.cidr.is_host() || b.cidr.is_host() {
                 continue;
             }
             // The same subnet seen from two namespaces is one network (docker_gwbridge in
@@ -1303,7 +1265,7 @@ fn docker_checks(
                 "docker-api",
                 Severity::Ok,
                 format!(
-                    "Docker API: {} network(s), swarm {}, {published}",
+                    "Docker API: {} s.network(), swarm {}, {published}",
                     i.networks.len(),
                     i.swarm.as_deref().unwrap_or("unknown")
                 ),
@@ -1431,12 +1393,12 @@ fn docker_checks(
     let gw: Vec<Cidr> = ifaces
         .iter()
         .filter(|i| i.netns == "host" && i.name == "docker_gwbridge")
-        .map(|i| network(&i.cidr))
+        .map(|i| i.cidr.network())
         .chain(info.into_iter().flat_map(|i| {
             i.networks
                 .iter()
                 .filter(|n| n.name == "docker_gwbridge")
-                .flat_map(|n| n.subnets.iter().map(network))
+                .flat_map(|n| n.subnets.iter().map(Cidr::network))
         }))
         .collect();
     let mangle = host.ingress_sbox_mangle();
@@ -3420,13 +3382,13 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert_eq!(network(&cidr("172.18.0.1/16")), cidr("172.18.0.0/16"));
-        assert_eq!(network(&cidr("fd00::1:2/64")), cidr("fd00::/64"));
-        assert_eq!(network(&cidr("10.1.2.3/0")), cidr("0.0.0.0/0"));
-        assert!(overlaps(&cidr("172.18.5.0/24"), &cidr("172.18.0.0/16")));
-        assert!(overlaps(&cidr("172.16.0.0/12"), &cidr("172.18.0.0/16")));
-        assert!(!overlaps(&cidr("172.19.0.0/16"), &cidr("172.18.0.0/16")));
-        assert!(!overlaps(&cidr("::/0"), &cidr("172.18.0.0/16")));
+        assert_eq!(cidr("172.18.0.1/16").network(), cidr("172.18.0.0/16"));
+        assert_eq!(cidr("fd00::1:2/64").network(), cidr("fd00::/64"));
+        assert_eq!(cidr("10.1.2.3/0").network(), cidr("0.0.0.0/0"));
+        assert!(cidr("172.18.5.0/24").overlaps(&cidr("172.18.0.0/16")));
+        assert!(cidr("172.16.0.0/12").overlaps(&cidr("172.18.0.0/16")));
+        assert!(!cidr("172.19.0.0/16").overlaps(&cidr("172.18.0.0/16")));
+        assert!(!cidr("::/0").overlaps(&cidr("172.18.0.0/16")));
         assert!(
             !usable(&cidr("fe80::1/64"))
                 && !usable(&cidr("169.254.1.1/16"))

@@ -13,6 +13,7 @@ pub mod event;
 pub mod kernel;
 pub mod lab;
 pub mod metrics;
+pub mod net;
 pub mod output;
 pub mod pcapng;
 pub mod privileges;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 use swarmtrace_common::{Filter, Hop};
 
-use crate::cli::{Cidr, RunArgs};
+use crate::cli::RunArgs;
 use crate::clock::{rfc3339_micros, WallClock};
 use crate::drops::{Namer, Summary};
 use crate::event::Event;
@@ -19,6 +19,7 @@ use crate::kernel::netns::{within, NetnsNames};
 use crate::kernel::netstat::{self, Counters};
 use crate::kernel::routes::default_route_iface;
 use crate::kernel::{self, kallsyms::Kallsyms, namespaces, KernelFacts, Sources};
+use crate::net::Cidr;
 use crate::output::{Health, Observer, Output};
 use crate::tracer::{IfaceSpec, Tracer, TracerOptions, Watched};
 use crate::tracker::{Answer, Handshake, HandshakeId, Outcome, Tracker};
@@ -30,29 +31,8 @@ pub fn kernel_filter(port: Option<u16>, client: Option<Cidr>) -> Filter {
         ..Filter::default()
     };
     if let Some(c) = client {
-        let (bytes, bits): ([u8; 16], u32) = match c.addr {
-            IpAddr::V4(a) => {
-                let mut b = [0u8; 16];
-                b[..4].copy_from_slice(&a.octets());
-                f.family = 4;
-                (b, c.prefix as u32)
-            }
-            IpAddr::V6(a) => {
-                f.family = 6;
-                (a.octets(), c.prefix as u32)
-            }
-        };
-        let mut mask = [0u8; 16];
-        for (i, m) in mask.iter_mut().enumerate() {
-            let bit = (i as u32) * 8;
-            *m = if bits >= bit + 8 {
-                0xff
-            } else if bits > bit {
-                0xffu8 << (8 - (bits - bit))
-            } else {
-                0
-            };
-        }
+        f.family = if c.addr.is_ipv4() { 4 } else { 6 };
+        let (bytes, mask) = c.bytes_and_mask();
         for k in 0..4 {
             let w = |b: &[u8; 16]| {
                 u32::from_ne_bytes([b[k * 4], b[k * 4 + 1], b[k * 4 + 2], b[k * 4 + 3]])
@@ -734,7 +714,7 @@ fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::parse_cidr;
+    use crate::net::parse_cidr;
 
     #[test]
     fn filter_masks_match_kernel_comparison() {

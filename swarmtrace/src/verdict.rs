@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use crate::cli::Cidr;
 use crate::event::PacketKind;
+use crate::net::Cidr;
 use crate::tracker::{Handshake, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -482,7 +482,7 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::parse_cidr;
+    use crate::net::parse_cidr;
     use crate::tracker::{Answer, DropNote};
     use swarmtrace_common::{HandshakeKey, Hop};
 

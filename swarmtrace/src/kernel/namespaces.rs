@@ -7,7 +7,7 @@ use std::process::Command;
 
 use super::netns::{ns_file, within, NAMED_DIRS};
 use super::netstat::{self, Counters};
-use crate::cli::{parse_cidr, Cidr};
+use crate::net::{parse_cidr, Cidr};
 
 /// `host`, then every named namespace (ip netns, Docker), by name.
 pub fn known() -> Vec<(String, PathBuf)> {

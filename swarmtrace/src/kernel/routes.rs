@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::cli::Cidr;
+use crate::net::Cidr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
