@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod capture;
 pub mod cli;
 pub mod clock;
+pub mod clsact;
 pub mod demo;
 pub mod docker;
 pub mod doctor;

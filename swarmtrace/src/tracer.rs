@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::LinkOrder;
-use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions};
+use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcHandle};
 use aya::programs::{SchedClassifier, TcAttachType, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use aya_log::EbpfLogger;
 use swarmtrace_common::{stat, Filter, Handshake, HandshakeKey, MAX_REASONS};
 use tokio::io::unix::AsyncFd;
 
+use crate::clsact::{self, Owner, OwnerToken};
 use crate::kernel::netns::{inode_of_file, ns_file, within};
 use crate::kernel::KernelFacts;
 
@@ -60,8 +61,11 @@ pub struct Watched {
     pub netns: u32,
     pub ifindex: u32,
     links: Vec<(&'static str, SchedClassifierLinkId)>,
-    /// We added the clsact qdisc (netlink mode) and remove it at the end.
-    added_qdisc: bool,
+    /// Netlink mode: the clsact qdisc is ours to remove at the end if it is empty then (we
+    /// added it, or it held only swarmtrace filters when we came).
+    own_qdisc: bool,
+    /// Netlink mode: the handle of our filters here, held while we live.
+    token: Option<OwnerToken>,
     pub attached: bool,
 }
 
@@ -234,25 +238,23 @@ impl Tracer {
         let spec = w.spec.clone();
         let mode = self.tc_mode;
         let ebpf = &mut self.ebpf;
-        let (ifindex, links, added_qdisc) = within(&w.ns_file, move || -> Result<_> {
+        let (ifindex, links, own_qdisc, token) = within(&w.ns_file, move || -> Result<_> {
             let ifindex = ifindex_of(&ifname)
                 .with_context(|| format!("--iface {spec}: no interface `{ifname}` there"))?;
-            let mut added_qdisc = false;
+            let mut own_qdisc = false;
+            let mut token = None;
             if mode == TcMode::Netlink {
-                // A filter left by a killed run (netlink filters outlive their process).
-                for (name, dir) in [
-                    (PROG_IN, TcAttachType::Ingress),
-                    (PROG_OUT, TcAttachType::Egress),
-                ] {
-                    if tc::qdisc_detach_program(&ifname, dir, name).is_ok() {
-                        log::warn!(
-                            "removed a stale {name} filter left on {spec} by an earlier run"
-                        );
-                    }
-                }
-                // Before TCX, classifiers hang off a clsact qdisc; add it only if missing and
-                // remember to remove it.
-                added_qdisc = tc::qdisc_add_clsact(&ifname).is_ok();
+                // Our filters carry a handle of our own, held by a token while we live: the
+                // kernel picks their priority (before any other filter's).
+                let t = OwnerToken::claim(ifindex).with_context(|| {
+                    format!("cannot make an owner token for the filters on {spec}")
+                })?;
+                let only_swarmtrace = remove_stale_filters(ifindex, &spec, t.handle);
+                token = Some(t);
+                // Before TCX, classifiers hang off a clsact qdisc; add it only if missing. It
+                // is ours to remove at the end (when empty) if we added it, or if only
+                // swarmtrace filters were on it: a swarmtrace made it, maybe one now gone.
+                own_qdisc = tc::qdisc_add_clsact(&ifname).is_ok() || only_swarmtrace;
             }
             let mut links = Vec::new();
             for (name, dir) in [
@@ -263,49 +265,88 @@ impl Tracer {
                     .program_mut(name)
                     .ok_or_else(|| anyhow!("no {name} program"))?
                     .try_into()?;
-                let options = match mode {
-                    TcMode::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
-                    _ => TcAttachOptions::TcxOrder(LinkOrder::default()),
+                let options = match &token {
+                    Some(t) => TcAttachOptions::Netlink(NlOptions {
+                        handle: TcHandle::from(t.handle),
+                        ..NlOptions::default()
+                    }),
+                    None => TcAttachOptions::TcxOrder(LinkOrder::default()),
                 };
                 let id = prog
                     .attach_with_options(&ifname, dir, options)
                     .with_context(|| format!("cannot attach {name} to {spec}"))?;
                 links.push((name, id));
             }
-            Ok((ifindex, links, added_qdisc))
+            Ok((ifindex, links, own_qdisc, token))
         })
         .with_context(|| format!("cannot enter namespace {}", w.ns_file.display()))??;
         w.ifindex = ifindex;
         w.links = links;
-        w.added_qdisc = added_qdisc;
+        w.own_qdisc = own_qdisc;
+        w.token = token;
         w.attached = true;
         Ok(())
     }
 
     /// Detaches both classifiers from one interface, inside its namespace (netlink filters
-    /// are addressed by interface index, which is only meaningful there).
+    /// are addressed by interface index, which is only meaningful there). Removes the clsact
+    /// qdisc when it is ours and no filter, ours or anyone's, is left on it.
     fn detach_tc(&mut self, w: &mut Watched) {
         let links = std::mem::take(&mut w.links);
-        let ifname = w.spec.ifname.clone();
-        let added_qdisc = std::mem::replace(&mut w.added_qdisc, false);
+        let ifindex = w.ifindex;
+        let own_qdisc = std::mem::replace(&mut w.own_qdisc, false);
         let ebpf = &mut self.ebpf;
         let r = within(&w.ns_file, move || {
             for (name, id) in links {
                 if let Some(Ok(prog)) = ebpf.program_mut(name).map(<&mut SchedClassifier>::try_from)
                 {
+                    // Removes exactly our filter (its priority and handle), or our TCX link.
                     // Fails when the interface is gone, and with it the filter: nothing to do.
                     let _ = prog.detach(id);
                 }
             }
-            if added_qdisc {
-                let _ = std::process::Command::new("tc")
-                    .args(["qdisc", "del", "dev", &ifname, "clsact"])
-                    .output();
+            if own_qdisc {
+                match clsact::clsact_is_empty(ifindex) {
+                    Ok(true) => {
+                        if let Err(e) = clsact::delete_clsact(ifindex) {
+                            log::debug!("cannot remove the clsact qdisc: {e}");
+                        }
+                    }
+                    Ok(false) => log::info!(
+                        "leaving the clsact qdisc: other filters are on it (another swarmtrace, or another tool)"
+                    ),
+                    Err(e) => log::debug!("cannot list the filters left on clsact ({e}): leaving it"),
+                }
             }
         });
         if let Err(e) = r {
             log::debug!("cannot enter {} to detach: {e}", w.ns_file.display());
         }
+        // Released last: until our filters are gone, nobody takes them for stale ones.
+        w.token = None;
+        w.attached = false;
+    }
+
+    /// Forgets the links of an interface that is gone: its filters went with it. (A netlink
+    /// link is not detached later by index in whatever namespace we are then: that index may
+    /// name another interface there.)
+    fn forget_links(&mut self, w: &mut Watched) {
+        for (name, id) in std::mem::take(&mut w.links) {
+            if let Some(Ok(prog)) = self
+                .ebpf
+                .program_mut(name)
+                .map(<&mut SchedClassifier>::try_from)
+            {
+                if let Ok(link) = prog.take_link(id) {
+                    if self.tc_mode == TcMode::Netlink {
+                        // Holds no resource; dropping it would send a delete request.
+                        std::mem::forget(link);
+                    }
+                }
+            }
+        }
+        w.own_qdisc = false;
+        w.token = None;
         w.attached = false;
     }
 
@@ -316,35 +357,52 @@ impl Tracer {
         let mut watched = std::mem::take(&mut self.watched);
         for w in &mut watched {
             let file = ns_file(&w.spec.netns);
+            let handle = w.token.as_ref().map(|t| t.handle);
             let now = file.as_ref().and_then(|f| {
                 let ifname = w.spec.ifname.clone();
-                within(f, move || ifindex_of(&ifname).ok())
-                    .ok()
-                    .flatten()
-                    .map(|i| (f.clone(), i))
+                within(f, move || {
+                    let ifindex = ifindex_of(&ifname).ok()?;
+                    // Whether our filters are still there (a `tc qdisc del`, another tool,
+                    // or an older swarmtrace may have removed them).
+                    let ours = handle.map(|h| our_filters_present(ifindex, h));
+                    Some((ifindex, ours))
+                })
+                .ok()
+                .flatten()
+                .map(|(i, ours)| (f.clone(), i, ours))
             });
+            if let Some(t) = &w.token {
+                t.drain();
+            }
             let netns_now = file.as_deref().and_then(inode_of_file);
             match now {
-                Some((f, ifindex))
-                    if !w.attached || ifindex != w.ifindex || netns_now != Some(w.netns) =>
+                Some((f, ifindex, ours))
+                    if !w.attached
+                        || ifindex != w.ifindex
+                        || netns_now != Some(w.netns)
+                        || ours == Some(false) =>
                 {
+                    let removed = w.attached && ours == Some(false);
                     if w.attached {
                         self.detach_tc(w);
                     }
                     w.ns_file = f;
                     w.netns = netns_now.unwrap_or(0);
+                    let what = if removed {
+                        "lost its classifiers (removed from outside: another tool, `tc`, or an older swarmtrace)"
+                    } else {
+                        "is back"
+                    };
                     match self.attach_tc(w) {
-                        Ok(()) => news.push(format!("{} is back: classifiers re-attached", w.spec)),
+                        Ok(()) => news.push(format!("{} {what}: classifiers re-attached", w.spec)),
                         Err(e) => {
-                            news.push(format!("{} is back but re-attaching failed: {e:#}", w.spec))
+                            news.push(format!("{} {what} but re-attaching failed: {e:#}", w.spec))
                         }
                     }
                 }
                 Some(_) => {}
                 None if w.attached => {
-                    w.attached = false;
-                    w.links.clear();
-                    w.added_qdisc = false;
+                    self.forget_links(w);
                     news.push(format!(
                         "{} disappeared ({}); watching for it to come back",
                         w.spec,
@@ -376,7 +434,8 @@ impl Tracer {
             ns_file: file,
             ifindex: 0,
             links: Vec::new(),
-            added_qdisc: false,
+            own_qdisc: false,
+            token: None,
             attached: false,
         };
         self.attach_tc(&mut w)?;
@@ -450,6 +509,99 @@ impl Tracer {
             drops_by_reason,
         })
     }
+}
+
+/// Removes the swarmtrace filters on `ifindex` whose instance is gone (a killed run, or a
+/// version that did not mark its filters) and says which live instances share it. Runs in
+/// the interface's namespace. A filter whose owner cannot be told is left alone. Returns
+/// whether there were filters and all were swarmtrace's (live or stale).
+fn remove_stale_filters(ifindex: u32, spec: &IfaceSpec, ours: u32) -> bool {
+    let mut others: Vec<Option<u32>> = Vec::new();
+    let (mut swarmtrace, mut foreign) = (0usize, 0usize);
+    for (name, dir) in [
+        (PROG_IN, TcAttachType::Ingress),
+        (PROG_OUT, TcAttachType::Egress),
+    ] {
+        let filters = match clsact::filters(ifindex, dir) {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!("cannot list the filters on {spec} ({e}): stale swarmtrace filters, if any, stay");
+                foreign += 1;
+                continue;
+            }
+        };
+        for f in filters {
+            if f.handle == 0 {
+                continue;
+            }
+            if f.kind != "bpf" || f.name.as_deref() != Some(name) {
+                foreign += 1;
+                continue;
+            }
+            swarmtrace += 1;
+            if f.handle == ours {
+                continue;
+            }
+            match clsact::owner(ifindex, f.handle) {
+                Owner::Gone => {
+                    let whose = if f.handle < clsact::MIN_OWNED_HANDLE {
+                        "with no owner mark (a swarmtrace older than owner marks, killed or still running: restart that one)"
+                    } else {
+                        "whose instance is gone (a killed run)"
+                    };
+                    match clsact::delete_filter(ifindex, dir, &f) {
+                        Ok(()) => log::warn!(
+                            "removed a stale {name} filter on {spec} (pref {} handle {:#x}) {whose}",
+                            f.prio,
+                            f.handle
+                        ),
+                        Err(e) => log::warn!(
+                            "cannot remove a stale {name} filter on {spec} (pref {} handle {:#x}): {e}",
+                            f.prio,
+                            f.handle
+                        ),
+                    }
+                }
+                Owner::Alive(pid) => {
+                    if !others.contains(&pid) {
+                        others.push(pid);
+                    }
+                }
+                Owner::Unknown(e) => log::warn!(
+                    "cannot tell whose {name} filter on {spec} is (pref {} handle {:#x}): {e}; leaving it",
+                    f.prio,
+                    f.handle
+                ),
+            }
+        }
+    }
+    for pid in others {
+        let who = match pid {
+            Some(p) => format!("pid {p}"),
+            None => "in another PID namespace, e.g. a container".to_owned(),
+        };
+        log::warn!("another swarmtrace instance ({who}) is attached to {spec}; both keep working");
+    }
+    swarmtrace > 0 && foreign == 0
+}
+
+/// Whether both our filters (handle `handle`) are on the interface. A failed listing counts
+/// as present: it is no reason to re-attach.
+fn our_filters_present(ifindex: u32, handle: u32) -> bool {
+    [
+        (PROG_IN, TcAttachType::Ingress),
+        (PROG_OUT, TcAttachType::Egress),
+    ]
+    .into_iter()
+    .all(|(name, dir)| match clsact::filters(ifindex, dir) {
+        Ok(fs) => fs
+            .iter()
+            .any(|f| f.handle == handle && f.name.as_deref() == Some(name)),
+        Err(e) => {
+            log::debug!("cannot list the filters on interface {ifindex}: {e}");
+            true
+        }
+    })
 }
 
 /// Hands every record the ring holds to `f`.

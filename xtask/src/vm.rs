@@ -49,6 +49,7 @@ const SCENARIOS: &[&str] = &[
     "sbox-drop",
     "task-fault",
     "paws",
+    "coexist",
 ];
 
 /// Packages installed into the guest on top of `debootstrap --variant=minbase bookworm`.
@@ -78,7 +79,7 @@ pub struct Args {
     /// Kernels to boot (5.10, 6.1, 6.12); repeat or comma-separate. Default: all three.
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
-    /// Scenarios to run (lab, healthy, drop-rule, sbox-drop, task-fault, paws); default: all. `lab` is
+    /// Scenarios to run (lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist); default: all. `lab` is
     /// `swarmtrace demo all` (the namespace lab, no Docker).
     #[arg(long = "scenario", value_delimiter = ',')]
     scenarios: Vec<String>,
