@@ -124,21 +124,37 @@ fn markdown_special(c: char) -> bool {
     )
 }
 
+/// Whether the character at `i` of `chars` needs a backslash. An `_` between two letters or
+/// digits (`NO_SOCKET`, `tcp_v4_rcv`) can neither open nor close emphasis in CommonMark, and
+/// stays as it is.
+fn markdown_escapes(chars: &[char], i: usize) -> bool {
+    let c = chars[i];
+    if c == '_' {
+        let alnum = |j: Option<usize>| {
+            j.and_then(|j| chars.get(j))
+                .is_some_and(|c| c.is_alphanumeric())
+        };
+        return !(alnum(i.checked_sub(1)) && alnum(Some(i + 1)));
+    }
+    markdown_special(c)
+}
+
 /// `s` as markdown text (in a paragraph, a list item or a table cell): terminal-escaped (a
 /// report is read on terminals too, and a newline would end the line or the table row), then
 /// every character markdown could read as markup backslash-escaped, so that it renders as
 /// the text it is: no emphasis, link, HTML, heading, code span or table cell of its own.
 pub fn markdown(s: &str) -> Cow<'_, str> {
     let t = terminal(s);
-    if !t.chars().any(markdown_special) {
+    let chars: Vec<char> = t.chars().collect();
+    if !(0..chars.len()).any(|i| markdown_escapes(&chars, i)) {
         return t;
     }
     let mut out = String::with_capacity(t.len() + 8);
-    for c in t.chars() {
-        if markdown_special(c) {
+    for (i, c) in chars.iter().enumerate() {
+        if markdown_escapes(&chars, i) {
             out.push('\\');
         }
-        out.push(c);
+        out.push(*c);
     }
     Cow::Owned(out)
 }
@@ -272,6 +288,11 @@ mod tests {
     #[test]
     fn markdown_renders_names_as_text() {
         assert_eq!(markdown("web.1.x3"), "web.1.x3");
+        assert_eq!(
+            markdown("SYN NO_SOCKET at tcp_v4_rcv in docker_gwbridge"),
+            "SYN NO_SOCKET at tcp_v4_rcv in docker_gwbridge"
+        );
+        assert_eq!(markdown("_a_ b_ _c"), "\\_a\\_ b\\_ \\_c");
         assert_eq!(
             markdown("`x` *b* _i_ [l](u) <img> # | & ~ \\"),
             "\\`x\\` \\*b\\* \\_i\\_ \\[l\\](u) \\<img\\> \\# \\| \\& \\~ \\\\"
