@@ -18,7 +18,20 @@ pub fn main(cli: Cli) -> ExitCode {
         _ => "trace",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp(None)
+        // env_logger's own layout (`[WARN  target] message`, the level colored on a
+        // terminal), the message escaped: log records carry names of interfaces, namespaces
+        // and containers, and stderr is a terminal too.
+        .format(|buf, record| {
+            use std::io::Write as _;
+            let style = buf.default_level_style(record.level());
+            writeln!(
+                buf,
+                "[{style}{:<5}{style:#} {}] {}",
+                record.level(),
+                record.target(),
+                crate::escape::terminal(&record.args().to_string())
+            )
+        })
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -44,7 +57,8 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("swarmtrace: error: {e:#}");
+            let e = format!("{e:#}");
+            eprintln!("swarmtrace: error: {}", crate::escape::terminal(&e));
             ExitCode::FAILURE
         }
     }

@@ -138,13 +138,17 @@ pub fn report(args: ReportArgs) -> Result<()> {
                 )?;
             }
             ReportFormat::Text => {
+                // A bundle is another host's word: every string of it is escaped.
+                let t = |v: &serde_json::Value| {
+                    crate::escape::terminal(v.as_str().unwrap_or("?")).into_owned()
+                };
                 writeln!(
                     stdout,
                     "bundle {}: {} (Linux {}), captured {}",
-                    b.source,
-                    b.system["hostname"].as_str().unwrap_or("?"),
-                    b.system["kernel"]["release"].as_str().unwrap_or("?"),
-                    b.system["captured_at"].as_str().unwrap_or("?")
+                    crate::escape::terminal(&b.source),
+                    t(&b.system["hostname"]),
+                    t(&b.system["kernel"]["release"]),
+                    t(&b.system["captured_at"])
                 )
                 .context("stdout")?;
                 write!(
@@ -233,7 +237,15 @@ pub fn join(bundles: &[bundle::Bundle]) -> serde_json::Value {
 
 fn join_text(joined: &serde_json::Value, markdown: bool) -> String {
     use std::fmt::Write as _;
-    let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    // Names from the bundles (hosts, namespaces, hops): escaped for where they go.
+    let str_of = |v: &serde_json::Value| {
+        let s = v.as_str().unwrap_or("?");
+        if markdown {
+            crate::escape::markdown(s).into_owned()
+        } else {
+            crate::escape::terminal(s).into_owned()
+        }
+    };
     let mut s = String::new();
     let hs = joined["handshakes"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(

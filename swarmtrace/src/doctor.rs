@@ -235,12 +235,14 @@ impl Report {
     }
 }
 
-/// Word-wraps `text` to `width` columns, every line indented by `indent`.
+/// Word-wraps `text` to `width` columns, every line indented by `indent`. Findings name
+/// interfaces, namespaces and Docker's networks: each word is escaped for the terminal.
 fn wrap(text: &str, indent: usize, width: usize) -> String {
     let mut out = String::new();
     let pad = " ".repeat(indent);
     let mut line = String::new();
     for word in text.split_whitespace() {
+        let word = crate::escape::terminal(word);
         if !line.is_empty() && indent + line.len() + 1 + word.len() > width {
             out.push_str(&pad);
             out.push_str(&line);
@@ -250,7 +252,7 @@ fn wrap(text: &str, indent: usize, width: usize) -> String {
         if !line.is_empty() {
             line.push(' ');
         }
-        line.push_str(word);
+        line.push_str(&word);
     }
     if !line.is_empty() {
         out.push_str(&pad);
@@ -3400,6 +3402,30 @@ mod tests {
         assert_eq!(
             sysctl_path("net.ipv4.conf.eth0/100.rp_filter"),
             PathBuf::from("/proc/sys/net/ipv4/conf/eth0.100/rp_filter")
+        );
+    }
+
+    #[test]
+    fn names_in_findings_are_escaped_in_text_and_exact_in_json() {
+        let name = "br-\x1b]0;pwn\x07\u{9b}31m\nX";
+        let r = Report {
+            findings: vec![Finding::new(
+                "rp-filter",
+                Severity::Warning,
+                format!("strict rp_filter in force on {name}"),
+            )
+            .detail(format!("{name} is strict"))],
+        };
+        let text = r.to_text();
+        assert!(!text.contains('\x1b') && !text.contains('\u{9b}'), "{text}");
+        assert!(
+            // wrap() reads the newline as a space: no line of its own either.
+            text.contains("strict rp_filter in force on br-\\x1b]0;pwn\\x07\\u{9b}31m X"),
+            "{text}"
+        );
+        assert_eq!(
+            r.to_json()["findings"][0]["title"],
+            format!("strict rp_filter in force on {name}")
         );
     }
 }

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod docker;
 pub mod doctor;
 pub mod drops;
+pub mod escape;
 pub mod event;
 pub mod kernel;
 pub mod lab;

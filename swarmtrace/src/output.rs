@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::drops::Drop;
+use crate::escape;
 use crate::run::{handshake_line, handshake_record, HopNames};
 use crate::tracker::Handshake;
 use swarmtrace_common::Hop;
@@ -64,7 +65,8 @@ impl<'a> Output<'a> {
             self.publish(&d.record(), |o, v| o.on_drop(v))?;
         }
         if self.lines && !self.json {
-            writeln!(self.writer, "{}", d.to_line())?;
+            // Names in it are anybody's (a process's, an interface's, a container's).
+            writeln!(self.writer, "{}", escape::terminal(&d.to_line()))?;
         }
         Ok(())
     }
@@ -81,7 +83,8 @@ impl<'a> Output<'a> {
             self.publish(&rec, |o, v| o.on_handshake(v))?;
         }
         if self.lines && !self.json {
-            writeln!(self.writer, "{}", handshake_line(h, hops, last, unix_ns))?;
+            let line = handshake_line(h, hops, last, unix_ns);
+            writeln!(self.writer, "{}", escape::terminal(&line))?;
         }
         Ok(())
     }
@@ -273,5 +276,24 @@ mod tests {
             }
             assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 1);
         }
+    }
+
+    #[test]
+    fn text_lines_escape_names_and_ndjson_keeps_them() {
+        let mut d = drop_();
+        d.netns_name = Some("pid:7(\x1b]0;pwn\x07\u{9b}X\n)".into());
+        d.ifname = Some("e\x1bth".into());
+        let mut buf = Vec::new();
+        Output::new(&mut buf, false, vec![]).dropped(&d).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            text.ends_with("[pid:7(\\x1b]0;pwn\\x07\\u{9b}X\\n) dev e\\x1bth]\n"),
+            "{text}"
+        );
+        let mut buf = Vec::new();
+        Output::new(&mut buf, true, vec![]).dropped(&d).unwrap();
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["netns_name"], "pid:7(\x1b]0;pwn\x07\u{9b}X\n)");
+        assert_eq!(v["ifname"], "e\x1bth");
     }
 }

@@ -490,7 +490,7 @@ pub async fn trace(
         if watched.is_empty() {
             "drops only".to_owned()
         } else {
-            watched.join(", ")
+            crate::escape::terminal(&watched.join(", ")).into_owned()
         },
         args.trace
             .port
@@ -582,7 +582,7 @@ pub async fn trace(
                     if !tracer.watched.is_empty() {
                         for news in tracer.check_watched() {
                             if out.lines {
-                                eprintln!("swarmtrace: {news}");
+                                eprintln!("swarmtrace: {}", crate::escape::terminal(&news));
                             }
                             log::info!("{news}");
                         }

@@ -35,6 +35,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row as TableRow, Table};
 use ratatui::{Frame, Terminal};
 use serde_json::Value;
 
+use crate::escape;
 use crate::event::PacketKind;
 use crate::output::{Health, Observer};
 use crate::verdict::Cause;
@@ -604,7 +605,8 @@ pub enum Action {
 impl Ui {
     pub fn new(opts: &TuiOptions) -> Self {
         Self {
-            title: opts.title.clone(),
+            // It holds the host's name.
+            title: shown(&opts.title),
             no_color: opts.no_color,
             sort: SortKey::Failed,
             reverse: false,
@@ -751,14 +753,26 @@ pub struct Snapshot {
     pub message: Option<String>,
 }
 
+/// A name for the screen: the model keeps names exact (they are keys), what is drawn has its
+/// control and invisible characters escaped (ratatui would drop controls silently and pass
+/// bidi overrides through).
+fn shown(s: &str) -> String {
+    escape::terminal(s).into_owned()
+}
+
 impl Model {
     /// What to draw: `capacity` table rows from the scroll position (clamped so that the last
-    /// page is full).
+    /// page is full). Every text in it is escaped for the terminal.
     pub fn snapshot(&self, ui: &Ui, capacity: usize) -> Snapshot {
         let sorted = self.sorted(ui.sort, ui.reverse, &ui.filter);
         let scroll = ui.scroll.min(sorted.len().saturating_sub(capacity));
         Snapshot {
-            health: self.health.clone(),
+            health: self.health.clone().map(|mut h| {
+                for (name, _) in &mut h.watched {
+                    *name = shown(name);
+                }
+                h
+            }),
             handshakes: self.handshakes,
             pairs: self.pairs(),
             matching: sorted.len(),
@@ -768,8 +782,8 @@ impl Model {
                 .skip(scroll)
                 .take(capacity)
                 .map(|r| RowView {
-                    service: r.service.clone(),
-                    client: r.client.clone(),
+                    service: shown(&r.service),
+                    client: shown(&r.client),
                     failed: r.failed(),
                     answered: r.answered,
                     dropped: r.dropped,
@@ -777,8 +791,8 @@ impl Model {
                     unanswered: r.unanswered,
                     p50: r.latency_p50(),
                     max: r.latency_max,
-                    reason: r.reason.clone(),
-                    netns: r.netns.clone(),
+                    reason: r.reason.as_deref().map(shown),
+                    netns: r.netns.as_deref().map(shown),
                 })
                 .collect(),
             verdicts: self
@@ -786,7 +800,7 @@ impl Model {
                 .into_iter()
                 .take(SHOWN)
                 .map(|(what, t)| {
-                    let clients: Vec<String> = t.clients.keys().take(6).cloned().collect();
+                    let clients: Vec<String> = t.clients.keys().take(6).map(|c| shown(c)).collect();
                     VerdictView {
                         what,
                         count: t.count,
@@ -796,9 +810,20 @@ impl Model {
                     }
                 })
                 .collect(),
-            drops: self.drops.iter().take(SHOWN).cloned().collect(),
+            drops: self
+                .drops
+                .iter()
+                .take(SHOWN)
+                .map(|d| DropLine {
+                    time: shown(&d.time),
+                    packet: shown(&d.packet),
+                    reason: shown(&d.reason),
+                    netns: shown(&d.netns),
+                    flow: shown(&d.flow),
+                })
+                .collect(),
             drops_seen: self.drops_seen,
-            message: self.messages.back().cloned(),
+            message: self.messages.back().map(|m| shown(m)),
         }
     }
 }
@@ -982,7 +1007,7 @@ fn render_table(f: &mut Frame, area: Rect, m: &Snapshot, ui: &Ui) {
         if ui.reverse { " (reversed)" } else { "" }
     );
     if !ui.filter.is_empty() {
-        title.push_str(&format!("matching \"{}\" ", ui.filter));
+        title.push_str(&format!("matching \"{}\" ", shown(&ui.filter)));
     }
     if m.scroll > 0 {
         title.push_str(&format!("from row {} ", m.scroll + 1));
@@ -1075,7 +1100,7 @@ fn render_footer(f: &mut Frame, area: Rect, m: &Snapshot, ui: &Ui) {
     let line = if let Some(text) = &ui.editing {
         Line::from(vec![
             Span::styled(" filter ", key),
-            Span::raw(format!(" {text}_   Enter apply, Esc clear")),
+            Span::raw(format!(" {}_   Enter apply, Esc clear", shown(text))),
         ])
     } else {
         let mut spans = Vec::new();
@@ -1091,7 +1116,7 @@ fn render_footer(f: &mut Frame, area: Rect, m: &Snapshot, ui: &Ui) {
         }
         if !ui.filter.is_empty() {
             spans.push(Span::styled(
-                format!("filter \"{}\" (Esc clears)  ", ui.filter),
+                format!("filter \"{}\" (Esc clears)  ", shown(&ui.filter)),
                 ui.fg(Color::Yellow),
             ));
         }
@@ -1779,5 +1804,46 @@ mod tests {
             let snap = m.snapshot(&ui, table_capacity(w, h));
             t.draw(|f| render(f, &snap, &ui)).unwrap();
         }
+    }
+
+    #[test]
+    fn names_on_screen_are_escaped_and_kept_exact_in_the_model() {
+        let hostile = "\x1b]0;pwn\x07\u{9b}2J\u{202e}`$(x)`\nX";
+        let mut m = Model::default();
+        let mut d = drop_(
+            Some("198.51.100.9:1000"),
+            7,
+            "SYN",
+            "NO_SOCKET",
+            "tcp_v4_rcv+0x1",
+        );
+        d["netns_name"] = json!(hostile);
+        m.on_drop(&d);
+        m.on_health(&Health {
+            watched: vec![(format!("{hostile}:eth0"), true)],
+            ..Health::default()
+        });
+        assert_eq!(
+            m.row("192.0.2.1:8080", "198.51.100.9")
+                .unwrap()
+                .netns
+                .as_deref(),
+            Some(hostile)
+        );
+        let ui = Ui::new(&TuiOptions {
+            title: format!("swarmtrace on {hostile}"),
+            ..TuiOptions::default()
+        });
+        let (text, _) = screen(&m, &ui);
+        let escaped = "\\x1b]0;pwn\\x07\\u{9b}2J\\u{202e}`$(x)`\\nX";
+        assert!(text.contains(&format!("swarmtrace on {escaped}")), "{text}");
+        assert!(text.contains(&format!("{escaped}:eth0 attached")), "{text}");
+        assert!(text.contains(&format!("in {escaped}")), "{text}");
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+            "{text}"
+        );
     }
 }

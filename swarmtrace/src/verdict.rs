@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
+use crate::escape;
 use crate::event::PacketKind;
 use crate::net::Cidr;
 use crate::tracker::{Handshake, Outcome};
@@ -217,6 +218,10 @@ pub struct Verdict {
     pub resets: u64,
     /// "netns: Counter" -> rise.
     pub counters: BTreeMap<String, u64>,
+    /// The namespace of each key of `drops` and of `counters`, kept as it is: a namespace's
+    /// name is anybody's text (" in ", ": " included), never parsed back out of a key.
+    pub drop_netns: BTreeMap<String, String>,
+    pub counter_netns: BTreeMap<String, String>,
     pub notes: Vec<String>,
     pub explanation: String,
     pub confirm: String,
@@ -242,6 +247,8 @@ pub fn verdicts<'a>(
             unanswered: 0,
             resets: 0,
             counters: BTreeMap::new(),
+            drop_netns: BTreeMap::new(),
+            counter_netns: BTreeMap::new(),
             notes: Vec::new(),
             explanation: String::new(),
             confirm: String::new(),
@@ -258,13 +265,9 @@ pub fn verdicts<'a>(
         for d in &h.drops {
             let ns = d.netns_label();
             let where_ = d.location.split('+').next().unwrap_or("");
-            *v.drops
-                .entry(format!(
-                    "{} {} at {where_} in {ns}",
-                    d.kind.as_str(),
-                    d.reason
-                ))
-                .or_default() += 1;
+            let key = format!("{} {} at {where_} in {ns}", d.kind.as_str(), d.reason);
+            *v.drops.entry(key.clone()).or_default() += 1;
+            v.drop_netns.insert(key, ns);
         }
         if cause == Cause::ReplyMisrouted {
             if let Some(s) = ctx.overlapping(h.client.ip()) {
@@ -285,18 +288,15 @@ pub fn verdicts<'a>(
     for v in &mut out {
         // Where drops name namespaces, their counters are the evidence; others' rises
         // (unrelated traffic elsewhere on the host) are noise.
-        let drop_namespaces: Vec<String> = v
-            .drops
-            .keys()
-            .filter_map(|k| k.rsplit(" in ").next().map(str::to_owned))
-            .collect();
+        let drop_namespaces: Vec<String> = v.drop_netns.values().cloned().collect();
         for name in relevant_counters(v.cause) {
             for (ns, n) in ctx.rose(name) {
                 if !drop_namespaces.is_empty() && !drop_namespaces.contains(&ns) {
                     continue;
                 }
-                v.counters
-                    .insert(format!("{ns}: {}", name.trim_start_matches("TcpExt.")), n);
+                let key = format!("{ns}: {}", name.trim_start_matches("TcpExt."));
+                v.counters.insert(key.clone(), n);
+                v.counter_netns.insert(key, ns);
             }
         }
         advise(v, ctx);
@@ -327,12 +327,11 @@ fn relevant_counters(c: Cause) -> &'static [&'static str] {
 /// The namespace the evidence points at: where the first drop happened, else where a counter
 /// rose.
 fn first_ns(v: &Verdict) -> String {
-    v.drops
-        .keys()
+    v.drop_netns
+        .values()
         .next()
-        .and_then(|k| k.rsplit(" in ").next())
-        .or_else(|| v.counters.keys().next().and_then(|k| k.split(": ").next()))
-        .map(str::to_owned)
+        .or_else(|| v.counter_netns.values().next())
+        .cloned()
         .unwrap_or_else(|| "<namespace>".to_owned())
 }
 
@@ -342,6 +341,12 @@ fn advise(v: &mut Verdict, ctx: &Context) {
         e if e.is_empty() => e,
         e => e + " ",
     };
+    // A real client to ask the route for: the command then runs as it is.
+    let client = v
+        .clients
+        .iter()
+        .next()
+        .map_or_else(|| "CLIENT-IP".to_owned(), IpAddr::to_string);
     let (explanation, confirm, fix) = match v.cause {
         Cause::PawsTimestamps => (
             format!(
@@ -377,12 +382,12 @@ fn advise(v: &mut Verdict, ctx: &Context) {
         ),
         Cause::ReplyMisrouted => (
             "The handshake reached the service but the answer went the wrong way: the client's address lies inside a subnet Docker uses on this host (docker_gwbridge, docker0, ingress or an overlay), so the reply is routed there and never reaches the client.".to_owned(),
-            format!("{enter}ip route get <client-ip>; {enter}ip neigh"),
+            format!("{enter}ip route get {client}; {enter}ip neigh"),
             "Move Docker's networks out of the clients' ranges: default-address-pools in /etc/docker/daemon.json, docker_gwbridge re-created with another --subnet before swarm init, and the ingress network re-created with `docker network create --ingress --subnet ...`.".to_owned(),
         ),
         Cause::NoRoute => (
             "The kernel had no route for the handshake's packets.".to_owned(),
-            format!("{enter}ip route get <client-ip>"),
+            format!("{enter}ip route get {client}"),
             "Add the missing route (or default route) in that namespace.".to_owned(),
         ),
         Cause::Unknown => (
@@ -396,12 +401,19 @@ fn advise(v: &mut Verdict, ctx: &Context) {
     v.fix = fix;
 }
 
-/// How to enter a namespace by the name swarmtrace shows.
+/// How to enter a namespace by the name swarmtrace shows: a shell command prefix whose every
+/// word from the name is quoted ([`escape::shell_word`]).
 fn netns_enter(ns: &str) -> String {
     if ns == "host" || ns == "<namespace>" {
         return String::new();
     }
-    if let Some(pid) = ns.strip_prefix("pid:").and_then(|p| p.split('(').next()) {
+    // `pid:42(comm)`: the process's name is anybody's; only the number is used.
+    if let Some(pid) = ns
+        .strip_prefix("pid:")
+        .and_then(|p| p.split_once('('))
+        .map(|(pid, _)| pid)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return format!("nsenter -t {pid} -n");
     }
     // `container web.1.x (service web) [8c1e2f3a4b5c]`: Docker's file name is in brackets.
@@ -415,9 +427,9 @@ fn netns_enter(ns: &str) -> String {
         || (file.len() == 12 && file.bytes().all(|b| b.is_ascii_hexdigit()))
         || file != ns;
     if docker {
-        format!("nsenter --net=/var/run/docker/netns/{file}")
+        escape::shell_words(["nsenter", &format!("--net=/var/run/docker/netns/{file}")])
     } else {
-        format!("ip netns exec {ns}")
+        escape::shell_words(["ip", "netns", "exec", ns])
     }
 }
 
@@ -441,21 +453,25 @@ impl Verdict {
         })
     }
 
+    /// The verdict for a terminal: every text that came from outside (namespace and
+    /// interface names in the evidence and the commands, reasons, addresses) escaped.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
+        let t = escape::terminal;
         let mut s = String::new();
         let clients: Vec<String> = self.clients.iter().map(|c| c.to_string()).collect();
+        let services: Vec<&str> = self.services.iter().map(String::as_str).collect();
         let _ = writeln!(
             s,
             "[{}] {} handshake(s) to {} from {}",
             self.cause.id(),
             self.count,
-            self.services.iter().cloned().collect::<Vec<_>>().join(", "),
+            t(&services.join(", ")),
             clients.join(", ")
         );
         let _ = writeln!(s, "  why:      {}", self.explanation);
         for (d, n) in &self.drops {
-            let _ = writeln!(s, "  evidence: {n} x {d}");
+            let _ = writeln!(s, "  evidence: {n} x {}", t(d));
         }
         if self.unanswered > 0 {
             let _ = writeln!(
@@ -468,12 +484,12 @@ impl Verdict {
             let _ = writeln!(s, "  evidence: {} answered by a RST", self.resets);
         }
         for (c, n) in &self.counters {
-            let _ = writeln!(s, "  evidence: {c} +{n}");
+            let _ = writeln!(s, "  evidence: {} +{n}", t(c));
         }
         for note in &self.notes {
-            let _ = writeln!(s, "  evidence: {note}");
+            let _ = writeln!(s, "  evidence: {}", t(note));
         }
-        let _ = writeln!(s, "  confirm:  {}", self.confirm);
+        let _ = writeln!(s, "  confirm:  {}", t(&self.confirm));
         let _ = writeln!(s, "  fix:      {}", self.fix);
         s
     }
@@ -790,6 +806,42 @@ mod tests {
             !v[1].confirm.contains("netns exec"),
             "host needs no nsenter: {}",
             v[1].confirm
+        );
+    }
+
+    #[test]
+    fn hostile_namespace_names_are_quoted_in_commands_and_escaped_in_text() {
+        let ctx = lab_ctx();
+        let name = "x in $(touch pwned)`id`\n\x1b[31m': y";
+        let h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NO_SOCKET",
+            "tcp_v4_rcv+0x1",
+            name,
+        );
+        let v = verdicts([h].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::NoListener);
+        // The namespace is the drop's, whole, not what follows its last " in ".
+        assert_eq!(
+            v[0].confirm,
+            "ip netns exec 'x in $(touch pwned)`id`\n\x1b[31m'\\'': y' ss -ltn"
+        );
+        let text = v[0].to_text();
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(
+            text.contains(
+                "confirm:  ip netns exec 'x in $(touch pwned)`id`\\n\\x1b[31m'\\'': y' ss -ltn"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 5, "a name adds no line: {text}");
+        // Only the number of a pid label is used; a name that merely looks like one is quoted.
+        assert_eq!(netns_enter("pid:42(a;b)"), "nsenter -t 42 -n");
+        assert_eq!(netns_enter("pid:4;2(x)"), "ip netns exec 'pid:4;2(x)'");
+        assert_eq!(
+            netns_enter("container a b (service $(x)) [8c1e2f3a4b5c]"),
+            "nsenter --net=/var/run/docker/netns/8c1e2f3a4b5c"
         );
     }
 }
