@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-/// Set by `cargo xtask test` when running as root: a privileged test that cannot run is then
-/// a failure, not a skip.
-pub const REQUIRE_ENV: &str = "SWARMTRACE_REQUIRE_PRIVILEGED";
-
-/// Returns false (after saying why) when this machine cannot run privileged tests; panics
-/// instead when SWARMTRACE_REQUIRE_PRIVILEGED=1.
-pub fn privileged(test: &str) -> bool {
+/// Fails the calling test, saying why, when this machine cannot run privileged tests.
+///
+/// Every privileged test is also `#[ignore]`d: a plain `cargo test` reports it as ignored
+/// (never as passed), and `sudo cargo xtask test` runs them all (`--include-ignored`), where one
+/// that cannot run is a failure.
+pub fn require_privileged(test: &str) {
+    // SAFETY: geteuid has no preconditions.
     let why = if unsafe { libc::geteuid() } != 0 {
         Some("needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for namespaces)")
     } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -26,15 +26,8 @@ pub fn privileged(test: &str) -> bool {
     } else {
         None
     };
-    match why {
-        None => true,
-        Some(why) if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") => {
-            panic!("{test}: {why}, and {REQUIRE_ENV}=1 forbids skipping")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}; run `sudo cargo xtask test` to run it");
-            false
-        }
+    if let Some(why) = why {
+        panic!("{test}: {why}; run it with `sudo cargo xtask test`");
     }
 }
 

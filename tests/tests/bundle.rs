@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarmtrace::lab::mesh::{MeshLab, Scenario};
-use swarmtrace_tests::{binary, ns_name, privileged, Tracer};
+use swarmtrace_tests::{binary, ns_name, require_privileged, Tracer};
 
 /// Lab tests one at a time: kfree_skb sees every namespace, so one lab's drops would be
 /// evidence in the other's capture.
@@ -59,10 +59,9 @@ fn verdict_keys(v: &Value) -> Vec<(String, u64, Vec<String>)> {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn capture_in_the_paws_lab_then_report_offline() {
-    if !privileged("capture_in_the_paws_lab_then_report_offline") {
-        return;
-    }
+    require_privileged("capture_in_the_paws_lab_then_report_offline");
     let _one = one_lab();
     let dir = tmpdir("cap");
     let tarball = dir.join("incident.tar.gz");
@@ -225,10 +224,9 @@ fn capture_in_the_paws_lab_then_report_offline() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn capture_refuses_an_unwritable_or_used_path_before_attaching() {
-    if !privileged("capture_refuses_an_unwritable_or_used_path_before_attaching") {
-        return;
-    }
+    require_privileged("capture_refuses_an_unwritable_or_used_path_before_attaching");
     let dir = tmpdir("refuse");
     std::fs::write(dir.join("something"), "x").unwrap();
     for (path, want) in [
@@ -377,10 +375,9 @@ fn report_on_damaged_bundles_fails_cleanly() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn report_joins_two_nodes_bundles_by_isn_and_tsval() {
-    if !privileged("report_joins_two_nodes_bundles_by_isn_and_tsval") {
-        return;
-    }
+    require_privileged("report_joins_two_nodes_bundles_by_isn_and_tsval");
     // Two captures at once, each watching a different hop of the mesh, stand for two nodes
     // that saw the same handshakes.
     let _one = one_lab();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use swarmtrace::lab::mesh::{MeshLab, Scenario};
 use swarmtrace::lab::traffic::Outcome;
-use swarmtrace_tests::{ns_name, privileged, Tracer};
+use swarmtrace_tests::{ns_name, require_privileged, Tracer};
 
 /// One lab at a time: each test drives traffic and counts what its tracer reports.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -226,18 +226,16 @@ fn run_and_capture(mode: &str, tag: &str) {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn netlink_run_keeps_working_through_a_capture() {
-    if !privileged("netlink_run_keeps_working_through_a_capture") {
-        return;
-    }
+    require_privileged("netlink_run_keeps_working_through_a_capture");
     run_and_capture("netlink", "cxn");
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn tcx_run_keeps_working_through_a_capture() {
-    if !privileged("tcx_run_keeps_working_through_a_capture") {
-        return;
-    }
+    require_privileged("tcx_run_keeps_working_through_a_capture");
     if !swarmtrace::tracer::has_tcx() {
         eprintln!("SKIPPED tcx_run_keeps_working_through_a_capture: this kernel has no TCX (6.6+)");
         return;
@@ -248,10 +246,9 @@ fn tcx_run_keeps_working_through_a_capture() {
 /// A killed run's filters are stale: the next run removes them, and nothing is left after
 /// it ends.
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn netlink_filters_of_a_killed_run_are_removed() {
-    if !privileged("netlink_filters_of_a_killed_run_are_removed") {
-        return;
-    }
+    require_privileged("netlink_filters_of_a_killed_run_are_removed");
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = MeshLab::build(&ns_name("cxk")).unwrap();
     let iface = format!("{}:{IFACE}", lab.host().name());

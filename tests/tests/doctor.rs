@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 use swarmtrace::lab::mesh::{MeshLab, SBOX_GW_IP, TASK_PORT};
 use swarmtrace::lab::{addr, Netns};
-use swarmtrace_tests::{binary, ns_name, privileged};
+use swarmtrace_tests::{binary, ns_name, require_privileged};
 
 /// The client network of the overlap: inside docker_gwbridge's 172.18.0.0/16.
 const CLIENT: &str = "172.18.5.0/24";
@@ -81,10 +81,9 @@ impl Doctor {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn doctor_finds_an_overlap_and_sysctl_problems_planted_in_a_namespace() {
-    if !privileged("doctor_finds_an_overlap_and_sysctl_problems_planted_in_a_namespace") {
-        return;
-    }
+    require_privileged("doctor_finds_an_overlap_and_sysctl_problems_planted_in_a_namespace");
     let ns = Netns::create(&ns_name("dbad")).expect("namespace");
     ns.exec(&["ip", "link", "add", "docker_gwbridge", "type", "bridge"])
         .unwrap();
@@ -131,10 +130,9 @@ fn doctor_finds_an_overlap_and_sysctl_problems_planted_in_a_namespace() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn doctor_is_clean_in_a_clean_namespace() {
-    if !privileged("doctor_is_clean_in_a_clean_namespace") {
-        return;
-    }
+    require_privileged("doctor_is_clean_in_a_clean_namespace");
     let ns = Netns::create(&ns_name("dok")).expect("namespace");
     let d = Doctor::run(ns.name(), &["--client-cidr", CLIENT]);
     assert_eq!(d.code, 0, "{:#}", d.out);
@@ -152,10 +150,9 @@ fn doctor_is_clean_in_a_clean_namespace() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn doctor_checks_the_routing_mesh_rules_of_the_lab() {
-    if !privileged("doctor_checks_the_routing_mesh_rules_of_the_lab") {
-        return;
-    }
+    require_privileged("doctor_checks_the_routing_mesh_rules_of_the_lab");
     let lab = MeshLab::build(&ns_name("dmesh")).expect("cannot build the mesh lab");
     let host = lab.host().name().to_owned();
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarmtrace::lab::{addr, traffic, veth, Netns};
-use swarmtrace_tests::{ns_name, privileged, test_port, Tracer};
+use swarmtrace_tests::{ns_name, require_privileged, test_port, Tracer};
 
 /// A client namespace and a server namespace joined by a veth, IPv4 and IPv6.
 struct Pair {
@@ -107,27 +107,26 @@ fn closed_port_env(
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn closed_port_ipv4_is_no_socket() {
-    if privileged("closed_port_ipv4_is_no_socket") {
-        closed_port("a", CLIENT4, SERVER4, "tcp_v4_rcv");
-    }
+    require_privileged("closed_port_ipv4_is_no_socket");
+    closed_port("a", CLIENT4, SERVER4, "tcp_v4_rcv");
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn closed_port_ipv6_is_no_socket() {
-    if privileged("closed_port_ipv6_is_no_socket") {
-        closed_port("b", CLIENT6, SERVER6, "tcp_v6_rcv");
-    }
+    require_privileged("closed_port_ipv6_is_no_socket");
+    closed_port("b", CLIENT6, SERVER6, "tcp_v6_rcv");
 }
 
 /// The drop program reads the tracepoint record with plain loads where it knows the
 /// record's layout; where it does not (a kernel newer than the program) it reads field by
 /// field at the offsets of the format file. Both must name the same drop.
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn closed_port_on_the_general_path_is_no_socket() {
-    if !privileged("closed_port_on_the_general_path_is_no_socket") {
-        return;
-    }
+    require_privileged("closed_port_on_the_general_path_is_no_socket");
     closed_port_env(
         "cg",
         CLIENT4,
@@ -138,10 +137,9 @@ fn closed_port_on_the_general_path_is_no_socket() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn drop_rule_is_netfilter_drop() {
-    if !privileged("drop_rule_is_netfilter_drop") {
-        return;
-    }
+    require_privileged("drop_rule_is_netfilter_drop");
     let p = pair("n");
     let port = test_port(3);
     p.server
@@ -204,10 +202,9 @@ fn drop_rule_is_netfilter_drop() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn healthy_handshake_has_no_drop() {
-    if !privileged("healthy_handshake_has_no_drop") {
-        return;
-    }
+    require_privileged("healthy_handshake_has_no_drop");
     let p = pair("h");
     let port = test_port(4);
     let listener = p
@@ -243,10 +240,9 @@ fn healthy_handshake_has_no_drop() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn client_filter_keeps_only_its_network() {
-    if !privileged("client_filter_keeps_only_its_network") {
-        return;
-    }
+    require_privileged("client_filter_keeps_only_its_network");
     let p = pair("f");
     let port = test_port(5);
     // The kernel programs are verified with the filter's values (read-only data): a filter

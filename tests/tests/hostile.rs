@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use swarmtrace::lab::{addr, traffic, veth, Netns};
-use swarmtrace_tests::{binary, privileged, test_port, Tracer};
+use swarmtrace_tests::{binary, require_privileged, test_port, Tracer};
 
 /// A terminal title, BEL, red: the example.
 const ESC_NAME: &str = "\x1b]0;pwn\x07\x1b[31mX";
@@ -342,10 +342,9 @@ fn assert_confirm_words(confirm: &str, name: &str) {
 /// /run/netns) with everything hostile in it: text `run` prints neither raw, `--json` keeps
 /// them, and the confirm command quotes the name.
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn process_and_namespace_names_reach_no_terminal_and_no_shell() {
-    if !privileged("process_and_namespace_names_reach_no_terminal_and_no_shell") {
-        return;
-    }
+    require_privileged("process_and_namespace_names_reach_no_terminal_and_no_shell");
     let port = test_port(71);
     // Sorted before `pid:...`, so the verdict's command enters this one.
     let p = prefix("a");
@@ -426,10 +425,9 @@ fn process_and_namespace_names_reach_no_terminal_and_no_shell() {
 /// (b) an interface whose name is an escape sequence (Linux refuses only `/`, `:` and
 /// whitespace in one): the drop line shows it escaped, `--json` exact.
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn interface_names_reach_no_terminal() {
-    if !privileged("interface_names_reach_no_terminal") {
-        return;
-    }
+    require_privileged("interface_names_reach_no_terminal");
     let port = test_port(72);
     let ifname = "e\x1b[31m\u{9b}`$(x)`";
     assert!(ifname.len() < 16);
@@ -547,10 +545,9 @@ fn assert_markdown_text(what: &str, md: &str) {
 /// bundle is another machine's word): `report` text and markdown, and the bundle's own
 /// report.md, show them as text; `--format json` keeps them.
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn bundle_names_and_hostname_reach_no_terminal_and_render_as_text() {
-    if !privileged("bundle_names_and_hostname_reach_no_terminal_and_render_as_text") {
-        return;
-    }
+    require_privileged("bundle_names_and_hostname_reach_no_terminal_and_render_as_text");
     let port = test_port(73);
     let p = prefix("c");
     let name = hostile(&p);
@@ -709,10 +706,9 @@ fn in_docker_view(holder: &Holder, file: &str, sock: &Path, args: &[&str]) -> Co
 /// and the live view's data show it escaped, `--json` exact, and the confirm command still
 /// enters the container's namespace by its file.
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn container_names_from_docker_reach_no_terminal() {
-    if !privileged("container_names_from_docker_reach_no_terminal") {
-        return;
-    }
+    require_privileged("container_names_from_docker_reach_no_terminal");
     let port = test_port(74);
     let dir = TempDir::new("docker");
     let sock = dir.join("docker.sock");

@@ -10,7 +10,7 @@ use swarmtrace::lab::dropwatch::{self, DropWatch, KernelDrop};
 use swarmtrace::lab::mesh::{self, client_ip, MeshLab, Scenario};
 use swarmtrace::lab::observe::{self, TcpState};
 use swarmtrace::lab::traffic::Outcome;
-use swarmtrace_tests::{ns_name, privileged};
+use swarmtrace_tests::{ns_name, require_privileged};
 
 fn build(tag: &str) -> MeshLab {
     MeshLab::build(&ns_name(tag)).expect("cannot build the mesh lab")
@@ -62,10 +62,9 @@ fn attempts_summary(d: &mesh::Drive) -> String {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn healthy_mesh_answers_every_client_through_both_nats() {
-    if !privileged("healthy_mesh_answers_every_client_through_both_nats") {
-        return;
-    }
+    require_privileged("healthy_mesh_answers_every_client_through_both_nats");
     let mut lab = build("mh");
     assert_eq!(lab.published(), "10.10.0.1:8080".parse().unwrap());
     assert_eq!(
@@ -129,10 +128,9 @@ fn healthy_mesh_answers_every_client_through_both_nats() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn drop_rule_times_out_with_netfilter_drop_in_host() {
-    if !privileged("drop_rule_times_out_with_netfilter_drop_in_host") {
-        return;
-    }
+    require_privileged("drop_rule_times_out_with_netfilter_drop_in_host");
     let mut lab = build("md");
     lab.apply(Scenario::DropRule).unwrap();
     let watch = DropWatch::start(lab.prefix()).unwrap();
@@ -165,10 +163,9 @@ fn drop_rule_times_out_with_netfilter_drop_in_host() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn no_listener_is_refused_with_no_socket_in_task() {
-    if !privileged("no_listener_is_refused_with_no_socket_in_task") {
-        return;
-    }
+    require_privileged("no_listener_is_refused_with_no_socket_in_task");
     let mut lab = build("mn");
     lab.apply(Scenario::NoListener).unwrap();
     assert!(
@@ -197,10 +194,9 @@ fn no_listener_is_refused_with_no_socket_in_task() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn listen_queue_full_drops_later_syns_silently() {
-    if !privileged("listen_queue_full_drops_later_syns_silently") {
-        return;
-    }
+    require_privileged("listen_queue_full_drops_later_syns_silently");
     let mut lab = build("mq");
     lab.apply(Scenario::ListenQueueFull).unwrap();
     let cookies = lab
@@ -246,10 +242,9 @@ fn listen_queue_full_drops_later_syns_silently() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn paws_step_by_step() {
-    if !privileged("paws_step_by_step") {
-        return;
-    }
+    require_privileged("paws_step_by_step");
     let lab = {
         let mut lab = build("mp");
         lab.apply(Scenario::Paws).unwrap();
@@ -299,10 +294,9 @@ fn paws_step_by_step() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn paws_drive_reports_both_handshakes() {
-    if !privileged("paws_drive_reports_both_handshakes") {
-        return;
-    }
+    require_privileged("paws_drive_reports_both_handshakes");
     let mut lab = build("mr");
     assert!(lab.drive(Scenario::Paws).is_err(), "paws needs apply first");
     lab.apply(Scenario::Paws).unwrap();
@@ -327,10 +321,9 @@ fn paws_drive_reports_both_handshakes() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn rp_filter_drops_the_asymmetric_client_in_host() {
-    if !privileged("rp_filter_drops_the_asymmetric_client_in_host") {
-        return;
-    }
+    require_privileged("rp_filter_drops_the_asymmetric_client_in_host");
     let mut lab = build("mf");
     lab.apply(Scenario::RpFilter).unwrap();
     assert!(lab.rp_client().is_some());
@@ -360,10 +353,9 @@ fn rp_filter_drops_the_asymmetric_client_in_host() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn subnet_overlap_loses_the_syn_ack_in_ingress_sbox() {
-    if !privileged("subnet_overlap_loses_the_syn_ack_in_ingress_sbox") {
-        return;
-    }
+    require_privileged("subnet_overlap_loses_the_syn_ack_in_ingress_sbox");
     let mut lab = build("mo");
     lab.apply(Scenario::SubnetOverlap).unwrap();
     let watch = DropWatch::start(lab.prefix()).unwrap();
@@ -403,10 +395,9 @@ fn subnet_overlap_loses_the_syn_ack_in_ingress_sbox() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn a_lab_takes_one_fault_and_cleans_up_everything() {
-    if !privileged("a_lab_takes_one_fault_and_cleans_up_everything") {
-        return;
-    }
+    require_privileged("a_lab_takes_one_fault_and_cleans_up_everything");
     let prefix = ns_name("mc");
     // A namespace left by a killed run with this prefix is removed by the next build.
     let stale = format!("{prefix}-stale");

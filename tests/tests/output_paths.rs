@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use swarmtrace_tests::{binary, privileged};
+use swarmtrace_tests::{binary, require_privileged};
 
 /// The uid of "another user of the host" (nobody).
 const USER: u32 = 65534;
@@ -72,10 +72,9 @@ fn plant_file(at: &Path) {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn a_users_directory_with_planted_link_and_file_is_refused() {
-    if !privileged("a_users_directory_with_planted_link_and_file_is_refused") {
-        return;
-    }
+    require_privileged("a_users_directory_with_planted_link_and_file_is_refused");
     let d = tmpdir("planted");
     let victim = victim(&d);
     // The user's empty directory, handed to root's capture.
@@ -116,10 +115,9 @@ fn a_users_directory_with_planted_link_and_file_is_refused() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn a_link_on_the_way_planted_by_a_user_is_not_followed() {
-    if !privileged("a_link_on_the_way_planted_by_a_user_is_not_followed") {
-        return;
-    }
+    require_privileged("a_link_on_the_way_planted_by_a_user_is_not_followed");
     let d = tmpdir("onway");
     let root_only = d.join("root-only");
     std::fs::create_dir(&root_only).unwrap();
@@ -136,10 +134,9 @@ fn a_link_on_the_way_planted_by_a_user_is_not_followed() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn an_archive_swapped_for_a_link_during_capture_is_not_written_through() {
-    if !privileged("an_archive_swapped_for_a_link_during_capture_is_not_written_through") {
-        return;
-    }
+    require_privileged("an_archive_swapped_for_a_link_during_capture_is_not_written_through");
     let d = tmpdir("swap");
     let victim = victim(&d);
     // A directory the user owns (their home, a shared drop box): root's archive in it can be
@@ -211,10 +208,9 @@ impl Drop for Tmpfs {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn a_full_filesystem_keeps_what_was_recorded_and_names_the_file() {
-    if !privileged("a_full_filesystem_keeps_what_was_recorded_and_names_the_file") {
-        return;
-    }
+    require_privileged("a_full_filesystem_keeps_what_was_recorded_and_names_the_file");
     let d = tmpdir("full");
     // Room for the events and the small files, not for system.json (tens of KB).
     let fs = Tmpfs::mount(&d.join("small"), "32k");

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use swarmtrace::lab::mesh::{MeshLab, Scenario};
 use swarmtrace::lab::{addr, veth, Netns};
-use swarmtrace_tests::{loaded_swarmtrace_programs, ns_name, privileged, test_port, Tracer};
+use swarmtrace_tests::{
+    loaded_swarmtrace_programs, ns_name, require_privileged, test_port, Tracer,
+};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -83,10 +85,9 @@ fn assert_nothing_left(server: &Netns, how: &str) {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn clean_exit_leaves_no_program_filter_or_qdisc() {
-    if !privileged("clean_exit_leaves_no_program_filter_or_qdisc") {
-        return;
-    }
+    require_privileged("clean_exit_leaves_no_program_filter_or_qdisc");
     let _one = one_at_a_time();
     let (_c, s) = pair("x");
     let watch = format!("{}:eth0", s.name());
@@ -216,10 +217,9 @@ fn echo_through(lab: &MeshLab, data: &'static [u8]) -> (bool, u64) {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn observe_only_transfer_is_identical_and_lossless() {
-    if !privileged("observe_only_transfer_is_identical_and_lossless") {
-        return;
-    }
+    require_privileged("observe_only_transfer_is_identical_and_lossless");
     let _one = one_at_a_time();
     static DATA: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let data: &'static [u8] = DATA.get_or_init(|| {
@@ -261,10 +261,9 @@ fn observe_only_transfer_is_identical_and_lossless() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn churn_reattaches_and_keeps_counting() {
-    if !privileged("churn_reattaches_and_keeps_counting") {
-        return;
-    }
+    require_privileged("churn_reattaches_and_keeps_counting");
     let _one = one_at_a_time();
     let lab = MeshLab::build(&ns_name("ch")).unwrap();
     let extra = Netns::create(&ns_name("chx")).unwrap();
@@ -447,10 +446,9 @@ fn send_raw(family: i32, packets: &[Vec<u8>], dst: SocketAddr) {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn malformed_packets_are_skipped_or_decoded_never_fatal() {
-    if !privileged("malformed_packets_are_skipped_or_decoded_never_fatal") {
-        return;
-    }
+    require_privileged("malformed_packets_are_skipped_or_decoded_never_fatal");
     let _one = one_at_a_time();
     let (c, s) = pair("m");
     let port = test_port(7);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarmtrace::lab::mesh::{MeshLab, Scenario};
-use swarmtrace_tests::{ns_name, privileged, Tracer};
+use swarmtrace_tests::{ns_name, require_privileged, Tracer};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -79,10 +79,9 @@ fn strs(v: &Value) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn healthy_every_handshake_answered_no_verdict() {
-    if !privileged("healthy_every_handshake_answered_no_verdict") {
-        return;
-    }
+    require_privileged("healthy_every_handshake_answered_no_verdict");
     let t = traced("h", Scenario::Healthy, Duration::from_millis(1500));
     let hs: Vec<&Value> = t.handshakes().collect();
     assert!(!hs.is_empty(), "no handshake seen: {:?}", t.out);
@@ -104,10 +103,9 @@ fn healthy_every_handshake_answered_no_verdict() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn paws_is_charged_to_the_second_client_in_the_task() {
-    if !privileged("paws_is_charged_to_the_second_client_in_the_task") {
-        return;
-    }
+    require_privileged("paws_is_charged_to_the_second_client_in_the_task");
     let t = traced("p", Scenario::Paws, Duration::from_millis(1500));
     let v = t.verdict("paws-timestamps");
     // The crafted SYN came from the second client; the task saw only the SNAT address.
@@ -142,10 +140,9 @@ fn paws_is_charged_to_the_second_client_in_the_task() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn drop_rule_is_netfilter_drop_in_host() {
-    if !privileged("drop_rule_is_netfilter_drop_in_host") {
-        return;
-    }
+    require_privileged("drop_rule_is_netfilter_drop_in_host");
     let t = traced("d", Scenario::DropRule, Duration::from_millis(1500));
     let v = t.verdict("netfilter-drop");
     for c in &t.clients {
@@ -163,10 +160,9 @@ fn drop_rule_is_netfilter_drop_in_host() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn no_listener_is_no_listener_in_task() {
-    if !privileged("no_listener_is_no_listener_in_task") {
-        return;
-    }
+    require_privileged("no_listener_is_no_listener_in_task");
     let t = traced("n", Scenario::NoListener, Duration::from_millis(1500));
     let v = t.verdict("no-listener");
     for c in &t.clients {
@@ -182,10 +178,9 @@ fn no_listener_is_no_listener_in_task() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn full_listen_queue_is_unanswered_with_counters() {
-    if !privileged("full_listen_queue_is_unanswered_with_counters") {
-        return;
-    }
+    require_privileged("full_listen_queue_is_unanswered_with_counters");
     let t = traced("q", Scenario::ListenQueueFull, Duration::from_millis(1500));
     let v = t.verdict("listen-queue-full");
     assert!(v["evidence"]["unanswered"].as_u64().unwrap() >= 1, "{v:#}");
@@ -205,10 +200,9 @@ fn full_listen_queue_is_unanswered_with_counters() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn strict_rp_filter_is_rp_filter() {
-    if !privileged("strict_rp_filter_is_rp_filter") {
-        return;
-    }
+    require_privileged("strict_rp_filter_is_rp_filter");
     let t = traced("r", Scenario::RpFilter, Duration::from_millis(1500));
     let v = t.verdict("rp-filter");
     let client = *t.clients.last().unwrap();
@@ -221,10 +215,9 @@ fn strict_rp_filter_is_rp_filter() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn overlapping_client_subnet_is_reply_misrouted() {
-    if !privileged("overlapping_client_subnet_is_reply_misrouted") {
-        return;
-    }
+    require_privileged("overlapping_client_subnet_is_reply_misrouted");
     let t = traced("o", Scenario::SubnetOverlap, Duration::from_millis(1500));
     let v = t.verdict("reply-misrouted");
     let client = *t.clients.last().unwrap();

@@ -8,21 +8,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use swarmtrace::lab::{addr, traffic, veth, Netns};
-use swarmtrace_tests::{binary, ns_name, privileged, test_port, REQUIRE_ENV};
+use swarmtrace_tests::{binary, ns_name, require_privileged, test_port};
 
 const CLIENT: &str = "10.214.0.2";
 const SERVER: &str = "10.214.0.1";
 
-/// tmux is there; else skipped, or a failure under SWARMTRACE_REQUIRE_PRIVILEGED=1.
-fn tmux_available(test: &str) -> bool {
-    if Command::new("tmux").arg("-V").output().is_ok() {
-        return true;
-    }
-    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-        panic!("{test}: needs tmux (scripts/setup.sh installs it), and {REQUIRE_ENV}=1 forbids skipping");
-    }
-    eprintln!("SKIPPED {test}: needs tmux (`apt-get install tmux`)");
-    false
+/// tmux is there, else the test fails saying so.
+fn require_tmux(test: &str) {
+    assert!(
+        Command::new("tmux").arg("-V").output().is_ok(),
+        "{test}: needs tmux (scripts/setup.sh installs it)"
+    );
 }
 
 /// A tmux server of our own (its own socket: tests run in parallel) with one 160x45 pane
@@ -249,11 +245,11 @@ fn round(client: &Netns, open: u16, closed: u16, n: usize) {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn live_view_counts_sorts_filters_and_quits_leaving_the_summary() {
     let test = "live_view_counts_sorts_filters_and_quits_leaving_the_summary";
-    if !privileged(test) || !tmux_available(test) {
-        return;
-    }
+    require_privileged(test);
+    require_tmux(test);
     let client = Netns::create(&ns_name("vc")).unwrap();
     let server = Netns::create(&ns_name("vs")).unwrap();
     veth(&client, "eth0", &server, "eth0").unwrap();
@@ -382,11 +378,11 @@ fn live_view_counts_sorts_filters_and_quits_leaving_the_summary() {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn no_color_means_no_color_escapes() {
     let test = "no_color_means_no_color_escapes";
-    if !privileged(test) || !tmux_available(test) {
-        return;
-    }
+    require_privileged(test);
+    require_tmux(test);
     let ns = Netns::create(&ns_name("vn")).unwrap();
     let iface = format!("{}:lo", ns.name());
     for no_color in [false, true] {
