@@ -2,10 +2,10 @@
 //! by the run's observers: handshakes by service and verdict, drops by service, reason and
 //! namespace, answered handshakes' latency, and the tracer's health.
 //!
-//! Nothing here runs on the event loop but the observer, which updates its own counters (no
-//! lock) and hands a copy of them over at most once per [`PUBLISH_EVERY`]. Scrapes are served
-//! by a small HTTP/1.1 responder on a thread of its own, which renders each published copy at
-//! most once; each connection is bounded in size and time (a few seconds in all, however
+//! Nothing here runs on the event loop but the observer, which updates counters under a
+//! mutex held for a map update. Scrapes are served by a small HTTP/1.1 responder on a thread
+//! of its own, which copies the counters (the only time it takes that mutex) and renders the
+//! copy at most once per [`RENDER_EVERY`]; each connection is bounded in size and time (a few seconds in all, however
 //! slowly the client sends or reads), connections are capped in all and per peer, so slow or
 //! hostile scrapers never hold up the tracer nor keep a real scrape out for long. Label
 //! cardinality is bounded: past the limits, new series are folded into `service="other"` and
@@ -35,10 +35,10 @@ pub const OTHER: &str = "other";
 
 /// Scrapes served at once; more wait in the listen backlog (each is done within
 /// [`CONNECTION_DEADLINE`], so a place frees up within that long).
-const MAX_CONNECTIONS: usize = 128;
+const MAX_CONNECTIONS: usize = 256;
 /// Connections served at once from one peer (an IPv4 address, an IPv6 /64); more are
 /// answered 503 and closed at once.
-const MAX_PER_PEER: usize = 8;
+const MAX_PER_PEER: usize = 32;
 /// The request line and headers; past this the answer is 431.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Time a client has to send its whole request head, however it dribbles it.
@@ -49,9 +49,11 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
 /// closing (closing with unread data would reset the connection and could lose the answer).
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
-/// The observer hands its counters over at most this often (and with every health report,
-/// once a second): a scrape is at most this old.
-pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// Time a connection turned away (its peer has too many) may take in all.
+const REJECT_DEADLINE: Duration = Duration::from_millis(500);
+/// The counters are copied and rendered at most this often, however many scrape: a scrape
+/// is at most this old.
+pub const RENDER_EVERY: Duration = Duration::from_millis(250);
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -451,80 +453,56 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What the observer and the connections share: the last copy of the counters the observer
-/// published, and its rendering.
+/// What the observer and the connections share.
 #[derive(Default)]
 struct Shared {
-    published: Mutex<Arc<MetricsState>>,
-    /// The last rendering and the generation it was made from.
-    cache: Mutex<Option<(u64, Arc<String>)>>,
+    state: Mutex<MetricsState>,
+    /// The last rendering, the generation it was made from, and when.
+    cache: Mutex<Option<(u64, Instant, Arc<String>)>>,
 }
 
 impl Shared {
-    fn publish(&self, state: MetricsState) {
-        *lock(&self.published) = Arc::new(state);
-    }
-
-    /// The current exposition: rendered on the responder's thread, at most once per
-    /// published copy however many scrapers ask at once, and shared by those that read it
-    /// slowly.
+    /// The current exposition, rendered on the responder's thread from a copy of the
+    /// counters (the observer waits at most for the copy), at most once per [`RENDER_EVERY`]
+    /// however many scrapers ask, and shared by those that read it slowly.
     fn body(&self) -> Arc<String> {
-        let state = lock(&self.published).clone();
         let mut cache = lock(&self.cache);
-        match &*cache {
-            Some((generation, body)) if *generation == state.generation => body.clone(),
-            _ => {
-                let body = Arc::new(render(&state));
-                *cache = Some((state.generation, body.clone()));
-                body
+        if let Some((_, at, body)) = &*cache {
+            if at.elapsed() < RENDER_EVERY {
+                return body.clone();
             }
         }
-    }
-}
-
-/// Feeds the counters from the run, on its event loop: a map update per event, and a copy
-/// handed to the responder at most once per [`PUBLISH_EVERY`].
-struct MetricsObserver {
-    state: MetricsState,
-    shared: Arc<Shared>,
-    published: Option<(Instant, u64)>,
-}
-
-impl MetricsObserver {
-    fn new(shared: Arc<Shared>) -> Self {
-        Self {
-            state: MetricsState::default(),
-            shared,
-            published: None,
-        }
-    }
-
-    /// Publishes a copy when the counters changed and the last copy is old enough (or `now`).
-    fn publish(&mut self, now: bool) {
-        let generation = self.state.generation;
-        let due = match self.published {
-            None => true,
-            Some((at, g)) => g != generation && (now || at.elapsed() >= PUBLISH_EVERY),
+        let snapshot = {
+            let state = lock(&self.state);
+            match &*cache {
+                Some((generation, _, body)) if *generation == state.generation => {
+                    let body = body.clone();
+                    *cache = Some((state.generation, Instant::now(), body.clone()));
+                    return body;
+                }
+                _ => state.clone(),
+            }
         };
-        if due {
-            self.shared.publish(self.state.clone());
-            self.published = Some((Instant::now(), generation));
-        }
+        let body = Arc::new(render(&snapshot));
+        *cache = Some((snapshot.generation, Instant::now(), body.clone()));
+        body
     }
+}
+
+/// Feeds the shared state from the run; each call holds the lock for a map update.
+struct MetricsObserver {
+    shared: Arc<Shared>,
 }
 
 impl Observer for MetricsObserver {
     fn on_drop(&mut self, drop: &Value) {
-        self.state.on_drop(drop);
-        self.publish(false);
+        lock(&self.shared.state).on_drop(drop);
     }
     fn on_handshake(&mut self, handshake: &Value) {
-        self.state.on_handshake(handshake);
-        self.publish(false);
+        lock(&self.shared.state).on_handshake(handshake);
     }
     fn on_health(&mut self, health: &Health) {
-        self.state.on_health(health);
-        self.publish(true);
+        lock(&self.shared.state).on_health(health);
     }
 }
 
@@ -580,9 +558,7 @@ pub async fn serve(
             });
         })?;
     log::info!("serving metrics on http://{addr}/metrics");
-    let mut observer = MetricsObserver::new(shared);
-    observer.publish(true);
-    Ok((Box::new(observer), thread))
+    Ok((Box::new(MetricsObserver { shared }), thread))
 }
 
 /// Who a peer is for [`MAX_PER_PEER`]: its IPv4 address, or its IPv6 /64 (one host gets a
@@ -648,11 +624,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let Some(guard) = peers.enter(peer.ip()) else {
-                    // Best effort, without waiting: the socket buffer takes it.
-                    let _ = stream.try_write(
-                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n",
-                    );
                     log::debug!("metrics: {peer}: too many connections from this peer");
+                    // A short answer, then close (holding a place of the overall cap, briefly).
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let busy = async {
+                            write_all(&stream, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n").await?;
+                            close_gently(&stream).await;
+                            io::Result::Ok(())
+                        };
+                        let _ = tokio::time::timeout(REJECT_DEADLINE, busy).await;
+                    });
                     continue;
                 };
                 let shared = shared.clone();
@@ -781,9 +763,15 @@ async fn answer(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     if !head_only {
         write_all(&stream, body.as_bytes()).await?;
     }
-    // Send FIN, then read what the client may still send until it closes, so that closing
-    // does not reset the connection before the client has read the answer.
-    let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+    close_gently(&stream).await;
+    Ok(())
+}
+
+/// Sends FIN, then reads what the client may still send until it closes (for [`LINGER`] at
+/// most), so that closing does not reset the connection before the client has read the
+/// answer.
+async fn close_gently(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     let linger = async {
         let mut chunk = [0u8; 2048];
         let mut read = 0;
@@ -800,7 +788,6 @@ async fn answer(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         }
     };
     let _ = tokio::time::timeout(LINGER, linger).await;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1169,11 +1156,10 @@ mod tests {
     #[test]
     fn serves_metrics_and_404s_over_http() {
         let (addr, shared) = server();
-        MetricsObserver::new(shared.clone()).on_handshake(&handshake(
-            "10.0.0.1:80",
-            "answered",
-            Some(42),
-        ));
+        MetricsObserver {
+            shared: shared.clone(),
+        }
+        .on_handshake(&handshake("10.0.0.1:80", "answered", Some(42)));
         let r = exchange(
             addr,
             b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n",
@@ -1194,7 +1180,7 @@ mod tests {
             ),
             "{b}"
         );
-        assert_eq!(b, render(&lock(&shared.published)));
+        assert_eq!(b, render(&lock(&shared.state)));
 
         let r = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n");
         assert!(
@@ -1236,7 +1222,7 @@ mod tests {
         let feeder = {
             let shared = shared.clone();
             std::thread::spawn(move || {
-                let mut o = MetricsObserver::new(shared);
+                let mut o = MetricsObserver { shared };
                 for i in 0..20_000u64 {
                     o.on_handshake(&handshake(
                         &format!("10.0.{}.1:80", i % 100),
@@ -1244,8 +1230,6 @@ mod tests {
                         Some(i),
                     ));
                 }
-                // What the health report does once a second.
-                o.on_health(&Health::default());
             })
         };
         let started = std::time::Instant::now();
@@ -1322,30 +1306,28 @@ mod tests {
 
     #[test]
     fn a_rendering_is_reused_until_the_state_changes() {
-        let shared = Arc::new(Shared::default());
+        let shared = Shared::default();
         let a = shared.body();
         assert!(Arc::ptr_eq(&a, &shared.body()));
-        let mut o = MetricsObserver::new(shared.clone());
-        o.on_handshake(&handshake("10.0.0.1:80", "reset", None));
+        lock(&shared.state).on_handshake(&handshake("10.0.0.1:80", "reset", None));
+        // Within RENDER_EVERY of the last rendering, it is served again.
+        assert!(Arc::ptr_eq(&a, &shared.body()));
+        std::thread::sleep(RENDER_EVERY);
         let b = shared.body();
         assert!(!Arc::ptr_eq(&a, &b));
         assert!(
             b.contains(r#"{service="10.0.0.1:80",verdict="reset"} 1"#),
             "{b}"
         );
-        // Within a second of the last copy, events are not handed over; a health report is.
-        o.on_handshake(&handshake("10.0.0.2:80", "reset", None));
+        // Unchanged, it is not rendered again.
+        std::thread::sleep(RENDER_EVERY);
         assert!(Arc::ptr_eq(&b, &shared.body()));
-        o.on_health(&Health {
+        lock(&shared.state).on_health(&Health {
             syns: 9,
             ..Health::default()
         });
-        let c = shared.body();
-        assert!(c.contains("\nswarmtrace_syns_total 9\n"));
-        assert!(
-            c.contains(r#"{service="10.0.0.2:80",verdict="reset"} 1"#),
-            "{c}"
-        );
+        std::thread::sleep(RENDER_EVERY);
+        assert!(shared.body().contains("\nswarmtrace_syns_total 9\n"));
     }
 
     #[test]
