@@ -409,6 +409,7 @@ mod tests {
             assert!(f["version"]["error"].is_string(), "{f}");
             assert_eq!(f["networks"]["error"], f["version"]["error"], "{f}");
             assert!(started.elapsed() < REQUEST_DEADLINE + Duration::from_millis(500));
+            let _ = std::fs::remove_dir_all(sock.parent().unwrap());
         }
     }
 
@@ -418,6 +419,7 @@ mod tests {
         let e =
             get_within(&sock, "/containers/json", Duration::from_secs(10), 1 << 20).unwrap_err();
         assert!(e.contains("larger than 1 MiB"), "{e}");
+        let _ = std::fs::remove_dir_all(sock.parent().unwrap());
     }
 
     #[test]
