@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -25,20 +25,127 @@ pub fn api_message(body: &str) -> String {
         .unwrap_or_else(|| body.trim().chars().take(200).collect())
 }
 
-/// `GET path` on the Docker Engine API socket, HTTP/1.0: (status, body).
+/// Time one request may take in all: connecting, sending, and reading the whole answer. A
+/// hung dockerd (exactly what an incident brings) costs at most this per request.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// The largest answer read; a larger one is an error (a container list of a busy host is a
+/// few hundred KiB).
+pub const MAX_RESPONSE: usize = 8 << 20;
+
+/// `GET path` on the Docker Engine API socket, HTTP/1.0: (status, body), within
+/// [`REQUEST_DEADLINE`] and [`MAX_RESPONSE`].
 pub fn docker_get(sock: &Path, path: &str) -> Result<(u16, String), String> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| e.to_string())?;
-    let timeout = Some(Duration::from_secs(5));
-    s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
-    s.set_write_timeout(timeout).map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: docker\r\nAccept: application/json\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
+    get_within(sock, path, REQUEST_DEADLINE, MAX_RESPONSE)
+}
+
+/// [`docker_get`] with its limits given: nothing here blocks past `deadline` (the socket is
+/// non-blocking and every wait is a `poll` bounded by the time left).
+pub fn get_within(
+    sock: &Path,
+    path: &str,
+    deadline: Duration,
+    max_response: usize,
+) -> Result<(u16, String), String> {
+    use std::os::fd::AsRawFd;
+    let until = Instant::now() + deadline;
+    let late = || format!("GET {path}: Docker did not answer within {deadline:?}");
+    let s = connect(sock, until).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut => late(),
+        _ => format!("cannot connect to {}: {e}", sock.display()),
+    })?;
+    let fd = s.as_raw_fd();
+    let mut request =
+        format!("GET {path} HTTP/1.0\r\nHost: docker\r\nAccept: application/json\r\n\r\n")
+            .into_bytes();
+    let mut sent = 0;
+    while sent < request.len() {
+        if !wait(fd, libc::POLLOUT, until) {
+            return Err(late());
+        }
+        match (&s).write(&request[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("GET {path}: {e}")),
+        }
+    }
+    request.clear();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if !wait(fd, libc::POLLIN, until) {
+            return Err(late());
+        }
+        match (&s).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                if raw.len() + n > max_response {
+                    return Err(format!(
+                        "GET {path}: Docker's answer is larger than {} MiB; not read",
+                        max_response >> 20
+                    ));
+                }
+                raw.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("GET {path}: {e}")),
+        }
+    }
     parse_http(&raw)
+}
+
+/// A non-blocking connection to the unix socket `sock`, made before `until`. A listener whose
+/// backlog is full refuses a non-blocking connect (EAGAIN): try again until the deadline.
+fn connect(sock: &Path, until: Instant) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let addr = SockAddr::unix(sock)?;
+    loop {
+        let s = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None)?;
+        s.set_nonblocking(true)?;
+        match s.connect(&addr) {
+            Ok(()) => return Ok(s),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                use std::os::fd::AsRawFd;
+                if !wait(s.as_raw_fd(), libc::POLLOUT, until) {
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+                return match s.take_error()? {
+                    None => Ok(s),
+                    Some(e) => Err(e),
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= until {
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits until `fd` is ready for `events` (or has an error or hang-up, which the next read or
+/// write reports); false when `until` passed first.
+fn wait(fd: std::os::fd::RawFd, events: libc::c_short, until: Instant) -> bool {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, for the duration of the call.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            n if n > 0 => return true,
+            0 => {}
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return true,
+        }
+    }
 }
 
 /// Splits an HTTP/1.x response into status and body (de-chunked when needed).
@@ -75,21 +182,74 @@ pub fn parse_http(raw: &[u8]) -> Result<(u16, String), String> {
     Ok((status, out))
 }
 
-/// Names for the files under /var/run/docker/netns: a container's sandbox (its key is the
-/// file name) becomes `container NAME` with its swarm service and task when it has them; an
-/// overlay's `1-<id>` and a load balancer's `lb_<id>` get the network's name.
-pub fn netns_names(sock: &Path) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let get = |path: &str| -> Option<Value> {
-        match docker_get(sock, path) {
+/// Containers inspected for one round of names; past it, the others keep their ids.
+pub const MAX_CONTAINERS: usize = 1_000;
+/// Time one round of names may take in all (each request has its own deadline too).
+pub const NAMES_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Requests that share a deadline and stop at the first failure of the transport: a dockerd
+/// that did not answer once is not asked a hundred more times.
+pub struct Session<'a> {
+    sock: &'a Path,
+    until: Instant,
+    broken: Option<String>,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(sock: &'a Path, budget: Duration) -> Self {
+        Self {
+            sock,
+            until: Instant::now() + budget,
+            broken: None,
+        }
+    }
+
+    /// The first failure to reach Docker, if any (an HTTP error status is not one).
+    pub fn failure(&self) -> Option<&str> {
+        self.broken.as_deref()
+    }
+
+    pub fn get(&mut self, path: &str) -> Result<(u16, String), String> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        let left = self.until.saturating_duration_since(Instant::now());
+        let r = if left.is_zero() {
+            Err(format!("GET {path}: out of time for Docker's names"))
+        } else {
+            get_within(self.sock, path, left.min(REQUEST_DEADLINE), MAX_RESPONSE)
+        };
+        if let Err(e) = &r {
+            self.broken = Some(e.clone());
+        }
+        r
+    }
+
+    /// The JSON body of a 200 answer.
+    fn json(&mut self, path: &str) -> Option<Value> {
+        match self.get(path) {
             Ok((200, body)) => serde_json::from_str(&body).ok(),
             _ => None,
         }
-    };
-    if let Some(containers) = get("/containers/json") {
-        for c in containers.as_array().into_iter().flatten() {
+    }
+}
+
+/// Names for the files under /var/run/docker/netns: a container's sandbox (its key is the
+/// file name) becomes `container NAME` with its swarm service and task when it has them; an
+/// overlay's `1-<id>` and a load balancer's `lb_<id>` get the network's name. An error when
+/// Docker could not be reached or did not answer in time (the caller backs off).
+pub fn netns_names(sock: &Path) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    let mut docker = Session::new(sock, NAMES_DEADLINE);
+    if let Some(containers) = docker.json("/containers/json") {
+        for c in containers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(MAX_CONTAINERS)
+        {
             let Some(id) = c["Id"].as_str() else { continue };
-            let Some(detail) = get(&format!("/containers/{id}/json")) else {
+            let Some(detail) = docker.json(&format!("/containers/{id}/json")) else {
                 continue;
             };
             if let Some(name) = sandbox_name(&detail) {
@@ -102,7 +262,7 @@ pub fn netns_names(sock: &Path) -> HashMap<String, String> {
             }
         }
     }
-    if let Some(networks) = get("/networks") {
+    if let Some(networks) = docker.json("/networks") {
         for n in networks.as_array().into_iter().flatten() {
             let (Some(id), Some(name)) = (n["Id"].as_str(), n["Name"].as_str()) else {
                 continue;
@@ -115,18 +275,22 @@ pub fn netns_names(sock: &Path) -> HashMap<String, String> {
             );
         }
     }
-    out
+    match docker.failure() {
+        Some(e) => Err(e.to_owned()),
+        None => Ok(out),
+    }
 }
 
 /// What a postmortem bundle keeps of Docker: its networks (with subnets), swarm services
 /// (with published ports) and containers (with their sandbox, i.e. namespace), as the Engine
-/// API returns them; None without a socket.
+/// API returns them; None without a socket. A hung dockerd costs one request deadline.
 pub fn facts(sock: &Path) -> Option<Value> {
     if !sock.exists() {
         return None;
     }
-    let get = |path: &str| -> Value {
-        match docker_get(sock, path) {
+    let mut docker = Session::new(sock, 4 * REQUEST_DEADLINE);
+    let mut get = |path: &str| -> Value {
+        match docker.get(path) {
             Ok((200, body)) => serde_json::from_str(&body).unwrap_or(Value::Null),
             Ok((status, body)) => {
                 serde_json::json!({"error": status, "message": api_message(&body)})
@@ -155,6 +319,7 @@ pub fn sandbox_name(detail: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn names_containers_and_tasks() {
@@ -172,8 +337,93 @@ mod tests {
         assert_eq!(sandbox_name(&serde_json::json!({})), None);
     }
 
+    /// A Docker API stub on a unix socket that misbehaves as `mode` says: `never-accepts`
+    /// (its backlog is full), `silent` (accepts, never answers), `dribble` (a byte a second),
+    /// `huge` (an endless body, fast).
+    fn stub(mode: &'static str) -> PathBuf {
+        use std::os::unix::net::UnixStream;
+        let dir = std::env::temp_dir().join(format!(
+            "swarmtrace-docker-stub-{}-{mode}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("docker.sock");
+        let l = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        l.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+        l.listen(0).unwrap();
+        let l: std::os::unix::net::UnixListener = l.into();
+        if mode == "never-accepts" {
+            // One connection fills a backlog of 0; kept (with the listener) forever.
+            let filler = UnixStream::connect(&path).unwrap();
+            std::mem::forget((l, filler));
+            return path;
+        }
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in l.incoming().flatten() {
+                match mode {
+                    "silent" => held.push(c),
+                    _ => {
+                        std::thread::spawn(move || {
+                            let mut c = c;
+                            let head = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n";
+                            let _ = c.write_all(head);
+                            loop {
+                                let r = if mode == "dribble" {
+                                    std::thread::sleep(Duration::from_secs(1));
+                                    c.write_all(b"[")
+                                } else {
+                                    c.write_all(&[b' '; 64 * 1024])
+                                };
+                                if r.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        path
+    }
+
+    #[test]
+    fn a_hung_docker_costs_one_deadline_at_most() {
+        for mode in ["never-accepts", "silent", "dribble"] {
+            let sock = stub(mode);
+            let started = Instant::now();
+            let e = docker_get(&sock, "/containers/json").unwrap_err();
+            let took = started.elapsed();
+            assert!(e.contains("did not answer within"), "{mode}: {e}");
+            assert!(
+                took >= REQUEST_DEADLINE && took < REQUEST_DEADLINE + Duration::from_millis(500),
+                "{mode}: {took:?}"
+            );
+            // A round of names stops at the first failure, and says so.
+            let started = Instant::now();
+            assert!(netns_names(&sock).is_err(), "{mode}");
+            assert!(started.elapsed() < REQUEST_DEADLINE + Duration::from_millis(500));
+            let started = Instant::now();
+            let f = facts(&sock).unwrap();
+            assert!(f["version"]["error"].is_string(), "{f}");
+            assert_eq!(f["networks"]["error"], f["version"]["error"], "{f}");
+            assert!(started.elapsed() < REQUEST_DEADLINE + Duration::from_millis(500));
+            let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+        }
+    }
+
+    #[test]
+    fn an_endless_answer_is_cut_at_the_size_limit() {
+        let sock = stub("huge");
+        let e =
+            get_within(&sock, "/containers/json", Duration::from_secs(10), 1 << 20).unwrap_err();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+    }
+
     #[test]
     fn no_socket_no_names() {
-        assert!(netns_names(Path::new("/nonexistent/docker.sock")).is_empty());
+        assert!(netns_names(Path::new("/nonexistent/docker.sock")).is_err());
     }
 }

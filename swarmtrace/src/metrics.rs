@@ -2,23 +2,25 @@
 //! by the run's observers: handshakes by service and verdict, drops by service, reason and
 //! namespace, answered handshakes' latency, and the tracer's health.
 //!
-//! The observer only updates counters under a mutex held for microseconds; scrapes are served
-//! by a small HTTP/1.1 responder on its own tokio tasks, each connection bounded in size, time
-//! and number, so a slow or hostile scraper never holds up the tracer. Label cardinality is
-//! bounded: past the limits, new series are folded into `service="other"` and counted in
-//! `swarmtrace_metrics_series_dropped_total`.
+//! Nothing here runs on the event loop but the observer, which updates counters under a
+//! mutex held for a map update. Scrapes are served by a small HTTP/1.1 responder on a thread
+//! of its own, which copies the counters (the only time it takes that mutex) and renders the
+//! copy at most once per [`RENDER_EVERY`]; each connection is bounded in size and time (a few seconds in all, however
+//! slowly the client sends or reads), connections are capped in all and per peer, so slow or
+//! hostile scrapers never hold up the tracer nor keep a real scrape out for long. Label
+//! cardinality is bounded: past the limits, new series are folded into `service="other"` and
+//! counted in `swarmtrace_metrics_series_dropped_total`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 
 use crate::output::{Health, Observer};
 
@@ -31,18 +33,27 @@ pub const BUCKETS_US: [u64; 15] = [
 /// The service label of series folded together past a cardinality limit.
 pub const OTHER: &str = "other";
 
-/// Scrapes served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 64;
+/// Scrapes served at once; more wait in the listen backlog (each is done within
+/// [`CONNECTION_DEADLINE`], so a place frees up within that long).
+const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once from one peer (an IPv4 address, an IPv6 /64); more are
+/// answered 503 and closed at once.
+const MAX_PER_PEER: usize = 32;
 /// The request line and headers; past this the answer is 431.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// Time a client has to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time a connection may take in all (request, answer, close).
-const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+/// Time a client has to send its whole request head, however it dribbles it.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time a connection may take in all (request, answer, close), however slowly it reads.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(5);
 /// After answering: how long, and how much, to read what the client still sends before
 /// closing (closing with unread data would reset the connection and could lose the answer).
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
+/// Time a connection turned away (its peer has too many) may take in all.
+const REJECT_DEADLINE: Duration = Duration::from_millis(500);
+/// The counters are copied and rendered at most this often, however many scrape: a scrape
+/// is at most this old.
+pub const RENDER_EVERY: Duration = Duration::from_millis(250);
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -446,25 +457,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct Shared {
     state: Mutex<MetricsState>,
-    /// The last rendering and the generation it was made from.
-    cache: Mutex<Option<(u64, Arc<String>)>>,
+    /// The last rendering, the generation it was made from, and when.
+    cache: Mutex<Option<(u64, Instant, Arc<String>)>>,
 }
 
 impl Shared {
-    /// The current exposition: rendered under the lock (the observer waits at most that
-    /// long), at most once per change however many scrapers ask at once, and shared by
-    /// those that read it slowly.
+    /// The current exposition, rendered on the responder's thread from a copy of the
+    /// counters (the observer waits at most for the copy), at most once per [`RENDER_EVERY`]
+    /// however many scrapers ask, and shared by those that read it slowly.
     fn body(&self) -> Arc<String> {
-        let state = lock(&self.state);
         let mut cache = lock(&self.cache);
-        match &*cache {
-            Some((generation, body)) if *generation == state.generation => body.clone(),
-            _ => {
-                let body = Arc::new(render(&state));
-                *cache = Some((state.generation, body.clone()));
-                body
+        if let Some((_, at, body)) = &*cache {
+            if at.elapsed() < RENDER_EVERY {
+                return body.clone();
             }
         }
+        let snapshot = {
+            let state = lock(&self.state);
+            match &*cache {
+                Some((generation, _, body)) if *generation == state.generation => {
+                    let body = body.clone();
+                    *cache = Some((state.generation, Instant::now(), body.clone()));
+                    return body;
+                }
+                _ => state.clone(),
+            }
+        };
+        let body = Arc::new(render(&snapshot));
+        *cache = Some((snapshot.generation, Instant::now(), body.clone()));
+        body
     }
 }
 
@@ -507,26 +528,119 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Binds `addr` (failing with a clear message if the address is taken or not allowed) and
-/// serves `GET /metrics` in a tokio task; returns the observer that feeds it.
-pub async fn serve(addr: SocketAddr) -> anyhow::Result<(Box<dyn Observer>, JoinHandle<()>)> {
-    let listener = bind(addr).await?;
+/// serves `GET /metrics` from a thread of its own (with its own runtime, so that no scrape
+/// ever runs on the event loop's thread); returns the observer that feeds it. The thread is
+/// never joined: it ends with the process.
+pub async fn serve(
+    addr: SocketAddr,
+) -> anyhow::Result<(Box<dyn Observer>, std::thread::JoinHandle<()>)> {
+    let listener = bind(addr).await?.into_std()?;
     let shared = Arc::new(Shared::default());
-    let task = tokio::spawn(accept_loop(listener, shared.clone()));
+    let serving = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("metrics".to_owned())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    log::warn!("metrics: cannot start the responder's runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => accept_loop(l, serving).await,
+                    Err(e) => log::warn!("metrics: {e}"),
+                }
+            });
+        })?;
     log::info!("serving metrics on http://{addr}/metrics");
-    Ok((Box::new(MetricsObserver { shared }), task))
+    Ok((Box::new(MetricsObserver { shared }), thread))
+}
+
+/// Who a peer is for [`MAX_PER_PEER`]: its IPv4 address, or its IPv6 /64 (one host gets a
+/// whole /64 to pick addresses from).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Connections open per peer; a place is given back when its guard drops.
+#[derive(Default)]
+struct Peers(Mutex<HashMap<IpAddr, usize>>);
+
+struct PeerGuard {
+    peers: Arc<Peers>,
+    key: IpAddr,
+}
+
+impl Peers {
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<PeerGuard> {
+        let key = peer_key(ip);
+        let mut m = lock(&self.0);
+        let n = m.entry(key).or_default();
+        if *n >= MAX_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerGuard {
+            peers: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for PeerGuard {
+    fn drop(&mut self) {
+        let mut m = lock(&self.peers.0);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let peers = Arc::new(Peers::default());
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(guard) = peers.enter(peer.ip()) else {
+                    log::debug!("metrics: {peer}: too many connections from this peer");
+                    // A short answer, then close (holding a place of the overall cap, briefly).
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let busy = async {
+                            write_all(&stream, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\nRetry-After: 1\r\n\r\n").await?;
+                            close_gently(&stream).await;
+                            io::Result::Ok(())
+                        };
+                        let _ = tokio::time::timeout(REJECT_DEADLINE, busy).await;
+                    });
+                    continue;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let _guard = guard;
                     match tokio::time::timeout(CONNECTION_DEADLINE, answer(stream, &shared)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => log::debug!("metrics: {peer}: {e}"),
@@ -649,9 +763,15 @@ async fn answer(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     if !head_only {
         write_all(&stream, body.as_bytes()).await?;
     }
-    // Send FIN, then read what the client may still send until it closes, so that closing
-    // does not reset the connection before the client has read the answer.
-    let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+    close_gently(&stream).await;
+    Ok(())
+}
+
+/// Sends FIN, then reads what the client may still send until it closes (for [`LINGER`] at
+/// most), so that closing does not reset the connection before the client has read the
+/// answer.
+async fn close_gently(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     let linger = async {
         let mut chunk = [0u8; 2048];
         let mut read = 0;
@@ -668,7 +788,6 @@ async fn answer(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         }
     };
     let _ = tokio::time::timeout(LINGER, linger).await;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1008,8 +1127,21 @@ mod tests {
         rx.recv().unwrap()
     }
 
+    /// A connection to `addr` from the loopback address `127.0.x.y` (each is a peer).
+    fn connect_from(x: u8, y: u8, addr: SocketAddr) -> std::net::TcpStream {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, x, y)), 0);
+        s.bind(&from.into()).unwrap();
+        s.connect(&addr.into()).unwrap();
+        s.into()
+    }
+
     fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        exchange_from(0, 1, addr, request)
+    }
+
+    fn exchange_from(x: u8, y: u8, addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = connect_from(x, y, addr);
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(request).unwrap();
         let mut out = Vec::new();
@@ -1083,9 +1215,9 @@ mod tests {
     #[test]
     fn many_scrapers_at_once_and_idle_ones_do_not_stall_them() {
         let (addr, shared) = server();
-        // Idle connections that never send a request.
-        let idle: Vec<_> = (0..20)
-            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        // Idle connections that never send a request, from peers of their own.
+        let idle: Vec<_> = (0..20u8)
+            .map(|i| connect_from(1, 1 + i / 4, addr))
             .collect();
         let feeder = {
             let shared = shared.clone();
@@ -1101,8 +1233,12 @@ mod tests {
             })
         };
         let started = std::time::Instant::now();
-        let scrapers: Vec<_> = (0..40)
-            .map(|_| std::thread::spawn(move || exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n")))
+        let scrapers: Vec<_> = (0..40u8)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    exchange_from(2, 1 + i / 4, addr, b"GET /metrics HTTP/1.1\r\n\r\n")
+                })
+            })
             .collect();
         for s in scrapers {
             let r = s.join().unwrap();
@@ -1123,21 +1259,74 @@ mod tests {
     }
 
     #[test]
+    fn one_peer_holds_a_few_connections_and_slow_ones_are_cut() {
+        let (addr, _shared) = server();
+        // MAX_PER_PEER idle connections from one address; its next one is turned away at
+        // once, another peer is served.
+        let idle: Vec<_> = (0..MAX_PER_PEER)
+            .map(|_| connect_from(3, 1, addr))
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let r = exchange_from(3, 1, addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+        let r = exchange_from(3, 2, addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A client that dribbles its request a byte at a time is closed at READ_TIMEOUT.
+        let mut slow = connect_from(3, 3, addr);
+        slow.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut got = Vec::new();
+        for b in b"GET /metrics HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            .iter()
+            .cycle()
+        {
+            if slow.write_all(&[*b]).is_err() {
+                break;
+            }
+            let mut buf = [0u8; 64];
+            match slow.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+            assert!(started.elapsed() < 3 * READ_TIMEOUT, "still open");
+        }
+        assert!(
+            started.elapsed() >= READ_TIMEOUT / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+        drop(idle);
+    }
+
+    #[test]
     fn a_rendering_is_reused_until_the_state_changes() {
         let shared = Shared::default();
         let a = shared.body();
         assert!(Arc::ptr_eq(&a, &shared.body()));
         lock(&shared.state).on_handshake(&handshake("10.0.0.1:80", "reset", None));
+        // Within RENDER_EVERY of the last rendering, it is served again.
+        assert!(Arc::ptr_eq(&a, &shared.body()));
+        std::thread::sleep(RENDER_EVERY);
         let b = shared.body();
         assert!(!Arc::ptr_eq(&a, &b));
         assert!(
             b.contains(r#"{service="10.0.0.1:80",verdict="reset"} 1"#),
             "{b}"
         );
+        // Unchanged, it is not rendered again.
+        std::thread::sleep(RENDER_EVERY);
+        assert!(Arc::ptr_eq(&b, &shared.body()));
         lock(&shared.state).on_health(&Health {
             syns: 9,
             ..Health::default()
         });
+        std::thread::sleep(RENDER_EVERY);
         assert!(shared.body().contains("\nswarmtrace_syns_total 9\n"));
     }
 

@@ -425,6 +425,10 @@ pub struct Control {
     pub quiet: bool,
 }
 
+/// How long a run waits at start for the names of the namespaces that exist already: a
+/// little more than one Docker request's deadline.
+const NAMES_AT_START: Duration = Duration::from_millis(2_500);
+
 /// Runs the tracer until Ctrl-C, SIGTERM, `--duration` or `control.stop` fires, writing to
 /// `out`.
 pub async fn trace(
@@ -469,13 +473,22 @@ pub async fn trace(
         control.observers.push(obs);
         eprintln!("swarmtrace: serving Prometheus metrics at http://{addr}/metrics");
     }
+    // Namespaces are named on a thread of their own (Docker may hang): started now, it scans
+    // while the programs attach; the run waits a bounded time for the names of the
+    // namespaces that exist already, and never for later ones.
+    let mut netns = NetnsNames::resolving();
     let before = HostSnapshot::take();
     let mut tracer = Tracer::attach(&facts, &opts)?;
     let mut hops = HopNames::new(&tracer.watched);
+    if !netns.wait_ready(NAMES_AT_START) {
+        log::warn!(
+            "namespace names are not ready after {NAMES_AT_START:?} (Docker slow?): drops show inodes until they are"
+        );
+    }
     let mut namer = Namer {
         reasons: facts.reasons.clone(),
         kallsyms,
-        netns: NetnsNames::live(),
+        netns,
         clock: WallClock::sample(),
     };
     let clock = namer.clock;

@@ -127,6 +127,11 @@ impl Tracer {
         }
     }
 
+    /// The process id of the running swarmtrace.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

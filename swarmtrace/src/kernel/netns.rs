@@ -2,59 +2,188 @@
 //! `/run/netns` (`ip netns`) or `/var/run/docker/netns` (`ingress_sbox`, `lb_*`, sandbox ids),
 //! else the first process living in it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Directories of bind-mounted namespace files, in order of preference.
 pub const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/docker/netns"];
 
+/// Names kept at most (a host has as many namespaces as it lets its users make).
+pub const MAX_NAMES: usize = 65_536;
+/// Rescans at most this often when an unknown namespace shows up.
+const RESCAN_EVERY: Duration = Duration::from_millis(500);
+/// A namespace the resolver was asked about is not asked about again for this long.
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// Namespaces remembered as asked about; past it, new unknown ones wait for the next expiry.
+const MAX_ASKED: usize = 4_096;
+/// After Docker failed to answer, it is not asked again for this long.
+const DOCKER_BACKOFF: Duration = Duration::from_secs(30);
+
+type Names = HashMap<u32, Arc<str>>;
+
+/// Namespace inode -> name. Live, in `run`, the names come from a resolver thread (the
+/// scans of `/proc` and the Docker API can take seconds, Docker hung forever): a lookup only
+/// reads what the resolver last published, and asks it (without waiting) about what is
+/// missing; until it answers, a drop carries its inode only.
 #[derive(Debug)]
 pub struct NetnsNames {
     proc_root: PathBuf,
     dirs: Vec<PathBuf>,
     /// Shared, so that every drop in a namespace carries its name without a copy.
-    names: HashMap<u32, Arc<str>>,
-    scanned: Option<Instant>,
-    /// The Docker Engine API socket, when there is one.
-    docker_socket: Option<PathBuf>,
-    /// Docker's netns file name -> container or network name.
-    docker: HashMap<String, String>,
-    /// Files Docker could not name (asked once).
-    docker_unnamed: std::collections::HashSet<String>,
+    names: Arc<Names>,
+    source: Source,
 }
 
-/// Rescans at most this often when an unknown namespace shows up.
-const RESCAN_EVERY: Duration = Duration::from_millis(500);
+#[derive(Debug)]
+enum Source {
+    /// Scans on the caller's thread (doctor, tests).
+    Inline {
+        scanner: Box<Scanner>,
+        scanned: Option<Instant>,
+    },
+    /// A resolver thread scans.
+    Resolver(Resolver),
+}
+
+/// The event loop's side of the resolver thread.
+#[derive(Debug)]
+struct Resolver {
+    /// "Scan again": room for one request, dropped when one is pending already (that scan
+    /// will see the namespace too).
+    ask: SyncSender<()>,
+    published: Arc<Published>,
+    /// Inodes asked about, and when: the negative cache.
+    asked: HashMap<u32, Instant>,
+    /// When `asked` was last purged of expired entries.
+    purged: Option<Instant>,
+    /// Set once the first full round (Docker included) is published.
+    ready: Receiver<()>,
+}
+
+/// The resolver's latest names, picked up by the next lookup.
+#[derive(Debug, Default)]
+struct Published {
+    fresh: AtomicBool,
+    names: Mutex<Option<Arc<Names>>>,
+}
+
+impl Published {
+    fn publish(&self, names: Names) {
+        *self.names.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(names));
+        self.fresh.store(true, Ordering::Release);
+    }
+
+    fn take(&self) -> Option<Arc<Names>> {
+        if !self.fresh.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        self.names.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
 
 impl NetnsNames {
+    /// Names of this host, scanned on the caller's thread (at most every 500 ms when asked
+    /// about an unknown namespace), with Docker's names when its socket is there.
     pub fn live() -> Self {
-        let sock = crate::docker::socket_path();
-        let mut s = Self::with_roots(
-            Path::new("/proc"),
-            NAMED_DIRS.iter().map(PathBuf::from).collect(),
-        );
-        if sock.exists() {
-            s.docker_socket = Some(sock);
-            s.rescan();
+        let mut scanner = Scanner::new(Path::new("/proc"), NAMED_DIRS.map(PathBuf::from).into());
+        scanner.docker_socket = Some(crate::docker::socket_path()).filter(|s| s.exists());
+        scanner.refresh_docker();
+        Self::inline(scanner)
+    }
+
+    /// Names of this host from a resolver thread (`run`); ask [`Self::wait_ready`] before the
+    /// first lookups for the namespaces that exist already.
+    pub fn resolving() -> Self {
+        let mut scanner = Scanner::new(Path::new("/proc"), NAMED_DIRS.map(PathBuf::from).into());
+        scanner.docker_socket = Some(crate::docker::socket_path()).filter(|s| s.exists());
+        Self::spawn(scanner)
+    }
+
+    pub fn with_roots(proc_root: &Path, dirs: Vec<PathBuf>) -> Self {
+        Self::inline(Scanner::new(proc_root, dirs))
+    }
+
+    fn inline(scanner: Scanner) -> Self {
+        let mut s = Self {
+            proc_root: scanner.proc_root.clone(),
+            dirs: scanner.dirs.clone(),
+            names: Arc::default(),
+            source: Source::Inline {
+                scanner: Box::new(scanner),
+                scanned: None,
+            },
+        };
+        s.rescan();
+        s
+    }
+
+    /// The resolver thread: scans when asked (at most every [`RESCAN_EVERY`]), publishes, then
+    /// asks Docker when its files changed and publishes again. It is never joined: it ends
+    /// when the names are dropped, or with the process if Docker holds it.
+    fn spawn(mut scanner: Scanner) -> Self {
+        let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let (ready_tx, ready) = std::sync::mpsc::sync_channel::<()>(1);
+        let published = Arc::new(Published::default());
+        let s = Self {
+            proc_root: scanner.proc_root.clone(),
+            dirs: scanner.dirs.clone(),
+            names: Arc::default(),
+            source: Source::Resolver(Resolver {
+                ask,
+                published: published.clone(),
+                asked: HashMap::new(),
+                purged: None,
+                ready,
+            }),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("netns-names".to_owned())
+            .spawn(move || {
+                let mut ready = Some(ready_tx);
+                loop {
+                    let started = Instant::now();
+                    published.publish(scanner.scan());
+                    if scanner.refresh_docker() {
+                        published.publish(scanner.scan());
+                    }
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                    std::thread::sleep(RESCAN_EVERY.saturating_sub(started.elapsed()));
+                    if asked.recv().is_err() {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the namespace resolver ({e}): namespaces are shown by inode");
         }
         s
     }
 
-    pub fn with_roots(proc_root: &Path, dirs: Vec<PathBuf>) -> Self {
-        let mut s = Self {
-            proc_root: proc_root.to_owned(),
-            dirs,
-            names: HashMap::new(),
-            scanned: None,
-            docker_socket: None,
-            docker: HashMap::new(),
-            docker_unnamed: Default::default(),
+    /// Waits (at most `timeout`) for the resolver's first names, Docker's included; at once
+    /// when scanning inline.
+    pub fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let ok = match &self.source {
+            Source::Inline { .. } => true,
+            Source::Resolver(r) => r.ready.recv_timeout(timeout).is_ok(),
         };
-        s.rescan();
-        s
+        self.pick_up();
+        ok
+    }
+
+    /// The resolver's latest names, if it published any since the last lookup.
+    fn pick_up(&mut self) {
+        if let Source::Resolver(r) = &self.source {
+            if let Some(names) = r.published.take() {
+                self.names = names;
+            }
+        }
     }
 
     /// The name of namespace `inode`, rescanning (rate-limited) when it is not known yet.
@@ -62,15 +191,22 @@ impl NetnsNames {
         self.shared_name(inode).map(|n| n.to_string())
     }
 
-    /// [`Self::name`] without copying it (once per drop).
+    /// [`Self::name`] without copying it (once per drop). Never blocks with a resolver.
     pub fn shared_name(&mut self, inode: u32) -> Option<Arc<str>> {
         if inode == 0 {
             return None;
         }
-        if !self.names.contains_key(&inode)
-            && self.scanned.is_none_or(|t| t.elapsed() >= RESCAN_EVERY)
-        {
-            self.rescan();
+        self.pick_up();
+        if let Some(n) = self.names.get(&inode) {
+            return Some(n.clone());
+        }
+        match &mut self.source {
+            Source::Inline { scanned, .. } => {
+                if scanned.is_none_or(|t| t.elapsed() >= RESCAN_EVERY) {
+                    self.rescan();
+                }
+            }
+            Source::Resolver(r) => r.ask_about(inode),
         }
         self.names.get(&inode).cloned()
     }
@@ -83,12 +219,99 @@ impl NetnsNames {
         self.dirs.iter().find_map(|d| ns_inode(&d.join(name)))
     }
 
-    /// Docker names for the files under Docker's netns directory, asked again only when the
-    /// set of files changed (each container costs an API call).
-    fn refresh_docker(&mut self) {
-        let Some(sock) = &self.docker_socket else {
+    /// The initial namespace: init's, or kthreadd's (pid 2, a kernel thread, always in the
+    /// initial namespace) where init's link cannot be read, as in some sandboxes.
+    pub fn host_inode(&self) -> Option<u32> {
+        host_inode(&self.proc_root)
+    }
+
+    /// Scans now when inline; asks the resolver (without waiting) otherwise.
+    pub fn rescan(&mut self) {
+        match &mut self.source {
+            Source::Inline { scanner, scanned } => {
+                scanner.refresh_docker();
+                self.names = Arc::new(scanner.scan());
+                *scanned = Some(Instant::now());
+            }
+            Source::Resolver(r) => {
+                let _ = r.ask.try_send(());
+            }
+        }
+    }
+}
+
+impl Resolver {
+    /// Asks for a scan because of `inode`, unless it was asked about within [`NEGATIVE_TTL`].
+    fn ask_about(&mut self, inode: u32) {
+        let now = Instant::now();
+        if self
+            .asked
+            .get(&inode)
+            .is_some_and(|t| now.duration_since(*t) < NEGATIVE_TTL)
+        {
             return;
+        }
+        if self.asked.len() >= MAX_ASKED {
+            // Full: purged at most once a second (a purge walks the whole table).
+            if self
+                .purged
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+            {
+                return;
+            }
+            self.purged = Some(now);
+            self.asked
+                .retain(|_, t| now.duration_since(*t) < NEGATIVE_TTL);
+            if self.asked.len() >= MAX_ASKED {
+                return;
+            }
+        }
+        self.asked.insert(inode, now);
+        match self.ask.try_send(()) {
+            // Full: a scan is pending, and it will see this namespace too.
+            Ok(()) | Err(TrySendError::Full(())) => {}
+            Err(TrySendError::Disconnected(())) => {}
+        }
+    }
+}
+
+/// What scans: `/proc`, the named directories, and Docker's API.
+#[derive(Debug)]
+struct Scanner {
+    proc_root: PathBuf,
+    dirs: Vec<PathBuf>,
+    /// The Docker Engine API socket, when there is one.
+    docker_socket: Option<PathBuf>,
+    /// Docker's netns file name -> container or network name.
+    docker: HashMap<String, String>,
+    /// Files Docker could not name (asked once per change of the set of files).
+    docker_unnamed: HashSet<String>,
+    /// Docker is not asked before this (it failed to answer).
+    docker_retry: Option<Instant>,
+}
+
+impl Scanner {
+    fn new(proc_root: &Path, dirs: Vec<PathBuf>) -> Self {
+        Self {
+            proc_root: proc_root.to_owned(),
+            dirs,
+            docker_socket: None,
+            docker: HashMap::new(),
+            docker_unnamed: HashSet::new(),
+            docker_retry: None,
+        }
+    }
+
+    /// Docker names for the files under Docker's netns directory, asked again only when the
+    /// set of files changed (each container costs an API call), and not for
+    /// [`DOCKER_BACKOFF`] after Docker failed to answer. True when the names changed.
+    fn refresh_docker(&mut self) -> bool {
+        let Some(sock) = &self.docker_socket else {
+            return false;
         };
+        if self.docker_retry.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
         let files: Vec<String> = self
             .dirs
             .iter()
@@ -98,31 +321,44 @@ impl NetnsNames {
                 e.flatten()
                     .filter_map(|e| e.file_name().to_str().map(str::to_owned))
             })
+            .take(MAX_NAMES)
             .collect();
         if files.is_empty()
             || files
                 .iter()
                 .all(|f| self.docker.contains_key(f) || self.docker_unnamed.contains(f))
         {
-            return;
+            return false;
         }
-        self.docker = crate::docker::netns_names(sock);
+        match crate::docker::netns_names(sock) {
+            Ok(mut names) => {
+                if names.len() > MAX_NAMES {
+                    let keep: HashSet<&String> = files.iter().collect();
+                    names.retain(|f, _| keep.contains(f));
+                }
+                self.docker = names;
+                self.docker_retry = None;
+            }
+            Err(e) => {
+                log::warn!(
+                    "Docker did not name its namespaces ({e}); they are shown by file name, and Docker is asked again in {}s",
+                    DOCKER_BACKOFF.as_secs()
+                );
+                self.docker_retry = Some(Instant::now() + DOCKER_BACKOFF);
+            }
+        }
         self.docker_unnamed = files
             .into_iter()
             .filter(|f| !self.docker.contains_key(f))
             .collect();
+        true
     }
 
-    /// The initial namespace: init's, or kthreadd's (pid 2, a kernel thread, always in the
-    /// initial namespace) where init's link cannot be read, as in some sandboxes.
-    pub fn host_inode(&self) -> Option<u32> {
-        ns_inode(&self.proc_root.join("1/ns/net"))
-            .or_else(|| ns_inode(&self.proc_root.join("2/ns/net")))
-    }
-
-    pub fn rescan(&mut self) {
-        self.refresh_docker();
-        let mut names = HashMap::new();
+    /// Every namespace of the host with a name: processes' first, the named directories'
+    /// over them, `host` last; at most [`MAX_NAMES`].
+    fn scan(&self) -> Names {
+        let mut names = Names::new();
+        let room = |names: &Names, ino: u32| names.len() < MAX_NAMES || names.contains_key(&ino);
         // Processes first, so that the explicit names below win.
         if let Ok(entries) = std::fs::read_dir(&self.proc_root) {
             for e in entries.flatten() {
@@ -136,6 +372,9 @@ impl NetnsNames {
                 let Some(ino) = ns_inode(&e.path().join("ns/net")) else {
                     continue;
                 };
+                if !room(&names, ino) {
+                    continue;
+                }
                 names.entry(ino).or_insert_with(|| {
                     let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
                     format!("pid:{pid}({})", comm.trim()).into()
@@ -148,6 +387,9 @@ impl NetnsNames {
             };
             for e in entries.flatten() {
                 if let (Some(ino), Some(name)) = (ns_inode(&e.path()), e.file_name().to_str()) {
+                    if !room(&names, ino) {
+                        continue;
+                    }
                     // Docker's sandbox ids mean little to a human: use the container's (or
                     // the network's) name from the Engine API when it is there.
                     let name = match self.docker.get(name) {
@@ -158,12 +400,16 @@ impl NetnsNames {
                 }
             }
         }
-        if let Some(ino) = self.host_inode() {
+        if let Some(ino) = host_inode(&self.proc_root) {
             names.insert(ino, "host".into());
         }
-        self.names = names;
-        self.scanned = Some(Instant::now());
+        names
     }
+}
+
+/// The initial namespace's inode under `proc_root`.
+fn host_inode(proc_root: &Path) -> Option<u32> {
+    ns_inode(&proc_root.join("1/ns/net")).or_else(|| ns_inode(&proc_root.join("2/ns/net")))
 }
 
 /// The inode of a namespace file (`/proc/PID/ns/net` or a bind mount of one). A plain file
@@ -252,6 +498,47 @@ mod tests {
         assert_eq!(n.name(7), None);
         assert_eq!(n.name(0), None);
         assert_eq!(n.inode_of("host"), Some(4026531840));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_hung_docker_never_blocks_a_lookup() {
+        let root = std::env::temp_dir().join(format!("swarmtrace-resolver-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ns = root.join("proc/42/ns");
+        std::fs::create_dir_all(&ns).unwrap();
+        std::os::unix::fs::symlink("net:[4026532300]", ns.join("net")).unwrap();
+        std::fs::write(root.join("proc/42/comm"), "nginx\n").unwrap();
+        let docker_dir = root.join("docker/netns");
+        std::fs::create_dir_all(&docker_dir).unwrap();
+        std::fs::write(docker_dir.join("8c1e2f3a4b5c"), "").unwrap();
+        // Accepts (the backlog does) and never answers.
+        let sock = root.join("docker.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let mut scanner = Scanner::new(&root.join("proc"), vec![docker_dir.clone()]);
+        scanner.docker_socket = Some(sock);
+        let mut n = NetnsNames::spawn(scanner);
+        // Docker holds the first round for its deadline; the scan of /proc is published
+        // before it is asked.
+        assert!(!n.wait_ready(Duration::from_millis(300)));
+        let started = Instant::now();
+        for i in 0..10_000 {
+            assert_eq!(n.shared_name(4026539000 + i), None);
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(n.name(4026532300).as_deref(), Some("pid:42(nginx)"));
+        // The negative cache is bounded.
+        match &n.source {
+            Source::Resolver(r) => assert!(r.asked.len() <= MAX_ASKED, "{}", r.asked.len()),
+            Source::Inline { .. } => panic!("not resolving"),
+        }
+        // The round ends at Docker's deadline, without its names.
+        assert!(n.wait_ready(crate::docker::REQUEST_DEADLINE + Duration::from_secs(2)));
+        drop(n);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
