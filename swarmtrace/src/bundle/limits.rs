@@ -171,7 +171,7 @@ impl Budget {
         let left = self.keep_left.get();
         if bytes > left {
             self.keep_left.set(0);
-            return Err(self.fail(Hit::Keep(self.limits.keep_total)));
+            return Err(Hit::Keep(self.limits.keep_total));
         }
         self.keep_left.set(left - bytes);
         Ok(())
@@ -247,7 +247,10 @@ pub struct KeptValue<'a>(pub &'a Budget);
 
 impl KeptValue<'_> {
     fn charge<E: serde::de::Error>(&self, bytes: u64) -> Result<(), E> {
-        self.0.keep(bytes).map_err(E::custom)
+        // Through the parser's error, so the budget keeps which limit it was.
+        self.0
+            .keep(bytes)
+            .map_err(|hit| E::custom(self.0.fail(hit)))
     }
 }
 
