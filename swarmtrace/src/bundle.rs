@@ -10,9 +10,8 @@
 //! | `report.md` | the rendered report |
 //!
 //! `report` recomputes the verdicts from `handshakes.json` and `system.json`'s context with
-//! the same code as the live run.
+//! the same code as the live run; reading a bundle back is `read` (within `limits`).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,15 +23,22 @@ use serde_json::{json, Value};
 use crate::run::HopNames;
 use crate::safe_fs;
 use crate::tracker::Handshake;
-use crate::verdict::{self, Verdict};
+use crate::verdict;
+
+mod limits;
+mod read;
+
+pub use limits::{Budget, Hit, Limits};
+pub use read::Bundle;
 
 pub const FORMAT: &str = "swarmtrace-bundle/1";
-pub const FILES: [&str; 5] = [
+pub const FILES: [&str; 6] = [
     "events.ndjson",
     "handshakes.json",
     "system.json",
     "handshakes.pcapng",
     "report.md",
+    PARTIAL,
 ];
 
 /// `handshakes.json`.
@@ -276,129 +282,6 @@ impl BundleOut {
     }
 }
 
-/// A bundle read back.
-#[derive(Debug)]
-pub struct Bundle {
-    pub source: String,
-    pub events: Vec<Value>,
-    pub handshakes: HandshakesFile,
-    pub system: Value,
-    pub context: verdict::Context,
-    pub pcapng: Option<Vec<u8>>,
-}
-
-fn bad(source: &str, file: &str, what: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("bundle {source}: {file}: {what}")
-}
-
-impl Bundle {
-    /// Reads a bundle directory or `.tar.gz`. A missing, truncated, corrupted or foreign file
-    /// is an error that names it.
-    pub fn load(path: &Path) -> Result<Self> {
-        let source = path.display().to_string();
-        let files = if path.is_dir() {
-            read_dir_files(path)?
-        } else {
-            read_tarball(path).map_err(|e| bad(&source, "archive", format!("{e:#}")))?
-        };
-        let get = |name: &str| -> Result<&Vec<u8>> {
-            files.get(name).ok_or_else(|| {
-                bad(
-                    &source,
-                    name,
-                    "missing (not a swarmtrace bundle, or an incomplete one)",
-                )
-            })
-        };
-        let handshakes: HandshakesFile = serde_json::from_slice(get("handshakes.json")?)
-            .map_err(|e| bad(&source, "handshakes.json", e))?;
-        if handshakes.format != FORMAT {
-            return Err(bad(
-                &source,
-                "handshakes.json",
-                format!("format `{}`, expected `{FORMAT}`", handshakes.format),
-            ));
-        }
-        if !handshakes.clock.is_plausible() {
-            return Err(bad(
-                &source,
-                "handshakes.json",
-                "clock offset out of range (damaged)",
-            ));
-        }
-        let system: Value = serde_json::from_slice(get("system.json")?)
-            .map_err(|e| bad(&source, "system.json", e))?;
-        if system["format"] != FORMAT {
-            return Err(bad(
-                &source,
-                "system.json",
-                format!("format {}, expected `{FORMAT}`", system["format"]),
-            ));
-        }
-        let context: verdict::Context =
-            serde_json::from_value(system["verdict_context"].clone())
-                .map_err(|e| bad(&source, "system.json", format!("verdict_context: {e}")))?;
-        let text = std::str::from_utf8(get("events.ndjson")?)
-            .map_err(|e| bad(&source, "events.ndjson", e))?;
-        let mut events = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let v: Value = serde_json::from_str(line)
-                .map_err(|e| bad(&source, "events.ndjson", format!("line {}: {e}", i + 1)))?;
-            if !v["type"].is_string() {
-                return Err(bad(
-                    &source,
-                    "events.ndjson",
-                    format!("line {}: no \"type\"", i + 1),
-                ));
-            }
-            events.push(v);
-        }
-        if events
-            .last()
-            .map(|e| e["type"] != "summary")
-            .unwrap_or(true)
-        {
-            return Err(bad(
-                &source,
-                "events.ndjson",
-                "no summary at the end (truncated?)",
-            ));
-        }
-        Ok(Self {
-            source,
-            events,
-            handshakes,
-            system,
-            context,
-            pcapng: files.get("handshakes.pcapng").cloned(),
-        })
-    }
-
-    pub fn summary(&self) -> &Value {
-        self.events.last().expect("checked in load")
-    }
-
-    pub fn verdicts(&self) -> Vec<Verdict> {
-        verdict::verdicts(self.handshakes.handshakes.iter(), &self.context)
-    }
-
-    pub fn hop_names(&self) -> HopNames {
-        HopNames::from_entries(&self.handshakes.hops)
-    }
-
-    pub fn handshake_events(&self) -> Vec<Value> {
-        self.events
-            .iter()
-            .filter(|e| e["type"] == "handshake")
-            .cloned()
-            .collect()
-    }
-}
-
 /// The dropped and unanswered handshake packets as pcapng, each with its verdict in the
 /// comment. Headers are rebuilt from what the kernel programs reported: addresses, ports,
 /// sequence numbers, flags and timestamps are the real ones; options other than the
@@ -468,51 +351,6 @@ pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Ve
         }
     }
     w.finish()
-}
-
-/// Bundle files are small (a capture's worth); anything larger than this is not ours.
-const MAX_FILE: u64 = 256 << 20;
-
-fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    for name in FILES {
-        let p = dir.join(name);
-        if p.exists() {
-            let mut buf = Vec::new();
-            File::open(&p)
-                .with_context(|| format!("cannot read {}", p.display()))?
-                .take(MAX_FILE)
-                .read_to_end(&mut buf)
-                .with_context(|| format!("cannot read {}", p.display()))?;
-            out.insert(name.to_owned(), buf);
-        }
-    }
-    Ok(out)
-}
-
-fn read_tarball(path: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
-    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    let mut out = BTreeMap::new();
-    for entry in ar.entries().context("not a .tar.gz")? {
-        let mut entry = entry.context("corrupted archive")?;
-        let name = entry
-            .path()
-            .context("corrupted archive")?
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_owned);
-        let Some(name) = name.filter(|n| FILES.contains(&n.as_str())) else {
-            continue;
-        };
-        let mut buf = Vec::new();
-        (&mut entry)
-            .take(MAX_FILE)
-            .read_to_end(&mut buf)
-            .with_context(|| format!("{name}: corrupted or truncated archive"))?;
-        out.insert(name, buf);
-    }
-    Ok(out)
 }
 
 /// The `system.json` object.

@@ -110,12 +110,20 @@ fn handshake_lines(out: &BundleOut) -> Result<Vec<serde_json::Value>> {
 /// also joined handshake by handshake.
 pub fn report(args: ReportArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
+    // One budget for every bundle: what they decompress and what is kept of them.
+    let budget = bundle::Budget::default();
     let bundles = args
         .bundles
         .iter()
-        .map(|p| bundle::Bundle::load(Path::new(p)))
+        .map(|p| bundle::Bundle::load_within(Path::new(p), &budget, false))
         .collect::<Result<Vec<_>>>()?;
     for b in &bundles {
+        if b.failed_not_kept > 0 {
+            eprintln!(
+                "swarmtrace: bundle {}: events.ndjson: {} more failed handshake lines than the {} kept (a limit of `report`); the counts and verdicts include them",
+                b.source, b.failed_not_kept, budget.limits.kept_lines
+            );
+        }
         let verdicts = b.verdicts();
         match args.format {
             ReportFormat::Json => {
@@ -136,6 +144,13 @@ pub fn report(args: ReportArgs) -> Result<()> {
                         &b.handshake_events()
                     )
                 )?;
+                if b.failed_not_kept > 0 {
+                    writeln!(
+                        stdout,
+                        "({} more failed handshakes in events.ndjson than the {} this report read.)\n",
+                        b.failed_not_kept, budget.limits.kept_lines
+                    )?;
+                }
             }
             ReportFormat::Text => {
                 // A bundle is another host's word: every string of it is escaped.

@@ -248,6 +248,18 @@ fn a_full_filesystem_keeps_what_was_recorded_and_names_the_file() {
         !b.join("system.json").exists(),
         "a truncated system.json was kept"
     );
+    // `report` says what the bundle is, not just that a file is missing.
+    let out = Command::new(binary())
+        .arg("report")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("partial") && err.contains("No space left on device"),
+        "{err}"
+    );
     drop(fs);
     std::fs::remove_dir_all(&d).unwrap();
 }

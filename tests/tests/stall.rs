@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use swarmtrace::lab::craft::Syn;
 use swarmtrace::lab::{sh, Netns};
-use swarmtrace_tests::{ns_name, privileged, test_port, Tracer};
+use swarmtrace_tests::{ns_name, require_privileged, test_port, Tracer};
 
 /// Where swarmtrace looks for Docker's namespaces (kernel/netns.rs NAMED_DIRS).
 const DOCKER_NETNS: &str = "/var/run/docker/netns";
@@ -316,24 +316,24 @@ fn hung_docker(mode: Mode, tag: &str, offset: u16) {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn docker_that_never_accepts_stalls_nothing() {
-    if privileged("docker_that_never_accepts_stalls_nothing") {
-        hung_docker(Mode::NeverAccepts, "dka", 41);
-    }
+    require_privileged("docker_that_never_accepts_stalls_nothing");
+    hung_docker(Mode::NeverAccepts, "dka", 41);
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn docker_that_never_answers_stalls_nothing() {
-    if privileged("docker_that_never_answers_stalls_nothing") {
-        hung_docker(Mode::Silent, "dks", 42);
-    }
+    require_privileged("docker_that_never_answers_stalls_nothing");
+    hung_docker(Mode::Silent, "dks", 42);
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn docker_that_dribbles_stalls_nothing() {
-    if privileged("docker_that_dribbles_stalls_nothing") {
-        hung_docker(Mode::Dribbles, "dkd", 43);
-    }
+    require_privileged("docker_that_dribbles_stalls_nothing");
+    hung_docker(Mode::Dribbles, "dkd", 43);
 }
 
 /// A slow `/metrics` client from `127.0.0.x`: connects and sends nothing, or dribbles its
@@ -397,10 +397,9 @@ fn scrape(metrics: SocketAddr) -> std::io::Result<(Duration, String)> {
 }
 
 #[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn slow_metrics_clients_stall_nothing() {
-    if !privileged("slow_metrics_clients_stall_nothing") {
-        return;
-    }
+    require_privileged("slow_metrics_clients_stall_nothing");
     let port = test_port(44);
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
