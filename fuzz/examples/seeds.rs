@@ -9,14 +9,16 @@ use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use swarmtrace::bundle::{BundleOut, HandshakesFile, FORMAT};
-use swarmtrace::drops::{Namer, Summary};
-use swarmtrace::event::Event;
+use swarmtrace::evidence::bundle::{BundleOut, HandshakesFile, FORMAT};
+use swarmtrace::evidence::pcapng::{PcapngWriter, TcpPacket, TCP_SYN};
 use swarmtrace::kernel::netns::NetnsNames;
-use swarmtrace::pcapng::{PcapngWriter, TcpPacket, TCP_SYN};
-use swarmtrace::run::{handshake_json, handshake_totals, HopNames};
-use swarmtrace::tracer::Totals;
-use swarmtrace::tracker::Tracker;
+use swarmtrace::present::records::handshake_json;
+use swarmtrace::trace::drops::{Namer, Summary};
+use swarmtrace::trace::event::Event;
+use swarmtrace::trace::hops::HopNames;
+use swarmtrace::trace::session::handshake_totals;
+use swarmtrace::trace::tracer::Totals;
+use swarmtrace::trace::tracker::Tracker;
 use swarmtrace_common::{
     class, kind, seen, DropEvent, HandshakeEvent, HandshakeKey, Hop, PacketInfo,
 };
@@ -368,7 +370,7 @@ fn bundle_files() -> Vec<(&'static str, Vec<u8>)> {
         ("events.ndjson", ndjson.into_bytes()),
         (
             "handshakes.pcapng",
-            swarmtrace::bundle::pcapng(&hs, &ctx).unwrap(),
+            swarmtrace::evidence::bundle::pcapng(&hs, &ctx).unwrap(),
         ),
     ]
 }
@@ -402,7 +404,7 @@ fn joined(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
         .join(&0u8)
 }
 
-fn tarball(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+fn tarball(files: &[(&'static str, Vec<u8>)]) -> Vec<u8> {
     let dir = std::env::temp_dir().join(format!("swarmtrace-seeds-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("node-1.tar.gz");

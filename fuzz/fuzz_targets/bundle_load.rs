@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use swarmtrace::bundle::Bundle;
+use swarmtrace::evidence::bundle::Bundle;
 
 /// Bundle files in the order the input's NUL-separated parts fill them.
 const PARTS: [&str; 4] = [
@@ -60,8 +60,8 @@ fn follow(bundles: &[Bundle]) {
         let mut sum = b.summary().clone();
         sum["verdicts"] = verdicts.iter().map(|v| v.to_json()).collect();
         swarmtrace_fuzz::render(&sum);
-        let _ = swarmtrace::report::summary_text(b.summary(), &verdicts);
-        let _ = swarmtrace::report::summary_markdown(
+        let _ = swarmtrace::present::summary::summary_text(b.summary(), &verdicts);
+        let _ = swarmtrace::present::summary::summary_markdown(
             b.summary(),
             &verdicts,
             &b.system,
@@ -75,11 +75,11 @@ fn follow(bundles: &[Bundle]) {
         }
         swarmtrace_fuzz::pcapng_round_trip(&b.handshakes, &b.context);
         if let Some(p) = &b.pcapng {
-            let _ = swarmtrace::pcapng::read_packets(p);
+            let _ = swarmtrace::evidence::pcapng::read_packets(p);
         }
     }
     if bundles.len() > 1 {
-        swarmtrace_fuzz::render(&swarmtrace::capture::join(bundles));
+        swarmtrace_fuzz::render(&swarmtrace::commands::report::join(bundles));
     }
 }
 

@@ -1,4 +1,4 @@
-//! Ring-buffer records (`swarmtrace::event::Event::try_from`), then what the live run does with
+//! Ring-buffer records (`swarmtrace::trace::event::Event::try_from`), then what the live run does with
 //! a decoded one: name the drop (reason, code location, namespace), render it (NDJSON and
 //! text), count it in the summary, track its handshake, render the handshake, judge it and
 //! write it as pcapng.
@@ -8,13 +8,15 @@ use std::cell::RefCell;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use swarmtrace::bundle::{HandshakesFile, FORMAT};
-use swarmtrace::drops::{Namer, Summary};
-use swarmtrace::event::Event;
+use swarmtrace::evidence::bundle::{HandshakesFile, FORMAT};
 use swarmtrace::kernel::netns::NetnsNames;
-use swarmtrace::run::{handshake_json, handshake_line, handshake_totals, HopNames};
-use swarmtrace::tracer::Totals;
-use swarmtrace::tracker::Tracker;
+use swarmtrace::present::records::{handshake_json, handshake_line};
+use swarmtrace::trace::drops::{Namer, Summary};
+use swarmtrace::trace::event::Event;
+use swarmtrace::trace::hops::HopNames;
+use swarmtrace::trace::session::handshake_totals;
+use swarmtrace::trace::tracer::Totals;
+use swarmtrace::trace::tracker::Tracker;
 use swarmtrace_fuzz as common;
 
 thread_local! {
@@ -70,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
     let reasons = NAMER.with(|n| n.borrow().reasons.clone());
     let mut sum = summary.to_json(&totals, &reasons, 1.5);
     sum["handshakes"] = handshake_totals(&tracker);
-    let _ = swarmtrace::report::summary_text(&sum, &verdicts);
+    let _ = swarmtrace::present::summary::summary_text(&sum, &verdicts);
     let hs = HandshakesFile {
         format: FORMAT.to_owned(),
         handshakes: tracker.handshakes().cloned().collect(),

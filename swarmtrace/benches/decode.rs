@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use swarmtrace::clock::WallClock;
-use swarmtrace::drops::{Drop, Namer, Summary};
-use swarmtrace::event::Event;
 use swarmtrace::kernel::kallsyms::Kallsyms;
 use swarmtrace::kernel::netns::NetnsNames;
 use swarmtrace::kernel::DropReasons;
-use swarmtrace::output::Output;
-use swarmtrace::run::{handshake_json, HopNames};
-use swarmtrace::tracker::{DropNote, Handshake, Tracker};
+use swarmtrace::present::output::Output;
+use swarmtrace::present::records::handshake_json;
+use swarmtrace::trace::drops::{Drop, Namer, Summary};
+use swarmtrace::trace::event::Event;
+use swarmtrace::trace::hops::HopNames;
+use swarmtrace::trace::tracker::{DropNote, Handshake, Tracker};
 use swarmtrace_common::{class, kind, seen, DropEvent, HandshakeEvent, HandshakeKey, Hop};
 
 const HANDSHAKES: usize = 200_000;
@@ -152,7 +153,7 @@ fn bench(c: &mut Criterion) {
                     black_box(tracker.on_drop(&d));
                 }
             };
-            while tracker.len() < swarmtrace::tracker::MAX_HANDSHAKES {
+            while tracker.len() < swarmtrace::trace::tracker::MAX_HANDSHAKES {
                 one(i, &mut tracker, &mut summary);
                 i += 1;
             }

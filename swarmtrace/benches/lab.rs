@@ -1578,7 +1578,7 @@ fn soak(args: &Args, lab: &Lab, minutes: f64, report: &mut Report) -> Result<()>
             summary["lost_events"],
             summary["handshakes"]["total"],
             summary["handshakes"]["forgotten"],
-            swarmtrace::tracker::MAX_HANDSHAKES,
+            swarmtrace::trace::tracker::MAX_HANDSHAKES,
             per_minute.join(", ")
         ),
     );

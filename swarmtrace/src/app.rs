@@ -66,10 +66,10 @@ pub fn main(cli: Cli) -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run(args) => crate::run::run(args).await,
-        Command::Demo(args) => crate::demo::demo(args).await,
-        Command::Capture(args) => crate::capture::capture(args).await,
-        Command::Report(args) => crate::capture::report(args),
+        Command::Run(args) => crate::commands::run::run(args).await,
+        Command::Demo(args) => crate::commands::demo::demo(args).await,
+        Command::Capture(args) => crate::commands::capture::capture(args).await,
+        Command::Report(args) => crate::commands::report::report(args),
         Command::Doctor(args) => match crate::doctor::doctor(args)? {
             true => Ok(()),
             false => Err(AlreadyReported.into()),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::net::{parse_cidr, Cidr};
-use crate::tracer::{IfaceSpec, TcMode};
+use crate::trace::tracer::{IfaceSpec, TcMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -156,7 +156,7 @@ pub struct RunArgs {
     pub json: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics while tracing: PORT or :PORT listens
     /// on 127.0.0.1; IP:PORT as given (0.0.0.0:9464, [::]:9464 for every interface).
-    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_addr)]
+    #[arg(long, value_name = "ADDR", value_parser = crate::present::metrics::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
 }
 

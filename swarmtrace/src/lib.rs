@@ -1,28 +1,24 @@
 //! swarmtrace: what happened to each TCP handshake on this host, and why.
+//!
+//! Read top-down: `app` dispatches the command line (`cli`) to `commands`, which drive the
+//! engine (`trace`) and hand its typed results to `verdict`, `present` and `evidence`. Below
+//! them are the facts: `kernel` (everything read from the running kernel), `docker` (its
+//! API), and leaves with no crate imports (`net`, `escape`, `safe_fs`, `clock`,
+//! `privileges`). `doctor` is the static checks; `lab` the namespace lab of the demo and tests.
 
 pub mod app;
-pub mod bundle;
-pub mod capture;
 pub mod cli;
 pub mod clock;
-pub mod clsact;
-pub mod demo;
+pub mod commands;
 pub mod docker;
 pub mod doctor;
-pub mod drops;
 pub mod escape;
-pub mod event;
+pub mod evidence;
 pub mod kernel;
 pub mod lab;
-pub mod metrics;
 pub mod net;
-pub mod output;
-pub mod pcapng;
+pub mod present;
 pub mod privileges;
-pub mod report;
-pub mod run;
 pub mod safe_fs;
-pub mod tracer;
-pub mod tracker;
-pub mod tui;
+pub mod trace;
 pub mod verdict;

@@ -8,9 +8,9 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use crate::escape;
-use crate::event::PacketKind;
 use crate::net::Cidr;
-use crate::tracker::{Handshake, Outcome};
+use crate::trace::event::PacketKind;
+use crate::trace::tracker::{Handshake, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
@@ -154,7 +154,9 @@ pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
     }
     // Answered by a RST (the SYN itself freed without a telling reason, as on kernels
     // without drop reasons): nothing listens.
-    if outcome == Outcome::Reset || matches!(h.answer, Some(crate::tracker::Answer::Reset { .. })) {
+    if outcome == Outcome::Reset
+        || matches!(h.answer, Some(crate::trace::tracker::Answer::Reset { .. }))
+    {
         return Some(Cause::NoListener);
     }
     // Silence: the reply went elsewhere, or a counter says who swallowed the SYN.
@@ -499,7 +501,7 @@ impl Verdict {
 mod tests {
     use super::*;
     use crate::net::parse_cidr;
-    use crate::tracker::{Answer, DropNote};
+    use crate::trace::tracker::{Answer, DropNote};
     use swarmtrace_common::{HandshakeKey, Hop};
 
     fn hs(client: &str) -> Handshake {
@@ -533,7 +535,7 @@ mod tests {
             netns: 7,
             netns_name: Some(ns.into()),
             ifname: Some("eth0".into()),
-            packet: crate::event::Packet {
+            packet: crate::trace::event::Packet {
                 kind,
                 src: "10.0.0.2:40000".parse().unwrap(),
                 dst: "10.0.0.5:80".parse().unwrap(),

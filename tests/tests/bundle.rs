@@ -250,7 +250,7 @@ fn capture_refuses_an_unwritable_or_used_path_before_attaching() {
 
 /// A small but complete bundle, written through the library (no root, no kernel).
 fn valid_bundle(dir: &Path) {
-    use swarmtrace::bundle::{HandshakesFile, FORMAT};
+    use swarmtrace::evidence::bundle::{HandshakesFile, FORMAT};
     let hs = HandshakesFile {
         format: FORMAT.to_owned(),
         handshakes: vec![],

@@ -236,7 +236,7 @@ fn netlink_run_keeps_working_through_a_capture() {
 #[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn tcx_run_keeps_working_through_a_capture() {
     require_privileged("tcx_run_keeps_working_through_a_capture");
-    if !swarmtrace::tracer::has_tcx() {
+    if !swarmtrace::trace::tracer::has_tcx() {
         eprintln!("SKIPPED tcx_run_keeps_working_through_a_capture: this kernel has no TCX (6.6+)");
         return;
     }

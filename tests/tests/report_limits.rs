@@ -143,7 +143,7 @@ fn report(dir: &Path, args: &[&Path]) -> Outcome {
 
 /// The files of a small valid bundle (no handshakes), by name.
 fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
-    use swarmtrace::bundle::{HandshakesFile, FORMAT};
+    use swarmtrace::evidence::bundle::{HandshakesFile, FORMAT};
     let hs = HandshakesFile {
         format: FORMAT.to_owned(),
         handshakes: vec![],

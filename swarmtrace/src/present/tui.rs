@@ -36,8 +36,8 @@ use ratatui::{Frame, Terminal};
 use serde_json::Value;
 
 use crate::escape;
-use crate::event::PacketKind;
-use crate::output::{Health, Observer};
+use crate::present::output::{Health, Observer};
+use crate::trace::event::PacketKind;
 use crate::verdict::Cause;
 
 /// (service, client) pairs kept; later pairs are counted in one "(other pairs)" row.

@@ -1,110 +1,13 @@
-//! `swarmtrace capture`: one command during an incident that leaves everything a postmortem
-//! needs in a bundle (see `bundle`), then `swarmtrace report` reads it anywhere.
+//! `swarmtrace report`: renders bundles offline, without root; several bundles (nodes) are
+//! also joined handshake by handshake.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 
-use crate::bundle::{self, BundleOut, HandshakesFile};
-use crate::cli::{CaptureArgs, ReportArgs, ReportFormat, RunArgs};
-use crate::run::{trace, Control, RunResult};
-
-pub async fn capture(args: CaptureArgs) -> Result<()> {
-    crate::privileges::require_tracing()?;
-    // Fail on an unwritable or unsafe path before anything is attached.
-    let out = BundleOut::prepare(&args.output)?;
-    match record(&args, &out).await {
-        Ok(()) => {
-            let path = out.finish()?;
-            eprintln!(
-                "swarmtrace: bundle written to {}; read it with `swarmtrace report {}`",
-                path.display(),
-                path.display()
-            );
-            Ok(())
-        }
-        // Something was recorded: keep it, with a note of why it is partial.
-        Err(e) if out.recorded_anything() => match out.keep_partial(&e) {
-            Ok(path) => Err(e.context(format!(
-                "the capture failed; what was recorded is kept in {} (partial: see {} in it)",
-                path.display(),
-                bundle::PARTIAL
-            ))),
-            Err(keep) => Err(e.context(format!("{keep:#}"))),
-        },
-        Err(e) => {
-            out.abandon();
-            Err(e)
-        }
-    }
-}
-
-async fn record(args: &CaptureArgs, out: &BundleOut) -> Result<()> {
-    let run_args = RunArgs {
-        trace: args.trace.clone(),
-        duration: Some(args.duration),
-        json: true,
-        metrics: None,
-    };
-    let events_path = out.path().join("events.ndjson");
-    let mut events = BufWriter::new(out.create("events.ndjson")?);
-    let started = std::time::Instant::now();
-    let result = trace(
-        run_args,
-        &mut events,
-        Control {
-            progress: true,
-            ..Control::default()
-        },
-    )
-    .await?;
-    let flushed = events.flush().map_err(anyhow::Error::from).and_then(|()| {
-        events
-            .into_inner()
-            .map_err(|e| anyhow::Error::from(e.into_error()))?
-            .sync_all()
-            .map_err(anyhow::Error::from)
-    });
-    flushed.with_context(|| format!("cannot write {}", events_path.display()))?;
-    write_rest(&result, out, started.elapsed().as_secs_f64())
-}
-
-fn write_rest(result: &RunResult, out: &BundleOut, secs: f64) -> Result<()> {
-    let hs = HandshakesFile {
-        format: bundle::FORMAT.to_owned(),
-        handshakes: result.tracker.handshakes().cloned().collect(),
-        hops: result.hops.entries(),
-        forgotten: result.tracker.evicted,
-        clock: result.clock,
-    };
-    out.write("handshakes.json", &serde_json::to_vec(&hs)?)?;
-    out.write("handshakes.pcapng", &bundle::pcapng(&hs, &result.context)?)?;
-    let system = bundle::system_json(result, secs);
-    out.write("system.json", &serde_json::to_vec_pretty(&system)?)?;
-    let events = handshake_lines(out)?;
-    let md = crate::report::summary_markdown(&result.summary, &result.verdicts, &system, &events);
-    out.write("report.md", md.as_bytes())?;
-    Ok(())
-}
-
-/// The handshake lines of the events written so far, read back line by line.
-fn handshake_lines(out: &BundleOut) -> Result<Vec<serde_json::Value>> {
-    use std::io::BufRead;
-    let mut lines = Vec::new();
-    for line in std::io::BufReader::new(out.open("events.ndjson")?).lines() {
-        let line = line?;
-        if !line.contains("\"handshake\"") {
-            continue;
-        }
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["type"] == "handshake" {
-                lines.push(v);
-            }
-        }
-    }
-    Ok(lines)
-}
+use crate::cli::{ReportArgs, ReportFormat};
+use crate::evidence::bundle;
 
 /// `swarmtrace report`: renders bundles offline, without root; several bundles (nodes) are
 /// also joined handshake by handshake.
@@ -137,7 +40,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
                 write!(
                     stdout,
                     "{}",
-                    crate::report::summary_markdown(
+                    crate::present::summary::summary_markdown(
                         b.summary(),
                         &verdicts,
                         &b.system,
@@ -169,7 +72,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
                 write!(
                     stdout,
                     "{}",
-                    crate::report::summary_text(b.summary(), &verdicts)
+                    crate::present::summary::summary_text(b.summary(), &verdicts)
                 )?;
             }
         }
@@ -193,7 +96,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
 pub fn join(bundles: &[bundle::Bundle]) -> serde_json::Value {
     use std::collections::BTreeMap;
     use swarmtrace_common::HandshakeKey;
-    type Nodes<'a> = Vec<(usize, &'a crate::tracker::Handshake)>;
+    type Nodes<'a> = Vec<(usize, &'a crate::trace::tracker::Handshake)>;
     let mut by_key: BTreeMap<(u32, u32), Nodes> = BTreeMap::new();
     for (i, b) in bundles.iter().enumerate() {
         for h in &b.handshakes.handshakes {

@@ -15,9 +15,9 @@ use aya_log::EbpfLogger;
 use swarmtrace_common::{stat, Filter, Handshake, HandshakeKey, MAX_REASONS};
 use tokio::io::unix::AsyncFd;
 
-use crate::clsact::{self, Owner, OwnerToken};
 use crate::kernel::netns::{inode_of_file, ns_file, within};
 use crate::kernel::KernelFacts;
+use crate::trace::clsact::{self, Owner, OwnerToken};
 
 /// An interface to watch with the TC classifiers: `IFACE` in the host namespace, or
 /// `NETNS:IFACE` (a name under /run/netns or /var/run/docker/netns, e.g. `ingress_sbox:eth1`).

@@ -20,9 +20,9 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::run::HopNames;
 use crate::safe_fs;
-use crate::tracker::Handshake;
+use crate::trace::hops::HopNames;
+use crate::trace::tracker::Handshake;
 use crate::verdict;
 
 mod limits;
@@ -287,9 +287,9 @@ impl BundleOut {
 /// sequence numbers, flags and timestamps are the real ones; options other than the
 /// timestamp are typical values, and there is no payload.
 pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Vec<u8>> {
-    use crate::event::PacketKind;
-    use crate::pcapng::{PcapngWriter, TcpPacket, TCP_SYN};
-    use crate::tracker::Outcome;
+    use crate::evidence::pcapng::{PcapngWriter, TcpPacket, TCP_SYN};
+    use crate::trace::event::PacketKind;
+    use crate::trace::tracker::Outcome;
     let hops = HopNames::from_entries(&hs.hops);
     let mut w = PcapngWriter::new(
         Vec::new(),
@@ -354,7 +354,7 @@ pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Ve
 }
 
 /// The `system.json` object.
-pub fn system_json(result: &crate::run::RunResult, duration_s: f64) -> Value {
+pub fn system_json(result: &crate::trace::session::RunResult, duration_s: f64) -> Value {
     let facts = &result.facts;
     let o = &facts.offsets;
     let namespaces: Vec<Value> = result

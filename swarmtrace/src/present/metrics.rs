@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::output::{Health, Observer};
+use crate::present::output::{Health, Observer};
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (0.0001 s .. 5 s).
 pub const BUCKETS_US: [u64; 15] = [

@@ -8,10 +8,11 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::drops::Drop;
 use crate::escape;
-use crate::run::{handshake_line, handshake_record, HopNames};
-use crate::tracker::Handshake;
+use crate::present::records::{handshake_line, handshake_record};
+use crate::trace::drops::Drop;
+use crate::trace::hops::HopNames;
+use crate::trace::tracker::Handshake;
 use swarmtrace_common::Hop;
 
 /// The tracer's state, once a second.
@@ -153,7 +154,7 @@ impl<'a> Output<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Packet, PacketKind};
+    use crate::trace::event::{Packet, PacketKind};
 
     fn drop_() -> Drop {
         Drop {
@@ -193,7 +194,7 @@ mod tests {
         d.packet.tsval = None;
         d.netns_name = None;
         d.ifname = None;
-        d.joined = Some(crate::event::Joined {
+        d.joined = Some(crate::trace::event::Joined {
             key: Default::default(),
             client: "[2001:db8::2]:40000".parse().unwrap(),
             service: "[2001:db8::1]:8080".parse().unwrap(),
@@ -222,7 +223,7 @@ mod tests {
             keys: vec![],
             first_hop: Some(hop),
             answer: None,
-            drops: vec![crate::tracker::DropNote::from(&d)],
+            drops: vec![crate::trace::tracker::DropNote::from(&d)],
             reported: false,
         };
         let line = |h: &Handshake| {
@@ -237,7 +238,7 @@ mod tests {
             r#"{"type":"handshake","ts":"2023-11-14T22:13:20.000000Z","verdict":"dropped","client":"10.0.0.2:40000","service":"10.0.0.1:8080","latency_us":null,"reason":"NO_SOCKET","netns_name":"task","isn":100,"syns":2,"first_hop":"eth0/in","last_hop":"eth0/in","answer_hop":null}"#.to_owned() + "\n"
         );
         h.drops.clear();
-        h.answer = Some(crate::tracker::Answer::SynAck {
+        h.answer = Some(crate::trace::tracker::Answer::SynAck {
             latency_ns: 1_234_567,
             hop,
         });

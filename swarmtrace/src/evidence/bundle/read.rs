@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::limits::{estimate, Budget, Hit, KeptValue, Size};
 use super::{HandshakesFile, FILES, FORMAT};
-use crate::run::HopNames;
+use crate::trace::hops::HopNames;
 use crate::verdict::{self, Verdict};
 
 /// A bundle read back.

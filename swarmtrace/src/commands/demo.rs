@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::{DemoArgs, RunArgs, TraceArgs};
 use crate::lab::mesh::{MeshLab, Scenario};
-use crate::run::{trace, Control};
+use crate::trace::session::{trace, Control};
 
 /// Runs one scenario; returns whether its verdict was the expected one.
 pub async fn scenario(s: Scenario, args: &DemoArgs) -> Result<bool> {

@@ -8,11 +8,11 @@ use std::sync::{Arc, LazyLock};
 use serde_json::{json, Value};
 
 use crate::clock::{rfc3339_micros, WallClock};
-use crate::event::{Joined, Packet, RawDrop};
 use crate::kernel::kallsyms::Kallsyms;
 use crate::kernel::netns::NetnsNames;
 use crate::kernel::DropReasons;
-use crate::tracer::Totals;
+use crate::trace::event::{Joined, Packet, RawDrop};
+use crate::trace::tracer::Totals;
 
 /// A dropped handshake packet with every name resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,12 +235,12 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, PacketKind};
+    use crate::trace::event::{Event, PacketKind};
     use swarmtrace_common::class;
 
     fn named() -> Drop {
         let Ok(Event::Drop(raw)) =
-            Event::try_from(crate::event::tests::drop_bytes(4, class::SYN).as_slice())
+            Event::try_from(crate::trace::event::tests::drop_bytes(4, class::SYN).as_slice())
         else {
             panic!("not a drop");
         };
@@ -297,7 +297,7 @@ mod tests {
         assert_eq!(v["top_sources"][0]["addr"], "10.0.0.2");
         assert_eq!(v["top_sources"][0]["count"], 2);
         assert_eq!(v["top_locations"][0]["function"], "tcp_v4_rcv");
-        let text = crate::report::summary_text(&v, &[]);
+        let text = crate::present::summary::summary_text(&v, &[]);
         assert!(text.contains("NO_SOCKET in tcp_v4_rcv"), "{text}");
         assert!(d.to_line().contains("NO_SOCKET at tcp_v4_rcv+0x10"));
     }

@@ -1,253 +1,29 @@
-//! `swarmtrace run`: attach, follow handshakes and drops as they happen, and on exit print a
-//! summary with verdicts.
+//! The tracing engine that `run`, `capture` and `demo` share: attach, read the kernel's
+//! events, follow each handshake, name its drops, and at the end gather what the verdicts
+//! need.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
-use swarmtrace_common::{Filter, Hop};
+use swarmtrace_common::Hop;
 
 use crate::cli::RunArgs;
-use crate::clock::{rfc3339_micros, WallClock};
-use crate::drops::{Namer, Summary};
-use crate::event::Event;
-use crate::kernel::netns::{within, NetnsNames};
+use crate::clock::WallClock;
+use crate::kernel::netns::NetnsNames;
 use crate::kernel::netstat::{self, Counters};
-use crate::kernel::routes::default_route_iface;
-use crate::kernel::{self, kallsyms::Kallsyms, namespaces, KernelFacts, Sources};
-use crate::net::Cidr;
-use crate::output::{Health, Observer, Output};
-use crate::tracer::{IfaceSpec, Tracer, TracerOptions, Watched};
-use crate::tracker::{Answer, Handshake, HandshakeId, Outcome, Tracker};
+use crate::kernel::{self, namespaces, KernelFacts};
+use crate::present::output::{Health, Observer, Output};
+use crate::trace::attach::{default_watch, kernel_filter, live_facts};
+use crate::trace::drops::{Namer, Summary};
+use crate::trace::event::Event;
+use crate::trace::hops::HopNames;
+use crate::trace::tracer::{Tracer, TracerOptions};
+use crate::trace::tracker::{HandshakeId, Tracker};
 use crate::verdict::{self, LocalSubnet, Verdict};
-
-pub fn kernel_filter(port: Option<u16>, client: Option<Cidr>) -> Filter {
-    let mut f = Filter {
-        port: port.unwrap_or(0),
-        ..Filter::default()
-    };
-    if let Some(c) = client {
-        f.family = if c.addr.is_ipv4() { 4 } else { 6 };
-        let (bytes, mask) = c.bytes_and_mask();
-        for k in 0..4 {
-            let w = |b: &[u8; 16]| {
-                u32::from_ne_bytes([b[k * 4], b[k * 4 + 1], b[k * 4 + 2], b[k * 4 + 3]])
-            };
-            f.mask[k] = w(&mask);
-            f.addr[k] = w(&bytes) & f.mask[k];
-        }
-    }
-    f
-}
-
-/// Reads what the programs need from the running kernel, with messages that say what to do.
-pub fn live_facts() -> Result<(KernelFacts, Kallsyms)> {
-    let tracefs = kernel::tracefs()?;
-    let facts = KernelFacts::read(&Sources::live(&tracefs))?;
-    let kallsyms = match Kallsyms::read(std::path::Path::new("/proc/kallsyms")) {
-        Ok(k) => k,
-        Err(e) => {
-            log::warn!("{e}");
-            Kallsyms::default()
-        }
-    };
-    Ok((facts, kallsyms))
-}
-
-/// docker_gwbridge and the default-route interface of the host namespace, those that exist.
-pub fn default_watch() -> Vec<IfaceSpec> {
-    let Some(host) = kernel::netns::ns_file("host") else {
-        return Vec::new();
-    };
-    within(&host, || {
-        let mut out = Vec::new();
-        if std::path::Path::new("/sys/class/net/docker_gwbridge").exists() {
-            out.push("docker_gwbridge".to_owned());
-        }
-        let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
-        if let Some(i) = default_route_iface(&routes) {
-            if !out.contains(&i) {
-                out.push(i);
-            }
-        }
-        out
-    })
-    .unwrap_or_default()
-    .into_iter()
-    .map(|ifname| IfaceSpec {
-        netns: "host".to_owned(),
-        ifname,
-    })
-    .collect()
-}
-
-/// Names hops as `NETNS:IFACE/in|out` from the watched interfaces.
-pub struct HopNames {
-    names: HashMap<(u32, u32), (String, String)>,
-}
-
-impl HopNames {
-    pub fn new(watched: &[Watched]) -> Self {
-        Self {
-            names: watched
-                .iter()
-                .map(|w| {
-                    (
-                        (w.netns, w.ifindex),
-                        (w.spec.netns.clone(), w.spec.ifname.clone()),
-                    )
-                })
-                .collect(),
-        }
-    }
-
-    /// (namespace, interface) of a hop.
-    pub fn place(&self, hop: &Hop) -> (String, String) {
-        self.names
-            .get(&(hop.netns, hop.ifindex))
-            .cloned()
-            .unwrap_or_else(|| (format!("netns:{}", hop.netns), format!("if{}", hop.ifindex)))
-    }
-
-    /// Adds re-attached interfaces; old entries stay, for hops recorded before.
-    pub fn learn(&mut self, watched: &[Watched]) {
-        for w in watched {
-            self.names.insert(
-                (w.netns, w.ifindex),
-                (w.spec.netns.clone(), w.spec.ifname.clone()),
-            );
-        }
-    }
-
-    /// Every (netns inode, ifindex) -> name, for the bundle.
-    pub fn entries(&self) -> Vec<(u32, u32, String, String)> {
-        let mut v: Vec<_> = self
-            .names
-            .iter()
-            .map(|((ns, i), (n, f))| (*ns, *i, n.clone(), f.clone()))
-            .collect();
-        v.sort();
-        v
-    }
-
-    pub fn from_entries(entries: &[(u32, u32, String, String)]) -> Self {
-        Self {
-            names: entries
-                .iter()
-                .map(|(ns, i, n, f)| ((*ns, *i), (n.clone(), f.clone())))
-                .collect(),
-        }
-    }
-
-    pub fn name(&self, hop: &Hop) -> String {
-        let (ns, ifname) = self.place(hop);
-        let dir = match hop.dir {
-            1 => "/in",
-            2 => "/out",
-            _ => "",
-        };
-        if ns == "host" {
-            format!("{ifname}{dir}")
-        } else {
-            format!("{ns}:{ifname}{dir}")
-        }
-    }
-}
-
-/// The `handshake` NDJSON object of docs/json.md; the fields in the documented order.
-#[derive(Debug, serde::Serialize)]
-pub struct HandshakeRecord<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    ts: String,
-    verdict: &'static str,
-    client: SocketAddr,
-    service: SocketAddr,
-    latency_us: Option<u64>,
-    reason: Option<&'a str>,
-    netns_name: Option<&'a str>,
-    isn: u32,
-    syns: u32,
-    first_hop: Option<String>,
-    last_hop: Option<String>,
-    answer_hop: Option<String>,
-}
-
-pub fn handshake_record<'a>(
-    h: &'a Handshake,
-    hops: &HopNames,
-    last_hop: Option<Hop>,
-    unix_ns: i128,
-) -> HandshakeRecord<'a> {
-    let first_drop = h.drops.first();
-    HandshakeRecord {
-        kind: "handshake",
-        ts: rfc3339_micros(unix_ns),
-        verdict: h.outcome().as_str(),
-        client: h.client,
-        service: h.service,
-        latency_us: h.latency_ns().map(|n| n / 1000),
-        reason: first_drop.map(|d| &*d.reason),
-        netns_name: first_drop.and_then(|d| d.netns_name.as_deref()),
-        isn: h.isn,
-        syns: h.syns,
-        first_hop: h.first_hop.map(|x| hops.name(&x)),
-        last_hop: last_hop.map(|x| hops.name(&x)),
-        answer_hop: match h.answer {
-            Some(Answer::SynAck { hop, .. }) | Some(Answer::Reset { hop }) => Some(hops.name(&hop)),
-            None => None,
-        },
-    }
-}
-
-/// The handshake as a `serde_json::Value`: what observers get (the bench compares its cost).
-pub fn handshake_json(
-    h: &Handshake,
-    hops: &HopNames,
-    last_hop: Option<Hop>,
-    unix_ns: i128,
-) -> Value {
-    serde_json::to_value(handshake_record(h, hops, last_hop, unix_ns))
-        .expect("a handshake record always serializes")
-}
-
-pub fn handshake_line(
-    h: &Handshake,
-    hops: &HopNames,
-    last_hop: Option<Hop>,
-    unix_ns: i128,
-) -> String {
-    let ts = rfc3339_micros(unix_ns);
-    let time = ts.get(11..26).unwrap_or(&ts);
-    let detail = match h.outcome() {
-        Outcome::Answered => format!(
-            "answered in {:.3} ms",
-            h.latency_ns().unwrap_or(0) as f64 / 1e6
-        ),
-        Outcome::Reset => "reset by the server".to_owned(),
-        Outcome::Dropped => {
-            let d = &h.drops[0];
-            format!(
-                "dropped: {} {} in {}",
-                d.kind.as_str(),
-                d.reason,
-                d.netns_label()
-            )
-        }
-        Outcome::Unanswered => format!(
-            "unanswered after {} SYN(s); last seen at {}",
-            h.syns,
-            last_hop
-                .map(|x| hops.name(&x))
-                .unwrap_or_else(|| "-".to_owned())
-        ),
-    };
-    format!("{time} HANDSHAKE {} -> {}  {detail}", h.client, h.service)
-}
 
 /// Hands back to the system the heap that start-up used and freed (the kernel's BTF and
 /// kallsyms read whole, parsed, dropped): glibc keeps freed pages inside its heap resident
@@ -376,42 +152,6 @@ pub struct RunResult {
     pub clock: WallClock,
 }
 
-pub async fn run(args: RunArgs) -> Result<()> {
-    use std::io::IsTerminal;
-    // Piped (NDJSON into jq, a file, a collector), a line per write would cost a system call
-    // per event and lose events under a flood: buffer, and flush after every batch.
-    let stdout = std::io::stdout();
-    let mut out: Box<dyn Write + Send> = if stdout.is_terminal() {
-        Box::new(stdout)
-    } else {
-        Box::new(std::io::BufWriter::with_capacity(1 << 16, stdout))
-    };
-    let mut control = Control::default();
-    // On a terminal, the live view; lines otherwise (and with --json).
-    let mut view = None;
-    if crate::tui::should_use(args.json) {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let mut title = format!("swarmtrace on {}", host.trim());
-        if let Some(p) = args.trace.port {
-            title.push_str(&format!(", port {p}"));
-        }
-        if let Some(c) = args.trace.client {
-            title.push_str(&format!(", client {c}"));
-        }
-        let (observer, stop, handle) = crate::tui::start(crate::tui::TuiOptions::from_env(title))?;
-        control.observers.push(observer);
-        control.stop = Some(stop);
-        control.quiet = true;
-        view = Some(handle);
-    }
-    let result = trace(args, &mut *out, control).await;
-    // The terminal back (already done if the summary was printed) before an error is shown.
-    if let Some(view) = view {
-        view.finish();
-    }
-    result.map(|_| ())
-}
-
 /// Lets a caller (the demo) know when the programs are attached, and stop the run.
 #[derive(Default)]
 pub struct Control {
@@ -453,7 +193,7 @@ pub async fn trace(
     } else {
         args.trace.iface.clone()
     };
-    let lacking = kernel::lacking(&facts, &kallsyms, crate::tracer::has_tcx());
+    let lacking = kernel::lacking(&facts, &kallsyms, crate::trace::tracer::has_tcx());
     if !lacking.is_empty() {
         eprintln!(
             "swarmtrace: degraded mode on Linux {}: this kernel lacks {}",
@@ -469,7 +209,7 @@ pub async fn trace(
         tc_mode: args.trace.tc_attach,
     };
     if let Some(addr) = args.metrics {
-        let (obs, _task) = crate::metrics::serve(addr).await?;
+        let (obs, _task) = crate::present::metrics::serve(addr).await?;
         control.observers.push(obs);
         eprintln!("swarmtrace: serving Prometheus metrics at http://{addr}/metrics");
     }
@@ -672,7 +412,9 @@ pub async fn trace(
     sum["verdicts"] = Value::Array(verdicts.iter().map(Verdict::to_json).collect());
     sum["watched"] = json!(watched);
     sum["kernel_lacks"] = json!(lacking);
-    out.summary(&sum, || crate::report::summary_text(&sum, &verdicts))?;
+    out.summary(&sum, || {
+        crate::present::summary::summary_text(&sum, &verdicts)
+    })?;
     Ok(RunResult {
         verdicts,
         summary: sum,
@@ -722,27 +464,4 @@ fn sweep(
         report(tracker, &id, hops, last, clock.to_unix_ns(now), out)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::net::parse_cidr;
-
-    #[test]
-    fn filter_masks_match_kernel_comparison() {
-        let f = kernel_filter(Some(8080), Some(parse_cidr("192.168.1.0/20").unwrap()));
-        assert_eq!(f.port, 8080);
-        assert_eq!(f.family, 4);
-        let mask_bytes: Vec<u8> = f.mask.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        assert_eq!(&mask_bytes[..4], &[255, 255, 240, 0]);
-        assert_eq!(&mask_bytes[4..], &[0; 12]);
-        let addr_bytes: Vec<u8> = f.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        assert_eq!(&addr_bytes[..4], &[192, 168, 0, 0]);
-        let f6 = kernel_filter(None, Some(parse_cidr("fd00::/64").unwrap()));
-        assert_eq!(f6.family, 6);
-        assert_eq!(f6.mask[2], 0);
-        assert_eq!(f6.mask[0], u32::MAX);
-        assert_eq!(kernel_filter(None, None).family, 0);
-    }
 }

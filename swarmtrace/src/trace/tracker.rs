@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use swarmtrace_common::{HandshakeKey, Hop};
 
-use crate::drops::Drop;
-use crate::event::{Packet, PacketKind, Seen, Sighting};
+use crate::trace::drops::Drop;
+use crate::trace::event::{Packet, PacketKind, Seen, Sighting};
 
 pub type HandshakeId = (SocketAddr, u32);
 
@@ -48,7 +48,7 @@ impl From<&Drop> for DropNote {
 impl DropNote {
     /// The namespace's name, or `netns:INODE` when it has none.
     pub fn netns_label(&self) -> String {
-        crate::drops::netns_label(self.netns_name.as_deref(), self.netns)
+        crate::trace::drops::netns_label(self.netns_name.as_deref(), self.netns)
     }
 }
 
@@ -383,7 +383,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Joined;
+    use crate::trace::event::Joined;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -1,0 +1,94 @@
+//! What the programs are attached to and with: the kernel facts they need, the default
+//! interfaces to watch, and the kernel-side filter.
+
+use anyhow::Result;
+use swarmtrace_common::Filter;
+
+use crate::kernel::netns::within;
+use crate::kernel::routes::default_route_iface;
+use crate::kernel::{self, kallsyms::Kallsyms, KernelFacts, Sources};
+use crate::net::Cidr;
+use crate::trace::tracer::IfaceSpec;
+
+pub fn kernel_filter(port: Option<u16>, client: Option<Cidr>) -> Filter {
+    let mut f = Filter {
+        port: port.unwrap_or(0),
+        ..Filter::default()
+    };
+    if let Some(c) = client {
+        f.family = if c.addr.is_ipv4() { 4 } else { 6 };
+        let (bytes, mask) = c.bytes_and_mask();
+        for k in 0..4 {
+            let w = |b: &[u8; 16]| {
+                u32::from_ne_bytes([b[k * 4], b[k * 4 + 1], b[k * 4 + 2], b[k * 4 + 3]])
+            };
+            f.mask[k] = w(&mask);
+            f.addr[k] = w(&bytes) & f.mask[k];
+        }
+    }
+    f
+}
+
+/// Reads what the programs need from the running kernel, with messages that say what to do.
+pub fn live_facts() -> Result<(KernelFacts, Kallsyms)> {
+    let tracefs = kernel::tracefs()?;
+    let facts = KernelFacts::read(&Sources::live(&tracefs))?;
+    let kallsyms = match Kallsyms::read(std::path::Path::new("/proc/kallsyms")) {
+        Ok(k) => k,
+        Err(e) => {
+            log::warn!("{e}");
+            Kallsyms::default()
+        }
+    };
+    Ok((facts, kallsyms))
+}
+
+/// docker_gwbridge and the default-route interface of the host namespace, those that exist.
+pub fn default_watch() -> Vec<IfaceSpec> {
+    let Some(host) = kernel::netns::ns_file("host") else {
+        return Vec::new();
+    };
+    within(&host, || {
+        let mut out = Vec::new();
+        if std::path::Path::new("/sys/class/net/docker_gwbridge").exists() {
+            out.push("docker_gwbridge".to_owned());
+        }
+        let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+        if let Some(i) = default_route_iface(&routes) {
+            if !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        out
+    })
+    .unwrap_or_default()
+    .into_iter()
+    .map(|ifname| IfaceSpec {
+        netns: "host".to_owned(),
+        ifname,
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::parse_cidr;
+
+    #[test]
+    fn filter_masks_match_kernel_comparison() {
+        let f = kernel_filter(Some(8080), Some(parse_cidr("192.168.1.0/20").unwrap()));
+        assert_eq!(f.port, 8080);
+        assert_eq!(f.family, 4);
+        let mask_bytes: Vec<u8> = f.mask.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(&mask_bytes[..4], &[255, 255, 240, 0]);
+        assert_eq!(&mask_bytes[4..], &[0; 12]);
+        let addr_bytes: Vec<u8> = f.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(&addr_bytes[..4], &[192, 168, 0, 0]);
+        let f6 = kernel_filter(None, Some(parse_cidr("fd00::/64").unwrap()));
+        assert_eq!(f6.family, 6);
+        assert_eq!(f6.mask[2], 0);
+        assert_eq!(f6.mask[0], u32::MAX);
+        assert_eq!(kernel_filter(None, None).family, 0);
+    }
+}
