@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `cargo xtask vm-test` needs on the host, on top of scripts/setup.sh: QEMU (software
-# emulation; KVM is not needed), debootstrap, kmod (depmod), e2fsprogs (mkfs.ext4, debugfs),
+# emulation; KVM is not needed), debootstrap, kmod (depmod), e2fsprogs (mkfs.ext4, debugfs), fdisk (sfdisk),
 # binutils (strip). Idempotent.
 set -euo pipefail
 say() { printf 'setup-vm: %s\n' "$*" >&2; }
@@ -8,7 +8,7 @@ say() { printf 'setup-vm: %s\n' "$*" >&2; }
 command -v apt-get >/dev/null || { say "error: no apt-get: install QEMU (qemu-system-x86_64), debootstrap, kmod, e2fsprogs and binutils"; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 missing=()
-for p in debootstrap kmod e2fsprogs binutils debian-archive-keyring; do
+for p in debootstrap kmod e2fsprogs fdisk binutils debian-archive-keyring; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if ! command -v qemu-system-x86_64 >/dev/null; then

@@ -38,6 +38,28 @@ ln -sfn /proc/self/fd/2 /dev/stderr
 
 echo "SWARMTRACE-KERNEL kernel=$KTAG release=$(uname -r)"
 
+# Which block device each of / and /io is (the kernel finds the root by its partition's
+# PARTUUID; a wrong disk mounted as root would have stopped before this script).
+block_of() {
+    local mm
+    mm=$(awk -v m="$1" '$5 == m { print $3; exit }' /proc/self/mountinfo)
+    [ -n "$mm" ] && basename "$(readlink -f "/sys/dev/block/$mm")"
+}
+ROOTDEV=$(block_of /)
+IODEV=$(block_of /io)
+echo "SWARMTRACE-ROOT root=$ROOTDEV io=$IODEV"
+case " $SCENARIOS " in *" boot "*)
+    case "$ROOTDEV:$IODEV" in
+        nvme*n1p1:nvme*n1) if [ "${ROOTDEV%p1}" != "$IODEV" ]; then
+                result boot pass "root=$ROOTDEV (the base image's partition) io=$IODEV"
+            else
+                result boot fail "root=$ROOTDEV and io=$IODEV are one disk"
+            fi ;;
+        *) result boot fail "root=$ROOTDEV io=$IODEV: not the base image's partition and the io disk" ;;
+    esac
+    [ "$SCENARIOS" = boot ] && exit 0 ;;
+esac
+
 if [ "${FIXTURES:-0}" = 1 ]; then
     step "capturing fixtures"
     bash "$VM/fixtures.sh" "$OUT/fixtures" || echo "fixture capture failed"
