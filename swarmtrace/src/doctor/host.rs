@@ -177,36 +177,29 @@ impl Default for LiveHost {
 }
 
 /// The installed iptables-save variants, by backend.
-fn iptables_save_all(args: &[&str]) -> Vec<Ruleset> {
-    let mut out = Vec::new();
+fn iptables_save_all() -> Vec<Ruleset> {
+    // A plain `iptables-save` is one backend or the other; its --version says which.
     let generic = run_tool("iptables-save", &["--version"])
         .and_then(Result::ok)
         .unwrap_or_default();
-    let nft = run_tool("iptables-nft-save", args).or_else(|| {
-        generic
-            .contains("nf_tables")
-            .then(|| run_tool("iptables-save", args))
-            .flatten()
-    });
-    if let Some(text) = nft {
-        out.push(Ruleset {
-            backend: "nft".to_owned(),
+    [
+        ("nft", "iptables-nft-save", "nf_tables"),
+        ("legacy", "iptables-legacy-save", "legacy"),
+    ]
+    .into_iter()
+    .filter_map(|(backend, own, marker)| {
+        let text = run_tool(own, &[]).or_else(|| {
+            generic
+                .contains(marker)
+                .then(|| run_tool("iptables-save", &[]))
+                .flatten()
+        })?;
+        Some(Ruleset {
+            backend: backend.to_owned(),
             text,
-        });
-    }
-    let legacy = run_tool("iptables-legacy-save", args).or_else(|| {
-        generic
-            .contains("legacy")
-            .then(|| run_tool("iptables-save", args))
-            .flatten()
-    });
-    if let Some(text) = legacy {
-        out.push(Ruleset {
-            backend: "legacy".to_owned(),
-            text,
-        });
-    }
-    out
+        })
+    })
+    .collect()
 }
 
 impl HostView for LiveHost {
@@ -251,12 +244,12 @@ impl HostView for LiveHost {
     }
 
     fn iptables_save(&self) -> Vec<Ruleset> {
-        iptables_save_all(&[])
+        iptables_save_all()
     }
 
     fn ingress_sbox_mangle(&self) -> Option<String> {
         let (_, path) = self.walk.iter().find(|(n, _)| n == "ingress_sbox")?;
-        let sets = netns::within(path, || iptables_save_all(&[])).ok()?;
+        let sets = netns::within(path, iptables_save_all).ok()?;
         // Nothing readable: unknown, not "no marks".
         let texts: Vec<String> = sets.into_iter().filter_map(|r| r.text.ok()).collect();
         (!texts.is_empty()).then(|| texts.concat())
