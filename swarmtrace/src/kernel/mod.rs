@@ -1,5 +1,6 @@
 //! Everything swarmtrace reads from the running kernel goes through this module: tracepoint
-//! layouts, drop-reason names, structure offsets, code symbols, namespace names and counters.
+//! layouts, drop-reason names, structure offsets, code symbols, namespace names, addresses,
+//! routes, sysctls and counters (`run`, `capture` and `doctor` alike).
 //! Each reader takes a path, so the unit tests run on fixture files from real kernels.
 
 pub mod btf;
