@@ -1,5 +1,5 @@
 //! The Docker Engine API over its unix socket (HTTP/1.0, no client library): what `doctor`
-//! checks, and the names of Docker's network namespaces (containers, services, tasks,
+//! checks (networks, swarm state, published ports), and the names of Docker's network namespaces (containers, services, tasks,
 //! networks) for everything swarmtrace prints.
 
 use std::collections::HashMap;
@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::net::{parse_cidr, Cidr};
 
 /// `DOCKER_HOST=unix://...` or /var/run/docker.sock.
 pub fn socket_path() -> PathBuf {
@@ -306,6 +308,155 @@ pub fn facts(sock: &Path) -> Option<Value> {
     }))
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerNetwork {
+    pub name: String,
+    pub driver: String,
+    /// `local` (bridges) or `swarm` (overlays, ingress).
+    pub scope: String,
+    pub ingress: bool,
+    pub subnets: Vec<Cidr>,
+    /// The bridge device of a `bridge` network (Options com.docker.network.bridge.name).
+    pub bridge: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPort {
+    pub service: String,
+    pub port: u16,
+    pub target: u16,
+    pub protocol: String,
+    /// `ingress` (the routing mesh) or `host`.
+    pub mode: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerInfo {
+    pub networks: Vec<DockerNetwork>,
+    /// Swarm.LocalNodeState: `active`, `inactive`, `pending`, ...
+    pub swarm: Option<String>,
+    /// Ports published by swarm services (only managers can list services).
+    pub published: Result<Vec<PublishedPort>, String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum DockerApi {
+    /// No socket.
+    Absent,
+    /// A socket that could not be used (permissions, daemon down, bad answer).
+    Failed(String),
+    Available(DockerInfo),
+}
+
+/// What doctor checks of Docker: its networks, whether this node is in a swarm, and the ports
+/// swarm services publish (only a manager can list them). Absent without a socket.
+pub fn overview(sock: &Path) -> DockerApi {
+    if !sock.exists() {
+        return DockerApi::Absent;
+    }
+    let networks = match docker_get(sock, "/networks") {
+        Ok((200, body)) => match serde_json::from_str::<Value>(&body) {
+            Ok(v) => parse_networks(&v),
+            Err(e) => return DockerApi::Failed(format!("GET /networks: not JSON: {e}")),
+        },
+        Ok((status, body)) => {
+            return DockerApi::Failed(format!(
+                "GET /networks: HTTP {status}: {}",
+                api_message(&body)
+            ))
+        }
+        Err(e) => return DockerApi::Failed(format!("{}: {e}", sock.display())),
+    };
+    let swarm = docker_get(sock, "/info")
+        .ok()
+        .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+        .and_then(|v| v["Swarm"]["LocalNodeState"].as_str().map(str::to_owned));
+    let published = if swarm.as_deref() == Some("active") {
+        match docker_get(sock, "/services") {
+            Ok((200, body)) => serde_json::from_str::<Value>(&body)
+                .map(|v| parse_services(&v))
+                .map_err(|e| format!("GET /services: not JSON: {e}")),
+            Ok((status, body)) => Err(format!(
+                "GET /services: HTTP {status}: {}",
+                api_message(&body)
+            )),
+            Err(e) => Err(e),
+        }
+    } else {
+        Ok(Vec::new())
+    };
+    DockerApi::Available(DockerInfo {
+        networks,
+        swarm,
+        published,
+    })
+}
+
+/// `GET /networks` -> networks with their IPAM subnets.
+pub fn parse_networks(v: &Value) -> Vec<DockerNetwork> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| DockerNetwork {
+                    name: n["Name"].as_str().unwrap_or("?").to_owned(),
+                    driver: n["Driver"].as_str().unwrap_or("?").to_owned(),
+                    scope: n["Scope"].as_str().unwrap_or("?").to_owned(),
+                    ingress: n["Ingress"].as_bool().unwrap_or(false),
+                    bridge: n["Options"]["com.docker.network.bridge.name"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| {
+                            // Docker names a bridge network's device br-<first 12 of the id>.
+                            (n["Driver"] == "bridge").then(|| {
+                                let id = n["Id"].as_str().unwrap_or("");
+                                format!("br-{}", id.get(..12).unwrap_or(id))
+                            })
+                        }),
+                    subnets: n["IPAM"]["Config"]
+                        .as_array()
+                        .map(|c| {
+                            c.iter()
+                                .filter_map(|c| parse_cidr(c["Subnet"].as_str()?).ok())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `GET /services` -> the ports swarm services publish.
+pub fn parse_services(v: &Value) -> Vec<PublishedPort> {
+    let mut out = Vec::new();
+    for s in v.as_array().into_iter().flatten() {
+        let name = s["Spec"]["Name"].as_str().unwrap_or("?");
+        // Endpoint.Ports is what is in force; Spec.EndpointSpec.Ports what was asked for.
+        let ports = s["Endpoint"]["Ports"]
+            .as_array()
+            .or_else(|| s["Spec"]["EndpointSpec"]["Ports"].as_array());
+        for p in ports.into_iter().flatten() {
+            let Some(port) = p["PublishedPort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
+            out.push(PublishedPort {
+                service: name.to_owned(),
+                port,
+                target: p["TargetPort"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(0),
+                protocol: p["Protocol"].as_str().unwrap_or("tcp").to_owned(),
+                mode: p["PublishMode"].as_str().unwrap_or("ingress").to_owned(),
+            });
+        }
+    }
+    out
+}
+
 /// `container web.1.x3f (service web)` from a container's inspect object.
 pub fn sandbox_name(detail: &Value) -> Option<String> {
     let name = detail["Name"].as_str()?.trim_start_matches('/');
@@ -320,6 +471,62 @@ pub fn sandbox_name(detail: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    fn fixture(name: &str) -> String {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn cidr(s: &str) -> Cidr {
+        parse_cidr(s).unwrap()
+    }
+
+    #[test]
+    fn parses_docker_api_answers() {
+        let n = parse_networks(&serde_json::from_str(&fixture("doctor/networks.json")).unwrap());
+        assert_eq!(n.len(), 6);
+        let ingress = n.iter().find(|n| n.ingress).unwrap();
+        assert_eq!(
+            (ingress.name.as_str(), ingress.scope.as_str()),
+            ("ingress", "swarm")
+        );
+        assert_eq!(ingress.subnets, [cidr("10.0.0.0/24")]);
+        assert!(n
+            .iter()
+            .find(|n| n.name == "host")
+            .unwrap()
+            .subnets
+            .is_empty());
+        let p = parse_services(&serde_json::from_str(&fixture("doctor/services.json")).unwrap());
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            p[0],
+            PublishedPort {
+                service: "web_app".into(),
+                port: 8080,
+                target: 80,
+                protocol: "tcp".into(),
+                mode: "ingress".into()
+            }
+        );
+        assert_eq!((p[1].port, p[1].target), (443, 8443));
+        assert_eq!(p[2].mode, "host");
+    }
+
+    #[test]
+    fn parses_http_answers() {
+        let (s, b) = parse_http(
+            b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[{\"Name\":\"x\"}]\n",
+        )
+        .unwrap();
+        assert_eq!((s, b.as_str()), (200, "[{\"Name\":\"x\"}]\n"));
+        let (s, b) = parse_http(b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"mes\r\n17\r\nsage\":\"not a manager\"}\n\r\n0\r\n\r\n").unwrap();
+        assert_eq!(s, 503);
+        assert_eq!(api_message(&b), "not a manager");
+        assert!(parse_http(b"garbage").is_err());
+    }
 
     #[test]
     fn names_containers_and_tasks() {

@@ -7,12 +7,18 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-/// The effective capability set of this process, from /proc/self/status.
-fn effective_caps(status: &str) -> Option<u64> {
+/// The `CapEff:` field of a /proc/PID/status, as the kernel writes it (16 hex digits): what a
+/// bundle records, and what [`effective_caps`] reads.
+pub fn cap_eff(status: &str) -> Option<&str> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .map(str::trim)
+}
+
+/// The effective capability set of this process, from /proc/self/status.
+fn effective_caps(status: &str) -> Option<u64> {
+    cap_eff(status).and_then(|v| u64::from_str_radix(v, 16).ok())
 }
 
 pub fn missing_for_tracing(caps: u64) -> Vec<&'static str> {
@@ -105,7 +111,9 @@ mod tests {
     #[test]
     fn reads_caps() {
         let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(cap_eff(status), Some("000001ffffffffff"));
         assert_eq!(effective_caps(status), Some(0x1ffffffffff));
+        assert_eq!(cap_eff("Name:\tx\n"), None);
         assert!(missing_for_tracing(0x1ffffffffff).is_empty());
         assert_eq!(
             missing_for_tracing(0),

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use crate::escape;
+use crate::kernel::netns::{self, NetnsLabel};
 use crate::net::Cidr;
 use crate::trace::event::PacketKind;
 use crate::trace::tracker::{Handshake, Outcome};
@@ -406,32 +407,19 @@ fn advise(v: &mut Verdict, ctx: &Context) {
 /// How to enter a namespace by the name swarmtrace shows: a shell command prefix whose every
 /// word from the name is quoted ([`escape::shell_word`]).
 fn netns_enter(ns: &str) -> String {
-    if ns == "host" || ns == "<namespace>" {
+    if ns == "<namespace>" {
         return String::new();
     }
-    // `pid:42(comm)`: the process's name is anybody's; only the number is used.
-    if let Some(pid) = ns
-        .strip_prefix("pid:")
-        .and_then(|p| p.split_once('('))
-        .map(|(pid, _)| pid)
-        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return format!("nsenter -t {pid} -n");
-    }
-    // `container web.1.x (service web) [8c1e2f3a4b5c]`: Docker's file name is in brackets.
-    let file = ns
-        .rsplit_once('[')
-        .and_then(|(_, f)| f.strip_suffix(']'))
-        .unwrap_or(ns);
-    let docker = file == "ingress_sbox"
-        || file.starts_with("lb_")
-        || file.starts_with("1-")
-        || (file.len() == 12 && file.bytes().all(|b| b.is_ascii_hexdigit()))
-        || file != ns;
-    if docker {
-        escape::shell_words(["nsenter", &format!("--net=/var/run/docker/netns/{file}")])
-    } else {
-        escape::shell_words(["ip", "netns", "exec", ns])
+    match NetnsLabel::of(ns) {
+        NetnsLabel::Host => String::new(),
+        // Only the number: the process's name is anybody's.
+        NetnsLabel::Process(pid) => format!("nsenter -t {pid} -n"),
+        NetnsLabel::Docker(file) => {
+            escape::shell_words(["nsenter", &format!("--net={}/{file}", netns::DOCKER_DIR)])
+        }
+        NetnsLabel::Inode(_) | NetnsLabel::Named(_) => {
+            escape::shell_words(["ip", "netns", "exec", ns])
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Everything swarmtrace reads from the running kernel goes through this module: tracepoint
-//! layouts, drop-reason names, structure offsets, code symbols, namespace names and counters.
+//! layouts, drop-reason names, structure offsets, code symbols, namespace names, addresses,
+//! routes, sysctls and counters (`run`, `capture` and `doctor` alike).
 //! Each reader takes a path, so the unit tests run on fixture files from real kernels.
 
 pub mod btf;
@@ -8,6 +9,7 @@ pub mod namespaces;
 pub mod netns;
 pub mod netstat;
 pub mod routes;
+pub mod sysctl;
 pub mod tracefs;
 
 use std::collections::BTreeMap;
@@ -116,9 +118,7 @@ impl KernelFacts {
                 src.btf.display()
             )
         })?;
-        let release = std::fs::read_to_string(&src.osrelease)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".to_owned());
+        let release = release(&src.osrelease).unwrap_or_else(|| "unknown".to_owned());
         Self::from_parts(release, &format, &btf)
     }
 
@@ -161,15 +161,7 @@ impl KernelFacts {
         // The tracepoint's own list is what the kernel prints; BTF is the fallback.
         let mut names = format.symbols("reason");
         if names.is_empty() && has_drop_reasons {
-            if let Ok(variants) = btf.enum_variants("skb_drop_reason") {
-                names = variants
-                    .into_iter()
-                    .filter_map(|(n, v)| {
-                        let n = n.strip_prefix("SKB_DROP_REASON_")?;
-                        Some((u32::try_from(v).ok()?, n.to_owned()))
-                    })
-                    .collect();
-            }
+            names = btf_drop_reasons(btf);
         }
         let mut offsets = offsets;
         // Not in the tracepoint's symbol list (it is not a drop); BTF knows it.
@@ -186,6 +178,35 @@ impl KernelFacts {
             has_drop_reasons,
         })
     }
+}
+
+/// `enum skb_drop_reason` from BTF, without the `SKB_DROP_REASON_` prefix and without `MAX`
+/// (a bound, not a reason; the tracepoint's list leaves it out too). Empty when the kernel
+/// has no such enum (before 5.17).
+pub fn btf_drop_reasons(btf: &Btf) -> BTreeMap<u32, String> {
+    btf.enum_variants("skb_drop_reason")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(n, v)| {
+            let n = n.strip_prefix("SKB_DROP_REASON_")?;
+            (n != "MAX").then_some((u32::try_from(v).ok()?, n.to_owned()))
+        })
+        .collect()
+}
+
+/// The kernel's release (`/proc/sys/kernel/osrelease`).
+pub fn release(osrelease: &Path) -> Option<String> {
+    std::fs::read_to_string(osrelease)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// `6.18.44-foo` -> (6, 18).
+pub fn version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// The signals this kernel lacks, each with what degrades; empty on a recent kernel.
@@ -209,16 +230,24 @@ pub fn lacking(facts: &KernelFacts, kallsyms: &kallsyms::Kallsyms, tcx: bool) ->
     out
 }
 
+/// The output of a tool that reads the kernel for us (`ip`, `iptables-save`): None when it is
+/// not installed, its stderr when it fails.
+pub fn run_tool(program: &str, args: &[&str]) -> Option<Result<String, String>> {
+    match std::process::Command::new(program).args(args).output() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(e.to_string())),
+        Ok(o) if o.status.success() => Some(Ok(String::from_utf8_lossy(&o.stdout).into_owned())),
+        Ok(o) => Some(Err(String::from_utf8_lossy(&o.stderr).trim().to_owned())),
+    }
+}
+
 /// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted (as inside
 /// `ip netns exec`, which remounts /sys).
 pub fn tracefs() -> Result<PathBuf> {
-    const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-    for c in CANDIDATES {
-        if Path::new(c).join("events").is_dir() {
-            return Ok(PathBuf::from(c));
-        }
+    if let Some(p) = tracefs::usable() {
+        return Ok(p);
     }
-    let target = CANDIDATES[0];
+    let target = tracefs::CANDIDATES[0];
     let rc = mount_tracefs(target);
     if rc.is_ok() && Path::new(target).join("events").is_dir() {
         log::info!("mounted tracefs at {target}");
@@ -444,5 +473,15 @@ mod tests {
         let facts = KernelFacts::from_parts("6.18".into(), &format, &btf).unwrap();
         assert_eq!(facts.reasons.name(12), "NETFILTER_DROP");
         assert_eq!(facts.reasons.name(38), "TCP_RFC7323_TW_PAWS");
+        assert_eq!(facts.reasons.value("MAX"), None);
+        assert_eq!(facts.reasons.len(), btf_drop_reasons(&btf).len());
+        assert!(btf_drop_reasons(&Btf::parse(&fixtures::btf("linux-5.10")).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(version("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(version("5.4.0"), Some((5, 4)));
+        assert_eq!(version("weird"), None);
     }
 }

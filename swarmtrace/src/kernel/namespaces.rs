@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 
 use super::netns::{ns_file, within, NAMED_DIRS};
 use super::netstat::{self, Counters};
+use super::sysctl;
 use crate::net::{parse_cidr, Cidr};
 
 /// `host`, then every named namespace (ip netns, Docker), by name.
@@ -55,30 +55,51 @@ pub fn parse_ip_addr(text: &str) -> Vec<(String, Cidr)> {
         .collect()
 }
 
+/// Names of the bridges in `ip -o link show type bridge` output.
+pub fn parse_ip_link_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let name = l.split(": ").nth(1)?;
+            Some(name.split('@').next()?.trim().to_owned())
+        })
+        .collect()
+}
+
+/// `ip ARGS` in the calling thread's namespace; None when it fails or is not installed.
+fn ip(args: &[&str]) -> Option<String> {
+    super::run_tool("ip", args).and_then(Result::ok)
+}
+
+/// The subnets on the interfaces of the calling thread's namespace (loopback excluded).
+pub fn subnets_here() -> Vec<(String, Cidr)> {
+    ip(&["-o", "addr", "show"])
+        .map(|t| parse_ip_addr(&t))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(i, c)| i != "lo" && !c.addr.is_loopback())
+        .collect()
+}
+
+/// The bridges of the calling thread's namespace.
+pub fn bridges_here() -> Vec<String> {
+    ip(&["-o", "link", "show", "type", "bridge"])
+        .map(|t| parse_ip_link_names(&t))
+        .unwrap_or_default()
+}
+
 /// The subnets on the interfaces of a namespace (loopback excluded).
 pub fn subnets_in(file: &std::path::Path) -> Vec<(String, Cidr)> {
-    let out = within(file, || {
-        Command::new("ip").args(["-o", "addr", "show"]).output()
-    });
-    match out {
-        Ok(Ok(o)) if o.status.success() => parse_ip_addr(&String::from_utf8_lossy(&o.stdout))
-            .into_iter()
-            .filter(|(i, c)| i != "lo" && !c.addr.is_loopback())
-            .collect(),
-        _ => Vec::new(),
-    }
+    within(file, subnets_here).unwrap_or_default()
 }
 
 /// Addresses and routes of a namespace, as `ip -o` prints them.
 pub fn describe(file: &std::path::Path) -> (Vec<String>, Vec<String>) {
     let run = |args: &[&str]| -> Vec<String> {
-        within(file, || Command::new("ip").args(args).output())
+        within(file, || ip(args))
             .ok()
-            .and_then(|r| r.ok())
-            .filter(|o| o.status.success())
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
+            .flatten()
+            .map(|out| {
+                out.lines()
                     .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
                     .collect()
             })
@@ -109,29 +130,17 @@ pub fn sysctls() -> BTreeMap<String, String> {
         "net.ipv4.conf.all.rp_filter",
         "net.ipv4.conf.default.rp_filter",
     ];
-    let read = |key: &str| {
-        std::fs::read_to_string(format!("/proc/sys/{}", key.replace('.', "/")))
-            .ok()
-            .map(|v| v.trim().to_owned())
-    };
     let mut out: BTreeMap<String, String> = KEYS
         .iter()
-        .filter_map(|k| Some((k.to_string(), read(k)?)))
+        .filter_map(|k| Some((k.to_string(), sysctl::read(k)?)))
         .collect();
-    if let Ok(entries) = std::fs::read_dir("/proc/sys/net/ipv4/conf") {
-        for e in entries.flatten() {
-            let Some(iface) = e.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if iface == "all" || iface == "default" {
-                continue;
-            }
-            if let Ok(v) = std::fs::read_to_string(e.path().join("rp_filter")) {
-                out.insert(
-                    format!("net.ipv4.conf.{iface}.rp_filter"),
-                    v.trim().to_owned(),
-                );
-            }
+    for iface in sysctl::entries("net.ipv4.conf") {
+        if iface == "all" || iface == "default" {
+            continue;
+        }
+        let name = format!("net.ipv4.conf.{}.rp_filter", iface.replace('.', "/"));
+        if let Some(v) = sysctl::read(&name) {
+            out.insert(format!("net.ipv4.conf.{iface}.rp_filter"), v);
         }
     }
     out
@@ -154,5 +163,12 @@ mod tests {
         assert_eq!(v[1].1.to_string(), "10.10.0.1/24");
         assert!(v[2].1.contains("172.18.5.5".parse().unwrap()));
         assert_eq!(v[3].1.prefix, 64);
+    }
+
+    #[test]
+    fn parses_bridge_names() {
+        let t = "3: docker0: <NO-CARRIER,BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue state DOWN mode DEFAULT group default \\    link/ether 02:42:5d:0a:1b:2c brd ff:ff:ff:ff:ff:ff\n\
+                 7: docker_gwbridge: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP \\    link/ether 02:42:aa:bb:cc:dd brd ff:ff:ff:ff:ff:ff\n";
+        assert_eq!(parse_ip_link_names(t), ["docker0", "docker_gwbridge"]);
     }
 }

@@ -1,8 +1,62 @@
-//! The tracefs description of a tracepoint: field offsets of its record and the symbolic
-//! names it prints (for `skb:kfree_skb`, the drop reasons of the running kernel).
+//! Where tracefs is, and the tracefs description of a tracepoint: field offsets of its record
+//! and the symbolic names it prints (for `skb:kfree_skb`, the drop reasons of the running
+//! kernel).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Where tracefs is usually mounted, in order of preference.
+pub const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// Whether and where tracefs is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tracefs {
+    Mounted(PathBuf),
+    /// The kernel has tracefs but it is not mounted (`swarmtrace run` mounts it).
+    NotMounted,
+    Unsupported,
+}
+
+impl Tracefs {
+    /// The running kernel's tracefs. Without root, the usual mount points are mounted but not
+    /// readable: the mount table says where tracefs is then.
+    pub fn live() -> Self {
+        if let Some(p) = usable().or_else(|| {
+            mount_point(&std::fs::read_to_string("/proc/self/mounts").unwrap_or_default())
+        }) {
+            return Self::Mounted(p);
+        }
+        if in_kernel(&std::fs::read_to_string("/proc/filesystems").unwrap_or_default()) {
+            Self::NotMounted
+        } else {
+            Self::Unsupported
+        }
+    }
+}
+
+/// The first of [`CANDIDATES`] whose events this process can list.
+pub fn usable() -> Option<PathBuf> {
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
+}
+
+/// The first tracefs mount point in a mounts table (/proc/self/mounts).
+pub fn mount_point(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "tracefs").then(|| PathBuf::from(point.replace("\\040", " ")))
+    })
+}
+
+/// Whether /proc/filesystems lists tracefs.
+pub fn in_kernel(filesystems: &str) -> bool {
+    filesystems
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("tracefs"))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
@@ -154,6 +208,19 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         TracepointFormat::read(Path::new(&path)).unwrap()
+    }
+
+    #[test]
+    fn finds_tracefs_mounts() {
+        let m = "sysfs /sys sysfs rw,nosuid 0 0\ntracefs /sys/kernel/tracing tracefs rw,nosuid,nodev,noexec,relatime 0 0\n";
+        assert_eq!(mount_point(m), Some(PathBuf::from("/sys/kernel/tracing")));
+        assert_eq!(mount_point("sysfs /sys sysfs rw 0 0\n"), None);
+        assert_eq!(
+            mount_point("none /mnt/my\\040trace tracefs rw 0 0\n"),
+            Some(PathBuf::from("/mnt/my trace"))
+        );
+        assert!(in_kernel("nodev\tsysfs\nnodev\ttracefs\n\text4\n"));
+        assert!(!in_kernel("nodev\tsysfs\n\text4\n"));
     }
 
     #[test]

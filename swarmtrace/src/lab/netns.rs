@@ -1,6 +1,5 @@
 //! Network namespaces the lab creates and always removes, and running code inside them.
 
-use std::os::fd::AsRawFd;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -57,10 +56,10 @@ impl Netns {
 
     /// Sets a sysctl inside the namespace (`net.ipv4.tcp_timestamps=1`).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let path = crate::kernel::sysctl::path(key);
         let value = value.to_owned();
         self.run(move || {
-            std::fs::write(&path, value).with_context(|| format!("cannot set {path}"))
+            std::fs::write(&path, value).with_context(|| format!("cannot set {}", path.display()))
         })?
     }
 
@@ -88,10 +87,7 @@ impl Netns {
         let file = std::fs::File::open(format!("/run/netns/{}", self.name))
             .with_context(|| format!("namespace {} is gone", self.name))?;
         Ok(std::thread::spawn(move || -> Result<T> {
-            // SAFETY: a valid namespace fd; setns affects only this thread.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
+            crate::kernel::netns::enter(&file).context("setns")?;
             Ok(f())
         }))
     }

@@ -1,0 +1,211 @@
+//! `iptables-save` dumps: their tables, chains and rules, and the routing mesh's DNAT rules
+//! in them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// One table of an `iptables-save` dump.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Table {
+    pub(super) policies: BTreeMap<String, String>,
+    pub(super) chains: BTreeSet<String>,
+    /// (chain, the rule after `-A CHAIN`).
+    pub(super) rules: Vec<(String, String)>,
+}
+
+pub(super) fn parse_iptables_save(text: &str) -> BTreeMap<String, Table> {
+    let mut tables: BTreeMap<String, Table> = BTreeMap::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        // `iptables-save -c` prefixes rules with [packets:bytes].
+        let line = match line.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map_or(line, |(_, r)| r.trim()),
+            None => line,
+        };
+        if let Some(t) = line.strip_prefix('*') {
+            cur = Some(t.trim().to_owned());
+            tables.entry(t.trim().to_owned()).or_default();
+        } else if line == "COMMIT" {
+            cur = None;
+        } else if let Some(c) = line.strip_prefix(':') {
+            let Some(t) = cur.as_ref().and_then(|t| tables.get_mut(t)) else {
+                continue;
+            };
+            let mut parts = c.split_whitespace();
+            if let Some(name) = parts.next() {
+                t.chains.insert(name.to_owned());
+                if let Some(p) = parts.next().filter(|p| *p != "-") {
+                    t.policies.insert(name.to_owned(), p.to_owned());
+                }
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let Some(t) = cur.as_ref().and_then(|t| tables.get_mut(t)) else {
+                continue;
+            };
+            if let Some((chain, rest)) = rule.split_once(' ') {
+                t.chains.insert(chain.to_owned());
+                t.rules.push((chain.to_owned(), rest.trim().to_owned()));
+            }
+        }
+    }
+    tables
+}
+
+/// The value after `flag` in a rule.
+pub(super) fn arg<'a>(rule: &'a str, flag: &str) -> Option<&'a str> {
+    let mut it = rule.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == flag {
+            return it.next();
+        }
+    }
+    None
+}
+
+pub(super) fn jumps_to(rule: &str) -> Option<&str> {
+    arg(rule, "-j").or_else(|| arg(rule, "-g"))
+}
+
+pub(super) fn protocol(rule: &str) -> String {
+    arg(rule, "-p").unwrap_or("tcp").to_owned()
+}
+
+/// A DNAT rule of the nat table's DOCKER-INGRESS chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct IngressDnat {
+    pub(super) protocol: String,
+    pub(super) dport: u16,
+    pub(super) to: Option<IpAddr>,
+    pub(super) to_port: u16,
+}
+
+fn ingress_dnats(nat: &Table) -> Vec<IngressDnat> {
+    nat.rules
+        .iter()
+        .filter(|(c, r)| c == "DOCKER-INGRESS" && jumps_to(r) == Some("DNAT"))
+        .filter_map(|(_, r)| {
+            let dport: u16 = arg(r, "--dport")?.parse().ok()?;
+            let dest = arg(r, "--to-destination").unwrap_or("");
+            let (ip, port) = match dest.rsplit_once(':') {
+                Some((ip, port)) if !ip.contains(':') || ip.ends_with(']') => (
+                    ip.trim_matches(['[', ']']).parse().ok(),
+                    port.parse().unwrap_or(dport),
+                ),
+                _ => (dest.parse().ok(), dport),
+            };
+            Some(IngressDnat {
+                protocol: protocol(r),
+                dport,
+                to: ip,
+                to_port: port,
+            })
+        })
+        .collect()
+}
+
+/// Whether `chain` of `table` is reached from `from` through jumps.
+pub(super) fn reaches(t: &Table, from: &str, chain: &str) -> bool {
+    let mut todo = vec![from.to_owned()];
+    let mut seen = BTreeSet::new();
+    while let Some(c) = todo.pop() {
+        if c == chain {
+            return true;
+        }
+        if !seen.insert(c.clone()) {
+            continue;
+        }
+        for (rc, r) in &t.rules {
+            if *rc == c {
+                if let Some(j) = jumps_to(r) {
+                    if t.chains.contains(j) {
+                        todo.push(j.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
+pub(super) struct Backend {
+    pub(super) name: String,
+    pub(super) tables: BTreeMap<String, Table>,
+}
+
+impl Backend {
+    pub(super) fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.get(name)
+    }
+
+    pub(super) fn dnats(&self) -> Vec<IngressDnat> {
+        self.table("nat").map(ingress_dnats).unwrap_or_default()
+    }
+
+    pub(super) fn prerouting_jump(&self) -> bool {
+        self.table("nat")
+            .is_some_and(|t| reaches(t, "PREROUTING", "DOCKER-INGRESS"))
+    }
+
+    /// The filter table lets a forwarded packet to `port` through: FORWARD reaches
+    /// DOCKER-INGRESS, which accepts the port, or FORWARD's policy is ACCEPT.
+    pub(super) fn forward_accepts(&self, proto: &str, port: u16) -> bool {
+        let Some(t) = self.table("filter") else {
+            return true;
+        };
+        let accepted = t.rules.iter().any(|(c, r)| {
+            c == "DOCKER-INGRESS"
+                && jumps_to(r) == Some("ACCEPT")
+                && protocol(r) == proto
+                && arg(r, "--dport").and_then(|p| p.parse::<u16>().ok()) == Some(port)
+        });
+        (accepted && reaches(t, "FORWARD", "DOCKER-INGRESS"))
+            || t.policies.get("FORWARD").is_none_or(|p| p == "ACCEPT")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::fake::*;
+
+    #[test]
+    fn parses_iptables_save() {
+        let t = parse_iptables_save(&fixture("doctor/swarm-node.iptables-save"));
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["filter", "mangle", "nat"]);
+        assert_eq!(t["filter"].policies["FORWARD"], "DROP");
+        assert!(!t["filter"].policies.contains_key("DOCKER"));
+        let d = ingress_dnats(&t["nat"]);
+        assert_eq!(
+            d,
+            [
+                IngressDnat {
+                    protocol: "tcp".into(),
+                    dport: 443,
+                    to: Some("172.18.0.2".parse().unwrap()),
+                    to_port: 443
+                },
+                IngressDnat {
+                    protocol: "tcp".into(),
+                    dport: 8080,
+                    to: Some("172.18.0.2".parse().unwrap()),
+                    to_port: 8080
+                },
+            ]
+        );
+        assert!(reaches(&t["nat"], "PREROUTING", "DOCKER-INGRESS"));
+        assert!(reaches(&t["filter"], "FORWARD", "DOCKER-INGRESS"));
+        assert!(!reaches(&t["filter"], "INPUT", "DOCKER-INGRESS"));
+        // `iptables-save -c` counters, a DNAT without a port, the lab's shape.
+        let t = parse_iptables_save(
+            "*nat\n:PREROUTING ACCEPT [5:300]\n[83361:5932124] -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER-INGRESS\n[0:0] -A DOCKER-INGRESS -p udp -m udp --dport 53 -j DNAT --to-destination 172.18.0.2\n-A DOCKER-INGRESS -d 10.10.0.1/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.18.0.2:18080\nCOMMIT\n",
+        );
+        let d = ingress_dnats(&t["nat"]);
+        assert_eq!(
+            (d[0].protocol.as_str(), d[0].dport, d[0].to_port),
+            ("udp", 53, 53)
+        );
+        assert_eq!((d[1].dport, d[1].to_port), (8080, 18080));
+        assert!(reaches(&t["nat"], "PREROUTING", "DOCKER-INGRESS"));
+    }
+}
