@@ -9,7 +9,8 @@ use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use swarmtrace::evidence::bundle::{BundleOut, HandshakesFile, FORMAT};
+use swarmtrace::evidence::bundle::BundleOut;
+use swarmtrace::evidence::format::{handshakes_json, Recorded, FORMAT};
 use swarmtrace::evidence::pcapng::{PcapngWriter, TcpPacket, TCP_SYN};
 use swarmtrace::kernel::netns::NetnsNames;
 use swarmtrace::present::records::handshake_json;
@@ -349,8 +350,7 @@ fn bundle_files() -> Vec<(&'static str, Vec<u8>)> {
     events.push(sum);
     let mut handshakes: Vec<_> = tracker.handshakes().cloned().collect();
     handshakes.sort_by_key(|h| h.first_ns);
-    let hs = HandshakesFile {
-        format: FORMAT.to_owned(),
+    let hs = Recorded {
         handshakes,
         hops: hops.entries(),
         forgotten: 0,
@@ -365,7 +365,7 @@ fn bundle_files() -> Vec<(&'static str, Vec<u8>)> {
     });
     let ndjson: String = events.iter().map(|e| format!("{e}\n")).collect();
     vec![
-        ("handshakes.json", serde_json::to_vec(&hs).unwrap()),
+        ("handshakes.json", handshakes_json(&hs).unwrap()),
         ("system.json", system.to_string().into_bytes()),
         ("events.ndjson", ndjson.into_bytes()),
         (
@@ -377,8 +377,7 @@ fn bundle_files() -> Vec<(&'static str, Vec<u8>)> {
 
 /// `tests/tests/bundle.rs`'s `valid_bundle`: no handshakes, a summary.
 fn minimal_bundle() -> Vec<(&'static str, Vec<u8>)> {
-    let hs = HandshakesFile {
-        format: FORMAT.to_owned(),
+    let hs = Recorded {
         handshakes: vec![],
         hops: vec![],
         forgotten: 0,
@@ -386,7 +385,7 @@ fn minimal_bundle() -> Vec<(&'static str, Vec<u8>)> {
     };
     let system = json!({"format": FORMAT, "kernel": {"release": "6.18"}, "verdict_context": swarmtrace::verdict::Context::default()});
     vec![
-        ("handshakes.json", serde_json::to_vec(&hs).unwrap()),
+        ("handshakes.json", handshakes_json(&hs).unwrap()),
         ("system.json", system.to_string().into_bytes()),
         (
             "events.ndjson",
@@ -748,6 +747,12 @@ fn main() {
     seed("bundle_load", "incident.bundle", &joined(&rich));
     seed("bundle_load", "minimal.bundle", &joined(&minimal_bundle()));
     seed("bundle_load", "incident.tar.gz", &tarball(&rich));
+    // A bundle of each format version, as `capture` wrote it (tests/fixtures/bundles/).
+    for version in ["v1", "v2"] {
+        let name = format!("{version}-paws.tar.gz");
+        let fixture = root().join("../tests/fixtures/bundles").join(&name);
+        seed("bundle_load", &name, &std::fs::read(fixture).unwrap());
+    }
     seed("pcapng_read", "incident.pcapng", &rich[3].1);
     seed("pcapng_read", "ipv6-no-comment.pcapng", &pcapng_ipv6());
 }

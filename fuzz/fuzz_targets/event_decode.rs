@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use swarmtrace::evidence::bundle::{HandshakesFile, FORMAT};
+use swarmtrace::evidence::format::Recorded;
 use swarmtrace::kernel::netns::NetnsNames;
 use swarmtrace::present::records::{handshake_json, handshake_line};
 use swarmtrace::trace::drops::{Namer, Summary};
@@ -73,8 +73,7 @@ fuzz_target!(|data: &[u8]| {
     let mut sum = summary.to_json(&totals, &reasons, 1.5);
     sum["handshakes"] = handshake_totals(&tracker);
     let _ = swarmtrace::present::summary::summary_text(&sum, &verdicts);
-    let hs = HandshakesFile {
-        format: FORMAT.to_owned(),
+    let hs = Recorded {
         handshakes: tracker.handshakes().cloned().collect(),
         hops: hops.entries(),
         forgotten: 0,

@@ -93,7 +93,7 @@ pub fn context() -> Context {
 
 /// Checks that what swarmtrace writes as `handshakes.pcapng` reads back: the writer and the
 /// reader are the same module, so a file one makes that the other rejects is a bug.
-pub fn pcapng_round_trip(hs: &swarmtrace::evidence::bundle::HandshakesFile, ctx: &Context) {
+pub fn pcapng_round_trip(hs: &swarmtrace::evidence::format::Recorded, ctx: &Context) {
     // The writer refuses timestamps outside 1970..2554 (an error, not a bug).
     if let Ok(bytes) = swarmtrace::evidence::bundle::pcapng(hs, ctx) {
         if let Err(e) = swarmtrace::evidence::pcapng::read_packets(&bytes) {

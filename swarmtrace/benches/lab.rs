@@ -563,17 +563,6 @@ enum Frames {
     Udp,
 }
 
-fn ip_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 fn frame(kind: Frames, src_mac: [u8; 6], n: u64, isn_base: u32, buf: &mut Vec<u8>) {
     buf.clear();
     buf.extend_from_slice(&HOST_ETH0_MAC);
@@ -613,7 +602,7 @@ fn frame(kind: Frames, src_mac: [u8; 6], n: u64, isn_base: u32, buf: &mut Vec<u8
     ip[9] = if kind == Frames::Syn { 6 } else { 17 };
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&HOST_IP.octets());
-    let sum = ip_checksum(&ip);
+    let sum = swarmtrace::net::internet_checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     buf.extend_from_slice(&ip);
     buf.extend_from_slice(&payload);

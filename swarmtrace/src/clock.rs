@@ -36,6 +36,15 @@ impl WallClock {
         self.offset_ns.unsigned_abs() < (i64::MAX as u128)
     }
 
+    /// Wall-clock minus monotonic time, in ns: what a bundle records.
+    pub fn offset_ns(self) -> i128 {
+        self.offset_ns
+    }
+
+    pub fn from_offset_ns(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
     pub fn monotonic_now_ns() -> u64 {
         now_ns(libc::CLOCK_MONOTONIC) as u64
     }

@@ -1,6 +1,7 @@
-//! Address prefixes: parsing, containment, overlap, masks. A leaf: std and serde only.
+//! Address prefixes (parsing, containment, overlap, masks) and the internet checksum. A
+//! leaf: std and serde only.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An address prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +134,114 @@ pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
     Ok(Cidr { addr, prefix })
 }
 
+/// The internet checksum (RFC 1071): the one's complement of the one's complement sum of
+/// the big-endian 16-bit words of `data`, an odd last byte padded with a zero. Over data
+/// that holds its own correct checksum, it is 0.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u64 = 0;
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = words.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The TCP checksum of `segment` over the IPv4 pseudo-header, its checksum field (bytes
+/// 16..18) taken as zero.
+pub fn tcp_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> u16 {
+    let len = u16::try_from(segment.len()).expect("a TCP segment over IPv4 fits in 64 KiB");
+    let mut pseudo = Vec::with_capacity(12 + segment.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&len.to_be_bytes());
+    tcp_checksum(pseudo, segment)
+}
+
+/// The TCP checksum of `segment` over the IPv6 pseudo-header (RFC 8200), its checksum field
+/// taken as zero.
+pub fn tcp_checksum_v6(src: Ipv6Addr, dst: Ipv6Addr, segment: &[u8]) -> u16 {
+    let len = u32::try_from(segment.len()).expect("a TCP segment fits in 4 GiB");
+    let mut pseudo = Vec::with_capacity(40 + segment.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&len.to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 6]);
+    tcp_checksum(pseudo, segment)
+}
+
+fn tcp_checksum(mut pseudo: Vec<u8>, segment: &[u8]) -> u16 {
+    let field = pseudo.len() + 16;
+    pseudo.extend_from_slice(segment);
+    let end = pseudo.len().min(field + 2);
+    if field < end {
+        pseudo[field..end].fill(0);
+    }
+    internet_checksum(&pseudo)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internet_checksum_as_rfc_1071_computes_it() {
+        // RFC 1071 section 3's example: the sum of these words is 0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(internet_checksum(&data), !0xddf2);
+        // An odd byte is the high half of a last word.
+        assert_eq!(internet_checksum(&[0x12]), !0x1200);
+        assert_eq!(internet_checksum(&[]), 0xffff);
+        // Carries fold back in, however many there are.
+        assert_eq!(internet_checksum(&[0xff; 1 << 17]), 0);
+        // Data holding its checksum sums to 0.
+        let mut header = [
+            0x45, 0, 0, 0x3c, 0x1c, 0x46, 0x40, 0, 0x40, 6, 0, 0, 0xac, 0x10, 0x0a, 0x63, 0xac,
+            0x10, 0x0a, 0x0c,
+        ];
+        let sum = internet_checksum(&header);
+        assert_eq!(sum, 0xb1e6);
+        header[10..12].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(internet_checksum(&header), 0);
+    }
+
+    #[test]
+    fn tcp_checksums_take_their_field_as_zero() {
+        let (s4, d4) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let mut seg = [7u8; 20];
+        let sum = tcp_checksum_v4(s4, d4, &seg);
+        seg[16..18].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(tcp_checksum_v4(s4, d4, &seg), sum, "its own field ignored");
+        let mut all = Vec::from([10, 0, 0, 1, 10, 0, 0, 2, 0, 6, 0, 20]);
+        all.extend_from_slice(&seg);
+        assert_eq!(internet_checksum(&all), 0);
+
+        let (s6, d6): (Ipv6Addr, Ipv6Addr) =
+            ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        let sum = tcp_checksum_v6(s6, d6, &seg);
+        seg[16..18].copy_from_slice(&sum.to_be_bytes());
+        let mut all = Vec::new();
+        all.extend_from_slice(&s6.octets());
+        all.extend_from_slice(&d6.octets());
+        all.extend_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+        all.extend_from_slice(&seg);
+        assert_eq!(internet_checksum(&all), 0);
+        // Shorter than a header: nothing to skip.
+        assert_eq!(
+            tcp_checksum_v4(s4, d4, &[1, 2, 3]).wrapping_sub(tcp_checksum_v4(
+                s4,
+                d4,
+                &[1, 2, 3, 0]
+            )),
+            1
+        );
+    }
 
     fn c(s: &str) -> Cidr {
         parse_cidr(s).unwrap()

@@ -250,20 +250,15 @@ fn capture_refuses_an_unwritable_or_used_path_before_attaching() {
 
 /// A small but complete bundle, written through the library (no root, no kernel).
 fn valid_bundle(dir: &Path) {
-    use swarmtrace::evidence::bundle::{HandshakesFile, FORMAT};
-    let hs = HandshakesFile {
-        format: FORMAT.to_owned(),
+    use swarmtrace::evidence::format::{handshakes_json, Recorded, FORMAT};
+    let hs = Recorded {
         handshakes: vec![],
         hops: vec![],
         forgotten: 0,
         clock: swarmtrace::clock::WallClock::sample(),
     };
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("handshakes.json"),
-        serde_json::to_vec(&hs).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("handshakes.json"), handshakes_json(&hs).unwrap()).unwrap();
     let system = serde_json::json!({"format": FORMAT, "kernel": {"release": "6.18"}, "verdict_context": swarmtrace::verdict::Context::default()});
     std::fs::write(dir.join("system.json"), system.to_string()).unwrap();
     std::fs::write(

@@ -143,9 +143,8 @@ fn report(dir: &Path, args: &[&Path]) -> Outcome {
 
 /// The files of a small valid bundle (no handshakes), by name.
 fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
-    use swarmtrace::evidence::bundle::{HandshakesFile, FORMAT};
-    let hs = HandshakesFile {
-        format: FORMAT.to_owned(),
+    use swarmtrace::evidence::format::{handshakes_json, Recorded, FORMAT};
+    let hs = Recorded {
         handshakes: vec![],
         hops: vec![],
         forgotten: 0,
@@ -158,7 +157,7 @@ fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
         "verdict_context": swarmtrace::verdict::Context::default(),
     });
     vec![
-        ("handshakes.json", serde_json::to_vec(&hs).unwrap()),
+        ("handshakes.json", handshakes_json(&hs).unwrap()),
         ("system.json", system.to_string().into_bytes()),
         (
             "events.ndjson",

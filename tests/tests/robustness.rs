@@ -351,17 +351,6 @@ fn churn_reattaches_and_keeps_counting() {
 
 // --- malformed packets -------------------------------------------------------------------
 
-fn csum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 fn tcp_syn(sport: u16, dport: u16, opts: &[u8], doff_words: u8) -> Vec<u8> {
     let mut t = vec![0u8; 20];
     t[0..2].copy_from_slice(&sport.to_be_bytes());
@@ -384,13 +373,7 @@ fn v4_packet(
 ) -> Vec<u8> {
     let ihl = (20 + ip_opts.len()) / 4;
     let mut seg = tcp.to_vec();
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-    pseudo.extend_from_slice(&seg);
-    let c = csum(&pseudo);
+    let c = swarmtrace::net::tcp_checksum_v4(src, dst, &seg);
     seg[16..18].copy_from_slice(&c.to_be_bytes());
     let mut ip = vec![0u8; 20];
     ip[0] = 0x40 | ihl as u8;
@@ -402,7 +385,7 @@ fn v4_packet(
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
     ip.extend_from_slice(ip_opts);
-    let c = csum(&ip);
+    let c = swarmtrace::net::internet_checksum(&ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     ip.extend_from_slice(&seg);
     ip
@@ -412,13 +395,7 @@ fn v6_packet(src: Ipv6Addr, dst: Ipv6Addr, tcp: &[u8]) -> Vec<u8> {
     // A hop-by-hop options header (PadN) in front of TCP.
     let hbh = [6u8, 0, 1, 4, 0, 0, 0, 0];
     let mut seg = tcp.to_vec();
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&(seg.len() as u32).to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, 6]);
-    pseudo.extend_from_slice(&seg);
-    let c = csum(&pseudo);
+    let c = swarmtrace::net::tcp_checksum_v6(src, dst, &seg);
     seg[16..18].copy_from_slice(&c.to_be_bytes());
     let mut ip = vec![0u8; 40];
     ip[0] = 0x60;

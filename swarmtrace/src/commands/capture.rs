@@ -6,7 +6,8 @@ use std::io::{BufWriter, Write};
 use anyhow::{Context as _, Result};
 
 use crate::cli::{CaptureArgs, RunArgs};
-use crate::evidence::bundle::{self, BundleOut, HandshakesFile};
+use crate::evidence::bundle::{self, BundleOut};
+use crate::evidence::format::{self, Recorded};
 use crate::trace::session::{trace, Control, RunResult};
 
 pub async fn capture(args: CaptureArgs) -> Result<()> {
@@ -70,16 +71,19 @@ async fn record(args: &CaptureArgs, out: &BundleOut) -> Result<()> {
 }
 
 fn write_rest(result: &RunResult, out: &BundleOut, secs: f64) -> Result<()> {
-    let hs = HandshakesFile {
-        format: bundle::FORMAT.to_owned(),
+    let recorded = Recorded {
         handshakes: result.tracker.handshakes().cloned().collect(),
         hops: result.hops.entries(),
         forgotten: result.tracker.evicted,
         clock: result.clock,
     };
-    out.write("handshakes.json", &serde_json::to_vec(&hs)?)?;
-    out.write("handshakes.pcapng", &bundle::pcapng(&hs, &result.context)?)?;
-    let system = bundle::system_json(result, secs);
+    out.write("handshakes.json", &format::handshakes_json(&recorded)?)?;
+    out.write(
+        "handshakes.pcapng",
+        &bundle::pcapng(&recorded, &result.context)?,
+    )?;
+    // Written typed, shown (report.md) from what was written.
+    let system = serde_json::to_value(bundle::system_json(result, secs))?;
     out.write("system.json", &serde_json::to_vec_pretty(&system)?)?;
     let events = handshake_lines(out)?;
     let md = crate::present::summary::summary_markdown(

@@ -121,7 +121,7 @@ pub fn join(bundles: &[bundle::Bundle]) -> serde_json::Value {
                     let hops = b.hop_names();
                     serde_json::json!({
                         "bundle": b.source,
-                        "host": b.system["hostname"],
+                        "host": b.hostname,
                         "first_seen": crate::clock::rfc3339_micros(b.handshakes.clock.to_unix_ns(h.first_ns)),
                         "client": h.client.to_string(),
                         "service": h.service.to_string(),

@@ -4,11 +4,12 @@
 //! | file | what |
 //! | --- | --- |
 //! | `events.ndjson` | the live NDJSON stream (docs/json.md), the summary last |
-//! | `handshakes.json` | every handshake as the tracker held it, and the hop names |
+//! | `handshakes.json` | every handshake the tracker held, and the hop names |
 //! | `system.json` | kernel, facts used, sysctls, namespaces (addresses, routes, counters before and after), Docker, the verdicts' context |
 //! | `handshakes.pcapng` | the dropped and unanswered handshake packets, with their verdict in each comment |
 //! | `report.md` | the rendered report |
 //!
+//! Both JSON files are written and read through `format` (versioned structs of their own).
 //! `report` recomputes the verdicts from `handshakes.json` and `system.json`'s context with
 //! the same code as the live run; reading a bundle back is `read` (within `limits`).
 
@@ -17,9 +18,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::evidence::format::{self, v2};
 use crate::safe_fs;
 use crate::trace::hops::HopNames;
 use crate::trace::tracker::Handshake;
@@ -28,10 +29,10 @@ use crate::verdict;
 mod limits;
 mod read;
 
+pub use crate::evidence::format::{Recorded, FORMAT};
 pub use limits::{Budget, Hit, Limits};
 pub use read::Bundle;
 
-pub const FORMAT: &str = "swarmtrace-bundle/1";
 pub const FILES: [&str; 6] = [
     "events.ndjson",
     "handshakes.json",
@@ -40,18 +41,6 @@ pub const FILES: [&str; 6] = [
     "report.md",
     PARTIAL,
 ];
-
-/// `handshakes.json`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HandshakesFile {
-    pub format: String,
-    pub handshakes: Vec<Handshake>,
-    /// (netns inode, ifindex, namespace name, interface name) of the watched interfaces.
-    pub hops: Vec<(u32, u32, String, String)>,
-    pub forgotten: u64,
-    /// Kernel (monotonic) to wall-clock time, for the handshakes' `*_ns` fields.
-    pub clock: crate::clock::WallClock,
-}
 
 /// Where a capture writes, prepared (and proven writable) before anything is attached.
 ///
@@ -286,7 +275,7 @@ impl BundleOut {
 /// comment. Headers are rebuilt from what the kernel programs reported: addresses, ports,
 /// sequence numbers, flags and timestamps are the real ones; options other than the
 /// timestamp are typical values, and there is no payload.
-pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Vec<u8>> {
+pub fn pcapng(hs: &Recorded, ctx: &verdict::Context) -> std::io::Result<Vec<u8>> {
     use crate::evidence::pcapng::{PcapngWriter, TcpPacket, TCP_SYN};
     use crate::trace::event::PacketKind;
     use crate::trace::tracker::Outcome;
@@ -353,35 +342,43 @@ pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Ve
     w.finish()
 }
 
-/// The `system.json` object.
-pub fn system_json(result: &crate::trace::session::RunResult, duration_s: f64) -> Value {
+/// `system.json`, in the current format.
+pub fn system_json(result: &crate::trace::session::RunResult, duration_s: f64) -> v2::System {
+    use crate::clock::WallClock;
     let facts = &result.facts;
     let o = &facts.offsets;
-    let namespaces: Vec<Value> = result
+    let namespaces = result
         .after
         .namespaces
         .iter()
         .map(|(name, file)| {
-            let (addrs, routes) = crate::kernel::namespaces::describe(file);
-            json!({
-                "name": name,
-                "inode": crate::kernel::netns::inode_of_file(file),
-                "addresses": addrs,
-                "routes": routes,
-                "counters_before": result.before.counters.get(name),
-                "counters_after": result.after.counters.get(name),
-            })
+            let (addresses, routes) = crate::kernel::namespaces::describe(file);
+            v2::Namespace {
+                name: name.clone(),
+                inode: crate::kernel::netns::inode_of_file(file),
+                addresses,
+                routes,
+                counters_before: result.before.counters.get(name).cloned(),
+                counters_after: result.after.counters.get(name).cloned(),
+            }
         })
         .collect();
-    json!({
-        "format": FORMAT,
-        "swarmtrace": env!("CARGO_PKG_VERSION"),
-        "captured_at": crate::clock::rfc3339_micros(crate::clock::WallClock::sample().to_unix_ns(crate::clock::WallClock::monotonic_now_ns())),
-        "duration_s": duration_s,
-        "hostname": std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).ok(),
-        "kernel": {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .ok()
+    };
+    v2::System {
+        format: FORMAT,
+        swarmtrace: env!("CARGO_PKG_VERSION"),
+        captured_at: crate::clock::rfc3339_micros(
+            WallClock::sample().to_unix_ns(WallClock::monotonic_now_ns()),
+        ),
+        duration_s,
+        hostname: read("/proc/sys/kernel/hostname"),
+        kernel: json!({
             "release": facts.release,
-            "version": std::fs::read_to_string("/proc/version").map(|s| s.trim().to_owned()).ok(),
+            "version": read("/proc/version"),
             "has_drop_reasons": facts.has_drop_reasons,
             "drop_reasons": facts.reasons.len(),
             "tw_paws_reason": facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
@@ -396,11 +393,14 @@ pub fn system_json(result: &crate::trace::session::RunResult, duration_s: f64) -
                 "sock.skc_net": o.sk_net,
                 "SKB_CONSUMED": (o.reason_consumed != u32::MAX).then_some(o.reason_consumed),
             },
-        },
-        "capabilities": std::fs::read_to_string("/proc/self/status").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned()))),
-        "sysctls": crate::kernel::namespaces::sysctls(),
-        "namespaces": namespaces,
-        "docker": crate::docker::facts(&crate::docker::socket_path()),
-        "verdict_context": result.context,
-    })
+        }),
+        capabilities: read("/proc/self/status").and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned()))
+        }),
+        sysctls: crate::kernel::namespaces::sysctls(),
+        namespaces,
+        docker: crate::docker::facts(&crate::docker::socket_path()),
+        verdict_context: format::VerdictContext::from(&result.context),
+    }
 }

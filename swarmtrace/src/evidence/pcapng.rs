@@ -18,6 +18,8 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::net;
+
 /// One TCP packet to rebuild.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpPacket {
@@ -286,13 +288,7 @@ pub fn build_packet(p: &TcpPacket) -> Vec<u8> {
 
     match ip_pair(p.src.ip(), p.dst.ip()) {
         IpPair::V4(src, dst) => {
-            let mut pseudo = Vec::with_capacity(12 + tcp_len);
-            pseudo.extend_from_slice(&src.octets());
-            pseudo.extend_from_slice(&dst.octets());
-            pseudo.extend_from_slice(&[0, 6]);
-            pseudo.extend_from_slice(&(tcp_len as u16).to_be_bytes());
-            pseudo.extend_from_slice(&tcp);
-            let sum = internet_checksum(&pseudo);
+            let sum = net::tcp_checksum_v4(src, dst, &tcp);
             tcp[16..18].copy_from_slice(&sum.to_be_bytes());
 
             let mut pkt = Vec::with_capacity(20 + tcp_len);
@@ -306,19 +302,13 @@ pub fn build_packet(p: &TcpPacket) -> Vec<u8> {
             pkt.extend_from_slice(&[0, 0]); // header checksum, filled below
             pkt.extend_from_slice(&src.octets());
             pkt.extend_from_slice(&dst.octets());
-            let sum = internet_checksum(&pkt);
+            let sum = net::internet_checksum(&pkt);
             pkt[10..12].copy_from_slice(&sum.to_be_bytes());
             pkt.extend_from_slice(&tcp);
             pkt
         }
         IpPair::V6(src, dst) => {
-            let mut pseudo = Vec::with_capacity(40 + tcp_len);
-            pseudo.extend_from_slice(&src.octets());
-            pseudo.extend_from_slice(&dst.octets());
-            pseudo.extend_from_slice(&(tcp_len as u32).to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, 6]);
-            pseudo.extend_from_slice(&tcp);
-            let sum = internet_checksum(&pseudo);
+            let sum = net::tcp_checksum_v6(src, dst, &tcp);
             tcp[16..18].copy_from_slice(&sum.to_be_bytes());
 
             let mut pkt = Vec::with_capacity(40 + tcp_len);
@@ -332,22 +322,6 @@ pub fn build_packet(p: &TcpPacket) -> Vec<u8> {
             pkt
         }
     }
-}
-
-/// RFC 1071 checksum: one's complement of the one's complement sum of 16-bit words.
-fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// One Enhanced Packet Block read back.
@@ -797,25 +771,6 @@ mod tests {
     }
 
     /// Straightforward one's-complement sum of 16-bit big-endian words (odd byte padded).
-    fn ones_sum(bytes: &[u8]) -> u16 {
-        let mut sum: u64 = 0;
-        let mut i = 0;
-        while i < bytes.len() {
-            let hi = u64::from(bytes[i]);
-            let lo = if i + 1 < bytes.len() {
-                u64::from(bytes[i + 1])
-            } else {
-                0
-            };
-            sum += (hi << 8) | lo;
-            i += 2;
-        }
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        sum as u16
-    }
-
     /// What a test parser sees in a rebuilt packet.
     #[derive(Debug, PartialEq, Eq)]
     struct Parsed {
@@ -838,7 +793,7 @@ mod tests {
                 assert_eq!(&d[6..8], &[0x40, 0], "DF");
                 assert_eq!(d[8], 64, "TTL");
                 assert_eq!(d[9], 6, "protocol");
-                assert_eq!(ones_sum(&d[..20]), 0xffff, "IPv4 header checksum");
+                assert_eq!(net::internet_checksum(&d[..20]), 0, "IPv4 header checksum");
                 let s = Ipv4Addr::new(d[12], d[13], d[14], d[15]);
                 let t = Ipv4Addr::new(d[16], d[17], d[18], d[19]);
                 let tcp = &d[20..];
@@ -871,7 +826,7 @@ mod tests {
         };
         let mut all = pseudo;
         all.extend_from_slice(tcp);
-        assert_eq!(ones_sum(&all), 0xffff, "TCP checksum");
+        assert_eq!(net::internet_checksum(&all), 0, "TCP checksum");
         let hlen = usize::from(tcp[12] >> 4) * 4;
         assert_eq!(hlen, tcp.len(), "no payload, header fills the segment");
         assert_eq!(tcp[12] & 0x0f, 0);

@@ -20,7 +20,8 @@ use serde::de::DeserializeSeed;
 use serde_json::Value;
 
 use super::limits::{estimate, Budget, Hit, KeptValue, Size};
-use super::{HandshakesFile, FILES, FORMAT};
+use super::FILES;
+use crate::evidence::format::{self, Recorded, Version};
 use crate::trace::hops::HopNames;
 use crate::verdict::{self, Verdict};
 
@@ -28,8 +29,13 @@ use crate::verdict::{self, Verdict};
 #[derive(Debug)]
 pub struct Bundle {
     pub source: String,
-    pub handshakes: HandshakesFile,
+    /// The format it was written in (both JSON files say the same).
+    pub version: Version,
+    pub handshakes: Recorded,
+    /// `system.json` as written, for what is only shown.
     pub system: Value,
+    /// What `report` reads of `system.json`.
+    pub hostname: Option<String>,
     pub context: verdict::Context,
     /// `handshakes.pcapng`, when it was asked for (`report` does not read it).
     pub pcapng: Option<Vec<u8>>,
@@ -50,7 +56,7 @@ type Parsed<T> = Option<std::result::Result<T, String>>;
 /// What the files of one bundle gave.
 #[derive(Default)]
 struct Parts {
-    handshakes: Parsed<HandshakesFile>,
+    handshakes: Parsed<(Version, Recorded)>,
     system: Parsed<Value>,
     events: Parsed<Events>,
     pcapng: Option<Vec<u8>>,
@@ -106,17 +112,10 @@ impl Bundle {
                     .unwrap_or("missing (not a swarmtrace bundle, or an incomplete one)"),
             )
         };
-        let handshakes = parts
+        let (version, handshakes) = parts
             .handshakes
             .ok_or_else(|| missing("handshakes.json"))?
             .map_err(|e| bad(&source, "handshakes.json", e))?;
-        if handshakes.format != FORMAT {
-            return Err(bad(
-                &source,
-                "handshakes.json",
-                format!("format `{}`, expected `{FORMAT}`", handshakes.format),
-            ));
-        }
         if !handshakes.clock.is_plausible() {
             return Err(bad(
                 &source,
@@ -128,25 +127,29 @@ impl Bundle {
             .system
             .ok_or_else(|| missing("system.json"))?
             .map_err(|e| bad(&source, "system.json", e))?;
-        if system["format"] != FORMAT {
+        let read = format::read_system(&system).map_err(|e| bad(&source, "system.json", e))?;
+        if read.version != version {
             return Err(bad(
                 &source,
                 "system.json",
-                format!("format {}, expected `{FORMAT}`", system["format"]),
+                format!(
+                    "format `{}`, but handshakes.json is `{}`: not one bundle",
+                    read.version.tag(),
+                    version.tag()
+                ),
             ));
         }
-        let context: verdict::Context =
-            serde_json::from_value(system["verdict_context"].clone())
-                .map_err(|e| bad(&source, "system.json", format!("verdict_context: {e}")))?;
         let events = parts
             .events
             .ok_or_else(|| missing("events.ndjson"))?
             .map_err(|e| bad(&source, "events.ndjson", e))?;
         Ok(Self {
             source,
+            version,
             handshakes,
             system,
-            context,
+            hostname: read.hostname,
+            context: read.context,
             pcapng: parts.pcapng,
             summary: events.summary,
             failed: events.failed,
@@ -206,7 +209,7 @@ impl Reader<'_> {
         match name {
             "handshakes.json" => {
                 let mut de = serde_json::Deserializer::from_reader(BufReader::new(&mut r));
-                let parsed = serde::Deserialize::deserialize(&mut de).and_then(|h| {
+                let parsed = format::read_handshakes(&mut de).and_then(|h| {
                     de.end()?;
                     Ok(h)
                 });
