@@ -354,7 +354,11 @@ pub fn pcapng(hs: &HandshakesFile, ctx: &verdict::Context) -> std::io::Result<Ve
 }
 
 /// The `system.json` object.
-pub fn system_json(result: &crate::trace::session::RunResult, duration_s: f64) -> Value {
+pub fn system_json(
+    result: &crate::trace::session::RunResult,
+    context: &verdict::Context,
+    duration_s: f64,
+) -> Value {
     let facts = &result.facts;
     let o = &facts.offsets;
     let namespaces: Vec<Value> = result
@@ -401,6 +405,6 @@ pub fn system_json(result: &crate::trace::session::RunResult, duration_s: f64) -
         "sysctls": crate::kernel::namespaces::sysctls(),
         "namespaces": namespaces,
         "docker": crate::docker::facts(&crate::docker::socket_path()),
-        "verdict_context": result.context,
+        "verdict_context": context,
     })
 }
