@@ -411,3 +411,233 @@ pub async fn trace(
         netns: pipe.namer.netns,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use swarmtrace_common::{class, kind, seen, DropEvent, HandshakeEvent, PacketInfo};
+
+    use super::*;
+    use crate::kernel::kallsyms::Kallsyms;
+    use crate::kernel::DropReasons;
+    use crate::trace::drops::Drop;
+    use crate::trace::observe::Observer;
+    use crate::trace::tracker::Outcome;
+
+    const SERVICE: &str = "10.0.0.1:8080";
+    const HOP: Hop = Hop {
+        netns: 1,
+        ifindex: 2,
+        dir: 1,
+        _pad: [0; 3],
+    };
+
+    /// The bytes of a ring-buffer record, as the kernel writes them.
+    fn bytes_of<T>(ev: &T) -> Vec<u8> {
+        // SAFETY: the wire types are repr(C) plain-old-data with explicit padding.
+        unsafe {
+            std::slice::from_raw_parts((ev as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    fn v4(a: SocketAddr) -> ([u8; 16], u16) {
+        let SocketAddr::V4(a) = a else {
+            panic!("IPv4 only here")
+        };
+        let mut b = [0; 16];
+        b[..4].copy_from_slice(&a.ip().octets());
+        (b, a.port())
+    }
+
+    /// A packet from `src` to `dst`.
+    fn packet(class: u8, src: &str, dst: &str, seq: u32, ack: u32) -> PacketInfo {
+        let ((saddr, sport), (daddr, dport)) = (v4(src.parse().unwrap()), v4(dst.parse().unwrap()));
+        PacketInfo {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            seq,
+            ack_seq: ack,
+            has_ts: 1,
+            tsval: 5,
+            family: 4,
+            class,
+            ..PacketInfo::default()
+        }
+    }
+
+    /// A classifier's sighting of `client`'s handshake (ISN `isn`, TSval 5).
+    fn sighting(what: u8, ts_ns: u64, client: &str, isn: u32, latency_ns: u32) -> Vec<u8> {
+        let mut ev = HandshakeEvent::default();
+        ev.header.kind = kind::HANDSHAKE;
+        ev.header.ts_ns = ts_ns;
+        ev.key = HandshakeKey { isn, tsval: 5 };
+        ev.hop = HOP;
+        ev.what = what;
+        ev.latency_ns = latency_ns;
+        ev.packet = if what == seen::SYN {
+            packet(class::SYN, client, SERVICE, isn, 0)
+        } else {
+            packet(class::SYN_ACK, SERVICE, client, 9, isn + 1)
+        };
+        bytes_of(&ev)
+    }
+
+    /// The kernel dropping `client`'s SYN-ACK (reason 3), joined to its handshake.
+    fn dropped_syn_ack(ts_ns: u64, client: &str, isn: u32) -> Vec<u8> {
+        let mut ev = DropEvent::default();
+        ev.header.kind = kind::DROP;
+        ev.header.ts_ns = ts_ns;
+        ev.location = 0xffffffff820339c0 + 0x10;
+        ev.netns = 4026532300;
+        ev.reason = 3;
+        ev.packet = packet(class::SYN_ACK, SERVICE, client, 9, isn + 1);
+        ev.key = HandshakeKey { isn, tsval: 5 };
+        let (c, cport) = v4(client.parse().unwrap());
+        let (s, sport) = v4(SERVICE.parse().unwrap());
+        (ev.client, ev.client_port, ev.service, ev.service_port) = (c, cport, s, sport);
+        ev.joined = 1;
+        bytes_of(&ev)
+    }
+
+    /// A handshake as told: verdict, client, latency, reason, first hop, last hop.
+    type ToldHandshake = (Outcome, String, Option<u64>, Option<String>, String, String);
+
+    /// What the observers were told, owned.
+    #[derive(Debug, Default)]
+    struct Told {
+        drops: Vec<(String, Option<SocketAddr>)>,
+        handshakes: Vec<ToldHandshake>,
+    }
+
+    impl Observer for Told {
+        fn on_drop(&mut self, d: &Drop) -> Result<()> {
+            self.drops
+                .push((d.reason.to_string(), d.joined.map(|j| j.client)));
+            Ok(())
+        }
+
+        fn on_handshake(&mut self, h: &HandshakeRecord<'_>) -> Result<()> {
+            let hop = |x: Option<crate::trace::observe::HopName>| {
+                x.map_or_else(|| "-".to_owned(), |x| x.to_string())
+            };
+            self.handshakes.push((
+                h.verdict,
+                h.client.to_string(),
+                h.latency_us(),
+                h.reason.map(str::to_owned),
+                hop(h.first_hop),
+                hop(h.last_hop),
+            ));
+            Ok(())
+        }
+    }
+
+    fn pipeline() -> Pipeline {
+        let namer = Namer {
+            reasons: DropReasons::from_names([(3, "NO_SOCKET".to_owned())].into()),
+            kallsyms: Kallsyms::parse("ffffffff820339c0 T tcp_v4_rcv\n"),
+            netns: NetnsNames::with_roots(std::path::Path::new("/nonexistent"), vec![]),
+            clock: WallClock::sample(),
+        };
+        let hops = HopNames::from_entries(&[
+            (1, 2, "host".into(), "eth0".into()),
+            (1, 3, "host".into(), "eth1".into()),
+        ]);
+        Pipeline::new(namer, hops, Duration::from_millis(1), None)
+    }
+
+    #[test]
+    fn records_become_the_handshakes_and_drops_the_observers_get() {
+        let mut pipe = pipeline();
+        let mut told = Told::default();
+        let ms = 1_000_000;
+        {
+            let mut out = Observers(vec![&mut told]);
+            for record in [
+                sighting(seen::SYN, ms, "10.0.0.2:40001", 100, 0),
+                sighting(seen::SYN, ms, "10.0.0.3:40002", 200, 0),
+                sighting(seen::SYN, ms, "10.0.0.4:40003", 300, 0),
+                sighting(seen::SYN_ACK, 2 * ms, "10.0.0.2:40001", 100, 250_000),
+                dropped_syn_ack(2 * ms + 10, "10.0.0.3:40002", 200),
+                vec![0xff; 8],
+            ] {
+                pipe.record(&record, &mut out).unwrap();
+            }
+            // Before the timeout nothing more is reported.
+            pipe.sweep(ms + ms / 2, &|_| None, &mut out).unwrap();
+        }
+        assert_eq!(
+            told.handshakes,
+            [(
+                Outcome::Answered,
+                "10.0.0.2:40001".to_owned(),
+                Some(250),
+                None,
+                "eth0/in".to_owned(),
+                "-".to_owned()
+            )]
+        );
+        let client: SocketAddr = "10.0.0.3:40002".parse().unwrap();
+        assert_eq!(told.drops, [("NO_SOCKET".to_owned(), Some(client))]);
+        assert_eq!(pipe.summary.decode_errors, 1);
+
+        // The timeout passes: the dropped one and the unanswered one, last seen where the
+        // kernel's table says.
+        let last_hop = |k: &HandshakeKey| (k.isn == 300).then_some(Hop { ifindex: 3, ..HOP });
+        pipe.sweep(10 * ms, &last_hop, &mut Observers(vec![&mut told]))
+            .unwrap();
+        pipe.flush(20 * ms, &last_hop, &mut Observers(vec![&mut told]))
+            .unwrap();
+        assert_eq!(told.handshakes.len(), 3, "{told:?}");
+        assert_eq!(
+            told.handshakes[1],
+            (
+                Outcome::Dropped,
+                "10.0.0.3:40002".to_owned(),
+                None,
+                Some("NO_SOCKET".to_owned()),
+                "eth0/in".to_owned(),
+                "-".to_owned()
+            )
+        );
+        assert_eq!(
+            told.handshakes[2],
+            (
+                Outcome::Unanswered,
+                "10.0.0.4:40003".to_owned(),
+                None,
+                None,
+                "eth0/in".to_owned(),
+                "eth1/in".to_owned()
+            )
+        );
+        let totals = handshake_totals(&pipe.tracker);
+        assert_eq!(
+            (
+                totals.total,
+                totals.answered,
+                totals.dropped,
+                totals.unanswered
+            ),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(pipe.summary.events, 1);
+    }
+
+    #[test]
+    fn drops_outside_the_client_filter_are_left_out() {
+        let mut pipe = pipeline();
+        pipe.client_filter = Some(crate::net::parse_cidr("192.168.0.0/16").unwrap());
+        let mut told = Told::default();
+        let mut out = Observers(vec![&mut told]);
+        pipe.record(&dropped_syn_ack(5, "10.0.0.3:40002", 200), &mut out)
+            .unwrap();
+        drop(out);
+        assert!(told.drops.is_empty());
+        assert_eq!(pipe.summary.events, 0);
+    }
+}
