@@ -1277,6 +1277,8 @@ mod tests {
         }
         feeder.join().unwrap();
         assert!(started.elapsed() < READ_TIMEOUT, "{:?}", started.elapsed());
+        // A rendering is reused for RENDER_EVERY: the feeder may be done within it.
+        std::thread::sleep(RENDER_EVERY);
         let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
         let m = samples(body(&r));
         let total: u64 = m
