@@ -13,10 +13,10 @@ use swarmtrace::evidence::bundle::BundleOut;
 use swarmtrace::evidence::format::{handshakes_json, Recorded, FORMAT};
 use swarmtrace::evidence::pcapng::{PcapngWriter, TcpPacket, TCP_SYN};
 use swarmtrace::kernel::netns::NetnsNames;
-use swarmtrace::present::records::handshake_json;
 use swarmtrace::trace::drops::{Namer, Summary};
 use swarmtrace::trace::event::Event;
 use swarmtrace::trace::hops::HopNames;
+use swarmtrace::trace::observe::HandshakeRecord;
 use swarmtrace::trace::session::handshake_totals;
 use swarmtrace::trace::tracer::Totals;
 use swarmtrace::trace::tracker::Tracker;
@@ -333,21 +333,17 @@ fn bundle_files() -> Vec<(&'static str, Vec<u8>)> {
     }
     for id in tracker.flush() {
         let h = tracker.get(&id).unwrap();
-        events.push(handshake_json(
-            h,
-            &hops,
-            h.first_hop,
-            clock.to_unix_ns(h.first_ns),
-        ));
+        let rec = HandshakeRecord::new(h, &hops, h.first_hop, clock.to_unix_ns(h.first_ns));
+        events.push(serde_json::to_value(rec).unwrap());
     }
     totals.drops_by_reason = by_reason.into_iter().collect();
     totals.drops_by_reason.sort();
     let ctx = swarmtrace_fuzz::context();
     let verdicts = swarmtrace::verdict::verdicts(tracker.handshakes(), &ctx);
-    let mut sum = summary.to_json(&totals, &namer.reasons, 2.0);
-    sum["handshakes"] = handshake_totals(&tracker);
-    sum["verdicts"] = verdicts.iter().map(|v| v.to_json()).collect();
-    events.push(sum);
+    let mut sum = summary.finish(&totals, &namer.reasons, 2.0);
+    sum.handshakes = handshake_totals(&tracker);
+    sum.verdicts = verdicts.iter().map(|v| v.to_json()).collect();
+    events.push(serde_json::to_value(&sum).unwrap());
     let mut handshakes: Vec<_> = tracker.handshakes().cloned().collect();
     handshakes.sort_by_key(|h| h.first_ns);
     let hs = Recorded {

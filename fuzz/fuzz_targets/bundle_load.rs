@@ -60,13 +60,16 @@ fn follow(bundles: &[Bundle]) {
         let mut sum = b.summary().clone();
         sum["verdicts"] = verdicts.iter().map(|v| v.to_json()).collect();
         swarmtrace_fuzz::render(&sum);
-        let _ = swarmtrace::present::summary::summary_text(b.summary(), &verdicts);
-        let _ = swarmtrace::present::summary::summary_markdown(
-            b.summary(),
-            &verdicts,
-            &b.system,
-            &b.handshake_events(),
-        );
+        // As `report` reads it: typed, or refused.
+        if let Ok(typed) = swarmtrace::trace::summary::RunSummary::from_json(b.summary()) {
+            let _ = swarmtrace::present::summary::summary_text(&typed, &verdicts);
+            let _ = swarmtrace::present::summary::summary_markdown(
+                &typed,
+                &verdicts,
+                &b.system,
+                &b.handshake_events(),
+            );
+        }
         let hops = b.hop_names();
         for h in &b.handshakes.handshakes {
             if let Some(hop) = h.first_hop {

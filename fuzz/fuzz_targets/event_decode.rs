@@ -10,10 +10,11 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use swarmtrace::evidence::format::Recorded;
 use swarmtrace::kernel::netns::NetnsNames;
-use swarmtrace::present::records::{handshake_json, handshake_line};
+use swarmtrace::present::records::handshake_line;
 use swarmtrace::trace::drops::{Namer, Summary};
 use swarmtrace::trace::event::Event;
 use swarmtrace::trace::hops::HopNames;
+use swarmtrace::trace::observe::HandshakeRecord;
 use swarmtrace::trace::session::handshake_totals;
 use swarmtrace::trace::tracer::Totals;
 use swarmtrace::trace::tracker::Tracker;
@@ -60,8 +61,9 @@ fuzz_target!(|data: &[u8]| {
     for id in tracker.flush() {
         let h = tracker.get(&id).expect("flushed handshakes are tracked");
         let unix_ns = clock.to_unix_ns(h.first_ns);
-        common::render(&handshake_json(h, &hops, h.first_hop, unix_ns));
-        let _ = handshake_line(h, &hops, h.first_hop, unix_ns);
+        let rec = HandshakeRecord::new(h, &hops, h.first_hop, unix_ns);
+        common::render(&serde_json::to_value(&rec).expect("a handshake record serializes"));
+        let _ = handshake_line(&rec);
     }
     let ctx = common::context();
     let verdicts = swarmtrace::verdict::verdicts(tracker.handshakes(), &ctx);
@@ -70,8 +72,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = v.to_text();
     }
     let reasons = NAMER.with(|n| n.borrow().reasons.clone());
-    let mut sum = summary.to_json(&totals, &reasons, 1.5);
-    sum["handshakes"] = handshake_totals(&tracker);
+    let mut sum = summary.finish(&totals, &reasons, 1.5);
+    sum.handshakes = handshake_totals(&tracker);
     let _ = swarmtrace::present::summary::summary_text(&sum, &verdicts);
     let hs = Recorded {
         handshakes: tracker.handshakes().cloned().collect(),

@@ -19,10 +19,10 @@ use swarmtrace::kernel::kallsyms::Kallsyms;
 use swarmtrace::kernel::netns::NetnsNames;
 use swarmtrace::kernel::DropReasons;
 use swarmtrace::present::output::Output;
-use swarmtrace::present::records::handshake_json;
 use swarmtrace::trace::drops::{Drop, Namer, Summary};
 use swarmtrace::trace::event::Event;
 use swarmtrace::trace::hops::HopNames;
+use swarmtrace::trace::observe::{HandshakeRecord, Observer};
 use swarmtrace::trace::tracker::{DropNote, Handshake, Tracker};
 use swarmtrace_common::{class, kind, seen, DropEvent, HandshakeEvent, HandshakeKey, Hop};
 
@@ -182,11 +182,11 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     let mut sink = std::io::sink();
-    let mut out = Output::new(&mut sink, true, vec![]);
+    let mut out = Output::new(&mut sink, true);
     g.bench_function("drop", |b| {
         let mut i = 0;
         b.iter(|| {
-            out.dropped(black_box(&drops[i % drops.len()])).unwrap();
+            out.on_drop(black_box(&drops[i % drops.len()])).unwrap();
             i += 1;
         })
     });
@@ -219,8 +219,9 @@ fn bench(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             let h = &handshakes[i % handshakes.len()];
-            out.handshake(black_box(h), &hops, Some(hop), 1_700_000_000_000_000_000)
-                .unwrap();
+            let rec =
+                HandshakeRecord::new(black_box(h), &hops, Some(hop), 1_700_000_000_000_000_000);
+            out.on_handshake(&rec).unwrap();
             i += 1;
         })
     });
@@ -238,7 +239,8 @@ fn bench(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             let h = black_box(&handshakes[i % handshakes.len()]);
-            let v = handshake_json(h, &hops, Some(hop), 1_700_000_000_000_000_000);
+            let rec = HandshakeRecord::new(h, &hops, Some(hop), 1_700_000_000_000_000_000);
+            let v = serde_json::to_value(rec).unwrap();
             writeln!(sink, "{v}").unwrap();
             i += 1;
         })

@@ -5,10 +5,13 @@ use std::io::{BufWriter, Write};
 
 use anyhow::{Context as _, Result};
 
-use crate::cli::{CaptureArgs, RunArgs};
+use crate::cli::CaptureArgs;
+use crate::commands::conclude::{conclude, options, Concluded};
 use crate::evidence::bundle::{self, BundleOut};
 use crate::evidence::format::{self, Recorded};
-use crate::trace::session::{trace, Control, RunResult};
+use crate::present::output::Output;
+use crate::trace::observe::Observers;
+use crate::trace::session::{trace, Control};
 
 pub async fn capture(args: CaptureArgs) -> Result<()> {
     crate::privileges::require_tracing()?;
@@ -41,24 +44,21 @@ pub async fn capture(args: CaptureArgs) -> Result<()> {
 }
 
 async fn record(args: &CaptureArgs, out: &BundleOut) -> Result<()> {
-    let run_args = RunArgs {
-        trace: args.trace.clone(),
-        duration: Some(args.duration),
-        json: true,
-        metrics: None,
-    };
     let events_path = out.path().join("events.ndjson");
     let mut events = BufWriter::new(out.create("events.ndjson")?);
     let started = std::time::Instant::now();
+    let mut lines = Output::new(&mut events, true);
     let result = trace(
-        run_args,
-        &mut events,
+        options(&args.trace, Some(args.duration)),
         Control {
             progress: true,
             ..Control::default()
         },
+        Observers(vec![&mut lines]),
     )
     .await?;
+    let result = conclude(result);
+    lines.summary(&result.run.summary, &result.verdicts)?;
     let flushed = events.flush().map_err(anyhow::Error::from).and_then(|()| {
         events
             .into_inner()
@@ -70,12 +70,13 @@ async fn record(args: &CaptureArgs, out: &BundleOut) -> Result<()> {
     write_rest(&result, out, started.elapsed().as_secs_f64())
 }
 
-fn write_rest(result: &RunResult, out: &BundleOut, secs: f64) -> Result<()> {
+fn write_rest(result: &Concluded, out: &BundleOut, secs: f64) -> Result<()> {
+    let run = &result.run;
     let recorded = Recorded {
-        handshakes: result.tracker.handshakes().cloned().collect(),
-        hops: result.hops.entries(),
-        forgotten: result.tracker.evicted,
-        clock: result.clock,
+        handshakes: run.tracker.handshakes().cloned().collect(),
+        hops: run.hops.entries(),
+        forgotten: run.tracker.evicted,
+        clock: run.clock,
     };
     out.write("handshakes.json", &format::handshakes_json(&recorded)?)?;
     out.write(
@@ -83,15 +84,11 @@ fn write_rest(result: &RunResult, out: &BundleOut, secs: f64) -> Result<()> {
         &bundle::pcapng(&recorded, &result.context)?,
     )?;
     // Written typed, shown (report.md) from what was written.
-    let system = serde_json::to_value(bundle::system_json(result, secs))?;
+    let system = serde_json::to_value(bundle::system_json(run, &result.context, secs))?;
     out.write("system.json", &serde_json::to_vec_pretty(&system)?)?;
     let events = handshake_lines(out)?;
-    let md = crate::present::summary::summary_markdown(
-        &result.summary,
-        &result.verdicts,
-        &system,
-        &events,
-    );
+    let md =
+        crate::present::summary::summary_markdown(&run.summary, &result.verdicts, &system, &events);
     out.write("report.md", md.as_bytes())?;
     Ok(())
 }

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{DemoArgs, RunArgs, TraceArgs};
+use crate::cli::{DemoArgs, TraceArgs};
+use crate::commands::conclude::{conclude, options};
 use crate::lab::mesh::{MeshLab, Scenario};
+use crate::present::output::Output;
+use crate::trace::observe::Observers;
 use crate::trace::session::{trace, Control};
 
 /// Runs one scenario; returns whether its verdict was the expected one.
@@ -24,12 +27,7 @@ pub async fn scenario(s: Scenario, args: &DemoArgs) -> Result<bool> {
         .map(|w| w.parse())
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
-    let run_args = RunArgs {
-        trace: TraceArgs::watching(watch),
-        duration: None,
-        json: args.json,
-        metrics: None,
-    };
+    let trace_args = TraceArgs::watching(watch);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     // The traffic runs on its own thread with the lab, which comes back when it is done; if
@@ -54,18 +52,20 @@ pub async fn scenario(s: Scenario, args: &DemoArgs) -> Result<bool> {
         let _ = stop_tx.send(());
         Ok(lab)
     };
+    let mut lines = Output::new(out, args.json);
     let tracing = trace(
-        run_args,
-        out,
+        options(&trace_args, None),
         Control {
             ready: Some(ready_tx),
             stop: Some(stop_rx),
             ..Control::default()
         },
+        Observers(vec![&mut lines]),
     );
     let (traced, lab) = tokio::join!(tracing, driver);
     let lab = lab?;
-    let result = traced?;
+    let result = conclude(traced?);
+    lines.summary(&result.run.summary, &result.verdicts)?;
     drop(lab);
     let causes: Vec<&str> = result.verdicts.iter().map(|v| v.cause.id()).collect();
     let ok = match s.expected_cause() {

@@ -2,6 +2,7 @@
 //! (`trace`), the evidence and the presentation.
 
 pub mod capture;
+pub mod conclude;
 pub mod demo;
 pub mod report;
 pub mod run;

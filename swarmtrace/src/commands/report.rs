@@ -28,6 +28,15 @@ pub fn report(args: ReportArgs) -> Result<()> {
             );
         }
         let verdicts = b.verdicts();
+        // Typed for rendering; a field an older bundle lacks is its default.
+        let summary = || {
+            crate::trace::summary::RunSummary::from_json(b.summary()).with_context(|| {
+                format!(
+                    "bundle {}: events.ndjson: the summary line",
+                    crate::escape::terminal(&b.source)
+                )
+            })
+        };
         match args.format {
             ReportFormat::Json => {
                 let mut sum = b.summary().clone();
@@ -41,7 +50,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
                     stdout,
                     "{}",
                     crate::present::summary::summary_markdown(
-                        b.summary(),
+                        &summary()?,
                         &verdicts,
                         &b.system,
                         &b.handshake_events()
@@ -72,7 +81,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
                 write!(
                     stdout,
                     "{}",
-                    crate::present::summary::summary_text(b.summary(), &verdicts)
+                    crate::present::summary::summary_text(&summary()?, &verdicts)
                 )?;
             }
         }

@@ -343,7 +343,11 @@ pub fn pcapng(hs: &Recorded, ctx: &verdict::Context) -> std::io::Result<Vec<u8>>
 }
 
 /// `system.json`, in the current format.
-pub fn system_json(result: &crate::trace::session::RunResult, duration_s: f64) -> v2::System {
+pub fn system_json(
+    result: &crate::trace::session::RunResult,
+    context: &verdict::Context,
+    duration_s: f64,
+) -> v2::System {
     use crate::clock::WallClock;
     let facts = &result.facts;
     let o = &facts.offsets;
@@ -394,13 +398,11 @@ pub fn system_json(result: &crate::trace::session::RunResult, duration_s: f64) -
                 "SKB_CONSUMED": (o.reason_consumed != u32::MAX).then_some(o.reason_consumed),
             },
         }),
-        capabilities: read("/proc/self/status").and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned()))
-        }),
+        capabilities: read("/proc/self/status")
+            .and_then(|s| crate::privileges::cap_eff(&s).map(str::to_owned)),
         sysctls: crate::kernel::namespaces::sysctls(),
         namespaces,
         docker: crate::docker::facts(&crate::docker::socket_path()),
-        verdict_context: format::VerdictContext::from(&result.context),
+        verdict_context: format::VerdictContext::from(context),
     }
 }

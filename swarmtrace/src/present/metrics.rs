@@ -18,11 +18,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::present::output::{Health, Observer};
+use crate::trace::drops::{self, netns_label};
+use crate::trace::observe::{HandshakeRecord, Health, Observer};
+use crate::trace::tracker::Outcome;
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (0.0001 s .. 5 s).
 pub const BUCKETS_US: [u64; 15] = [
@@ -117,11 +118,6 @@ impl Default for MetricsState {
     }
 }
 
-/// A string field of an output object, or `default` when it is null or missing.
-fn field<'a>(v: &'a Value, key: &str, default: &'a str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or(default)
-}
-
 /// The counter of `key` in `map`, or of the `overflow` key when `map` is full and `key` new.
 fn slot<'m, K: Ord>(
     map: &'m mut BTreeMap<K, u64>,
@@ -150,22 +146,17 @@ impl MetricsState {
         }
     }
 
-    /// A `drop` object of docs/json.md.
-    pub fn on_drop(&mut self, d: &Value) {
+    pub fn on_drop(&mut self, d: &drops::Drop) {
         self.generation += 1;
-        let service = field(d, "service", "unknown");
-        let reason = field(d, "reason", "UNKNOWN");
-        let netns = match d.get("netns_name").and_then(Value::as_str) {
-            Some(n) => n.to_owned(),
-            None => match d.get("netns").and_then(Value::as_u64) {
-                Some(inode) => format!("netns:{inode}"),
-                None => "unknown".to_owned(),
-            },
-        };
+        let service = d
+            .joined
+            .map_or_else(|| "unknown".to_owned(), |j| j.service.to_string());
+        let reason = &*d.reason;
+        let netns = netns_label(d.netns_name.as_deref(), d.netns);
         let reason_owned = reason.to_owned();
         *slot(
             &mut self.drops,
-            (service.to_owned(), reason.to_owned(), netns),
+            (service, reason.to_owned(), netns),
             self.limits.drop_series,
             &mut self.series_dropped,
             // The namespace goes too: `pid:N(comm)` names are as many as processes.
@@ -173,11 +164,10 @@ impl MetricsState {
         ) += 1;
     }
 
-    /// A `handshake` object of docs/json.md.
-    pub fn on_handshake(&mut self, h: &Value) {
+    pub fn on_handshake(&mut self, h: &HandshakeRecord<'_>) {
         self.generation += 1;
-        let service = field(h, "service", "unknown");
-        let verdict = field(h, "verdict", "unknown");
+        let service = &*h.service.to_string();
+        let verdict = h.verdict.as_str();
         *slot(
             &mut self.handshakes,
             (service.to_owned(), verdict.to_owned()),
@@ -185,10 +175,10 @@ impl MetricsState {
             &mut self.series_dropped,
             || (OTHER.to_owned(), verdict.to_owned()),
         ) += 1;
-        if verdict != "answered" {
+        if h.verdict != Outcome::Answered {
             return;
         }
-        let Some(us) = h.get("latency_us").and_then(Value::as_u64) else {
+        let Some(us) = h.latency_us() else {
             return;
         };
         let key = if self.latency.len() >= self.limits.latency_services
@@ -495,11 +485,13 @@ struct MetricsObserver {
 }
 
 impl Observer for MetricsObserver {
-    fn on_drop(&mut self, drop: &Value) {
+    fn on_drop(&mut self, drop: &drops::Drop) -> anyhow::Result<()> {
         lock(&self.shared.state).on_drop(drop);
+        Ok(())
     }
-    fn on_handshake(&mut self, handshake: &Value) {
+    fn on_handshake(&mut self, handshake: &HandshakeRecord<'_>) -> anyhow::Result<()> {
         lock(&self.shared.state).on_handshake(handshake);
+        Ok(())
     }
     fn on_health(&mut self, health: &Health) {
         lock(&self.shared.state).on_health(health);
@@ -793,25 +785,61 @@ async fn close_gently(stream: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::trace::event::{Joined, Packet, PacketKind};
     use std::io::{Read, Write};
 
-    fn handshake(service: &str, verdict: &str, latency_us: Option<u64>) -> Value {
-        json!({
-            "type": "handshake", "ts": "2026-11-27T08:01:43.123456Z", "verdict": verdict,
-            "client": "192.168.1.7:40000", "service": service, "latency_us": latency_us,
-            "reason": null, "netns_name": null, "isn": 1, "syns": 1,
-            "first_hop": "eth0/in", "last_hop": null, "answer_hop": null,
-        })
+    fn handshake(
+        service: &str,
+        verdict: &str,
+        latency_us: Option<u64>,
+    ) -> HandshakeRecord<'static> {
+        HandshakeRecord {
+            unix_ns: 1_700_000_000_000_000_000,
+            verdict: match verdict {
+                "answered" => Outcome::Answered,
+                "dropped" => Outcome::Dropped,
+                "reset" => Outcome::Reset,
+                _ => Outcome::Unanswered,
+            },
+            client: "192.168.1.7:40000".parse().unwrap(),
+            service: service.parse().unwrap(),
+            latency_ns: latency_us.map(|us| us * 1000),
+            reason: None,
+            netns_name: None,
+            isn: 1,
+            syns: 1,
+            first_hop: None,
+            last_hop: None,
+            answer_hop: None,
+            first_drop: None,
+        }
     }
 
-    fn dropped(service: Option<&str>, reason: &str, netns_name: Option<&str>) -> Value {
-        json!({
-            "type": "drop", "ts": "2026-11-27T08:01:43.123456Z", "packet": "SYN",
-            "reason": reason, "location": "tcp_v4_rcv+0x1a", "netns": 4026531840u64,
-            "netns_name": netns_name, "ifname": "eth0", "src": "10.0.0.2:40000",
-            "dst": "10.0.0.1:80", "isn": 1, "tsval": 5, "client": null, "service": service,
-        })
+    fn dropped(service: Option<&str>, reason: &str, netns_name: Option<&str>) -> drops::Drop {
+        drops::Drop {
+            ts_ns: 1,
+            unix_ns: 1_700_000_000_000_000_000,
+            packet: Packet {
+                kind: PacketKind::Syn,
+                src: "10.0.0.2:40000".parse().unwrap(),
+                dst: "10.0.0.1:80".parse().unwrap(),
+                seq: 1,
+                ack: 0,
+                tsval: Some(5),
+                tsecr: None,
+                flags: 2,
+            },
+            reason: reason.into(),
+            location: "tcp_v4_rcv+0x1a".into(),
+            netns: 4026531840,
+            netns_name: netns_name.map(Into::into),
+            ifname: Some("eth0".into()),
+            joined: service.map(|s| Joined {
+                key: Default::default(),
+                client: "10.0.0.2:40000".parse().unwrap(),
+                service: s.parse().unwrap(),
+            }),
+        }
     }
 
     /// The sample lines of `text` (`name{labels} value`), checked for shape.
@@ -1159,7 +1187,8 @@ mod tests {
         MetricsObserver {
             shared: shared.clone(),
         }
-        .on_handshake(&handshake("10.0.0.1:80", "answered", Some(42)));
+        .on_handshake(&handshake("10.0.0.1:80", "answered", Some(42)))
+        .unwrap();
         let r = exchange(
             addr,
             b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n",
@@ -1228,7 +1257,8 @@ mod tests {
                         &format!("10.0.{}.1:80", i % 100),
                         "answered",
                         Some(i),
-                    ));
+                    ))
+                    .unwrap();
                 }
             })
         };
@@ -1247,6 +1277,8 @@ mod tests {
         }
         feeder.join().unwrap();
         assert!(started.elapsed() < READ_TIMEOUT, "{:?}", started.elapsed());
+        // A rendering is reused for RENDER_EVERY: the feeder may be done within it.
+        std::thread::sleep(RENDER_EVERY);
         let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
         let m = samples(body(&r));
         let total: u64 = m

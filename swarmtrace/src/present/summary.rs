@@ -8,11 +8,8 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use crate::escape;
+use crate::trace::summary::RunSummary;
 use crate::verdict::Verdict;
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
 
 /// A value as it is (`-` for none).
 fn raw(v: &Value) -> String {
@@ -23,9 +20,14 @@ fn raw(v: &Value) -> String {
     }
 }
 
-/// A value for a terminal.
-fn opt(v: &Value) -> String {
-    escape::terminal(&raw(v)).into_owned()
+/// A name for a terminal.
+fn t(s: &str) -> String {
+    escape::terminal(s).into_owned()
+}
+
+/// A number, `-` for none.
+fn num(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
 /// A value as markdown text (also in a table cell).
@@ -33,68 +35,65 @@ fn md(v: &Value) -> String {
     escape::markdown(&raw(v)).into_owned()
 }
 
-/// The end-of-run summary for a terminal, from the summary object of docs/json.md.
-pub fn summary_text(sum: &Value, verdicts: &[Verdict]) -> String {
+/// The end-of-run summary for a terminal.
+pub fn summary_text(sum: &RunSummary, verdicts: &[Verdict]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
         "\n== swarmtrace summary ({:.1}s) ==\ndropped handshake packets: {}",
-        sum["duration_s"].as_f64().unwrap_or(0.0),
-        n(&sum["drops"])
+        sum.duration_s, sum.drops
     );
-    if n(&sum["drops"]) == 0 {
+    if sum.drops == 0 {
         s.push_str("  none: the kernel dropped no TCP handshake packet that matched the filters\n");
     }
-    if let Some(by) = sum["drops_by_reason"].as_object() {
-        let mut by: Vec<(&String, u64)> = by.iter().map(|(k, v)| (k, n(v))).collect();
-        by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        for (r, c) in by {
-            let _ = writeln!(s, "  {c:>8}  {}", escape::terminal(r));
-        }
+    let mut by: Vec<(&String, u64)> = sum.drops_by_reason.iter().map(|(k, v)| (k, *v)).collect();
+    by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    for (r, c) in by {
+        let _ = writeln!(s, "  {c:>8}  {}", t(r));
     }
-    if let Some(locs) = sum["top_locations"].as_array().filter(|l| !l.is_empty()) {
+    if !sum.top_locations.is_empty() {
         s.push_str("where (from events):\n");
-        for l in locs {
+        for l in &sum.top_locations {
             let _ = writeln!(
                 s,
                 "  {:>8}  {} in {}",
-                n(&l["count"]),
-                opt(&l["reason"]),
-                opt(&l["function"])
+                l.count,
+                t(&l.reason),
+                t(&l.function)
             );
         }
     }
-    for (title, key) in [
-        ("top sources", "top_sources"),
-        ("top destinations", "top_destinations"),
+    for (title, top) in [
+        ("top sources", &sum.top_sources),
+        ("top destinations", &sum.top_destinations),
     ] {
-        if let Some(top) = sum[key].as_array().filter(|t| !t.is_empty()) {
+        if !top.is_empty() {
             let _ = writeln!(s, "{title}:");
-            for t in top {
-                let _ = writeln!(s, "  {:>8}  {}", n(&t["count"]), opt(&t["addr"]));
+            for a in top {
+                let _ = writeln!(s, "  {:>8}  {}", a.count, t(&a.addr));
             }
         }
     }
-    if n(&sum["lost_events"]) > 0 {
+    if sum.lost_events > 0 {
         let _ = writeln!(
             s,
             "lost events: {} (the ring buffer was full; the counts above are still exact)",
-            n(&sum["lost_events"])
+            sum.lost_events
         );
     }
-    if n(&sum["decode_errors"]) > 0 {
-        let _ = writeln!(s, "undecodable events: {}", n(&sum["decode_errors"]));
+    if sum.decode_errors > 0 {
+        let _ = writeln!(s, "undecodable events: {}", sum.decode_errors);
     }
-    let h = &sum["handshakes"];
+    let h = &sum.handshakes;
     let _ = writeln!(
         s,
         "handshakes: {} answered (latency p50 {} us, p99 {} us), {} dropped, {} reset, {} unanswered",
-        n(&h["answered"]),
-        opt(&h["latency_us"]["p50"]),
-        opt(&h["latency_us"]["p99"]),
-        n(&h["dropped"]),
-        n(&h["reset"]),
-        n(&h["unanswered"])
+        h.answered,
+        num(h.latency_us.p50),
+        num(h.latency_us.p99),
+        h.dropped,
+        h.reset,
+        h.unanswered
     );
     if verdicts.is_empty() {
         s.push_str("verdicts: none: every handshake seen was answered\n");
@@ -109,7 +108,7 @@ pub fn summary_text(sum: &Value, verdicts: &[Verdict]) -> String {
 
 /// A postmortem report in markdown.
 pub fn summary_markdown(
-    sum: &Value,
+    sum: &RunSummary,
     verdicts: &[Verdict],
     system: &Value,
     handshakes: &[Value],
@@ -122,11 +121,12 @@ pub fn summary_markdown(
         md(&system["hostname"]),
         md(&system["kernel"]["release"]),
         md(&system["captured_at"]),
-        sum["duration_s"].as_f64().unwrap_or(0.0),
-        sum["watched"]
-            .as_array()
-            .map(|w| w.iter().map(md).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default()
+        sum.duration_s,
+        sum.watched
+            .iter()
+            .map(|w| escape::markdown(w))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(s, "## Verdicts\n");
     if verdicts.is_empty() {
@@ -175,16 +175,16 @@ pub fn summary_markdown(
             v.fix
         );
     }
-    let h = &sum["handshakes"];
+    let h = &sum.handshakes;
     let _ = writeln!(
         s,
         "## Handshakes\n\n| answered | dropped | reset | unanswered | latency p50 (us) | p99 (us) |\n|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} |\n",
-        n(&h["answered"]),
-        n(&h["dropped"]),
-        n(&h["reset"]),
-        n(&h["unanswered"]),
-        md(&h["latency_us"]["p50"]),
-        md(&h["latency_us"]["p99"])
+        h.answered,
+        h.dropped,
+        h.reset,
+        h.unanswered,
+        num(h.latency_us.p50),
+        num(h.latency_us.p99)
     );
     let failed: Vec<&Value> = handshakes
         .iter()
@@ -213,13 +213,12 @@ pub fn summary_markdown(
     let _ = writeln!(
         s,
         "## Drops\n\n{} dropped handshake packets (exact), {} lost events.\n",
-        n(&sum["drops"]),
-        n(&sum["lost_events"])
+        sum.drops, sum.lost_events
     );
-    if let Some(by) = sum["drops_by_reason"].as_object().filter(|b| !b.is_empty()) {
+    if !sum.drops_by_reason.is_empty() {
         s.push_str("| reason | count |\n|---|---|\n");
-        for (r, c) in by {
-            let _ = writeln!(s, "| {} | {} |", escape::markdown(r), n(c));
+        for (r, c) in &sum.drops_by_reason {
+            let _ = writeln!(s, "| {} | {c} |", escape::markdown(r));
         }
         s.push('\n');
     }
@@ -229,6 +228,7 @@ pub fn summary_markdown(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::summary::{AddrCount, HandshakeTotals, LocationCount};
     use crate::verdict::Cause;
     use serde_json::json;
 
@@ -257,14 +257,27 @@ mod tests {
         }
     }
 
-    fn summary() -> Value {
-        json!({
-            "duration_s": 1.0, "drops": 1, "drops_by_reason": {HOSTILE: 1},
-            "top_locations": [{"reason": HOSTILE, "function": HOSTILE, "count": 1}],
-            "top_sources": [{"addr": HOSTILE, "count": 1}],
-            "handshakes": {"answered": 0, "dropped": 1, "latency_us": {"p50": HOSTILE}},
-            "watched": [HOSTILE],
-        })
+    fn summary() -> RunSummary {
+        RunSummary {
+            duration_s: 1.0,
+            drops: 1,
+            drops_by_reason: [(HOSTILE.to_owned(), 1)].into(),
+            top_locations: vec![LocationCount {
+                reason: HOSTILE.into(),
+                function: HOSTILE.into(),
+                count: 1,
+            }],
+            top_sources: vec![AddrCount {
+                addr: HOSTILE.into(),
+                count: 1,
+            }],
+            handshakes: HandshakeTotals {
+                dropped: 1,
+                ..HandshakeTotals::default()
+            },
+            watched: vec![HOSTILE.into()],
+            ..RunSummary::default()
+        }
     }
 
     fn no_raw_controls(s: &str) {
@@ -315,5 +328,59 @@ mod tests {
             // `no-listener`, the client and the service are our code spans.
             assert_eq!(unescaped('`'), if text == before { 6 } else { 0 }, "{text}");
         }
+    }
+
+    /// A summary line is written and read back as the same type; an older bundle's line
+    /// lacks fields, which read as their defaults.
+    #[test]
+    fn the_summary_line_reads_back_and_old_ones_default() {
+        let mut sum = summary();
+        sum.handshakes.latency_us.p50 = Some(12);
+        sum.verdicts = vec![json!({"cause": "no-listener"})];
+        let line = serde_json::to_string(&sum).unwrap();
+        assert!(
+            line.starts_with(r#"{"type":"summary","duration_s":1.0,"drops":1,"#),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(
+                &(r#""verdicts":[{"cause":"no-listener"}],"watched":["#.to_owned()
+                    + &serde_json::to_string(HOSTILE).unwrap()
+                    + r#"],"kernel_lacks":[]}"#)
+            ),
+            "{line}"
+        );
+        let back: RunSummary = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, sum);
+        let old: RunSummary = serde_json::from_str(
+            r#"{"type":"summary","drops":3,"handshakes":{"dropped":1},"verdicts":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.drops, 3);
+        assert_eq!(old.handshakes.dropped, 1);
+        assert_eq!(old.handshakes.latency_us, Default::default());
+        let text = summary_text(&old, &[]);
+        assert!(text.contains("dropped handshake packets: 3"), "{text}");
+        assert!(
+            text.contains("handshakes: 0 answered (latency p50 - us, p99 - us), 1 dropped"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn text_names_where_the_drops_were() {
+        let sum = RunSummary {
+            drops: 2,
+            drops_by_reason: [("NO_SOCKET".to_owned(), 2)].into(),
+            top_locations: vec![LocationCount {
+                reason: "NO_SOCKET".into(),
+                function: "tcp_v4_rcv".into(),
+                count: 2,
+            }],
+            ..RunSummary::default()
+        };
+        let text = summary_text(&sum, &[]);
+        assert!(text.contains("       2  NO_SOCKET in tcp_v4_rcv"), "{text}");
+        assert!(text.contains("verdicts: none"), "{text}");
     }
 }

@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::clock::{rfc3339_micros, WallClock};
 use crate::kernel::kallsyms::Kallsyms;
 use crate::kernel::netns::NetnsNames;
 use crate::kernel::DropReasons;
 use crate::trace::event::{Joined, Packet, RawDrop};
+use crate::trace::summary::{AddrCount, LocationCount, RunSummary};
 use crate::trace::tracer::Totals;
 
 /// A dropped handshake packet with every name resolved.
@@ -178,7 +179,7 @@ impl Summary {
             .collect()
     }
 
-    fn top_locations(&self, n: usize) -> Vec<Value> {
+    fn top_locations(&self, n: usize) -> Vec<LocationCount> {
         let mut by_function: HashMap<(&str, &str), u64> = HashMap::new();
         for (reason, locations) in &self.by_location {
             for (location, count) in locations {
@@ -190,11 +191,17 @@ impl Summary {
         locs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         locs.into_iter()
             .take(n)
-            .map(|((reason, function), count)| json!({"reason": reason, "function": function, "count": count}))
+            .map(|((reason, function), count)| LocationCount {
+                reason: reason.to_owned(),
+                function: function.to_owned(),
+                count,
+            })
             .collect()
     }
 
-    pub fn to_json(&self, totals: &Totals, reasons: &DropReasons, duration_s: f64) -> Value {
+    /// The summary of the drops: the handshakes, verdicts, watched interfaces and what the
+    /// kernel lacks are the caller's to fill in.
+    pub fn finish(&self, totals: &Totals, reasons: &DropReasons, duration_s: f64) -> RunSummary {
         let by_reason: BTreeMap<String, u64> = totals
             .drops_by_reason
             .iter()
@@ -207,28 +214,28 @@ impl Summary {
                 (name, *n)
             })
             .collect();
-        let top = |v: Vec<(String, u64)>, key: &str| -> Vec<Value> {
+        let top = |v: Vec<(String, u64)>| -> Vec<AddrCount> {
             v.into_iter()
-                .map(|(a, n)| json!({ key: a, "count": n }))
+                .map(|(addr, count)| AddrCount { addr, count })
                 .collect()
         };
-        json!({
-            "type": "summary",
-            "duration_s": (duration_s * 1000.0).round() / 1000.0,
-            "drops": totals.drops,
-            "drops_by_reason": by_reason,
-            "lost_events": totals.lost_events,
-            "unreadable_packets": totals.unreadable,
-            "events": self.events,
-            "decode_errors": self.decode_errors,
-            "top_sources": top(Self::top(self.sources.iter().map(|(a, n)| (*a, *n)), 5), "addr"),
+        RunSummary {
+            duration_s: (duration_s * 1000.0).round() / 1000.0,
+            drops: totals.drops,
+            drops_by_reason: by_reason,
+            lost_events: totals.lost_events,
+            unreadable_packets: totals.unreadable,
+            events: self.events,
+            decode_errors: self.decode_errors,
+            top_sources: top(Self::top(self.sources.iter().map(|(a, n)| (*a, *n)), 5)),
             // Ordered by their text, as they always were.
-            "top_destinations": top(
-                Self::top(self.destinations.iter().map(|(a, n)| (a.to_string(), *n)), 5),
-                "addr"
-            ),
-            "top_locations": self.top_locations(5),
-        })
+            top_destinations: top(Self::top(
+                self.destinations.iter().map(|(a, n)| (a.to_string(), *n)),
+                5,
+            )),
+            top_locations: self.top_locations(5),
+            ..RunSummary::default()
+        }
     }
 }
 
@@ -292,13 +299,12 @@ mod tests {
         let mut names = BTreeMap::new();
         names.insert(3, "NO_SOCKET".to_owned());
         let reasons = DropReasons::from_names(names);
-        let v = s.to_json(&totals, &reasons, 1.0);
-        assert_eq!(v["drops_by_reason"]["NO_SOCKET"], 2);
-        assert_eq!(v["top_sources"][0]["addr"], "10.0.0.2");
-        assert_eq!(v["top_sources"][0]["count"], 2);
-        assert_eq!(v["top_locations"][0]["function"], "tcp_v4_rcv");
-        let text = crate::present::summary::summary_text(&v, &[]);
-        assert!(text.contains("NO_SOCKET in tcp_v4_rcv"), "{text}");
+        let v = s.finish(&totals, &reasons, 1.0);
+        assert_eq!(v.drops_by_reason["NO_SOCKET"], 2);
+        assert_eq!(v.top_sources[0].addr, "10.0.0.2");
+        assert_eq!(v.top_sources[0].count, 2);
+        assert_eq!(v.top_locations[0].function, "tcp_v4_rcv");
+        assert_eq!(v.top_locations[0].reason, "NO_SOCKET");
         assert!(d.to_line().contains("NO_SOCKET at tcp_v4_rcv+0x10"));
     }
 
@@ -315,16 +321,11 @@ mod tests {
             d.location = location.into();
             s.add(&d);
         }
-        let v = s.to_json(&Totals::default(), &DropReasons::default(), 1.0);
-        let addrs: Vec<&str> = v["top_destinations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["addr"].as_str().unwrap())
-            .collect();
+        let v = s.finish(&Totals::default(), &DropReasons::default(), 1.0);
+        let addrs: Vec<&str> = v.top_destinations.iter().map(|d| &*d.addr).collect();
         assert_eq!(addrs, ["10.0.0.10:80", "10.0.0.9:80", "[fd00::1]:80"]);
-        assert_eq!(v["top_locations"][0]["function"], "tcp_v4_rcv");
-        assert_eq!(v["top_locations"][0]["count"], 2);
-        assert_eq!(v["top_locations"][1]["function"], "nft_do_chain");
+        assert_eq!(v.top_locations[0].function, "tcp_v4_rcv");
+        assert_eq!(v.top_locations[0].count, 2);
+        assert_eq!(v.top_locations[1].function, "nft_do_chain");
     }
 }

@@ -7,6 +7,7 @@ use swarmtrace_common::Hop;
 use crate::trace::tracer::Watched;
 
 /// Names hops as `NETNS:IFACE/in|out` from the watched interfaces.
+#[derive(Debug)]
 pub struct HopNames {
     names: HashMap<(u32, u32), (String, String)>,
 }

@@ -1,29 +1,28 @@
 //! The tracing engine that `run`, `capture` and `demo` share: attach, read the kernel's
-//! events, follow each handshake, name its drops, and at the end gather what the verdicts
-//! need.
+//! events, follow each handshake, name its drops, tell the observers (`observe`), and at the
+//! end gather what the verdicts need. What happens to a batch of ring-buffer records
+//! ([`Pipeline`]) needs no kernel: it is tested with records made as the kernel makes them.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use serde_json::{json, Value};
-use swarmtrace_common::Hop;
+use swarmtrace_common::{HandshakeKey, Hop};
 
-use crate::cli::RunArgs;
 use crate::clock::WallClock;
 use crate::kernel::netns::NetnsNames;
-use crate::kernel::netstat::{self, Counters};
+use crate::kernel::netstat::Counters;
 use crate::kernel::{self, namespaces, KernelFacts};
-use crate::present::output::{Health, Observer, Output};
+use crate::net::Cidr;
 use crate::trace::attach::{default_watch, kernel_filter, live_facts};
 use crate::trace::drops::{Namer, Summary};
 use crate::trace::event::Event;
 use crate::trace::hops::HopNames;
-use crate::trace::tracer::{Tracer, TracerOptions};
+use crate::trace::observe::{HandshakeRecord, Health, Observers};
+use crate::trace::summary::{HandshakeTotals, Latency, RunSummary};
+use crate::trace::tracer::{IfaceSpec, TcMode, Tracer, TracerOptions};
 use crate::trace::tracker::{HandshakeId, Tracker};
-use crate::verdict::{self, LocalSubnet, Verdict};
 
 /// Hands back to the system the heap that start-up used and freed (the kernel's BTF and
 /// kallsyms read whole, parsed, dropped): glibc keeps freed pages inside its heap resident
@@ -53,68 +52,8 @@ impl HostSnapshot {
     }
 }
 
-pub fn verdict_context(
-    before: &HostSnapshot,
-    after: &HostSnapshot,
-    tracker: &Tracker,
-    hops: &HopNames,
-    facts: &KernelFacts,
-    names: &mut NetnsNames,
-) -> verdict::Context {
-    // Counters are keyed by the names drops carry (Docker's container names included), so
-    // the verdicts can put them side by side.
-    let files: BTreeMap<&String, &PathBuf> = after.namespaces.iter().map(|(n, f)| (n, f)).collect();
-    let counter_rises = after
-        .counters
-        .iter()
-        .filter_map(|(ns, a)| {
-            let b = before.counters.get(ns)?;
-            let r = netstat::rises(b, a);
-            let shown = files
-                .get(ns)
-                .and_then(|f| crate::kernel::netns::inode_of_file(f))
-                .and_then(|ino| names.name(ino))
-                .unwrap_or_else(|| ns.clone());
-            (!r.is_empty()).then_some((shown, r))
-        })
-        .collect();
-    let ingress_ifaces: BTreeSet<(String, String)> = tracker
-        .handshakes()
-        .filter_map(|h| h.first_hop.map(|x| hops.place(&x)))
-        .collect();
-    // Replies are routed by the namespace the SYNs came in through and by Docker's load
-    // balancing namespaces; a client inside one of their other subnets gets no answer.
-    // Containers' own subnets elsewhere on the host do not route replies.
-    let reply_path: BTreeSet<&str> = ingress_ifaces.iter().map(|(ns, _)| ns.as_str()).collect();
-    let subnets = after
-        .namespaces
-        .iter()
-        .filter(|(ns, _)| {
-            reply_path.contains(ns.as_str())
-                || ns.ends_with("ingress_sbox")
-                || ns.starts_with("lb_")
-        })
-        .flat_map(|(ns, file)| {
-            namespaces::subnets_in(file)
-                .into_iter()
-                .map(move |(ifname, net)| LocalSubnet {
-                    netns: ns.clone(),
-                    ifname,
-                    net,
-                })
-        })
-        .collect();
-    verdict::Context {
-        counter_rises,
-        subnets,
-        kernel_release: facts.release.clone(),
-        has_tw_paws_reason: facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
-        ingress_ifaces,
-    }
-}
-
 /// Totals of the handshakes by outcome, and latency percentiles of the answered ones.
-pub fn handshake_totals(tracker: &Tracker) -> Value {
+pub fn handshake_totals(tracker: &Tracker) -> HandshakeTotals {
     let mut by: BTreeMap<&str, u64> = BTreeMap::new();
     let mut lat: Vec<u64> = Vec::new();
     for h in tracker.handshakes() {
@@ -127,54 +66,166 @@ pub fn handshake_totals(tracker: &Tracker) -> Value {
     let pct = |p: f64| -> Option<u64> {
         (!lat.is_empty()).then(|| lat[((lat.len() - 1) as f64 * p).round() as usize])
     };
-    json!({
-        "total": tracker.len() as u64 + tracker.evicted,
-        "answered": by.get("answered").copied().unwrap_or(0),
-        "dropped": by.get("dropped").copied().unwrap_or(0),
-        "reset": by.get("reset").copied().unwrap_or(0),
-        "unanswered": by.get("unanswered").copied().unwrap_or(0),
-        "forgotten": tracker.evicted,
-        "latency_us": { "p50": pct(0.5), "p99": pct(0.99), "max": lat.last() },
-    })
+    let of = |o: &str| by.get(o).copied().unwrap_or(0);
+    HandshakeTotals {
+        total: tracker.len() as u64 + tracker.evicted,
+        answered: of("answered"),
+        dropped: of("dropped"),
+        reset: of("reset"),
+        unanswered: of("unanswered"),
+        forgotten: tracker.evicted,
+        latency_us: Latency {
+            p50: pct(0.5),
+            p99: pct(0.99),
+            max: lat.last().copied(),
+        },
+    }
 }
 
-/// Everything a run produced, for the caller (the demo reads the verdicts, capture writes
-/// all of it into the bundle).
+/// What to trace, and for how long.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    /// Interfaces to watch; none: the default ones (`attach::default_watch`).
+    pub iface: Vec<IfaceSpec>,
+    pub port: Option<u16>,
+    pub client: Option<Cidr>,
+    /// How long a SYN waits for its answer before its handshake is reported unanswered.
+    pub syn_timeout: Duration,
+    pub table_size: u32,
+    pub tc_mode: TcMode,
+    /// Stop after this long (Ctrl-C or SIGTERM otherwise).
+    pub duration: Option<Duration>,
+}
+
+/// Everything a run produced, for the command: the verdicts are computed from it (the
+/// engine sits below `verdict`), capture writes all of it into the bundle.
 pub struct RunResult {
-    pub verdicts: Vec<Verdict>,
-    pub summary: Value,
+    /// Without its verdicts, which the command adds.
+    pub summary: RunSummary,
     pub tracker: Tracker,
-    pub context: verdict::Context,
     pub hops: HopNames,
     pub before: HostSnapshot,
     pub after: HostSnapshot,
     pub facts: KernelFacts,
     pub clock: WallClock,
+    /// The namespaces' names, to name the counters' namespaces as the drops name them.
+    pub netns: NetnsNames,
 }
 
-/// Lets a caller (the demo) know when the programs are attached, and stop the run.
+/// Lets a caller (the demo, the live view) know when the programs are attached, and stop
+/// the run.
 #[derive(Default)]
 pub struct Control {
     pub ready: Option<tokio::sync::oneshot::Sender<()>>,
     pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Print a progress line on stderr every second (capture).
     pub progress: bool,
-    /// Get every drop, handshake and health report (live view, metrics).
-    pub observers: Vec<Box<dyn Observer>>,
-    /// No per-event lines on the writer (the live view owns the terminal).
-    pub quiet: bool,
 }
 
 /// How long a run waits at start for the names of the namespaces that exist already: a
 /// little more than one Docker request's deadline.
 const NAMES_AT_START: Duration = Duration::from_millis(2_500);
 
-/// Runs the tracer until Ctrl-C, SIGTERM, `--duration` or `control.stop` fires, writing to
-/// `out`.
+/// Where a handshake was last seen, from the kernel's table (by one of its SYNs' keys).
+pub type LastHop<'a> = &'a dyn Fn(&HandshakeKey) -> Option<Hop>;
+
+/// What happens to the ring's records, kernel-free: decoded, drops named and counted,
+/// handshakes followed, and every drop and reported handshake told to the observers.
+pub struct Pipeline {
+    pub namer: Namer,
+    pub summary: Summary,
+    pub tracker: Tracker,
+    pub hops: HopNames,
+    /// Drops neither from nor to these clients are left out (the kernel filters SYNs).
+    pub client_filter: Option<Cidr>,
+}
+
+impl Pipeline {
+    pub fn new(namer: Namer, hops: HopNames, syn_timeout: Duration, client: Option<Cidr>) -> Self {
+        Self {
+            namer,
+            summary: Summary::default(),
+            tracker: Tracker::new(syn_timeout.as_nanos() as u64),
+            hops,
+            client_filter: client,
+        }
+    }
+
+    /// One ring-buffer record.
+    pub fn record(&mut self, bytes: &[u8], out: &mut Observers) -> Result<()> {
+        match Event::try_from(bytes) {
+            Ok(Event::Drop(raw)) => {
+                let d = self.namer.name(raw);
+                let who = d.joined.map(|j| j.client.ip()).unwrap_or(d.packet.src.ip());
+                if self.client_filter.is_some_and(|c| {
+                    !c.contains(who)
+                        && !c.contains(d.packet.dst.ip())
+                        && !c.contains(d.packet.src.ip())
+                }) {
+                    return Ok(());
+                }
+                self.summary.add(&d);
+                self.tracker.on_drop(&d);
+                out.drop(&d)?;
+            }
+            Ok(Event::Handshake(s)) => {
+                if let Some(id) = self.tracker.on_sighting(&s) {
+                    let unix_ns = self.namer.clock.to_unix_ns(s.ts_ns);
+                    self.report(&id, None, unix_ns, out)?;
+                }
+            }
+            Err(e) => {
+                self.summary.decode_errors += 1;
+                log::warn!("undecodable event: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports the handshakes whose answer is overdue at `now` (kernel time) as unanswered.
+    pub fn sweep(&mut self, now: u64, last_hop: LastHop, out: &mut Observers) -> Result<()> {
+        for id in self.tracker.due(now) {
+            let last = self.last_hop(&id, last_hop);
+            self.report(&id, last, self.namer.clock.to_unix_ns(now), out)?;
+        }
+        Ok(())
+    }
+
+    /// At the end of a run (`now`): every handshake still open is reported.
+    pub fn flush(&mut self, now: u64, last_hop: LastHop, out: &mut Observers) -> Result<()> {
+        for id in self.tracker.flush() {
+            let last = self.last_hop(&id, last_hop);
+            self.report(&id, last, self.namer.clock.to_unix_ns(now), out)?;
+        }
+        Ok(())
+    }
+
+    fn last_hop(&self, id: &HandshakeId, last_hop: LastHop) -> Option<Hop> {
+        let h = self.tracker.get(id)?;
+        h.keys.iter().rev().find_map(last_hop)
+    }
+
+    fn report(
+        &self,
+        id: &HandshakeId,
+        last: Option<Hop>,
+        unix_ns: i128,
+        out: &mut Observers,
+    ) -> Result<()> {
+        let Some(h) = self.tracker.get(id) else {
+            return Ok(());
+        };
+        out.handshake(&HandshakeRecord::new(h, &self.hops, last, unix_ns))
+    }
+}
+
+/// Runs the tracer until Ctrl-C, SIGTERM, `opts.duration` or `control.stop` fires, telling
+/// `observers` what it sees; they are told [`Observer::on_end`](crate::trace::observe::Observer::on_end)
+/// when it stops, before the result is returned.
 pub async fn trace(
-    args: RunArgs,
-    out: &mut (dyn Write + Send),
+    opts: TraceOptions,
     mut control: Control,
+    mut observers: Observers<'_>,
 ) -> Result<RunResult> {
     let stop = control.stop.take();
     // Registered once, first: a signal that arrives while no future waits for it is kept,
@@ -184,14 +235,14 @@ pub async fn trace(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     crate::privileges::require_tracing()?;
     let (facts, kallsyms) = live_facts()?;
-    let watch = if args.trace.iface.is_empty() {
+    let watch = if opts.iface.is_empty() {
         let w = default_watch();
         if w.is_empty() {
             log::warn!("no docker_gwbridge and no default route here: only drops are traced; name interfaces with --iface");
         }
         w
     } else {
-        args.trace.iface.clone()
+        opts.iface.clone()
     };
     let lacking = kernel::lacking(&facts, &kallsyms, crate::trace::tracer::has_tcx());
     if !lacking.is_empty() {
@@ -201,39 +252,33 @@ pub async fn trace(
             lacking.join("; ")
         );
     }
-    let opts = TracerOptions {
+    let tracer_opts = TracerOptions {
         tcp_drop: kallsyms.has("tcp_drop"),
-        filter: kernel_filter(args.trace.port, args.trace.client),
+        filter: kernel_filter(opts.port, opts.client),
         watch,
-        table_size: args.trace.table_size,
-        tc_mode: args.trace.tc_attach,
+        table_size: opts.table_size,
+        tc_mode: opts.tc_mode,
     };
-    if let Some(addr) = args.metrics {
-        let (obs, _task) = crate::present::metrics::serve(addr).await?;
-        control.observers.push(obs);
-        eprintln!("swarmtrace: serving Prometheus metrics at http://{addr}/metrics");
-    }
     // Namespaces are named on a thread of their own (Docker may hang): started now, it scans
     // while the programs attach; the run waits a bounded time for the names of the
     // namespaces that exist already, and never for later ones.
     let mut netns = NetnsNames::resolving();
     let before = HostSnapshot::take();
-    let mut tracer = Tracer::attach(&facts, &opts)?;
-    let mut hops = HopNames::new(&tracer.watched);
+    let mut tracer = Tracer::attach(&facts, &tracer_opts)?;
+    let hops = HopNames::new(&tracer.watched);
     if !netns.wait_ready(NAMES_AT_START) {
         log::warn!(
             "namespace names are not ready after {NAMES_AT_START:?} (Docker slow?): drops show inodes until they are"
         );
     }
-    let mut namer = Namer {
+    let namer = Namer {
         reasons: facts.reasons.clone(),
         kallsyms,
         netns,
         clock: WallClock::sample(),
     };
     let clock = namer.clock;
-    let mut summary = Summary::default();
-    let mut tracker = Tracker::new(args.trace.syn_timeout.as_nanos() as u64);
+    let mut pipe = Pipeline::new(namer, hops, opts.syn_timeout, opts.client);
     release_startup_memory();
     let started = Instant::now();
     let watched: Vec<String> = tracer.watched.iter().map(|w| w.spec.to_string()).collect();
@@ -245,12 +290,8 @@ pub async fn trace(
         } else {
             crate::escape::terminal(&watched.join(", ")).into_owned()
         },
-        args.trace
-            .port
-            .map(|p| format!(", port {p}"))
-            .unwrap_or_default(),
-        args.trace
-            .client
+        opts.port.map(|p| format!(", port {p}")).unwrap_or_default(),
+        opts.client
             .map(|c| format!(", client {c}"))
             .unwrap_or_default(),
     );
@@ -258,46 +299,9 @@ pub async fn trace(
     if let Some(ready) = control.ready.take() {
         let _ = ready.send(());
     }
-    let client_filter = args.trace.client;
-    let mut output = Output::new(out, args.json, std::mem::take(&mut control.observers));
-    output.lines = !control.quiet;
-    let out = &mut output;
-    let mut handle = |bytes: &[u8],
-                      summary: &mut Summary,
-                      tracker: &mut Tracker,
-                      hops: &HopNames,
-                      out: &mut Output|
-     -> Result<()> {
-        match Event::try_from(bytes) {
-            Ok(Event::Drop(raw)) => {
-                let d = namer.name(raw);
-                let who = d.joined.map(|j| j.client.ip()).unwrap_or(d.packet.src.ip());
-                if client_filter.is_some_and(|c| {
-                    !c.contains(who)
-                        && !c.contains(d.packet.dst.ip())
-                        && !c.contains(d.packet.src.ip())
-                }) {
-                    return Ok(());
-                }
-                summary.add(&d);
-                tracker.on_drop(&d);
-                out.dropped(&d)?;
-            }
-            Ok(Event::Handshake(s)) => {
-                if let Some(id) = tracker.on_sighting(&s) {
-                    report(tracker, &id, hops, None, clock.to_unix_ns(s.ts_ns), out)?;
-                }
-            }
-            Err(e) => {
-                summary.decode_errors += 1;
-                log::warn!("undecodable event: {e}");
-            }
-        }
-        Ok(())
-    };
-
+    let out = &mut observers;
     let deadline = async {
-        match args.duration {
+        match opts.duration {
             Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
         }
@@ -319,29 +323,30 @@ pub async fn trace(
         tokio::select! {
             r = tracer.next_batch(|b| {
                 if result.is_ok() {
-                    result = handle(b, &mut summary, &mut tracker, &hops, out);
+                    result = pipe.record(b, out);
                 }
             }) => {
                 r?;
                 result.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
                 // One write per batch, not per line (stdout is buffered when piped).
-                out.flush()?;
+                out.batch()?;
             }
             _ = tick.tick() => {
-                sweep(&mut tracker, &tracer, &hops, clock, out, WallClock::monotonic_now_ns())?;
-                out.flush()?;
+                let last_hop = |k: &HandshakeKey| tracer.handshake(k).map(|x| x.last_hop);
+                pipe.sweep(WallClock::monotonic_now_ns(), &last_hop, out)?;
+                out.batch()?;
                 if last_check.elapsed() >= Duration::from_secs(1) {
                     last_check = Instant::now();
                     if !tracer.watched.is_empty() {
                         for news in tracer.check_watched() {
-                            if out.lines {
+                            if !out.terminal_owned() {
                                 eprintln!("swarmtrace: {}", crate::escape::terminal(&news));
                             }
                             log::info!("{news}");
                         }
-                        hops.learn(&tracer.watched);
+                        pipe.hops.learn(&tracer.watched);
                     }
-                    if out.has_observers() {
+                    if out.wants_health() {
                         let t = tracer.totals()?;
                         out.health(&Health {
                             elapsed_s: started.elapsed().as_secs_f64(),
@@ -351,18 +356,18 @@ pub async fn trace(
                             answered: t.answered,
                             resets: t.resets,
                             watched: tracer.watched.iter().map(|w| (w.spec.to_string(), w.attached)).collect(),
-                            tracked: tracker.len(),
+                            tracked: pipe.tracker.len(),
                         });
                     }
                 }
                 if control.progress && last_progress.elapsed() >= Duration::from_secs(1) {
                     last_progress = Instant::now();
-                    let left = args.duration.map(|d| d.saturating_sub(started.elapsed()));
+                    let left = opts.duration.map(|d| d.saturating_sub(started.elapsed()));
                     eprint!(
                         "\rcapture: {} left, {} handshakes, {} drops   ",
                         left.map(|l| format!("{}s", l.as_secs())).unwrap_or_else(|| "until Ctrl-C,".to_owned()),
-                        tracker.len(),
-                        summary.events
+                        pipe.tracker.len(),
+                        pipe.summary.events
                     );
                 }
             }
@@ -378,90 +383,261 @@ pub async fn trace(
     // What arrived between the last wakeup and the stop, then every handshake still open.
     tracer.drain(|b| {
         if result.is_ok() {
-            result = handle(b, &mut summary, &mut tracker, &hops, out);
+            result = pipe.record(b, out);
         }
     });
     result?;
-    sweep(
-        &mut tracker,
-        &tracer,
-        &hops,
-        clock,
-        out,
-        WallClock::monotonic_now_ns(),
-    )?;
-    let open = tracker.flush();
-    for id in &open {
-        report(
-            &tracker,
-            id,
-            &hops,
-            last_hop(&tracker, &tracer, id),
-            clock.to_unix_ns(WallClock::monotonic_now_ns()),
-            out,
-        )?;
-    }
+    let last_hop = |k: &HandshakeKey| tracer.handshake(k).map(|x| x.last_hop);
+    pipe.sweep(WallClock::monotonic_now_ns(), &last_hop, out)?;
+    pipe.flush(WallClock::monotonic_now_ns(), &last_hop, out)?;
+    out.batch()?;
     let totals = tracer.totals()?;
     let after = HostSnapshot::take();
-    let ctx = verdict_context(&before, &after, &tracker, &hops, &facts, &mut namer.netns);
     drop(tracer);
-    let verdicts = verdict::verdicts(tracker.handshakes(), &ctx);
+    out.end();
     let secs = started.elapsed().as_secs_f64();
-    let mut sum = summary.to_json(&totals, &facts.reasons, secs);
-    sum["handshakes"] = handshake_totals(&tracker);
-    sum["verdicts"] = Value::Array(verdicts.iter().map(Verdict::to_json).collect());
-    sum["watched"] = json!(watched);
-    sum["kernel_lacks"] = json!(lacking);
-    out.summary(&sum, || {
-        crate::present::summary::summary_text(&sum, &verdicts)
-    })?;
+    let mut summary = pipe.summary.finish(&totals, &facts.reasons, secs);
+    summary.handshakes = handshake_totals(&pipe.tracker);
+    summary.watched = watched;
+    summary.kernel_lacks = lacking;
     Ok(RunResult {
-        verdicts,
-        summary: sum,
-        tracker,
-        context: ctx,
-        hops,
+        summary,
+        tracker: pipe.tracker,
+        hops: pipe.hops,
         before,
         after,
         facts,
         clock,
+        netns: pipe.namer.netns,
     })
 }
 
-fn last_hop(tracker: &Tracker, tracer: &Tracer, id: &HandshakeId) -> Option<Hop> {
-    let h = tracker.get(id)?;
-    h.keys
-        .iter()
-        .rev()
-        .find_map(|k| tracer.handshake(k))
-        .map(|k| k.last_hop)
-}
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
 
-fn report(
-    tracker: &Tracker,
-    id: &HandshakeId,
-    hops: &HopNames,
-    last: Option<Hop>,
-    unix_ns: i128,
-    out: &mut Output,
-) -> Result<()> {
-    let Some(h) = tracker.get(id) else {
-        return Ok(());
+    use swarmtrace_common::{class, kind, seen, DropEvent, HandshakeEvent, PacketInfo};
+
+    use super::*;
+    use crate::kernel::kallsyms::Kallsyms;
+    use crate::kernel::DropReasons;
+    use crate::trace::drops::Drop;
+    use crate::trace::observe::Observer;
+    use crate::trace::tracker::Outcome;
+
+    const SERVICE: &str = "10.0.0.1:8080";
+    const HOP: Hop = Hop {
+        netns: 1,
+        ifindex: 2,
+        dir: 1,
+        _pad: [0; 3],
     };
-    out.handshake(h, hops, last, unix_ns)
-}
 
-fn sweep(
-    tracker: &mut Tracker,
-    tracer: &Tracer,
-    hops: &HopNames,
-    clock: WallClock,
-    out: &mut Output,
-    now: u64,
-) -> Result<()> {
-    for id in tracker.due(now) {
-        let last = last_hop(tracker, tracer, &id);
-        report(tracker, &id, hops, last, clock.to_unix_ns(now), out)?;
+    /// The bytes of a ring-buffer record, as the kernel writes them.
+    fn bytes_of<T>(ev: &T) -> Vec<u8> {
+        // SAFETY: the wire types are repr(C) plain-old-data with explicit padding.
+        unsafe {
+            std::slice::from_raw_parts((ev as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
     }
-    Ok(())
+
+    fn v4(a: SocketAddr) -> ([u8; 16], u16) {
+        let SocketAddr::V4(a) = a else {
+            panic!("IPv4 only here")
+        };
+        let mut b = [0; 16];
+        b[..4].copy_from_slice(&a.ip().octets());
+        (b, a.port())
+    }
+
+    /// A packet from `src` to `dst`.
+    fn packet(class: u8, src: &str, dst: &str, seq: u32, ack: u32) -> PacketInfo {
+        let ((saddr, sport), (daddr, dport)) = (v4(src.parse().unwrap()), v4(dst.parse().unwrap()));
+        PacketInfo {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            seq,
+            ack_seq: ack,
+            has_ts: 1,
+            tsval: 5,
+            family: 4,
+            class,
+            ..PacketInfo::default()
+        }
+    }
+
+    /// A classifier's sighting of `client`'s handshake (ISN `isn`, TSval 5).
+    fn sighting(what: u8, ts_ns: u64, client: &str, isn: u32, latency_ns: u32) -> Vec<u8> {
+        let mut ev = HandshakeEvent::default();
+        ev.header.kind = kind::HANDSHAKE;
+        ev.header.ts_ns = ts_ns;
+        ev.key = HandshakeKey { isn, tsval: 5 };
+        ev.hop = HOP;
+        ev.what = what;
+        ev.latency_ns = latency_ns;
+        ev.packet = if what == seen::SYN {
+            packet(class::SYN, client, SERVICE, isn, 0)
+        } else {
+            packet(class::SYN_ACK, SERVICE, client, 9, isn + 1)
+        };
+        bytes_of(&ev)
+    }
+
+    /// The kernel dropping `client`'s SYN-ACK (reason 3), joined to its handshake.
+    fn dropped_syn_ack(ts_ns: u64, client: &str, isn: u32) -> Vec<u8> {
+        let mut ev = DropEvent::default();
+        ev.header.kind = kind::DROP;
+        ev.header.ts_ns = ts_ns;
+        ev.location = 0xffffffff820339c0 + 0x10;
+        ev.netns = 4026532300;
+        ev.reason = 3;
+        ev.packet = packet(class::SYN_ACK, SERVICE, client, 9, isn + 1);
+        ev.key = HandshakeKey { isn, tsval: 5 };
+        let (c, cport) = v4(client.parse().unwrap());
+        let (s, sport) = v4(SERVICE.parse().unwrap());
+        (ev.client, ev.client_port, ev.service, ev.service_port) = (c, cport, s, sport);
+        ev.joined = 1;
+        bytes_of(&ev)
+    }
+
+    /// A handshake as told: verdict, client, latency, reason, first hop, last hop.
+    type ToldHandshake = (Outcome, String, Option<u64>, Option<String>, String, String);
+
+    /// What the observers were told, owned.
+    #[derive(Debug, Default)]
+    struct Told {
+        drops: Vec<(String, Option<SocketAddr>)>,
+        handshakes: Vec<ToldHandshake>,
+    }
+
+    impl Observer for Told {
+        fn on_drop(&mut self, d: &Drop) -> Result<()> {
+            self.drops
+                .push((d.reason.to_string(), d.joined.map(|j| j.client)));
+            Ok(())
+        }
+
+        fn on_handshake(&mut self, h: &HandshakeRecord<'_>) -> Result<()> {
+            let hop = |x: Option<crate::trace::observe::HopName>| {
+                x.map_or_else(|| "-".to_owned(), |x| x.to_string())
+            };
+            self.handshakes.push((
+                h.verdict,
+                h.client.to_string(),
+                h.latency_us(),
+                h.reason.map(str::to_owned),
+                hop(h.first_hop),
+                hop(h.last_hop),
+            ));
+            Ok(())
+        }
+    }
+
+    fn pipeline() -> Pipeline {
+        let namer = Namer {
+            reasons: DropReasons::from_names([(3, "NO_SOCKET".to_owned())].into()),
+            kallsyms: Kallsyms::parse("ffffffff820339c0 T tcp_v4_rcv\n"),
+            netns: NetnsNames::with_roots(std::path::Path::new("/nonexistent"), vec![]),
+            clock: WallClock::sample(),
+        };
+        let hops = HopNames::from_entries(&[
+            (1, 2, "host".into(), "eth0".into()),
+            (1, 3, "host".into(), "eth1".into()),
+        ]);
+        Pipeline::new(namer, hops, Duration::from_millis(1), None)
+    }
+
+    #[test]
+    fn records_become_the_handshakes_and_drops_the_observers_get() {
+        let mut pipe = pipeline();
+        let mut told = Told::default();
+        let ms = 1_000_000;
+        {
+            let mut out = Observers(vec![&mut told]);
+            for record in [
+                sighting(seen::SYN, ms, "10.0.0.2:40001", 100, 0),
+                sighting(seen::SYN, ms, "10.0.0.3:40002", 200, 0),
+                sighting(seen::SYN, ms, "10.0.0.4:40003", 300, 0),
+                sighting(seen::SYN_ACK, 2 * ms, "10.0.0.2:40001", 100, 250_000),
+                dropped_syn_ack(2 * ms + 10, "10.0.0.3:40002", 200),
+                vec![0xff; 8],
+            ] {
+                pipe.record(&record, &mut out).unwrap();
+            }
+            // Before the timeout nothing more is reported.
+            pipe.sweep(ms + ms / 2, &|_| None, &mut out).unwrap();
+        }
+        assert_eq!(
+            told.handshakes,
+            [(
+                Outcome::Answered,
+                "10.0.0.2:40001".to_owned(),
+                Some(250),
+                None,
+                "eth0/in".to_owned(),
+                "-".to_owned()
+            )]
+        );
+        let client: SocketAddr = "10.0.0.3:40002".parse().unwrap();
+        assert_eq!(told.drops, [("NO_SOCKET".to_owned(), Some(client))]);
+        assert_eq!(pipe.summary.decode_errors, 1);
+
+        // The timeout passes: the dropped one and the unanswered one, last seen where the
+        // kernel's table says.
+        let last_hop = |k: &HandshakeKey| (k.isn == 300).then_some(Hop { ifindex: 3, ..HOP });
+        pipe.sweep(10 * ms, &last_hop, &mut Observers(vec![&mut told]))
+            .unwrap();
+        pipe.flush(20 * ms, &last_hop, &mut Observers(vec![&mut told]))
+            .unwrap();
+        assert_eq!(told.handshakes.len(), 3, "{told:?}");
+        assert_eq!(
+            told.handshakes[1],
+            (
+                Outcome::Dropped,
+                "10.0.0.3:40002".to_owned(),
+                None,
+                Some("NO_SOCKET".to_owned()),
+                "eth0/in".to_owned(),
+                "-".to_owned()
+            )
+        );
+        assert_eq!(
+            told.handshakes[2],
+            (
+                Outcome::Unanswered,
+                "10.0.0.4:40003".to_owned(),
+                None,
+                None,
+                "eth0/in".to_owned(),
+                "eth1/in".to_owned()
+            )
+        );
+        let totals = handshake_totals(&pipe.tracker);
+        assert_eq!(
+            (
+                totals.total,
+                totals.answered,
+                totals.dropped,
+                totals.unanswered
+            ),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(pipe.summary.events, 1);
+    }
+
+    #[test]
+    fn drops_outside_the_client_filter_are_left_out() {
+        let mut pipe = pipeline();
+        pipe.client_filter = Some(crate::net::parse_cidr("192.168.0.0/16").unwrap());
+        let mut told = Told::default();
+        let mut out = Observers(vec![&mut told]);
+        pipe.record(&dropped_syn_ack(5, "10.0.0.3:40002", 200), &mut out)
+            .unwrap();
+        drop(out);
+        assert!(told.drops.is_empty());
+        assert_eq!(pipe.summary.events, 0);
+    }
 }

@@ -58,7 +58,9 @@ pub enum Answer {
     Reset { hop: Hop },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Written as its `as_str` (the `verdict` of a handshake object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Answered,
     Dropped,
