@@ -1127,7 +1127,16 @@ fn boot(
             let line = line.trim_end_matches(['\r', '\n']);
             println!("[{tag}] {line}");
             if let Some((s, st, d)) = parse_result(line) {
-                results.insert(s, (st, d));
+                // One result per scenario: a second one means the guest script ran it
+                // twice (or fell through), and neither can be trusted.
+                let merged = match results.remove(&s) {
+                    Some((st0, d0)) => (
+                        "fail".to_owned(),
+                        format!("reported twice: {st0} ({d0}), then {st} ({d})"),
+                    ),
+                    None => (st, d),
+                };
+                results.insert(s, merged);
             }
             if line.contains("SWARMTRACE-GUEST-END") {
                 ended = true;
