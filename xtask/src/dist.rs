@@ -53,8 +53,17 @@ pub const ARCHES: &[Arch] = &[
     },
 ];
 
-/// The file capabilities the .deb gives to its binary (README "Requirements").
-pub const CAPS: &str = "cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin+ep";
+/// The file capabilities the .deb gives to its binary: what `swarmtrace run` needs when a
+/// group member (not root) runs it, measured (the `deb` guest scenario traces as such a
+/// member). bpf, perfmon: load and attach the programs; net_admin: the TC classifiers;
+/// sys_admin: enter Docker's namespaces (setns); dac_read_search: tracefs is mode 0700
+/// (the tracepoint's format and id); sys_ptrace: other processes' namespaces
+/// (`/proc/PID/ns/net`, the host's is `/proc/1/ns/net`); syslog: real addresses in
+/// `/proc/kallsyms` under `kptr_restrict=1` (drops named by code location). Without the last
+/// three `run` fails ("tracefs is not mounted", "no network namespace `host`") or names no
+/// code location. CAP_SYS_ADMIN already makes the group root-equivalent: the binary is
+/// root:swarmtrace 0750, for operators only.
+pub const CAPS: &str = "cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin,cap_dac_read_search,cap_sys_ptrace,cap_syslog+ep";
 
 /// The image's default command: the stack's (deploy/swarmtrace-stack.yml) and the Dockerfile's.
 const IMAGE_CMD: &[&str] = &["run", "--json", "--metrics", "0.0.0.0:9464"];
@@ -119,6 +128,17 @@ fn output(cmd: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Args {
+    /// One architecture's binary only.
+    pub fn only(arch: &str) -> Self {
+        Self {
+            arches: vec![arch.into()],
+            no_deb: true,
+            no_image: true,
+        }
+    }
 }
 
 /// What `cargo xtask vm-test` boots with: the x86_64 binary, and the .deb and the image when
