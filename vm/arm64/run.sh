@@ -35,7 +35,7 @@ A=(-o "Dir::Etc::sourcelist=$CACHE/apt/sources.list" -o Dir::Etc::sourceparts=- 
 t0=$(date +%s)
 if [ ! -f "$CACHE/Image" ] || [ ! -f "$CACHE/rootfs.stamp" ]; then
     apt-get "${A[@]}" update >/dev/null 2>&1 || { say "apt-get update (arm64) failed"; exit 2; }
-    KPKG=$(apt-cache "${A[@]}" search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-arm64$' | awk '{print $1}' | sort -t- -k5 -n | tail -n1)
+    KPKG=$(apt-cache "${A[@]}" search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-arm64$' | awk '{print $1}' | sort -t- -k4,4n | tail -n1)
     [ -n "$KPKG" ] || { say "no linux-image-6.1.0-*-cloud-arm64 package"; exit 2; }
     apt-get "${A[@]}" install --download-only -y --no-install-recommends "$KPKG" iproute2 iptables conntrack \
         busybox-static kmod >/dev/null 2>&1 || { say "apt-get download (arm64) failed"; exit 2; }
