@@ -59,11 +59,13 @@ pub const ARCHES: &[Arch] = &[
 /// sys_admin: enter Docker's namespaces (setns); dac_read_search: tracefs is mode 0700
 /// (the tracepoint's format and id); sys_ptrace: other processes' namespaces
 /// (`/proc/PID/ns/net`, the host's is `/proc/1/ns/net`); syslog: real addresses in
-/// `/proc/kallsyms` under `kptr_restrict=1` (drops named by code location). Without the last
-/// three `run` fails ("tracefs is not mounted", "no network namespace `host`") or names no
-/// code location. CAP_SYS_ADMIN already makes the group root-equivalent: the binary is
+/// `/proc/kallsyms` under `kptr_restrict=1` (drops named by code location); sys_resource:
+/// before 5.11 BPF maps are charged to RLIMIT_MEMLOCK (64 KiB by default), which only it may
+/// raise. Without these four `run` fails ("tracefs is not mounted", "no network namespace
+/// `host`", on 5.10 "failed to create map ... Operation not permitted") or names no code
+/// location. CAP_SYS_ADMIN already makes the group root-equivalent: the binary is
 /// root:swarmtrace 0750, for operators only.
-pub const CAPS: &str = "cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin,cap_dac_read_search,cap_sys_ptrace,cap_syslog+ep";
+pub const CAPS: &str = "cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin,cap_dac_read_search,cap_sys_ptrace,cap_syslog,cap_sys_resource+ep";
 
 /// The image's default command: the stack's (deploy/swarmtrace-stack.yml) and the Dockerfile's.
 const IMAGE_CMD: &[&str] = &["run", "--json", "--metrics", "0.0.0.0:9464"];

@@ -20,7 +20,7 @@ getent group swarmtrace > /dev/null || bad="$bad no swarmtrace group;"
 own=$(stat -c '%U:%G %a' /usr/bin/swarmtrace)
 [ "$own" = "root:swarmtrace 750" ] || bad="$bad binary is $own, not root:swarmtrace 750;"
 caps=$(getcap /usr/bin/swarmtrace 2>&1)
-for c in cap_bpf cap_perfmon cap_net_admin cap_sys_admin cap_dac_read_search cap_sys_ptrace cap_syslog =ep; do
+for c in cap_bpf cap_perfmon cap_net_admin cap_sys_admin cap_dac_read_search cap_sys_ptrace cap_syslog cap_sys_resource =ep; do
     case "$caps" in *"$c"*) ;; *) bad="$bad capabilities lack $c: '$caps';" ;; esac
 done
 useradd -M -G swarmtrace stop 2>/dev/null
