@@ -58,6 +58,9 @@ install -m 0755 "$ROOT/vm/arm64/init" "$R/init"
 (cd "$R" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$CACHE/initrd.gz"
 say "kernel $(cat "$CACHE/rootfs.stamp"), initramfs $(du -h "$CACHE/initrd.gz" | cut -f1) in $(( $(date +%s) - t0 )) s"
 t1=$(date +%s)
+# A fresh log: `tail -f` below must not print the previous run's.
+rm -f "$CACHE/serial.log"
+: > "$CACHE/serial.log"
 timeout "${SWARMTRACE_ARM64_TIMEOUT:-1800}" qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -smp 2 -m 2048 \
     -accel tcg,thread=multi -kernel "$CACHE/Image" -initrd "$CACHE/initrd.gz" \
     -append "console=ttyAMA0 rdinit=/init panic=-1 quiet loglevel=5 softlockup_panic=1" \
