@@ -67,7 +67,7 @@ timeout "${SWARMTRACE_ARM64_TIMEOUT:-1800}" qemu-system-aarch64 -M virt -cpu max
     -nic none -display none -monitor none -no-reboot -serial "file:$CACHE/serial.log" </dev/null &
 QPID=$!
 trap 'kill $QPID 2>/dev/null' EXIT INT TERM
-tail -n +1 --pid=$QPID -f "$CACHE/serial.log" 2>/dev/null | sed 's/^/[arm64] /'
+tail -n +1 --pid=$QPID -f "$CACHE/serial.log" 2>/dev/null | sed -u 's/^/[arm64] /'
 wait $QPID
 say "guest ran $(( $(date +%s) - t1 )) s"
 line=$(grep -a 'SWARMTRACE-RESULT' "$CACHE/serial.log" | tail -n1)
