@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `cargo xtask vm-test` needs on the host, on top of scripts/setup.sh: QEMU (software
 # emulation; KVM is not needed), debootstrap, kmod (depmod), e2fsprogs (mkfs.ext4, debugfs), fdisk (sfdisk),
-# binutils (strip). Idempotent.
+# binutils (strip); for the arm64 guest qemu-system-arm and busybox-static. Idempotent.
 set -euo pipefail
 say() { printf 'setup-vm: %s\n' "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || { say "error: run as root"; exit 1; }
@@ -19,6 +19,10 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
   [ -n "$ver" ] || { say "error: no qemu-system-x86 package in the apt sources"; exit 1; }
   missing+=("qemu-system-x86=$ver" "qemu-utils=$ver")
 fi
+# The arm64 guest (vm/arm64/run.sh): qemu-system-aarch64, busybox for cpio.
+for p in qemu-system-arm busybox-static; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   apt-get install -y --no-install-recommends --allow-downgrades "${missing[@]}" >/tmp/swarmtrace-apt-vm.log 2>&1 \

@@ -62,14 +62,31 @@ pub fn require_tracing() -> Result<()> {
     Ok(())
 }
 
+/// The file capabilities a run by a non-root member of the group needs (the .deb of
+/// `cargo xtask dist` gives the same, checked by its tests): BPF, PERFMON, NET_ADMIN and
+/// SYS_ADMIN load, attach and enter Docker's namespaces; DAC_READ_SEARCH reads tracefs (mode
+/// 0700); SYS_PTRACE reads other processes' `/proc/PID/ns/net`; SYSLOG reads code locations
+/// from `/proc/kallsyms`; SYS_RESOURCE raises RLIMIT_MEMLOCK for the maps before Linux 5.11.
+macro_rules! file_caps {
+    () => {
+        "cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin,cap_dac_read_search,cap_sys_ptrace,cap_syslog,cap_sys_resource+ep"
+    };
+}
+pub const FILE_CAPS: &str = file_caps!();
+
 /// How to let operators run swarmtrace without sudo, and no one else: capabilities on a copy
 /// of the binary that only a dedicated group may execute. Capabilities on a binary everyone
 /// may run (`+ep` on a 0755 file) let every local user trace every handshake on the host.
-pub const GROUP_ADVICE: &str = "to run it without sudo, give the capabilities to a copy only a dedicated group may run: \
+pub const GROUP_ADVICE: &str = concat!(
+    "to run it without sudo, give the capabilities to a copy only a dedicated group may run: \
 groupadd --system swarmtrace && \
 install -o root -g swarmtrace -m 0750 \"$(command -v swarmtrace)\" /usr/local/sbin/swarmtrace && \
-setcap cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin+ep /usr/local/sbin/swarmtrace, \
-then add operators to the group (usermod -aG swarmtrace NAME); never setcap a binary every user may run";
+setcap ",
+    file_caps!(),
+    " /usr/local/sbin/swarmtrace, \
+then add operators to the group (usermod -aG swarmtrace NAME); never setcap a binary every user may run"
+);
+
 
 /// A warning when `exe` carries file capabilities and others (not owner, not group) may run it.
 pub fn world_runnable_with_caps(exe: &std::path::Path) -> Option<String> {

@@ -88,6 +88,14 @@ case " $SCENARIOS " in *" lab "*)
     SCENARIOS=$(echo " $SCENARIOS " | sed 's/ lab / /; s/^ *//; s/ *$//')
     ;;
 esac
+# The .deb (no Docker needed): dpkg -i, --version, man page, completions, group, capabilities.
+case " $SCENARIOS " in *" deb "*)
+    step "scenario deb"
+    # shellcheck source=/dev/null
+    ( . "$VM/scenarios/deb.sh" ) || result deb fail "scenario script failed (status $?)"
+    SCENARIOS=$(echo " $SCENARIOS " | sed 's/ deb / /; s/^ *//; s/ *$//')
+    ;;
+esac
 if [ -z "$SCENARIOS" ]; then
     step "done"
     exit 0

@@ -16,12 +16,33 @@ pub fn object_path(root: &Path) -> PathBuf {
 
 /// Builds `swarmtrace-ebpf` with nightly and bpf-linker; returns the object's path.
 pub fn build(root: &Path) -> Result<PathBuf, String> {
+    let obj = build_in(root, &root.join("target/ebpf"), None)?;
+    debug_assert_eq!(obj, object_path(root));
+    Ok(obj)
+}
+
+/// Builds the kernel object for `arch` (aya's `bpf_target_arch`: `x86_64`, `aarch64`) into
+/// `target/ebpf-ARCH`: the architecture whose `pt_regs` the `tcp_drop` kprobe reads its
+/// arguments from, the only architecture-dependent part of the object. `build` uses the
+/// build machine's.
+#[allow(dead_code)] // build.rs includes this file and uses only `build`.
+pub fn build_for(root: &Path, arch: &str) -> Result<PathBuf, String> {
+    let dir = root.join(format!("target/ebpf-{arch}"));
+    build_in(root, &dir, Some(arch))?;
+    Ok(dir.join(TARGET).join("release/swarmtrace"))
+}
+
+fn build_in(root: &Path, target_dir: &Path, arch: Option<&str>) -> Result<PathBuf, String> {
     let crate_dir = root.join("swarmtrace-ebpf");
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
         .args(["--target", TARGET, "-Z", "build-std=core", "--target-dir"])
-        .arg(root.join("target/ebpf"))
+        .arg(target_dir)
         .current_dir(&crate_dir);
+    if let Some(arch) = arch {
+        // Read by aya-ebpf's build script (aya-build's `emit_bpf_target_arch_cfg`).
+        cmd.env("AYA_BPF_TARGET_ARCH", arch);
+    }
     // When called from a build script, cargo's environment describes the outer host build;
     // none of it applies to the kernel crate.
     for (key, _) in std::env::vars_os() {
@@ -48,7 +69,7 @@ pub fn build(root: &Path) -> Result<PathBuf, String> {
             "building the kernel programs failed ({status}); if nightly's rust-src or bpf-linker is missing, run `sudo bash scripts/setup.sh`"
         ));
     }
-    let obj = object_path(root);
+    let obj = target_dir.join(TARGET).join("release/swarmtrace");
     if !obj.is_file() {
         return Err(format!(
             "the kernel build succeeded but {} is missing",

@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask build-ebpf`, `cargo xtask lint`, `cargo xtask test`.
 
 mod bench;
+mod dist;
 mod ebpf_build;
 mod fuzz;
 mod vm;
@@ -33,6 +34,10 @@ enum Task {
     /// Boot Debian kernels (5.10, 6.1, 6.12) under QEMU and run swarmtrace against Docker's
     /// real routing mesh inside them (see vm/README.md).
     VmTest(vm::Args),
+    /// Release artifacts in target/dist/: static stripped binaries (x86_64 and aarch64 musl,
+    /// the kernel object embedded), a .deb per architecture, a `docker load`-able image,
+    /// SHA256SUMS (see README "Install").
+    Dist(dist::Args),
     /// Benchmarks (as root): kernel cost per program run, connection rate, flood, user space;
     /// writes the results into BENCHMARKS.md (see there).
     Bench(bench::Args),
@@ -147,6 +152,7 @@ fn main() -> Result<()> {
                 return Err(e);
             }
         }
+        Task::Dist(args) => dist::main(&root, args)?,
         Task::Bench(args) => bench::main(&root, args)?,
         Task::Fuzz(args) => fuzz::main(&root, args)?,
     }

@@ -51,7 +51,12 @@ const SCENARIOS: &[&str] = &[
     "task-fault",
     "paws",
     "coexist",
+    "deb",
+    "stack",
 ];
+
+/// The arm64 guest's name in `--kernel` and the results (vm/arm64/run.sh).
+const ARM64: &str = "arm64";
 
 /// Packages installed into the guest on top of `debootstrap --variant=minbase bookworm`.
 const GUEST_PACKAGES: &[&str] = &[
@@ -65,6 +70,9 @@ const GUEST_PACKAGES: &[&str] = &[
     "ipvsadm",
     "python3",
     "procps",
+    // The `deb` scenario: `man swarmtrace`, `getcap`.
+    "man-db",
+    "libcap2-bin",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,13 +85,15 @@ enum Suite {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Kernels to boot (5.10, 6.1, 6.12); repeat or comma-separate. Default: all three.
+    /// Kernels to boot (5.10, 6.1, 6.12, and arm64: Debian 12's arm64 6.1 under
+    /// qemu-system-aarch64, `lab` only); repeat or comma-separate. Default: all four.
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
-    /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist);
-    /// default: all. `boot` checks that the guest booted from the base image's partition and
-    /// mounted the io disk (nothing else); `lab` is `swarmtrace demo all` (the namespace lab, no
-    /// Docker).
+    /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
+    /// deb, stack); default: all. `boot` checks that the guest booted from the base image's
+    /// partition and mounted the io disk (nothing else); `lab` is `swarmtrace demo all` (the
+    /// namespace lab, no Docker); `deb` installs the .deb of `cargo xtask dist`; `stack` loads
+    /// its image and deploys deploy/swarmtrace-stack.yml.
     #[arg(long = "scenario", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Where downloads, the base image and the results go (never inside the repository).
@@ -95,7 +105,7 @@ pub struct Args {
     /// Copy the fixtures captured in each guest to tests/fixtures/linux-<kernel>/.
     #[arg(long)]
     write_fixtures: bool,
-    /// Use this swarmtrace binary instead of building `cargo build --release -p swarmtrace`.
+    /// Use this swarmtrace binary instead of the static x86_64 one of `cargo xtask dist`.
     #[arg(long)]
     binary: Option<PathBuf>,
     /// Seconds one guest may run before it is killed.
@@ -243,19 +253,26 @@ fn output(cmd: &mut Command) -> Result<String> {
 
 pub fn main(root: &Path, args: Args) -> Result<()> {
     install_signal_handlers();
-    let kernels: Vec<String> = if args.kernels.is_empty() {
-        KERNELS.iter().map(|k| k.0.to_owned()).collect()
+    let mut kernels: Vec<String> = if args.kernels.is_empty() {
+        KERNELS
+            .iter()
+            .map(|k| k.0.to_owned())
+            .chain([ARM64.to_owned()])
+            .collect()
     } else {
         args.kernels.clone()
     };
     for k in &kernels {
-        if !KERNELS.iter().any(|(t, ..)| t == k) {
+        if !KERNELS.iter().any(|(t, ..)| t == k) && k != ARM64 {
             bail!(
-                "unknown kernel `{k}`: choose among {}",
+                "unknown kernel `{k}`: choose among {}, {ARM64}",
                 KERNELS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
             );
         }
     }
+    // The arm64 guest (vm/arm64/run.sh) runs only the namespace lab.
+    let arm64 = kernels.iter().any(|k| k == ARM64) && !args.mutants;
+    kernels.retain(|k| k != ARM64);
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
         SCENARIOS.iter().map(|s| (*s).to_owned()).collect()
     } else {
@@ -274,6 +291,18 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
             "the cache {} is inside the repository: choose another --cache",
             args.cache.display()
         );
+    }
+    let arm64 = arm64 && scenarios.iter().any(|s| s == "lab");
+    if kernels.is_empty() {
+        if !arm64 {
+            bail!("the {ARM64} guest runs only the `lab` scenario");
+        }
+        let mut table = Table::new();
+        table.insert(
+            (ARM64.to_owned(), "lab".to_owned()),
+            arm64_lab(root, &args.cache)?,
+        );
+        return report(&table, "");
     }
     check_tools().map_err(unavailable)?;
     fs::create_dir_all(&args.cache)
@@ -295,22 +324,44 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
         path: make_temp_dir()?,
         keep: args.keep,
     };
-    let guests = Guests {
+    let mut guests = Guests {
         root,
         args: &args,
         work: &work.path,
         base: &base,
+        extras: Vec::new(),
     };
     if args.mutants {
         // Each mutant builds its own binary.
         return mutants(&guests, &unpacked);
     }
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => {
-            crate::cargo(root, &["build", "--release", "-p", "swarmtrace"])?;
-            root.join("target/release/swarmtrace")
+    // What users run: the static x86_64 binary of `cargo xtask dist`, and its .deb and image
+    // when the scenarios install them.
+    let wants = |s: &str| scenarios.iter().any(|x| x == s);
+    let dist = if args.binary.is_none() || wants("deb") || wants("stack") {
+        let t = Instant::now();
+        let d = crate::dist::for_vm(root, wants("deb"), wants("stack"))?;
+        println!("vm-test: dist artifacts in {:.0?}", t.elapsed());
+        Some(d)
+    } else {
+        None
+    };
+    if let Some(d) = &dist {
+        if let Some(deb) = &d.deb {
+            guests.extras.push((deb.clone(), "swarmtrace.deb"));
         }
+        if let Some(img) = &d.image {
+            guests.extras.push((img.clone(), "swarmtrace-image.tar"));
+            guests.extras.push((
+                root.join("deploy/swarmtrace-stack.yml"),
+                "swarmtrace-stack.yml",
+            ));
+        }
+    }
+    let binary = match (&args.binary, &dist) {
+        (Some(b), _) => b.clone(),
+        (None, Some(d)) => d.binary.clone(),
+        (None, None) => unreachable!("dist is built when no --binary is given"),
     };
     if !binary.is_file() {
         bail!("no swarmtrace binary at {}", binary.display());
@@ -332,34 +383,85 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
         }
         timings.extend(d);
     }
+    if arm64 {
+        table.insert(
+            (ARM64.to_owned(), "lab".to_owned()),
+            arm64_lab(root, &args.cache)?,
+        );
+    }
+    report(
+        &table,
+        &format!(
+            "kernels fetched in {:.0?}, base image in {:.0?}; {}",
+            t_kernels,
+            t_image,
+            timings
+                .iter()
+                .map(|(k, d)| format!("{k}: {:.0?}", d))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )?;
+    println!(
+        "vm-test: guest outputs under {}",
+        args.cache.join("results").display()
+    );
+    Ok(())
+}
 
+fn report(table: &Table, timings: &str) -> Result<()> {
     println!("\nvm-test: results");
     let mut failed = 0;
-    for ((k, s), (st, detail)) in &table {
+    for ((k, s), (st, detail)) in table {
         if st != "pass" {
             failed += 1;
         }
         println!("  {k:<5} {s:<11} {st:<5} {detail}");
     }
-    println!(
-        "vm-test: kernels fetched in {:.0?}, base image in {:.0?}; {}",
-        t_kernels,
-        t_image,
-        timings
-            .iter()
-            .map(|(k, d)| format!("{k}: {:.0?}", d))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "vm-test: guest outputs under {}",
-        args.cache.join("results").display()
-    );
+    if !timings.is_empty() {
+        println!("vm-test: {timings}");
+    }
     if failed > 0 {
         bail!("{failed} of {} scenario runs failed", table.len());
     }
     println!("vm-test: {} passed, 0 failed", table.len());
     Ok(())
+}
+
+/// The arm64 guest: `vm/arm64/run.sh` boots Debian 12's arm64 cloud kernel under
+/// qemu-system-aarch64 (TCG) with the static aarch64 binary of `cargo xtask dist` and runs
+/// `swarmtrace demo all`; its serial log's result line is the `lab` result of kernel `arm64`.
+fn arm64_lab(root: &Path, cache: &Path) -> Result<(String, String)> {
+    crate::dist::main(root, crate::dist::Args::only("aarch64"))?;
+    let t = Instant::now();
+    let status = Command::new("bash")
+        .arg(root.join("vm/arm64/run.sh"))
+        .arg(cache)
+        .stdin(Stdio::null())
+        .status()
+        .context("cannot run vm/arm64/run.sh")?;
+    println!("vm-test: arm64 guest in {:.0?} ({status})", t.elapsed());
+    if status.code() == Some(2) {
+        return Ok((
+            "fail".into(),
+            "the arm64 guest cannot run here (see above; bash scripts/setup-vm.sh installs qemu-system-arm)".into(),
+        ));
+    }
+    let log = fs::read(cache.join("arm64/serial.log")).unwrap_or_default();
+    let result = String::from_utf8_lossy(&log)
+        .lines()
+        .rev()
+        .find_map(parse_result);
+    Ok(match result {
+        Some((_, st, detail)) => (st, detail),
+        None => (
+            "fail".into(),
+            format!(
+                "no result from the arm64 guest ({status}; see {})",
+                cache.join("arm64/serial.log").display()
+            ),
+        ),
+    })
 }
 
 /// What every boot shares: the repository, the options, the run's directory, the base image.
@@ -368,6 +470,8 @@ struct Guests<'a> {
     args: &'a Args,
     work: &'a Path,
     base: &'a Path,
+    /// Files copied to the io disk's `dist/` (source, name): the .deb, the image, the stack.
+    extras: Vec<(PathBuf, &'static str)>,
 }
 
 impl Guests<'_> {
@@ -574,14 +678,19 @@ fn mutants(g: &Guests, kernels: &[Kernel]) -> Result<()> {
         })?;
         run(
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                // Static musl, as `cargo xtask dist` builds it: the guests run what users run.
                 .args(["build", "--release", "--locked", "-p", "swarmtrace"])
+                .args(["--target", "x86_64-unknown-linux-musl"])
                 .env("CARGO_TARGET_DIR", &target)
                 .env("SWARMTRACE_EBPF_OBJ", &obj)
                 .current_dir(&src),
         )
         .with_context(|| format!("mutant {} does not build", m.name))?;
         let binary = g.work.join(format!("swarmtrace-{}", m.name));
-        fs::copy(target.join("release/swarmtrace"), &binary)?;
+        fs::copy(
+            target.join("x86_64-unknown-linux-musl/release/swarmtrace"),
+            &binary,
+        )?;
         let (table, _) = g.matrix(
             kernels,
             &binary,
@@ -1027,6 +1136,13 @@ fn boot(
         .arg("-r")
         .arg(root.join("vm/guest"))
         .arg(io.join("vm")))?;
+    if !g.extras.is_empty() {
+        fs::create_dir_all(io.join("dist"))?;
+        for (from, name) in &g.extras {
+            fs::copy(from, io.join("dist").join(name))
+                .with_context(|| format!("cannot copy {}", from.display()))?;
+        }
+    }
     fs::write(
         io.join("config"),
         format!(
