@@ -189,8 +189,12 @@ fn push_option(buf: &mut Vec<u8>, code: u16, value: &[u8]) {
 }
 
 /// A UTF-8 option, left out when empty, cut to 65535 bytes at a character boundary.
+/// A string option: names in it come from outside (Docker, interface names, which Linux lets
+/// hold ESC), and tshark prints options to a terminal as they are, so control and invisible
+/// characters are written escaped.
 fn push_str_option(buf: &mut Vec<u8>, code: u16, value: &str) {
-    let value = clip(value, usize::from(u16::MAX));
+    let value = crate::escape::terminal(value);
+    let value = clip(&value, usize::from(u16::MAX));
     if !value.is_empty() {
         push_option(buf, code, value.as_bytes());
     }
@@ -1013,6 +1017,23 @@ mod tests {
         p.comment = "é".repeat(40_000); // 80000 bytes: cut to 65534 (a char boundary)
         let back = read_packets(&write_all(&[p])).unwrap();
         assert_eq!(back[0].comment.as_ref().unwrap().len(), 65534);
+    }
+
+    #[test]
+    fn names_from_outside_reach_the_file_with_their_control_characters_escaped() {
+        // tshark prints comments and interface names to a terminal as they are: a Docker
+        // name or an interface name (Linux allows ESC in one) must not carry escapes there.
+        let mut p = sample().remove(0);
+        p.comment = "verdict=dropped netns=container \u{1b}]0;pwned\u{7}x\u{202e}".into();
+        p.interface = "host:eth\u{1b}[2J".into();
+        let file = write_all(&[p]);
+        assert!(!file.contains(&0x1b), "an ESC byte reached the pcapng");
+        assert!(!file.windows(3).any(|w| w == "\u{202e}".as_bytes()));
+        let back = read_packets(&file).unwrap();
+        assert_eq!(
+            back[0].comment.as_deref(),
+            Some("verdict=dropped netns=container \\x1b]0;pwned\\x07x\\u{202e}")
+        );
     }
 
     #[test]
