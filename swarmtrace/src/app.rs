@@ -70,6 +70,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => crate::commands::demo::demo(args).await,
         Command::Capture(args) => crate::commands::capture::capture(args).await,
         Command::Report(args) => crate::commands::report::report(args),
+        Command::Join(args) => crate::commands::join::join(args),
         Command::Doctor(args) => match crate::doctor::doctor(args)? {
             true => Ok(()),
             false => Err(AlreadyReported.into()),

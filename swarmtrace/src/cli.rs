@@ -46,6 +46,13 @@ pub enum Command {
         after_help = "Examples:\n  swarmtrace report incident.tar.gz\n  swarmtrace report --format markdown incident.tar.gz > postmortem.md\n  swarmtrace report node1.tar.gz node2.tar.gz node3.tar.gz   # follow handshakes across nodes"
     )]
     Report(ReportArgs),
+    /// Join several nodes' `run --json` streams live by the kernel keys of each SYN (ISN,
+    /// TSval): the real client from the node where the SYN entered the mesh, the drop from the
+    /// node where it happened, and each node's verdicts charged to the real clients.
+    #[command(
+        after_help = "Examples:\n  docker service logs --raw -f swarmtrace_swarmtrace | swarmtrace join -\n  swarmtrace join node1.ndjson node2.ndjson --json"
+    )]
+    Join(JoinArgs),
     /// Static checks, nothing loaded into the kernel: sysctls (tcp_tw_recycle, timestamps,
     /// rp_filter, ...), subnet overlaps between Docker's networks, the host's routes and your
     /// clients, Docker's ingress rules, conntrack fill, and what `run` can see on this kernel.
@@ -95,6 +102,19 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct JoinArgs {
+    /// NDJSON streams of `swarmtrace run --json` (files, or - for standard input: one merged
+    /// stream of every node, e.g. `docker service logs --raw -f SERVICE`). Default: -.
+    pub inputs: Vec<String>,
+    /// One JSON object per line (`joined`, `verdict`, `join-summary`; docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Handshake keys held at once; the oldest are forgotten first (counted).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_handshakes: u32,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// paws (the motivating incident), healthy, drop-rule, no-listener, listen-queue-full,
     /// rp-filter, subnet-overlap, or all.
@@ -125,6 +145,10 @@ pub struct TraceArgs {
     /// Entries of the kernel's handshake table (LRU: the oldest go first when it is full).
     #[arg(long, default_value_t = swarmtrace_common::HANDSHAKE_TABLE, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub table_size: u32,
+    /// The node's name in every NDJSON line (`"node"`), for joining several nodes' streams
+    /// (`swarmtrace join`). Default: $SWARMTRACE_NODE, else the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
     /// How classifiers attach: auto (TCX on 6.6+, else netlink filters on clsact), tcx, netlink.
     #[arg(long, value_enum, default_value_t = TcMode::Auto, hide = true)]
     pub tc_attach: TcMode,
@@ -139,8 +163,30 @@ impl TraceArgs {
             iface,
             syn_timeout: Duration::from_secs(1),
             table_size: swarmtrace_common::HANDSHAKE_TABLE,
+            node: None,
             tc_attach: TcMode::Auto,
         }
+    }
+
+    /// The node's name: `--node`, else $SWARMTRACE_NODE, else the host name (UTS namespace);
+    /// at most 255 bytes (a host name's limit), so a hostile variable cannot make every line
+    /// huge.
+    pub fn node_name(&self) -> String {
+        let name = self
+            .node
+            .clone()
+            .or_else(|| std::env::var("SWARMTRACE_NODE").ok())
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_default()
+            });
+        let mut end = name.len().min(255);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name[..end].to_owned()
     }
 }
 

@@ -47,7 +47,7 @@ async fn record(args: &CaptureArgs, out: &BundleOut) -> Result<()> {
     let events_path = out.path().join("events.ndjson");
     let mut events = BufWriter::new(out.create("events.ndjson")?);
     let started = std::time::Instant::now();
-    let mut lines = Output::new(&mut events, true);
+    let mut lines = Output::new(&mut events, true).with_node(&args.trace.node_name());
     let result = trace(
         options(&args.trace, Some(args.duration)),
         Control {

@@ -4,5 +4,6 @@
 pub mod capture;
 pub mod conclude;
 pub mod demo;
+pub mod join;
 pub mod report;
 pub mod run;

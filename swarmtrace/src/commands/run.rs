@@ -47,7 +47,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         control.stop = Some(stop);
         view = Some(handle);
     }
-    let mut output = Output::new(&mut *out, args.json);
+    let mut output = Output::new(&mut *out, args.json).with_node(&args.trace.node_name());
     output.lines = view.is_none();
     let mut observers: Vec<&mut dyn Observer> = vec![&mut output];
     observers.extend(view_observer.as_deref_mut().map(|o| o as &mut dyn Observer));

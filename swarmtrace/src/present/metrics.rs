@@ -811,6 +811,7 @@ mod tests {
             first_hop: None,
             last_hop: None,
             answer_hop: None,
+            tsvals: &[],
             first_drop: None,
         }
     }

@@ -18,6 +18,9 @@ pub struct Output<'a> {
     json: bool,
     /// Print a line per drop and handshake (off under the live view, which owns the screen).
     pub lines: bool,
+    /// `,"node":"NAME"}`: what closes every NDJSON line when the lines name their node.
+    node_suffix: Option<Vec<u8>>,
+    buf: Vec<u8>,
 }
 
 impl<'a> Output<'a> {
@@ -26,13 +29,40 @@ impl<'a> Output<'a> {
             writer,
             json,
             lines: true,
+            node_suffix: None,
+            buf: Vec::new(),
         }
+    }
+
+    /// Every NDJSON line names `node` (its `"node"` field), so that the streams of several
+    /// nodes can be merged and joined (`swarmtrace join`).
+    pub fn with_node(mut self, node: &str) -> Self {
+        let mut suffix = b",\"node\":".to_vec();
+        // A string always serializes.
+        serde_json::to_writer(&mut suffix, node).expect("a string serializes");
+        suffix.push(b'}');
+        self.node_suffix = Some(suffix);
+        self
     }
 
     /// A record as an NDJSON line, serialized straight from it.
     fn ndjson(&mut self, rec: &impl serde::Serialize) -> Result<()> {
-        serde_json::to_writer(&mut *self.writer, rec)?;
-        self.writer.write_all(b"\n")?;
+        let Some(suffix) = &self.node_suffix else {
+            serde_json::to_writer(&mut *self.writer, rec)?;
+            self.writer.write_all(b"\n")?;
+            return Ok(());
+        };
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, rec)?;
+        // Every record is a JSON object: its closing brace gives way to the node field.
+        if self.buf.last() == Some(&b'}') {
+            self.buf.pop();
+            let empty = self.buf.last() == Some(&b'{');
+            self.buf
+                .extend_from_slice(if empty { &suffix[1..] } else { &suffix[..] });
+        }
+        self.buf.push(b'\n');
+        self.writer.write_all(&self.buf)?;
         Ok(())
     }
 
@@ -89,7 +119,7 @@ mod tests {
     use crate::trace::hops::HopNames;
     use crate::trace::tracker::Handshake;
     use serde_json::Value;
-    use swarmtrace_common::Hop;
+    use swarmtrace_common::{HandshakeKey, Hop};
 
     fn drop_() -> Drop {
         Drop {
@@ -169,17 +199,45 @@ mod tests {
         };
         assert_eq!(
             line(&h),
-            r#"{"type":"handshake","ts":"2023-11-14T22:13:20.000000Z","verdict":"dropped","client":"10.0.0.2:40000","service":"10.0.0.1:8080","latency_us":null,"reason":"NO_SOCKET","netns_name":"task","isn":100,"syns":2,"first_hop":"eth0/in","last_hop":"eth0/in","answer_hop":null}"#.to_owned() + "\n"
+            r#"{"type":"handshake","ts":"2023-11-14T22:13:20.000000Z","verdict":"dropped","client":"10.0.0.2:40000","service":"10.0.0.1:8080","latency_us":null,"reason":"NO_SOCKET","netns_name":"task","isn":100,"syns":2,"first_hop":"eth0/in","last_hop":"eth0/in","answer_hop":null,"tsvals":[]}"#.to_owned() + "\n"
         );
         h.drops.clear();
+        h.keys = vec![
+            HandshakeKey { isn: 100, tsval: 7 },
+            HandshakeKey { isn: 100, tsval: 9 },
+        ];
         h.answer = Some(crate::trace::tracker::Answer::SynAck {
             latency_ns: 1_234_567,
             hop,
         });
         assert_eq!(
             line(&h),
-            r#"{"type":"handshake","ts":"2023-11-14T22:13:20.000000Z","verdict":"answered","client":"10.0.0.2:40000","service":"10.0.0.1:8080","latency_us":1234,"reason":null,"netns_name":null,"isn":100,"syns":2,"first_hop":"eth0/in","last_hop":"eth0/in","answer_hop":"eth0/in"}"#.to_owned() + "\n"
+            r#"{"type":"handshake","ts":"2023-11-14T22:13:20.000000Z","verdict":"answered","client":"10.0.0.2:40000","service":"10.0.0.1:8080","latency_us":1234,"reason":null,"netns_name":null,"isn":100,"syns":2,"first_hop":"eth0/in","last_hop":"eth0/in","answer_hop":"eth0/in","tsvals":[7,9]}"#.to_owned() + "\n"
         );
+    }
+
+    #[test]
+    fn every_ndjson_line_names_its_node_when_asked() {
+        let d = drop_();
+        let mut buf = Vec::new();
+        let mut out = Output::new(&mut buf, true).with_node("node-1 \"a\"\u{1b}");
+        out.on_drop(&d).unwrap();
+        out.on_drop(&d).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        for l in &lines {
+            assert_eq!(l["node"], "node-1 \"a\"\u{1b}");
+            assert_eq!(l["type"], "drop");
+            assert_eq!(l["isn"], 100);
+        }
+        // Without a node, the documented layout (no field added).
+        let mut buf = Vec::new();
+        Output::new(&mut buf, true).on_drop(&d).unwrap();
+        assert!(!String::from_utf8(buf).unwrap().contains("\"node\""));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use anyhow::Result;
 use serde::Serialize;
-use swarmtrace_common::Hop;
+use swarmtrace_common::{HandshakeKey, Hop};
 
 use crate::clock::rfc3339_micros;
 use crate::trace::drops::Drop;
@@ -54,6 +54,10 @@ fn ts<S: serde::Serializer>(unix_ns: &i128, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339_micros(*unix_ns))
 }
 
+fn tsvals<S: serde::Serializer>(keys: &&[HandshakeKey], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(keys.iter().map(|k| k.tsval))
+}
+
 fn micros<S: serde::Serializer>(ns: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
     ns.map(|n| n / 1000).serialize(s)
 }
@@ -79,6 +83,9 @@ pub struct HandshakeRecord<'a> {
     pub first_hop: Option<HopName<'a>>,
     pub last_hop: Option<HopName<'a>>,
     pub answer_hop: Option<HopName<'a>>,
+    /// The TSvals of its SYNs (with `isn`, the kernel keys that join it across nodes).
+    #[serde(serialize_with = "tsvals")]
+    pub tsvals: &'a [HandshakeKey],
     /// Its first drop whole (which packet, where), for the text line.
     #[serde(skip)]
     pub first_drop: Option<&'a DropNote>,
@@ -104,6 +111,7 @@ impl<'a> HandshakeRecord<'a> {
                 Some(Answer::SynAck { hop, .. }) | Some(Answer::Reset { hop }) => Some(named(hop)),
                 None => None,
             },
+            tsvals: &h.keys,
             first_drop,
         }
     }

@@ -493,6 +493,7 @@ pub(super) mod tests {
             first_hop: None,
             last_hop: None,
             answer_hop: None,
+            tsvals: &[],
             first_drop: None,
         }
     }
