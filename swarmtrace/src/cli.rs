@@ -122,9 +122,15 @@ pub struct TraceArgs {
     /// A handshake with neither answer nor drop after this long is reported unanswered.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub syn_timeout: Duration,
-    /// Entries of the kernel's handshake table (LRU: the oldest go first when it is full).
+    /// Entries of the kernel's handshake table, rounded up to a power of two (a new SYN takes
+    /// the slot its hash names, forgetting the SYN that held it).
     #[arg(long, default_value_t = swarmtrace_common::HANDSHAKE_TABLE, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub table_size: u32,
+    /// Overload: above this many detail events (handshake packets, drops) per second on a
+    /// CPU, the kernel sends the events of 1 handshake in 16 only, and says so; its counts
+    /// stay exact. 0: never sample.
+    #[arg(long, default_value_t = swarmtrace_common::OVERLOAD_RATE, value_name = "EVENTS_PER_S")]
+    pub overload_rate: u32,
     /// How classifiers attach: auto (TCX on 6.6+, else netlink filters on clsact), tcx, netlink.
     #[arg(long, value_enum, default_value_t = TcMode::Auto, hide = true)]
     pub tc_attach: TcMode,
@@ -139,6 +145,7 @@ impl TraceArgs {
             iface,
             syn_timeout: Duration::from_secs(1),
             table_size: swarmtrace_common::HANDSHAKE_TABLE,
+            overload_rate: swarmtrace_common::OVERLOAD_RATE,
             tc_attach: TcMode::Auto,
         }
     }

@@ -667,6 +667,7 @@ mod tests {
             resets: 4,
             watched: vec![("st1s:eth0".into(), true), ("eth1".into(), false)],
             tracked: 2,
+            ..Health::default()
         });
         for i in 0..5 {
             m.on_handshake(&hs(
