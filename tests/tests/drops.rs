@@ -104,6 +104,14 @@ fn closed_port_env(
         "{summary}"
     );
     assert_eq!(summary["lost_events"], 0);
+    // Which program saw it: the raw tracepoint (every kernel swarmtrace supports has it),
+    // or the classic one on the general path.
+    let hook = if general {
+        "tracepoint (general path)"
+    } else {
+        "raw_tracepoint"
+    };
+    assert_eq!(summary["kfree_skb_hook"], hook, "{summary}");
 }
 
 #[test]
