@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use swarmtrace::lab::craft::{random_u32, Syn};
 use swarmtrace::lab::{addr, veth, Netns};
-use swarmtrace_tests::{ns_name, require_privileged, test_port, Tracer};
+use swarmtrace_tests::{drop_tcp_port, ns_name, require_privileged, test_port, Tracer};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 2);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
@@ -68,18 +68,7 @@ fn a_flood_past_the_threshold_is_sampled_and_counted_exactly() {
     addr(&c, "eth0", "10.203.0.2/24").unwrap();
     addr(&s, "eth0", "10.203.0.1/24").unwrap();
     let port = test_port(11);
-    s.exec(&[
-        "iptables",
-        "-I",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        &port.to_string(),
-        "-j",
-        "DROP",
-    ])
-    .unwrap();
+    drop_tcp_port(&s, port).unwrap();
     let iface = format!("{}:eth0", s.name());
     let tracer = Tracer::start(&[
         "--port",
