@@ -458,3 +458,89 @@ mod pod {
     unsafe impl aya::Pod for super::Overload {}
     unsafe impl aya::Pod for super::Slot {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(first_ns: u64, client: u8, port: u16) -> Handshake {
+        let mut h = Handshake {
+            first_ns,
+            client_port: port,
+            service_port: 80,
+            family: 4,
+            ..Handshake::default()
+        };
+        h.client[..4].copy_from_slice(&[10, 0, 0, client]);
+        h.service[..4].copy_from_slice(&[10, 0, 1, 1]);
+        h
+    }
+
+    fn slot(key: HandshakeKey, hs: Handshake) -> Slot {
+        Slot {
+            key,
+            hs,
+            check: Slot::check_of(&key, &hs),
+        }
+    }
+
+    #[test]
+    fn a_slot_holds_its_key_only_whole() {
+        let (ka, kb) = (
+            HandshakeKey { isn: 1, tsval: 2 },
+            HandshakeKey { isn: 3, tsval: 2 },
+        );
+        let (a, b) = (
+            slot(ka, handshake(100, 2, 40000)),
+            slot(kb, handshake(101, 3, 40001)),
+        );
+        assert!(a.holds(&ka) && b.holds(&kb));
+        // Stale: another key's slot.
+        assert!(!a.holds(&kb));
+        // Empty: never holds, not even the zero key.
+        assert!(!Slot::default().holds(&HandshakeKey::default()));
+        // Torn: two writers' stores mixed, whichever check landed last.
+        for check in [a.check, b.check] {
+            let mut torn = a;
+            torn.hs.client = b.hs.client;
+            torn.check = check;
+            assert!(!torn.holds(&ka) && !torn.holds(&kb));
+            let mut torn = b;
+            torn.key = ka;
+            torn.check = check;
+            assert!(!torn.holds(&ka) && !torn.holds(&kb));
+            let mut torn = a;
+            torn.hs.first_ns = b.hs.first_ns;
+            torn.check = check;
+            assert!(!torn.holds(&ka));
+        }
+        // What changes in place (answered, last hop) is outside the check.
+        let mut answered = a;
+        answered.hs.state = state::ANSWERED;
+        answered.hs.last_hop.ifindex = 9;
+        assert!(answered.holds(&ka));
+    }
+
+    #[test]
+    fn slots_spread_and_sampling_keeps_about_one_in_n() {
+        let (seed, mask) = (0x1234_5678_9abc_def0, 1023);
+        let mut used = [0u32; 1024];
+        let mut kept = 0;
+        for i in 0..65536u32 {
+            let key = HandshakeKey {
+                isn: i.wrapping_mul(2_654_435_761),
+                tsval: 7,
+            };
+            used[slot_index(&key, seed, mask) as usize] += 1;
+            assert!(isn_index(key.isn, seed, mask) <= mask);
+            kept += u32::from(sampled_in(key.isn, seed, 16));
+        }
+        // 64 per slot on average: no slot empty, none with four times its share.
+        assert!(used.iter().all(|&n| n > 0 && n < 256), "{:?}", &used[..16]);
+        assert!(
+            (3500..4700).contains(&kept),
+            "{kept} of 65536 kept at 1 in 16"
+        );
+        assert!(sampled_in(5, seed, 1) && sampled_in(5, seed, 0));
+    }
+}

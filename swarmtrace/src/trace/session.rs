@@ -707,6 +707,28 @@ mod tests {
     }
 
     #[test]
+    fn overload_is_told_when_it_starts_and_ends_and_remembered() {
+        let clock = WallClock::sample();
+        let mut notes = OverloadNotes::default();
+        assert_eq!(notes.update(None, &clock), None);
+        let sampling = |since_ns, windows| {
+            Some(Sampling {
+                one_in: 16,
+                since_ns,
+                windows,
+            })
+        };
+        let start = notes.update(sampling(Some(5_000), 1), &clock).unwrap();
+        assert!(start.contains("sampled 1 in 16 since"), "{start}");
+        assert_eq!(notes.update(sampling(Some(5_000), 3), &clock), None);
+        let over = notes.update(sampling(None, 4), &clock).unwrap();
+        assert!(over.starts_with("overload over"), "{over}");
+        // The first start is what the summary says, however often it came back.
+        notes.update(sampling(Some(9_000), 5), &clock).unwrap();
+        assert_eq!((notes.first_ns, notes.windows), (Some(5_000), 5));
+    }
+
+    #[test]
     fn drops_outside_the_client_filter_are_left_out() {
         let mut pipe = pipeline();
         pipe.client_filter = Some(crate::net::parse_cidr("192.168.0.0/16").unwrap());

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcHandle};
-use aya::programs::{RawTracePoint, SchedClassifier, TcAttachType, TracePoint};
+use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use aya_log::EbpfLogger;
 use swarmtrace_common::{
@@ -21,6 +21,7 @@ use tokio::io::unix::AsyncFd;
 use crate::kernel::netns::{inode_of_file, ns_file, within};
 use crate::kernel::KernelFacts;
 use crate::trace::clsact::{self, Owner, OwnerToken};
+use crate::trace::programs::{attach_kfree_skb, attach_tcp_drop, explain_load_error, DropHook};
 
 /// An interface to watch with the TC classifiers: `IFACE` in the host namespace, or
 /// `NETNS:IFACE` (a name under /run/netns or /var/run/docker/netns, e.g. `ingress_sbox:eth1`).
@@ -92,12 +93,9 @@ impl TcMode {
     }
 }
 
-/// Program names, also the names of their netlink filters.
-pub const PROG_DROP: &str = "swarmtrace_drop";
-pub const PROG_DROP_RAW: &str = "swarmtrace_drop_raw";
+/// The classifiers' names, also the names of their netlink filters.
 pub const PROG_IN: &str = "swarmtrace_in";
 pub const PROG_OUT: &str = "swarmtrace_out";
-pub const PROG_TCP_DROP: &str = "swarmtrace_tcp_drop";
 
 /// How often the event ring is read when the kernel programs did not wake the reader.
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
@@ -113,27 +111,6 @@ pub struct TracerOptions {
     pub tcp_drop: bool,
     /// Detail events per second per CPU above which the programs sample (0: never).
     pub overload_rate: u32,
-}
-
-/// Which program watches `kfree_skb`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropHook {
-    /// `raw_tracepoint/kfree_skb`: the tracepoint's arguments, no record copied.
-    RawTracepoint,
-    /// `tracepoint/skb/kfree_skb`: the classic record, read at the format file's offsets
-    /// (plain loads where the layout is a known one).
-    Tracepoint { fast_layout: bool },
-}
-
-impl DropHook {
-    /// As said at start and in the summary.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropHook::RawTracepoint => "raw_tracepoint",
-            DropHook::Tracepoint { fast_layout: true } => "tracepoint",
-            DropHook::Tracepoint { fast_layout: false } => "tracepoint (general path)",
-        }
-    }
 }
 
 /// The kernel programs sampled their detail events (overload): 1 handshake in `one_in`
@@ -715,48 +692,6 @@ fn table_config(table_size: u32, overload_rate: u32) -> TableConfig {
     }
 }
 
-/// Loads and attaches the `kfree_skb` program: the raw tracepoint where it attaches, else the
-/// classic one (also when `SWARMTRACE_GENERAL_PATHS` is set, to test it).
-fn attach_kfree_skb(ebpf: &mut Ebpf, fast_layout: bool) -> Result<DropHook> {
-    if std::env::var_os("SWARMTRACE_GENERAL_PATHS").is_none() {
-        let raw = (|| -> Result<()> {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(PROG_DROP_RAW)
-                .ok_or_else(|| anyhow!("kernel object has no {PROG_DROP_RAW} program"))?
-                .try_into()?;
-            prog.load().map_err(|e| explain_load_error(e.into()))?;
-            prog.attach("kfree_skb")?;
-            Ok(())
-        })();
-        match raw {
-            Ok(()) => return Ok(DropHook::RawTracepoint),
-            Err(e) => log::warn!(
-                "the raw tracepoint kfree_skb cannot be used ({e:#}): the classic tracepoint instead"
-            ),
-        }
-    }
-    let prog: &mut TracePoint = ebpf
-        .program_mut(PROG_DROP)
-        .ok_or_else(|| anyhow!("kernel object has no {PROG_DROP} program"))?
-        .try_into()?;
-    prog.load()
-        .map_err(|e| explain_load_error(e.into()))
-        .context("the kernel rejected the kfree_skb program")?;
-    prog.attach("skb", "kfree_skb")
-        .context("cannot attach to the skb:kfree_skb tracepoint")?;
-    Ok(DropHook::Tracepoint { fast_layout })
-}
-
-fn attach_tcp_drop(ebpf: &mut Ebpf) -> Result<()> {
-    let prog: &mut aya::programs::KProbe = ebpf
-        .program_mut(PROG_TCP_DROP)
-        .ok_or_else(|| anyhow!("no {PROG_TCP_DROP} program"))?
-        .try_into()?;
-    prog.load()?;
-    prog.attach("tcp_drop", 0)?;
-    Ok(())
-}
-
 /// TCX (fd-based TC links, 6.6+) is what aya uses when the kernel has it.
 pub fn has_tcx() -> bool {
     aya::util::KernelVersion::current()
@@ -774,29 +709,6 @@ fn ifindex_of(ifname: &str) -> Result<u32> {
     Ok(idx)
 }
 
-fn explain_load_error(e: anyhow::Error) -> anyhow::Error {
-    let text = format!("{e:#}");
-    if let Some((head, log)) = text.split_once("Verifier output:") {
-        // The full verifier log is for developers; the user gets its verdict.
-        log::debug!("verifier output:{log}");
-        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-        let end = lines
-            .iter()
-            .position(|l| l.starts_with("verification time"))
-            .unwrap_or(lines.len());
-        let tail = lines[end.saturating_sub(2)..end].join("\n  ");
-        return anyhow!(
-            "{}the verifier said:\n  {tail}",
-            head.trim_end_matches(". ")
-        );
-    }
-    if text.contains("Operation not permitted") || text.contains("EPERM") {
-        e.context("not allowed to load eBPF programs: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
-    } else {
-        e
-    }
-}
-
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so loading does not fail
 /// there. Harmless on newer kernels.
 fn raise_memlock_limit() {
@@ -810,5 +722,24 @@ fn raise_memlock_limit() {
             "cannot raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_a_power_of_two_and_the_threshold_per_window() {
+        let t = table_config(65536, 50_000);
+        assert_eq!(
+            (t.mask, t.overload_per_window, t.one_in),
+            (65535, 5_000, 16)
+        );
+        assert_eq!(table_config(100_000, 0).mask, 131_071);
+        assert_eq!(table_config(100_000, 0).overload_per_window, 0);
+        // A rate below one event per window still samples above it, never "never".
+        assert_eq!(table_config(64, 3).overload_per_window, 1);
+        assert_ne!(table_config(64, 3).seed, table_config(64, 3).seed);
     }
 }
