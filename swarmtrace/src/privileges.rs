@@ -87,7 +87,6 @@ setcap ",
 then add operators to the group (usermod -aG swarmtrace NAME); never setcap a binary every user may run"
 );
 
-
 /// A warning when `exe` carries file capabilities and others (not owner, not group) may run it.
 pub fn world_runnable_with_caps(exe: &std::path::Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
