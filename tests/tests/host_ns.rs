@@ -276,3 +276,77 @@ fn inside_ip_netns_exec_host_is_pid_1s_namespace() {
     );
     assert_eq!(inside.drops_to(port), named, "{}", inside.stderr);
 }
+
+/// `capture` inside another namespace records the host's sysctls, not its own: the test
+/// namespace's `tcp_timestamps` and `tcp_syncookies` are set to what the host's are not.
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn capture_inside_ip_netns_exec_records_the_hosts_sysctls() {
+    require_privileged("capture_inside_ip_netns_exec_records_the_hosts_sysctls");
+    const NS: &str = "sthostC";
+    struct Gone;
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", NS]).status();
+        }
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", NS])
+        .stderr(Stdio::null())
+        .status();
+    assert!(Command::new("ip")
+        .args(["netns", "add", NS])
+        .status()
+        .unwrap()
+        .success());
+    let _gone = Gone;
+    let keys = ["net.ipv4.tcp_timestamps", "net.ipv4.tcp_syncookies"];
+    let read = |key: &str| {
+        std::fs::read_to_string(format!("/proc/sys/{}", key.replace('.', "/")))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let host: Vec<String> = keys.iter().map(|k| read(k)).collect();
+    for (k, v) in keys.iter().zip(&host) {
+        let other = if v == "0" { "1" } else { "0" };
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                NS,
+                "sysctl",
+                "-qw",
+                &format!("{k}={other}"),
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot set {k} in {NS}");
+    }
+    let dir = std::env::temp_dir().join(format!("swarmtrace-hostns-cap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new("ip")
+        .args(["netns", "exec", NS])
+        .arg(binary())
+        .args(["capture", "--duration", "2s", "--iface", "lo", "-o"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let system = std::fs::read_to_string(dir.join("system.json"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "capture failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let system: Value = serde_json::from_str(&system.unwrap()).unwrap();
+    for (k, v) in keys.iter().zip(&host) {
+        assert_eq!(
+            system["sysctls"][k].as_str(),
+            Some(v.as_str()),
+            "{k}: the bundle has {}, the host {v}",
+            system["sysctls"][k]
+        );
+    }
+}
