@@ -70,7 +70,7 @@ impl HostNs {
         let mut out = Vec::new();
         if self.proc_is_machines() == Some(false) {
             out.push(format!(
-                "/proc is not the machine's (this container has its own PID namespace): `host` is the network namespace of the container's PID 1 ({}), not the machine's; run the container with `--pid host` to trace the machine's interfaces and name its namespaces (drops in every namespace are still seen, named by inode; `--iface NETNS:IFACE` works for namespace files mounted into the container)",
+                "/proc is this container's (its own PID namespace): `host` is the network namespace of its PID 1 ({}), the machine's only if the container has the host's network (`--network host`, the stack's `host` network); namespaces outside /run/netns and /var/run/docker/netns are named by inode. `docker run --pid host` lifts both",
                 ns(self.inode)
             ));
         } else if self.is_own() == Some(false) {
