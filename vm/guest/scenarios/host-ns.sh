@@ -1,8 +1,10 @@
 # host-ns: `host` means one namespace (PID 1's) wherever swarmtrace runs. Three runs with the
 # default interfaces, each against `web` (5 requests from the client) plus a SYN to a closed
 # port in the host and in ingress_sbox (two named drops):
-#   a. `ip netns exec sthostA swarmtrace run`: sthostA has a bridge named docker_gwbridge
-#      and a default route of its own, which must not be taken for the host's;
+#   a. `ip netns exec sthostA swarmtrace run`: sthostA has no docker_gwbridge (the host
+#      has) and a default route of its own; neither may be taken for the host's (before, the
+#      bridge was looked up in /sys/class/net, which `ip netns exec` remounts for sthostA:
+#      the host's docker_gwbridge went unwatched);
 #   b. the image, `docker run --network host --pid host --privileged`;
 #   c. the image, `docker run --pid host --privileged` (the container's own network namespace).
 # Each must watch the host's docker_gwbridge and default-route interface, see the 5 handshakes
@@ -23,12 +25,10 @@ defdev=$(ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "de
 
 ip netns add sthostA
 ip -n sthostA link set lo up
-ip -n sthostA link add docker_gwbridge type bridge
 ip -n sthostA link add sthostAd type veth peer name sthostAp
 ip -n sthostA addr add 10.231.0.1/24 dev sthostAd
 ip -n sthostA link set sthostAd up
 ip -n sthostA link set sthostAp up
-ip -n sthostA link set docker_gwbridge up
 ip -n sthostA route add default via 10.231.0.2
 
 SBOX=/var/run/docker/netns/ingress_sbox
