@@ -134,9 +134,10 @@ pub struct TraceArgs {
     /// Only handshakes whose source or destination is in this CIDR (e.g. 192.168.1.0/24, fd00::/64).
     #[arg(long, value_parser = parse_cidr)]
     pub client: Option<Cidr>,
-    /// Interfaces to watch for handshakes: IFACE, or NETNS:IFACE for an interface in another
-    /// namespace (e.g. ingress_sbox:eth1). Repeatable. Default: docker_gwbridge and the
-    /// default-route interface of the host namespace, when present.
+    /// Interfaces to watch for handshakes: IFACE (in the host's namespace: PID 1's, also when
+    /// swarmtrace runs under `ip netns exec` or in a container), or NETNS:IFACE for an interface
+    /// in another namespace (e.g. ingress_sbox:eth1). Repeatable. Default: docker_gwbridge and
+    /// the default-route interface of the host's namespace, when present.
     #[arg(long = "iface", value_name = "[NETNS:]IFACE")]
     pub iface: Vec<IfaceSpec>,
     /// A handshake with neither answer nor drop after this long is reported unanswered.

@@ -53,6 +53,7 @@ const SCENARIOS: &[&str] = &[
     "coexist",
     "deb",
     "stack",
+    "host-ns",
 ];
 
 /// The arm64 guest's name in `--kernel` and the results (vm/arm64/run.sh).
@@ -90,7 +91,7 @@ pub struct Args {
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
     /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
-    /// deb, stack); default: all. `boot` checks that the guest booted from the base image's
+    /// deb, stack, host-ns); default: all. `boot` checks that the guest booted from the base image's
     /// partition and mounted the io disk (nothing else); `lab` is `swarmtrace demo all` (the
     /// namespace lab, no Docker); `deb` installs the .deb of `cargo xtask dist`; `stack` loads
     /// its image and deploys deploy/swarmtrace-stack.yml.
@@ -338,9 +339,11 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
     // What users run: the static x86_64 binary of `cargo xtask dist`, and its .deb and image
     // when the scenarios install them.
     let wants = |s: &str| scenarios.iter().any(|x| x == s);
-    let dist = if args.binary.is_none() || wants("deb") || wants("stack") {
+    // host-ns runs the image in containers too.
+    let image = wants("stack") || wants("host-ns");
+    let dist = if args.binary.is_none() || wants("deb") || image {
         let t = Instant::now();
-        let d = crate::dist::for_vm(root, wants("deb"), wants("stack"))?;
+        let d = crate::dist::for_vm(root, wants("deb"), image)?;
         println!("vm-test: dist artifacts in {:.0?}", t.elapsed());
         Some(d)
     } else {

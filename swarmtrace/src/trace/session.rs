@@ -276,6 +276,9 @@ pub async fn trace(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     crate::privileges::require_tracing()?;
     let (facts, kallsyms) = live_facts()?;
+    for n in kernel::hostns::HostNs::locate().notices() {
+        eprintln!("swarmtrace: {n}");
+    }
     let watch = if opts.iface.is_empty() {
         let w = default_watch();
         if w.is_empty() {
