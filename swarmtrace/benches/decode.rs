@@ -212,6 +212,7 @@ fn bench(c: &mut Criterion) {
                 answer: None,
                 drops: vec![DropNote::from(d)],
                 reported: false,
+                overflow: Default::default(),
             }
         })
         .collect();

@@ -12,6 +12,7 @@ use swarmtrace_common::{HandshakeKey, Hop};
 
 use crate::trace::drops::Drop;
 use crate::trace::event::{Packet, PacketKind, Seen, Sighting};
+use crate::trace::forgotten::Forgotten;
 
 pub type HandshakeId = (SocketAddr, u32);
 
@@ -95,6 +96,27 @@ pub struct Handshake {
     pub drops: Vec<DropNote>,
     /// The handshake line was printed.
     pub reported: bool,
+    /// What did not fit in `keys` and `drops`.
+    #[serde(default)]
+    pub overflow: Overflow,
+}
+
+/// Keys kept per handshake: Linux sends a SYN 7 times at most by default
+/// (`net.ipv4.tcp_syn_retries` = 6), each with its own TSval; a sender that replays one
+/// handshake's SYN with ever new TSvals adds no memory past this (the answers to those are
+/// not joined).
+pub const MAX_KEYS: usize = 8;
+
+/// Drop notes kept per handshake: one identical SYN replayed a million times into a DROP
+/// rule is one handshake with a million drops, of which the first few are kept and the rest
+/// counted.
+pub const MAX_DROP_NOTES: usize = 8;
+
+/// A handshake's keys and drops beyond [`MAX_KEYS`] and [`MAX_DROP_NOTES`], counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Overflow {
+    pub keys: u64,
+    pub drops: u64,
 }
 
 impl Handshake {
@@ -112,11 +134,40 @@ impl Handshake {
 
     /// Most handshakes have one drop at most: room for exactly one at first, where a Vec's
     /// first push would make room for four (about 700 bytes per handshake under a flood).
-    fn add_drop(&mut self, note: DropNote) {
+    /// Past [`MAX_DROP_NOTES`] a drop is counted only, except a first dropped SYN-ACK, which
+    /// takes the last note's place: it decides the outcome.
+    fn add_drop(&mut self, note: impl FnOnce() -> DropNote, kind: PacketKind) {
+        if self.drops.len() >= MAX_DROP_NOTES {
+            self.overflow.drops += 1;
+            if kind == PacketKind::SynAck && !self.drops.iter().any(|d| d.kind == kind) {
+                if let Some(last) = self.drops.last_mut() {
+                    *last = note();
+                }
+            }
+            return;
+        }
         if self.drops.is_empty() {
             self.drops.reserve_exact(1);
         }
-        self.drops.push(note);
+        self.drops.push(note());
+    }
+
+    /// Keeps a key unless it has [`MAX_KEYS`]; true when it is kept (and is to be indexed).
+    fn add_key(&mut self, key: HandshakeKey) -> bool {
+        if self.keys.contains(&key) {
+            return true;
+        }
+        if self.keys.len() >= MAX_KEYS {
+            self.overflow.keys += 1;
+            return false;
+        }
+        self.keys.push(key);
+        true
+    }
+
+    /// Every drop of it, kept as a note or only counted.
+    pub fn drop_count(&self) -> u64 {
+        self.drops.len() as u64 + self.overflow.drops
     }
 
     pub fn latency_ns(&self) -> Option<u64> {
@@ -180,6 +231,8 @@ pub struct Tracker {
     /// Handshakes before this sequence number have been through `due`.
     due_from: Seq,
     pub evicted: u64,
+    /// The evicted handshakes, folded by what their verdicts read.
+    pub forgotten: Forgotten,
 }
 
 impl Tracker {
@@ -192,6 +245,7 @@ impl Tracker {
             timeout_ns,
             due_from: 0,
             evicted: 0,
+            forgotten: Forgotten::default(),
         }
     }
 
@@ -225,6 +279,7 @@ impl Tracker {
                     answer: None,
                     drops: Vec::new(),
                     reported: false,
+                    overflow: Overflow::default(),
                 });
                 seq
             }
@@ -246,6 +301,7 @@ impl Tracker {
                 self.by_key.remove(&KeyBits(*k));
             }
             self.evicted += 1;
+            self.forgotten.add(h);
         }
     }
 
@@ -254,15 +310,15 @@ impl Tracker {
         match s.seen {
             Seen::Syn => {
                 let (seq, h) = self.entry((s.packet.src, s.key.isn), s.packet.dst, s.ts_ns);
-                h.syns += 1;
-                if !h.keys.contains(&s.key) {
-                    h.keys.push(s.key);
-                }
+                h.syns = h.syns.saturating_add(1);
+                let kept = h.add_key(s.key);
                 if h.first_hop.is_none() {
                     h.first_hop = Some(s.hop);
                 }
                 self.evict();
-                self.by_key.insert(KeyBits(s.key), seq);
+                if kept {
+                    self.by_key.insert(KeyBits(s.key), seq);
+                }
                 None
             }
             Seen::SynAck | Seen::Rst => {
@@ -299,12 +355,10 @@ impl Tracker {
                     None => self.entry((j.client, j.key.isn), j.service, d.ts_ns),
                 };
                 let id = (h.client, h.isn);
-                if !h.keys.contains(&j.key) {
-                    h.keys.push(j.key);
-                }
-                h.add_drop(note());
+                let kept = h.add_key(j.key);
+                h.add_drop(note, d.packet.kind);
                 self.evict();
-                if known.is_none() {
+                if known.is_none() && kept {
                     self.by_key.insert(KeyBits(j.key), seq);
                 }
                 Some(id)
@@ -318,7 +372,7 @@ impl Tracker {
                 if h.syns == 0 {
                     h.syns = 1;
                 }
-                h.add_drop(note());
+                h.add_drop(note, d.packet.kind);
                 self.evict();
                 Some(id)
             }
@@ -593,6 +647,65 @@ mod tests {
             Some(true)
         );
         assert_eq!(t.get(&(client(extra), extra)).unwrap().drops.len(), 1);
+    }
+
+    #[test]
+    fn a_replayed_syn_keeps_a_few_notes_and_counts_the_rest() {
+        let mut t = Tracker::new(1_000);
+        for _ in 0..1_000 {
+            t.on_drop(&drop_of(PacketKind::Syn, "NETFILTER_DROP", None));
+        }
+        assert_eq!(t.len(), 1);
+        let h = t.handshakes().next().unwrap();
+        assert_eq!(h.drops.len(), MAX_DROP_NOTES);
+        assert_eq!(h.overflow.drops, 1_000 - MAX_DROP_NOTES as u64);
+        assert_eq!(h.drop_count(), 1_000);
+        assert_eq!(h.outcome(), Outcome::Dropped);
+
+        // New TSvals for one handshake: the keys stop at the cap, and a SYN-ACK dropped past
+        // the notes' cap still decides the outcome.
+        let mut t = Tracker::new(1_000);
+        for tsval in 0..20 {
+            t.on_sighting(&syn(0, tsval));
+        }
+        let id = (addr("192.168.1.50:40000"), 100);
+        let h = t.get(&id).unwrap();
+        assert_eq!((h.keys.len(), h.overflow.keys, h.syns), (MAX_KEYS, 12, 20));
+        assert_eq!(t.by_key.len(), MAX_KEYS);
+        let joined = Joined {
+            key: HandshakeKey { isn: 100, tsval: 0 },
+            client: id.0,
+            service: addr("10.10.0.1:8080"),
+        };
+        for _ in 0..MAX_DROP_NOTES {
+            t.on_drop(&drop_of(PacketKind::Syn, "NOT_SPECIFIED", Some(joined)));
+        }
+        let mut a = syn(10, 0);
+        a.seen = Seen::SynAck;
+        t.on_sighting(&a);
+        t.on_drop(&drop_of(PacketKind::SynAck, "NEIGH_FAILED", Some(joined)));
+        let h = t.get(&id).unwrap();
+        assert_eq!(h.drops.len(), MAX_DROP_NOTES);
+        assert_eq!(h.outcome(), Outcome::Dropped);
+    }
+
+    #[test]
+    fn forgotten_handshakes_are_folded_by_kind_not_lost() {
+        let mut t = Tracker::new(1_000);
+        let extra = 1_000u32;
+        for i in 0..MAX_HANDSHAKES as u32 + extra {
+            let mut d = drop_of(PacketKind::Syn, "NETFILTER_DROP", None);
+            d.packet.src = SocketAddr::new(std::net::Ipv4Addr::from(0x0a40_0000 + i).into(), 1);
+            t.on_drop(&d);
+        }
+        t.on_drop(&drop_of(PacketKind::Syn, "NETFILTER_DROP", None));
+        t.on_drop(&drop_of(PacketKind::Syn, "NETFILTER_DROP", None));
+        assert_eq!(t.evicted, u64::from(extra) + 1);
+        assert_eq!(t.forgotten.total(), u64::from(extra) + 1);
+        let shapes: Vec<(&Handshake, u64)> = t.forgotten.shapes().collect();
+        assert_eq!(shapes.len(), 1, "one kind of handshake");
+        assert_eq!(shapes[0].1, u64::from(extra) + 1);
+        assert!(shapes[0].0.keys.is_empty());
     }
 
     #[test]
