@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use crate::trace::tracker::{Answer, Handshake};
+use crate::trace::handshake::{Answer, Handshake};
 
 /// Shapes kept.
 pub const MAX_SHAPES: usize = 256;
