@@ -183,3 +183,37 @@ fn verdict_context(
         unseen_drops: BTreeMap::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_line_is_bounded_whatever_the_names() {
+        let long = "x".repeat(4_000);
+        let mut sum = RunSummary {
+            drops_by_reason: [("NETFILTER_DROP".to_owned(), 1_000_000)].into(),
+            events_by_reason: [("NETFILTER_DROP".to_owned(), 900_000)].into(),
+            lost_events: 100_000,
+            ..RunSummary::default()
+        };
+        let verdict = serde_json::json!({
+            "cause": "netfilter-drop",
+            "clients": vec!["10.0.0.1"; 20],
+            "evidence": {
+                "drops": (0..20).map(|i| (format!("{long}{i}"), 1)).collect::<BTreeMap<_, _>>(),
+                "notes": vec![long.clone(); 20],
+            },
+            "explanation": "why",
+        });
+        sum.verdicts = vec![verdict; 8];
+        assert!(serde_json::to_vec(&sum).unwrap().len() > SUMMARY_MAX_BYTES);
+        bound_summary(&mut sum);
+        assert!(serde_json::to_vec(&sum).unwrap().len() <= SUMMARY_MAX_BYTES);
+        assert_eq!(sum.verdicts[0]["truncated"], true);
+        assert_eq!(sum.verdicts[0]["cause"], "netfilter-drop");
+        assert_eq!(unseen_drops(&sum)["NETFILTER_DROP"], 100_000);
+        sum.lost_events = 0;
+        assert!(unseen_drops(&sum).is_empty());
+    }
+}

@@ -357,6 +357,31 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_from_many_sources_keeps_a_bounded_table_and_says_how_many_others() {
+        let mut s = Summary::default();
+        let mut d = named();
+        for i in 0..20_000u32 {
+            // One heavy source among 10 000 distinct ones.
+            let ip = if i % 2 == 0 {
+                0x0a00_0001
+            } else {
+                0x0a40_0000 + i
+            };
+            d.packet.src = SocketAddr::new(std::net::Ipv4Addr::from(ip).into(), 1);
+            s.add(&d);
+        }
+        assert!(s.sources.len() <= TOP_ADDRESSES);
+        let v = s.finish(&Totals::default(), &DropReasons::default(), 1.0);
+        assert_eq!(v.top_sources.len(), SHOWN);
+        assert_eq!(v.top_sources[0].addr, "10.0.0.1");
+        assert!(v.top_sources[0].count >= 10_000);
+        let listed: u64 = v.top_sources.iter().map(|a| a.count).sum();
+        assert_eq!(listed + v.other_sources, 20_000);
+        assert_eq!(v.events_by_reason["NO_SOCKET"], 20_000);
+        assert_eq!(v.other_destinations, 0);
+    }
+
+    #[test]
     fn summary_orders_destinations_by_text_and_folds_locations_by_function() {
         let mut s = Summary::default();
         for (dst, location) in [

@@ -11,19 +11,21 @@
 //! (is it inside a local subnet?) is made for that first client.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use crate::trace::handshake::{Answer, Handshake};
 
 /// Shapes kept.
 pub const MAX_SHAPES: usize = 256;
 
+/// Fingerprints that lead to a shape (several may, when names are not shared).
+const MAX_FINGERPRINTS: usize = 4 * MAX_SHAPES;
+
 #[derive(Debug, Default)]
 pub struct Forgotten {
     /// A representative of each shape, and how many handshakes it stands for. Its
     /// `overflow.drops` holds the drops of all of them beyond their notes.
     shapes: Vec<(Handshake, u64)>,
-    /// Shape fingerprint -> index in `shapes`.
+    /// Shape fingerprint -> index in `shapes`: the fast way to its shape.
     index: HashMap<u64, u32>,
     /// Forgotten handshakes of no kept shape (past [`MAX_SHAPES`]).
     pub unshaped: u64,
@@ -37,19 +39,27 @@ fn answer_kind(h: &Handshake) -> u8 {
     }
 }
 
-/// Hashes what the verdicts read of a handshake, except its client, service and keys.
+/// Hashes what the verdicts read of a handshake, except its client, service and keys. Its
+/// names are hashed by where they are: a drop's names are shared (`Arc<str>`) from the
+/// namer's tables, so one name is one address (a copy elsewhere is found by content). Once per forgotten handshake under a flood: it
+/// must cost next to nothing.
 fn fingerprint(h: &Handshake) -> u64 {
-    let mut s = std::collections::hash_map::DefaultHasher::new();
-    answer_kind(h).hash(&mut s);
-    h.drops.len().hash(&mut s);
+    let mut x = u64::from(answer_kind(h)) ^ (h.drops.len() as u64) << 8;
+    let mut mix = |v: u64| {
+        x = (x ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+    };
     for d in &h.drops {
-        (d.kind as u8).hash(&mut s);
-        d.reason.hash(&mut s);
-        d.location.hash(&mut s);
-        d.netns.hash(&mut s);
-        d.netns_name.hash(&mut s);
+        mix(d.kind as u64);
+        mix(std::sync::Arc::as_ptr(&d.reason).cast::<u8>() as u64);
+        mix(std::sync::Arc::as_ptr(&d.location).cast::<u8>() as u64);
+        mix(u64::from(d.netns));
+        mix(d
+            .netns_name
+            .as_ref()
+            .map_or(0, |n| std::sync::Arc::as_ptr(n).cast::<u8>() as u64));
     }
-    s.finish()
+    x
 }
 
 fn same_shape(a: &Handshake, b: &Handshake) -> bool {
@@ -67,20 +77,32 @@ fn same_shape(a: &Handshake, b: &Handshake) -> bool {
 impl Forgotten {
     pub fn add(&mut self, mut h: Handshake) {
         let fp = fingerprint(&h);
-        if let Some(&i) = self.index.get(&fp) {
-            let (rep, n) = &mut self.shapes[i as usize];
-            if same_shape(rep, &h) {
-                *n += 1;
-                rep.overflow.drops += h.overflow.drops;
-                return;
+        let known = match self.index.get(&fp) {
+            Some(&i) if same_shape(&self.shapes[i as usize].0, &h) => Some(i as usize),
+            // Names that were not shared (or a rare fingerprint collision): by content.
+            _ => {
+                let i = self.shapes.iter().position(|(rep, _)| same_shape(rep, &h));
+                if let Some(i) = i {
+                    if self.index.len() < MAX_FINGERPRINTS {
+                        self.index.insert(fp, i as u32);
+                    }
+                }
+                i
             }
+        };
+        if let Some(i) = known {
+            let (rep, n) = &mut self.shapes[i];
+            *n += 1;
+            rep.overflow.drops += h.overflow.drops;
         } else if self.shapes.len() < MAX_SHAPES {
             h.keys = Vec::new();
-            self.index.insert(fp, self.shapes.len() as u32);
+            if self.index.len() < MAX_FINGERPRINTS {
+                self.index.insert(fp, self.shapes.len() as u32);
+            }
             self.shapes.push((h, 1));
-            return;
+        } else {
+            self.unshaped += 1;
         }
-        self.unshaped += 1;
     }
 
     /// Each shape's representative and how many forgotten handshakes it stands for.
