@@ -13,7 +13,7 @@ use crate::kernel::netns::NetnsNames;
 use crate::kernel::DropReasons;
 use crate::trace::event::{Joined, Packet, RawDrop};
 use crate::trace::summary::{AddrCount, LocationCount, RunSummary};
-use crate::trace::topk::TopK;
+use crate::trace::topk::{Fast, TopK};
 use crate::trace::tracer::Totals;
 
 /// A dropped handshake packet with every name resolved.
@@ -156,7 +156,7 @@ pub struct Summary {
     destinations: TopK<SocketAddr>,
     /// Reason -> full location (`function+0xoff`) -> drops; folded by function at the end.
     /// Both are the kernel's (its reasons, its code addresses): no sender grows them.
-    by_location: HashMap<Arc<str>, HashMap<Arc<str>, u64>>,
+    by_location: HashMap<Arc<str>, HashMap<Arc<str>, u64, Fast>, Fast>,
 }
 
 impl Default for Summary {
@@ -166,7 +166,7 @@ impl Default for Summary {
             decode_errors: 0,
             sources: TopK::new(TOP_ADDRESSES),
             destinations: TopK::new(TOP_ADDRESSES),
-            by_location: HashMap::new(),
+            by_location: HashMap::default(),
         }
     }
 }

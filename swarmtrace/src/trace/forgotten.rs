@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use crate::trace::handshake::{Answer, Handshake};
+use crate::trace::topk::Fast;
 
 /// Shapes kept.
 pub const MAX_SHAPES: usize = 256;
@@ -26,7 +27,7 @@ pub struct Forgotten {
     /// `overflow.drops` holds the drops of all of them beyond their notes.
     shapes: Vec<(Handshake, u64)>,
     /// Shape fingerprint -> index in `shapes`: the fast way to its shape.
-    index: HashMap<u64, u32>,
+    index: HashMap<u64, u32, Fast>,
     /// Forgotten handshakes of no kept shape (past [`MAX_SHAPES`]).
     pub unshaped: u64,
 }
@@ -75,13 +76,14 @@ fn same_shape(a: &Handshake, b: &Handshake) -> bool {
 }
 
 impl Forgotten {
-    pub fn add(&mut self, mut h: Handshake) {
-        let fp = fingerprint(&h);
+    /// Counts a forgotten handshake (copied only when it is the first of its shape).
+    pub fn add(&mut self, h: &Handshake) {
+        let fp = fingerprint(h);
         let known = match self.index.get(&fp) {
-            Some(&i) if same_shape(&self.shapes[i as usize].0, &h) => Some(i as usize),
+            Some(&i) if same_shape(&self.shapes[i as usize].0, h) => Some(i as usize),
             // Names that were not shared (or a rare fingerprint collision): by content.
             _ => {
-                let i = self.shapes.iter().position(|(rep, _)| same_shape(rep, &h));
+                let i = self.shapes.iter().position(|(rep, _)| same_shape(rep, h));
                 if let Some(i) = i {
                     if self.index.len() < MAX_FINGERPRINTS {
                         self.index.insert(fp, i as u32);
@@ -95,6 +97,7 @@ impl Forgotten {
             *n += 1;
             rep.overflow.drops += h.overflow.drops;
         } else if self.shapes.len() < MAX_SHAPES {
+            let mut h = h.clone();
             h.keys = Vec::new();
             if self.index.len() < MAX_FINGERPRINTS {
                 self.index.insert(fp, self.shapes.len() as u32);

@@ -12,6 +12,7 @@ use swarmtrace_common::HandshakeKey;
 use crate::trace::drops::Drop;
 use crate::trace::event::{PacketKind, Seen, Sighting};
 use crate::trace::forgotten::Forgotten;
+use crate::trace::topk::Fast;
 // The handshake's types live beside, shared with `forgotten`; named from here as always.
 pub use crate::trace::handshake::{
     Answer, DropNote, Handshake, HandshakeId, Outcome, Overflow, MAX_DROP_NOTES, MAX_KEYS,
@@ -64,8 +65,8 @@ pub struct Tracker {
     handshakes: VecDeque<Handshake>,
     /// The sequence number of `handshakes[0]`.
     first_seq: Seq,
-    by_id: HashMap<IdKey, Seq>,
-    by_key: HashMap<KeyBits, Seq>,
+    by_id: HashMap<IdKey, Seq, Fast>,
+    by_key: HashMap<KeyBits, Seq, Fast>,
     timeout_ns: u64,
     /// Handshakes before this sequence number have been through `due`.
     due_from: Seq,
@@ -79,8 +80,8 @@ impl Tracker {
         Self {
             handshakes: VecDeque::new(),
             first_seq: 0,
-            by_id: HashMap::new(),
-            by_key: HashMap::new(),
+            by_id: HashMap::default(),
+            by_key: HashMap::default(),
             timeout_ns,
             due_from: 0,
             evicted: 0,
@@ -140,7 +141,7 @@ impl Tracker {
                 self.by_key.remove(&KeyBits(*k));
             }
             self.evicted += 1;
-            self.forgotten.add(h);
+            self.forgotten.add(&h);
         }
     }
 
