@@ -122,21 +122,8 @@ fn a_flood_from_200k_sources_stays_bounded_and_counts_exactly() {
     let port = test_port(11);
     // In the raw table, before conntrack: the flood fills no connection table. The rule goes
     // with the namespace.
-    server
-        .exec(&[
-            "iptables",
-            "-t",
-            "raw",
-            "-A",
-            "PREROUTING",
-            "-p",
-            "tcp",
-            "--dport",
-            &port.to_string(),
-            "-j",
-            "DROP",
-        ])
-        .unwrap();
+    let rule = format!("iptables -t raw -A PREROUTING -p tcp --dport {port} -j DROP");
+    server.exec(&rule.split(' ').collect::<Vec<_>>()).unwrap();
 
     let tracer = Tracer::start(&["--port", &port.to_string()]).unwrap();
     let pid = tracer.id();
