@@ -88,6 +88,12 @@ pub fn context() -> Context {
         kernel_release: "6.18.0".into(),
         has_tw_paws_reason: true,
         ingress_ifaces: BTreeSet::from([("host".to_owned(), "eth0".to_owned())]),
+        // Drops no event showed: the verdicts count them by reason.
+        unseen_drops: [
+            ("NETFILTER_DROP".to_owned(), 3),
+            ("NO_SOCKET".to_owned(), 2),
+        ]
+        .into(),
     }
 }
 

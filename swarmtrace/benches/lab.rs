@@ -15,6 +15,8 @@
 //! - flood: crafted SYNs (AF_PACKET, sendmmsg) into a DROP rule at stepped rates, then as fast
 //!   as this machine sends; exact totals against the generator's count, lost events; resident
 //!   memory and BPF map memory of the swarmtrace process.
+//!   Then (`spread`) a flood from a million sources and one SYN replayed a million times:
+//!   memory flat, totals and verdict counts exact, output and summary bounded.
 //! - soak (only with --soak-minutes): mixed traffic and drops, resident memory over time.
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +36,9 @@ use swarmtrace::lab::craft::Syn;
 use swarmtrace::lab::mesh::{client_ip, HOST_IP, PUBLISHED_PORT};
 use swarmtrace::lab::traffic::{self, Service};
 use swarmtrace::lab::{MeshLab, Netns, Scenario};
+
+#[path = "lab/spread.rs"]
+mod spread;
 
 /// The spoofed source of the flood's SYNs: no other lab uses it, so `--client` isolates them.
 const FLOOD_SRC: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 200);
@@ -217,19 +222,21 @@ impl Lab {
             usize::MAX,
             Duration::from_secs(6 * 3600),
         )?;
-        mesh.host().exec(&[
-            "iptables",
-            "-t",
-            "raw",
-            "-I",
-            "PREROUTING",
-            "-s",
-            &FLOOD_SRC.to_string(),
-            "-p",
-            "tcp",
-            "-j",
-            "DROP",
-        ])?;
+        for src in [FLOOD_SRC.to_string(), spread::SPREAD_CIDR.to_owned()] {
+            mesh.host().exec(&[
+                "iptables",
+                "-t",
+                "raw",
+                "-I",
+                "PREROUTING",
+                "-s",
+                &src,
+                "-p",
+                "tcp",
+                "-j",
+                "DROP",
+            ])?;
+        }
         Ok(Self {
             service: Some(service),
             mesh,
@@ -265,6 +272,8 @@ struct Tool {
     attach: Duration,
     summary: mpsc::Receiver<Value>,
     stdout_lines: Arc<AtomicU64>,
+    /// The summary line's length in bytes.
+    summary_bytes: Arc<AtomicU64>,
     stderr: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
 }
@@ -301,6 +310,8 @@ impl Tool {
         let out = child.stdout.take().context("no stdout")?;
         let count = Arc::new(AtomicU64::new(0));
         let c = count.clone();
+        let summary_bytes = Arc::new(AtomicU64::new(0));
+        let b = summary_bytes.clone();
         let r2 = std::thread::spawn(move || {
             let mut r = BufReader::with_capacity(1 << 20, out);
             let mut buf = Vec::new();
@@ -312,6 +323,7 @@ impl Tool {
                 }
                 c.fetch_add(1, Ordering::Relaxed);
                 if buf.starts_with(br#"{"type":"summary""#) {
+                    b.store(buf.len() as u64 - 1, Ordering::Relaxed);
                     if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
                         let _ = sum_tx.send(v);
                     }
@@ -323,6 +335,7 @@ impl Tool {
             attach: Duration::ZERO,
             summary: sum_rx,
             stdout_lines: count,
+            summary_bytes,
             stderr,
             readers: vec![r1, r2],
         };
@@ -566,18 +579,29 @@ impl RssSampler {
 enum Frames {
     Syn,
     Udp,
+    /// SYN n from a source of its own in `spread::SPREAD_CIDR`.
+    SynSpread,
+    /// One SYN, the same every time (port, ISN, TSval, IP id).
+    SynReplay,
 }
 
 fn frame(kind: Frames, src_mac: [u8; 6], n: u64, isn_base: u32, buf: &mut Vec<u8>) {
+    let n = if kind == Frames::SynReplay { 0 } else { n };
     buf.clear();
     buf.extend_from_slice(&HOST_ETH0_MAC);
     buf.extend_from_slice(&src_mac);
     buf.extend_from_slice(&0x0800u16.to_be_bytes());
     let port = 1024 + (n % 64_000) as u16;
+    let src = match kind {
+        Frames::Syn | Frames::SynReplay => FLOOD_SRC,
+        Frames::SynSpread => spread::source(n),
+        // The UDP source is the sending client's own address (10.10.0.12, c2).
+        Frames::Udp => client_ip(1),
+    };
     let payload: Vec<u8> = match kind {
-        Frames::Syn => {
+        Frames::Syn | Frames::SynSpread | Frames::SynReplay => {
             let syn = Syn::new(
-                SocketAddrV4::new(FLOOD_SRC, port),
+                SocketAddrV4::new(src, port),
                 SocketAddrV4::new(HOST_IP, PUBLISHED_PORT),
                 isn_base.wrapping_add(n as u32),
                 1_000_000u32.wrapping_add((n >> 8) as u32),
@@ -593,18 +617,13 @@ fn frame(kind: Frames, src_mac: [u8; 6], n: u64, isn_base: u32, buf: &mut Vec<u8
             u
         }
     };
-    let src = match kind {
-        Frames::Syn => FLOOD_SRC,
-        // The UDP source is the sending client's own address (10.10.0.12, c2).
-        Frames::Udp => client_ip(1),
-    };
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
     ip[4..6].copy_from_slice(&(n as u16).to_be_bytes());
     ip[6] = 0x40;
     ip[8] = 64;
-    ip[9] = if kind == Frames::Syn { 6 } else { 17 };
+    ip[9] = if kind == Frames::Udp { 17 } else { 6 };
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&HOST_IP.octets());
     let sum = swarmtrace::net::internet_checksum(&ip);
@@ -643,6 +662,17 @@ fn generator(
     kind: Frames,
     rate: Option<u64>,
     dur: Duration,
+) -> Result<JoinHandle<Result<Result<Sent>>>> {
+    generate(ns, kind, rate, dur, u64::MAX)
+}
+
+/// [`generator`], stopping after `count` frames.
+fn generate(
+    ns: &Netns,
+    kind: Frames,
+    rate: Option<u64>,
+    dur: Duration,
+    count: u64,
 ) -> Result<JoinHandle<Result<Result<Sent>>>> {
     ns.spawn(move || -> Result<Sent> {
         const BATCH: usize = 64;
@@ -704,10 +734,10 @@ fn generator(
         let mut next: u64 = 0;
         loop {
             let elapsed = start.elapsed();
-            if elapsed >= dur {
+            if elapsed >= dur || sent >= count {
                 break;
             }
-            let mut want = BATCH as u64;
+            let mut want = (BATCH as u64).min(count - sent);
             if let Some(r) = rate {
                 let due = (r as f64 * elapsed.as_secs_f64()) as u64;
                 if sent >= due {
@@ -1624,7 +1654,8 @@ fn flood(args: &Args, lab: &Lab, report: &mut Report) -> Result<()> {
         maps.map(|(t, l)| json!({"total": t, "maps": l}))
             .unwrap_or(Value::Null),
     );
-    Ok(())
+    spread::spread(args, lab, report)?;
+    spread::replay(args, lab, report)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -208,6 +208,11 @@ pub struct RunArgs {
     /// One JSON object per line (NDJSON, see docs/json.md) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Drop and handshake lines written per second at most (a flood is sampled, and a line
+    /// says how many were left out each second); 0 writes every one. The summary, metrics
+    /// and live view count all of them.
+    #[arg(long, value_name = "N", default_value_t = crate::present::output::DEFAULT_LINES_PER_SECOND)]
+    pub max_lines_per_second: u32,
     /// Serve Prometheus metrics at http://ADDR/metrics while tracing: PORT or :PORT listens
     /// on 127.0.0.1; IP:PORT as given (0.0.0.0:9464, [::]:9464 for every interface).
     #[arg(long, value_name = "ADDR", value_parser = crate::present::metrics::parse_addr)]

@@ -71,6 +71,12 @@ pub struct Context {
     /// (namespace, interface) where SYNs were first seen: a client inside the subnet of the
     /// interface it came in on is at home there; inside any other local subnet, it overlaps.
     pub ingress_ifaces: BTreeSet<(String, String)>,
+    /// Per reason, drops the kernel counted (exactly) that no event showed: lost when the ring
+    /// buffer was full, or sampled. Counted into the verdict their reason names, one
+    /// handshake per drop (an estimate: a retransmitted SYN is a second drop of one
+    /// handshake).
+    #[serde(default)]
+    pub unseen_drops: BTreeMap<String, u64>,
 }
 
 impl Context {
@@ -209,14 +215,32 @@ pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
     Some(Cause::Unknown)
 }
 
+/// Clients and services listed per verdict: those with most handshakes (the totals say how
+/// many there were). Also the bound of its evidence's drops and counters, and notes.
+pub const LISTED: usize = 20;
+
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub cause: Cause,
+    /// Handshakes: the tracker's, the ones it forgot (`forgotten`) and the drops no event
+    /// showed (`from_counters`).
     pub count: u64,
+    /// Of `count`, handshakes the tracker forgot under a flood, classified by their kind
+    /// (exact count).
+    pub forgotten: u64,
+    /// Of `count`, drops that the kernel's exact counters counted but no event showed,
+    /// one handshake each (an estimate).
+    pub from_counters: u64,
+    /// The [`LISTED`] clients with most handshakes (of those the tracker kept).
     pub clients: BTreeSet<IpAddr>,
+    /// Distinct clients of the handshakes the tracker kept.
+    pub clients_total: u64,
     pub services: BTreeSet<String>,
+    pub services_total: u64,
     /// "REASON in netns (packet)" -> count.
     pub drops: BTreeMap<String, u64>,
+    /// Drops of evidence keys past [`LISTED`].
+    pub drops_other: u64,
     pub unanswered: u64,
     pub resets: u64,
     /// "netns: Counter" -> rise.
@@ -236,40 +260,98 @@ pub fn verdicts<'a>(
     handshakes: impl Iterator<Item = &'a Handshake>,
     ctx: &Context,
 ) -> Vec<Verdict> {
+    verdicts_of(handshakes.map(|h| (h, 1, true)), ctx)
+}
+
+/// The cause a reason names whatever packet it dropped, if any: what drops known only by
+/// their reason (from the kernel's counters) are counted into.
+fn reason_only_cause(reason: &str) -> Option<Cause> {
+    use PacketKind::*;
+    let c = reason_cause(reason, Syn, "");
+    [SynAck, Rst, Ack]
+        .iter()
+        .all(|k| reason_cause(reason, *k, "") == c)
+        .then_some(c)
+        .flatten()
+}
+
+/// The `n` largest counts of `m` (ties in key order), and what the rest add up to.
+fn largest<K: Ord + Clone>(m: &BTreeMap<K, u64>, n: usize) -> (BTreeMap<K, u64>, u64) {
+    let mut v: Vec<(&K, &u64)> = m.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let rest = v.iter().skip(n).map(|(_, c)| **c).sum();
+    (
+        v.into_iter()
+            .take(n)
+            .map(|(k, c)| (k.clone(), *c))
+            .collect(),
+        rest,
+    )
+}
+
+/// Handshakes per client and per service of one cause.
+type Named = (BTreeMap<IpAddr, u64>, BTreeMap<String, u64>);
+
+/// Groups failed handshakes by cause, with their evidence: each `(handshake, weight,
+/// listed)` stands for `weight` handshakes (a shape of forgotten ones stands for many), and
+/// only a listed one's client and service are named.
+pub fn verdicts_of<'a>(
+    handshakes: impl Iterator<Item = (&'a Handshake, u64, bool)>,
+    ctx: &Context,
+) -> Vec<Verdict> {
     let mut by_cause: BTreeMap<Cause, Verdict> = BTreeMap::new();
-    for h in handshakes {
+    // Bounded by the handshakes the tracker keeps; cut to the LISTED most frequent below.
+    let mut named: BTreeMap<Cause, Named> = BTreeMap::new();
+    let new = |cause| Verdict {
+        cause,
+        count: 0,
+        forgotten: 0,
+        from_counters: 0,
+        clients: BTreeSet::new(),
+        clients_total: 0,
+        services: BTreeSet::new(),
+        services_total: 0,
+        drops: BTreeMap::new(),
+        drops_other: 0,
+        unanswered: 0,
+        resets: 0,
+        counters: BTreeMap::new(),
+        drop_netns: BTreeMap::new(),
+        counter_netns: BTreeMap::new(),
+        notes: Vec::new(),
+        explanation: String::new(),
+        confirm: String::new(),
+        fix: String::new(),
+    };
+    for (h, weight, listed) in handshakes {
         let Some(cause) = classify(h, ctx) else {
             continue;
         };
-        let v = by_cause.entry(cause).or_insert_with(|| Verdict {
-            cause,
-            count: 0,
-            clients: BTreeSet::new(),
-            services: BTreeSet::new(),
-            drops: BTreeMap::new(),
-            unanswered: 0,
-            resets: 0,
-            counters: BTreeMap::new(),
-            drop_netns: BTreeMap::new(),
-            counter_netns: BTreeMap::new(),
-            notes: Vec::new(),
-            explanation: String::new(),
-            confirm: String::new(),
-            fix: String::new(),
-        });
-        v.count += 1;
-        v.clients.insert(h.client.ip());
-        v.services.insert(h.service.to_string());
+        let v = by_cause.entry(cause).or_insert_with(|| new(cause));
+        v.count += weight;
+        if listed {
+            let (clients, services) = named.entry(cause).or_default();
+            *clients.entry(h.client.ip()).or_default() += weight;
+            *services.entry(h.service.to_string()).or_default() += weight;
+        } else {
+            v.forgotten += weight;
+        }
         match h.outcome() {
-            Outcome::Unanswered => v.unanswered += 1,
-            Outcome::Reset => v.resets += 1,
+            Outcome::Unanswered => v.unanswered += weight,
+            Outcome::Reset => v.resets += weight,
             _ => {}
         }
-        for d in &h.drops {
+        for (i, d) in h.drops.iter().enumerate() {
             let ns = d.netns_label();
             let where_ = d.location.split('+').next().unwrap_or("");
             let key = format!("{} {} at {where_} in {ns}", d.kind.as_str(), d.reason);
-            *v.drops.entry(key.clone()).or_default() += 1;
+            // Drops past the notes kept are counted with the last note (a replayed packet).
+            let more = if i + 1 == h.drops.len() {
+                h.overflow.drops
+            } else {
+                0
+            };
+            *v.drops.entry(key.clone()).or_default() += weight + more;
             v.drop_netns.insert(key, ns);
         }
         if cause == Cause::ReplyMisrouted {
@@ -281,14 +363,33 @@ pub fn verdicts<'a>(
                     s.ifname,
                     s.netns
                 );
-                if !v.notes.contains(&note) {
+                if v.notes.len() < LISTED && !v.notes.contains(&note) {
                     v.notes.push(note);
                 }
             }
         }
     }
+    for (reason, n) in &ctx.unseen_drops {
+        if let (Some(cause), true) = (reason_only_cause(reason), *n > 0) {
+            let v = by_cause.entry(cause).or_insert_with(|| new(cause));
+            v.count += n;
+            v.from_counters += n;
+        }
+    }
+    for (cause, (clients, services)) in named {
+        let v = by_cause
+            .get_mut(&cause)
+            .expect("named only with its verdict");
+        v.clients_total = clients.len() as u64;
+        v.clients = largest(&clients, LISTED).0.into_keys().collect();
+        v.services_total = services.len() as u64;
+        v.services = largest(&services, LISTED).0.into_keys().collect();
+    }
     let mut out: Vec<Verdict> = by_cause.into_values().collect();
     for v in &mut out {
+        let (drops, other) = largest(&v.drops, LISTED);
+        v.drop_netns.retain(|k, _| drops.contains_key(k));
+        (v.drops, v.drops_other) = (drops, other);
         // Where drops name namespaces, their counters are the evidence; others' rises
         // (unrelated traffic elsewhere on the host) are noise.
         let drop_namespaces: Vec<String> = v.drop_netns.values().cloned().collect();
@@ -298,8 +399,10 @@ pub fn verdicts<'a>(
                     continue;
                 }
                 let key = format!("{ns}: {}", name.trim_start_matches("TcpExt."));
-                v.counters.insert(key.clone(), n);
-                v.counter_netns.insert(key, ns);
+                if v.counters.len() < LISTED {
+                    v.counters.insert(key.clone(), n);
+                    v.counter_netns.insert(key, ns);
+                }
             }
         }
         advise(v, ctx);
@@ -436,10 +539,15 @@ impl Verdict {
                 "resets": self.resets,
                 "counters": self.counters,
                 "notes": self.notes,
+                "drops_other": self.drops_other,
             },
             "explanation": self.explanation,
             "confirm": self.confirm,
             "fix": self.fix,
+            "clients_total": self.clients_total,
+            "services_total": self.services_total,
+            "forgotten": self.forgotten,
+            "from_counters": self.from_counters,
         })
     }
 
@@ -451,17 +559,33 @@ impl Verdict {
         let mut s = String::new();
         let clients: Vec<String> = self.clients.iter().map(|c| c.to_string()).collect();
         let services: Vec<&str> = self.services.iter().map(String::as_str).collect();
+        let more = |shown: usize, total: u64| match total.saturating_sub(shown as u64) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         let _ = writeln!(
             s,
-            "[{}] {} handshake(s) to {} from {}",
+            "[{}] {} handshake(s) to {}{} from {}{}",
             self.cause.id(),
             self.count,
             t(&services.join(", ")),
-            clients.join(", ")
+            more(services.len(), self.services_total),
+            clients.join(", "),
+            more(clients.len(), self.clients_total),
         );
+        if self.forgotten > 0 || self.from_counters > 0 {
+            let _ = writeln!(
+                s,
+                "  count:    {} forgotten by the tracker under the flood (counted by kind), {} counted from the kernel's exact drop counters (events lost or sampled; one handshake per drop)",
+                self.forgotten, self.from_counters
+            );
+        }
         let _ = writeln!(s, "  why:      {}", self.explanation);
         for (d, n) in &self.drops {
             let _ = writeln!(s, "  evidence: {n} x {}", t(d));
+        }
+        if self.drops_other > 0 {
+            let _ = writeln!(s, "  evidence: {} other drops", self.drops_other);
         }
         if self.unanswered > 0 {
             let _ = writeln!(
@@ -504,6 +628,7 @@ mod tests {
             answer: None,
             drops: vec![],
             reported: true,
+            overflow: Default::default(),
         }
     }
 
@@ -797,6 +922,63 @@ mod tests {
             "host needs no nsenter: {}",
             v[1].confirm
         );
+    }
+
+    #[test]
+    fn forgotten_and_unseen_handshakes_count_and_clients_are_the_top_ones() {
+        let mut ctx = lab_ctx();
+        let mut kept = Vec::new();
+        for i in 0..100u32 {
+            // Client .1 has most handshakes; 99 others one each.
+            let last = if i < 30 { 1 } else { i };
+            kept.push(dropped(
+                &format!("10.64.{}.{}:40000", last >> 8, last & 0xff),
+                PacketKind::Syn,
+                "NETFILTER_DROP",
+                "nft_do_chain+0x1",
+                "host",
+            ));
+        }
+        let mut replayed = kept[0].clone();
+        replayed.overflow.drops = 999;
+        let rep = dropped(
+            "10.99.0.1:1",
+            PacketKind::Syn,
+            "NETFILTER_DROP",
+            "nft_do_chain+0x1",
+            "host",
+        );
+        ctx.unseen_drops = [
+            ("NETFILTER_DROP".to_owned(), 5),
+            ("NO_SOCKET".to_owned(), 7),
+        ]
+        .into();
+        let items = kept
+            .iter()
+            .map(|h| (h, 1, true))
+            .chain([(&replayed, 1, true), (&rep, 1_000_000, false)]);
+        let v = verdicts_of(items, &ctx);
+        assert_eq!(v.len(), 1, "NO_SOCKET names no cause by itself: {v:?}");
+        let v = &v[0];
+        assert_eq!(v.cause, Cause::NetfilterDrop);
+        assert_eq!(v.count, 101 + 1_000_000 + 5);
+        assert_eq!((v.forgotten, v.from_counters), (1_000_000, 5));
+        assert_eq!(v.clients.len(), LISTED);
+        assert!(v.clients.contains(&"10.64.0.1".parse::<IpAddr>().unwrap()));
+        assert!(!v.clients.contains(&"10.99.0.1".parse::<IpAddr>().unwrap()));
+        assert_eq!(v.clients_total, 71);
+        assert_eq!(
+            v.drops["SYN NETFILTER_DROP at nft_do_chain in host"],
+            101 + 999 + 1_000_000
+        );
+        let j = v.to_json();
+        assert_eq!(j["count"], 1_000_106);
+        assert_eq!(j["clients"].as_array().unwrap().len(), LISTED);
+        assert_eq!(j["clients_total"], 71);
+        let text = v.to_text();
+        assert!(text.contains("from 10.64.0.1"), "{text}");
+        assert!(text.contains(" and 51 more"), "{text}");
+        assert!(text.contains("1000000 forgotten"), "{text}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::kernel::netns::NetnsNames;
 use crate::kernel::{namespaces, netstat, KernelFacts};
 use crate::trace::hops::HopNames;
 use crate::trace::session::{HostSnapshot, RunResult, TraceOptions};
+use crate::trace::summary::RunSummary;
 use crate::trace::tracker::Tracker;
 use crate::verdict::{self, LocalSubnet, Verdict};
 
@@ -44,13 +45,83 @@ pub fn conclude(mut run: RunResult) -> Concluded {
         &run.facts,
         &mut run.netns,
     );
-    let verdicts = verdict::verdicts(run.tracker.handshakes(), &context);
+    // The kept handshakes by name, the forgotten ones by kind.
+    let kept = run.tracker.handshakes().map(|h| (h, 1, true));
+    let forgotten = run.tracker.forgotten.shapes().map(|(h, n)| (h, n, false));
+    let mut context = context;
+    context.unseen_drops = unseen_drops(&run.summary);
+    let verdicts = verdict::verdicts_of(kept.chain(forgotten), &context);
     run.summary.verdicts = verdicts.iter().map(Verdict::to_json).collect();
+    bound_summary(&mut run.summary);
     Concluded {
         run,
         context,
         verdicts,
     }
+}
+
+/// The summary is one NDJSON line: this long at most, whatever the flood. Its tables are
+/// bounded (top lists, listed clients); what is left is the text of names from outside
+/// (namespaces), of which a host with many containers may have many.
+pub const SUMMARY_MAX_BYTES: usize = 64 * 1024;
+
+/// Shortens the verdicts' lists and evidence, marking them `truncated`, until the summary
+/// line fits in [`SUMMARY_MAX_BYTES`].
+fn bound_summary(summary: &mut RunSummary) {
+    fn trim(v: &mut serde_json::Value, keep: usize, depth: usize) {
+        match v {
+            serde_json::Value::Array(a) => a.truncate(keep),
+            serde_json::Value::Object(o) if depth > 1 => {
+                let extra: Vec<String> = o.keys().skip(keep).cloned().collect();
+                for k in extra {
+                    o.remove(&k);
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for x in o.values_mut() {
+                    trim(x, keep, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    let size = |s: &RunSummary| serde_json::to_vec(s).map_or(usize::MAX, |v| v.len());
+    for keep in [10, 5, 2, 0] {
+        if size(summary) <= SUMMARY_MAX_BYTES {
+            return;
+        }
+        for v in &mut summary.verdicts {
+            trim(v, keep, 0);
+            v["truncated"] = true.into();
+        }
+    }
+    if size(summary) > SUMMARY_MAX_BYTES {
+        summary.watched.truncate(10);
+        summary.kernel_lacks.truncate(10);
+        for v in &mut summary.verdicts {
+            for k in ["explanation", "confirm", "fix"] {
+                v[k] = "(left out: the summary line is bounded)".into();
+            }
+        }
+    }
+}
+
+/// Per reason, drops the kernel counted that no event showed. Only when events were lost or
+/// the kernel sampled (overload: 1 handshake in N sends its events): otherwise the difference
+/// is the few drops of the instant between the last read of the ring and the read of the
+/// counters, and every verdict count stays exact.
+fn unseen_drops(summary: &RunSummary) -> BTreeMap<String, u64> {
+    if summary.lost_events == 0 && summary.sampled.is_none() {
+        return BTreeMap::new();
+    }
+    summary
+        .drops_by_reason
+        .iter()
+        .filter_map(|(reason, exact)| {
+            let seen = summary.events_by_reason.get(reason).copied().unwrap_or(0);
+            Some((reason.clone(), exact.checked_sub(seen).filter(|n| *n > 0)?))
+        })
+        .collect()
 }
 
 fn verdict_context(
@@ -110,5 +181,49 @@ fn verdict_context(
         kernel_release: facts.release.clone(),
         has_tw_paws_reason: facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
         ingress_ifaces,
+        unseen_drops: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_line_is_bounded_whatever_the_names() {
+        let long = "x".repeat(4_000);
+        let mut sum = RunSummary {
+            drops_by_reason: [("NETFILTER_DROP".to_owned(), 1_000_000)].into(),
+            events_by_reason: [("NETFILTER_DROP".to_owned(), 900_000)].into(),
+            lost_events: 100_000,
+            ..RunSummary::default()
+        };
+        let verdict = serde_json::json!({
+            "cause": "netfilter-drop",
+            "clients": vec!["10.0.0.1"; 20],
+            "evidence": {
+                "drops": (0..20).map(|i| (format!("{long}{i}"), 1)).collect::<BTreeMap<_, _>>(),
+                "notes": vec![long.clone(); 20],
+            },
+            "explanation": "why",
+        });
+        sum.verdicts = vec![verdict; 8];
+        assert!(serde_json::to_vec(&sum).unwrap().len() > SUMMARY_MAX_BYTES);
+        bound_summary(&mut sum);
+        assert!(serde_json::to_vec(&sum).unwrap().len() <= SUMMARY_MAX_BYTES);
+        assert_eq!(sum.verdicts[0]["truncated"], true);
+        assert_eq!(sum.verdicts[0]["cause"], "netfilter-drop");
+        assert_eq!(unseen_drops(&sum)["NETFILTER_DROP"], 100_000);
+        sum.lost_events = 0;
+        assert!(unseen_drops(&sum).is_empty());
+        // Sampled in the kernel: the drops of the handshakes that sent no event are counted.
+        sum.sampled = Some(crate::trace::summary::Sampled {
+            one_in: 16,
+            since: "2026-12-04T07:00:00.000000Z".into(),
+            windows: 10,
+            sighting_events_not_sent: 0,
+            drop_events_not_sent: 100_000,
+        });
+        assert_eq!(unseen_drops(&sum)["NETFILTER_DROP"], 100_000);
     }
 }

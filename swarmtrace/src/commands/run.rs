@@ -49,6 +49,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let mut output = Output::new(&mut *out, args.json).with_node(&args.trace.node_name());
     output.lines = view.is_none();
+    output.max_per_second = args.max_lines_per_second;
     let mut observers: Vec<&mut dyn Observer> = vec![&mut output];
     observers.extend(view_observer.as_deref_mut().map(|o| o as &mut dyn Observer));
     observers.extend(metrics.as_deref_mut().map(|o| o as &mut dyn Observer));

@@ -2,6 +2,7 @@
 //! `events.ndjson`: an [`Observer`] of the engine, and at the end the summary.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -13,6 +14,32 @@ use crate::trace::observe::{HandshakeRecord, Observer};
 use crate::trace::summary::RunSummary;
 use crate::verdict::Verdict;
 
+/// Per-packet lines (drops and handshakes) `run` writes per second by default. Nobody reads
+/// more on a terminal, and a collector or file gets a sample of every second of a flood
+/// (about 300 KB/s of NDJSON, 1 GB an hour at most) instead of every packet: a flood of
+/// 500 000 SYNs a second would otherwise cost swarmtrace a core serializing lines and fill
+/// the disk it writes to. The summary, the metrics and the live view still count every one.
+/// The handshakes of an incident are far fewer: a host answering 1000 new connections a
+/// second is busy, and `--max-lines-per-second 0` prints them all.
+pub const DEFAULT_LINES_PER_SECOND: u32 = 1000;
+
+/// Lines left out in one second past the cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LeftOut {
+    pub drops: u64,
+    pub handshakes: u64,
+}
+
+/// The `left_out` object of docs/json.md.
+#[derive(serde::Serialize)]
+#[serde(tag = "type", rename = "left_out")]
+struct LeftOutRecord {
+    ts: String,
+    drops: u64,
+    handshakes: u64,
+    max_per_second: u32,
+}
+
 pub struct Output<'a> {
     writer: &'a mut (dyn Write + Send),
     json: bool,
@@ -21,9 +48,16 @@ pub struct Output<'a> {
     /// `,"node":"NAME"}`: what closes every NDJSON line when the lines name their node.
     node_suffix: Option<Vec<u8>>,
     buf: Vec<u8>,
+    /// Per-packet lines written per second at most; 0 writes every one.
+    pub max_per_second: u32,
+    /// When the current second began, and the lines written and left out in it.
+    second: Option<Instant>,
+    written: u32,
+    left_out: LeftOut,
 }
 
 impl<'a> Output<'a> {
+    /// Writes every line (a bundle's events, the demo); `run` sets a cap.
     pub fn new(writer: &'a mut (dyn Write + Send), json: bool) -> Self {
         Self {
             writer,
@@ -31,6 +65,10 @@ impl<'a> Output<'a> {
             lines: true,
             node_suffix: None,
             buf: Vec::new(),
+            max_per_second: 0,
+            second: None,
+            written: 0,
+            left_out: LeftOut::default(),
         }
     }
 
@@ -43,6 +81,60 @@ impl<'a> Output<'a> {
         suffix.push(b'}');
         self.node_suffix = Some(suffix);
         self
+    }
+
+    /// Whether a per-packet line may be written now; counts it as left out otherwise.
+    fn admit(&mut self, handshake: bool) -> Result<bool> {
+        if self.max_per_second == 0 {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if self
+            .second
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+        {
+            self.end_second()?;
+            self.second = Some(now);
+        }
+        if self.written < self.max_per_second {
+            self.written += 1;
+            return Ok(true);
+        }
+        if handshake {
+            self.left_out.handshakes += 1;
+        } else {
+            self.left_out.drops += 1;
+        }
+        Ok(false)
+    }
+
+    /// Says how many lines the second that ends left out, if any.
+    fn end_second(&mut self) -> Result<()> {
+        let left = std::mem::take(&mut self.left_out);
+        self.written = 0;
+        self.second = None;
+        if left == LeftOut::default() {
+            return Ok(());
+        }
+        let unix_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let ts = crate::clock::rfc3339_micros(unix_ns);
+        if self.json {
+            return self.ndjson(&LeftOutRecord {
+                ts,
+                drops: left.drops,
+                handshakes: left.handshakes,
+                max_per_second: self.max_per_second,
+            });
+        }
+        let time = ts.get(11..26).unwrap_or(&ts);
+        writeln!(
+            self.writer,
+            "{time} LEFT OUT {} drop and {} handshake lines in the last second (at most {} a second; --max-lines-per-second 0 prints all; the summary counts every one)",
+            left.drops, left.handshakes, self.max_per_second
+        )?;
+        Ok(())
     }
 
     /// A record as an NDJSON line, serialized straight from it.
@@ -68,6 +160,7 @@ impl<'a> Output<'a> {
 
     /// The summary, always written (after the live view has closed).
     pub fn summary(&mut self, sum: &RunSummary, verdicts: &[Verdict]) -> Result<()> {
+        self.end_second()?;
         if self.json {
             self.ndjson(sum)?;
         } else {
@@ -80,7 +173,7 @@ impl<'a> Output<'a> {
 
 impl Observer for Output<'_> {
     fn on_drop(&mut self, d: &Drop) -> Result<()> {
-        if !self.lines {
+        if !self.lines || !self.admit(false)? {
             return Ok(());
         }
         if self.json {
@@ -92,7 +185,7 @@ impl Observer for Output<'_> {
     }
 
     fn on_handshake(&mut self, h: &HandshakeRecord<'_>) -> Result<()> {
-        if !self.lines {
+        if !self.lines || !self.admit(true)? {
             return Ok(());
         }
         if self.json {
@@ -107,6 +200,13 @@ impl Observer for Output<'_> {
     }
 
     fn on_batch(&mut self) -> Result<()> {
+        // The count of a second that ended comes out now, not with the next line.
+        if self
+            .second
+            .is_some_and(|s| s.elapsed() >= Duration::from_secs(1))
+        {
+            self.end_second()?;
+        }
         self.writer.flush()?;
         Ok(())
     }
@@ -190,6 +290,7 @@ mod tests {
             answer: None,
             drops: vec![crate::trace::tracker::DropNote::from(&d)],
             reported: false,
+            overflow: Default::default(),
         };
         let line = |h: &Handshake| {
             let mut buf = Vec::new();
@@ -258,6 +359,54 @@ mod tests {
             out.on_drop(&d).unwrap();
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn lines_past_the_cap_are_left_out_and_counted_once_a_second() {
+        let d = drop_();
+        for json in [true, false] {
+            let mut buf = Vec::new();
+            let mut out = Output::new(&mut buf, json);
+            out.max_per_second = 3;
+            for _ in 0..10 {
+                out.on_drop(&d).unwrap();
+            }
+            // Within the second nothing says so yet; the summary closes it.
+            out.on_batch().unwrap();
+            out.summary(&RunSummary::default(), &[]).unwrap();
+            let text = String::from_utf8(buf).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            if json {
+                assert_eq!(lines.len(), 5, "{text}");
+                let v: Value = serde_json::from_str(lines[3]).unwrap();
+                assert_eq!(v["type"], "left_out");
+                assert_eq!(
+                    (v["drops"].as_u64(), v["handshakes"].as_u64()),
+                    (Some(7), Some(0))
+                );
+                assert_eq!(v["max_per_second"], 3);
+            } else {
+                assert!(
+                    lines[3].contains("LEFT OUT 7 drop and 0 handshake lines"),
+                    "{text}"
+                );
+            }
+        }
+        // A new second writes again.
+        let mut buf = Vec::new();
+        let mut out = Output::new(&mut buf, true);
+        out.max_per_second = 1;
+        out.on_drop(&d).unwrap();
+        out.on_drop(&d).unwrap();
+        out.second = out.second.map(|s| s - Duration::from_secs(2));
+        out.on_batch().unwrap();
+        out.on_drop(&d).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let types: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].to_string())
+            .collect();
+        assert_eq!(types, [r#""drop""#, r#""left_out""#, r#""drop""#]);
     }
 
     #[test]

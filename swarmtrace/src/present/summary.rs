@@ -63,14 +63,21 @@ pub fn summary_text(sum: &RunSummary, verdicts: &[Verdict]) -> String {
             );
         }
     }
-    for (title, top) in [
-        ("top sources", &sum.top_sources),
-        ("top destinations", &sum.top_destinations),
+    for (title, top, others) in [
+        ("top sources", &sum.top_sources, sum.other_sources),
+        (
+            "top destinations",
+            &sum.top_destinations,
+            sum.other_destinations,
+        ),
     ] {
         if !top.is_empty() {
             let _ = writeln!(s, "{title}:");
             for a in top {
                 let _ = writeln!(s, "  {:>8}  {}", a.count, t(&a.addr));
+            }
+            if others > 0 {
+                let _ = writeln!(s, "  {others:>8}  (others)");
             }
         }
     }
@@ -239,9 +246,14 @@ mod tests {
         Verdict {
             cause: Cause::NoListener,
             count: 1,
+            forgotten: 0,
+            from_counters: 0,
             clients: ["10.0.0.2".parse().unwrap()].into(),
+            clients_total: 1,
             services: ["10.0.0.1:80".to_owned()].into(),
+            services_total: 1,
             drops: [(key.clone(), 1)].into(),
+            drops_other: 0,
             unanswered: 0,
             resets: 0,
             counters: [(format!("{HOSTILE}: OutRsts"), 1)].into(),
@@ -346,7 +358,7 @@ mod tests {
             line.ends_with(
                 &(r#""verdicts":[{"cause":"no-listener"}],"watched":["#.to_owned()
                     + &serde_json::to_string(HOSTILE).unwrap()
-                    + r#"],"kernel_lacks":[],"kfree_skb_hook":"","sampled":null}"#)
+                    + r#"],"kernel_lacks":[],"kfree_skb_hook":"","sampled":null,"other_sources":0,"other_destinations":0,"events_by_reason":{}}"#)
             ),
             "{line}"
         );

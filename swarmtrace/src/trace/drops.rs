@@ -13,6 +13,7 @@ use crate::kernel::netns::NetnsNames;
 use crate::kernel::DropReasons;
 use crate::trace::event::{Joined, Packet, RawDrop};
 use crate::trace::summary::{AddrCount, LocationCount, RunSummary};
+use crate::trace::topk::{Fast, TopK};
 use crate::trace::tracer::Totals;
 
 /// A dropped handshake packet with every name resolved.
@@ -136,24 +137,45 @@ impl Drop {
     }
 }
 
+/// Addresses kept by the summary's heavy-hitter tables: a source (or destination) with more
+/// than 1/`TOP_ADDRESSES` of the drops is always among them, and the five shown are exact
+/// unless the run saw more distinct addresses than this.
+pub const TOP_ADDRESSES: usize = 512;
+
+/// Addresses shown in the summary.
+const SHOWN: usize = 5;
+
 /// What the run saw, for the summary at exit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Summary {
     pub events: u64,
     pub decode_errors: u64,
     // Counted by what each drop carries, without making text per drop: the text is made
-    // at the end, for the few keys there are.
-    sources: HashMap<IpAddr, u64>,
-    destinations: HashMap<SocketAddr, u64>,
+    // at the end, for the few keys there are. Addresses are the sender's to choose: bounded.
+    sources: TopK<IpAddr>,
+    destinations: TopK<SocketAddr>,
     /// Reason -> full location (`function+0xoff`) -> drops; folded by function at the end.
-    by_location: HashMap<Arc<str>, HashMap<Arc<str>, u64>>,
+    /// Both are the kernel's (its reasons, its code addresses): no sender grows them.
+    by_location: HashMap<Arc<str>, HashMap<Arc<str>, u64, Fast>, Fast>,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            events: 0,
+            decode_errors: 0,
+            sources: TopK::new(TOP_ADDRESSES),
+            destinations: TopK::new(TOP_ADDRESSES),
+            by_location: HashMap::default(),
+        }
+    }
 }
 
 impl Summary {
     pub fn add(&mut self, d: &Drop) {
         self.events += 1;
-        *self.sources.entry(d.packet.src.ip()).or_default() += 1;
-        *self.destinations.entry(d.packet.dst).or_default() += 1;
+        self.sources.add(d.packet.src.ip());
+        self.destinations.add(d.packet.dst);
         let locations = match self.by_location.get_mut(&*d.reason) {
             Some(l) => l,
             None => self.by_location.entry(d.reason.clone()).or_default(),
@@ -176,6 +198,14 @@ impl Summary {
         v.into_iter()
             .take(n)
             .map(|(k, c)| (k.to_string(), c))
+            .collect()
+    }
+
+    /// Drop events received, by reason (what the kernel's exact counts are compared with).
+    pub fn events_by_reason(&self) -> BTreeMap<String, u64> {
+        self.by_location
+            .iter()
+            .map(|(r, l)| (r.to_string(), l.values().sum()))
             .collect()
     }
 
@@ -219,6 +249,25 @@ impl Summary {
                 .map(|(addr, count)| AddrCount { addr, count })
                 .collect()
         };
+        // What the listed ones do not account for (their counts may overestimate theirs by
+        // the error Space-Saving bounds, so this may underestimate the others').
+        let others = |shown: &[AddrCount], total: u64| {
+            total.saturating_sub(shown.iter().map(|a| a.count).sum())
+        };
+        let kept =
+            |t: &TopK<SocketAddr>| t.top(TOP_ADDRESSES).into_iter().map(|c| (c.key, c.count));
+        let top_sources = top(Self::top(
+            self.sources
+                .top(SHOWN)
+                .into_iter()
+                .map(|c| (c.key, c.count)),
+            SHOWN,
+        ));
+        // Ordered by their text, as they always were.
+        let top_destinations = top(Self::top(
+            kept(&self.destinations).map(|(a, n)| (a.to_string(), n)),
+            SHOWN,
+        ));
         RunSummary {
             duration_s: (duration_s * 1000.0).round() / 1000.0,
             drops: totals.drops,
@@ -227,13 +276,12 @@ impl Summary {
             unreadable_packets: totals.unreadable,
             events: self.events,
             decode_errors: self.decode_errors,
-            top_sources: top(Self::top(self.sources.iter().map(|(a, n)| (*a, *n)), 5)),
-            // Ordered by their text, as they always were.
-            top_destinations: top(Self::top(
-                self.destinations.iter().map(|(a, n)| (a.to_string(), *n)),
-                5,
-            )),
-            top_locations: self.top_locations(5),
+            other_sources: others(&top_sources, self.sources.total()),
+            other_destinations: others(&top_destinations, self.destinations.total()),
+            top_sources,
+            top_destinations,
+            top_locations: self.top_locations(SHOWN),
+            events_by_reason: self.events_by_reason(),
             ..RunSummary::default()
         }
     }
@@ -306,6 +354,31 @@ mod tests {
         assert_eq!(v.top_locations[0].function, "tcp_v4_rcv");
         assert_eq!(v.top_locations[0].reason, "NO_SOCKET");
         assert!(d.to_line().contains("NO_SOCKET at tcp_v4_rcv+0x10"));
+    }
+
+    #[test]
+    fn a_flood_from_many_sources_keeps_a_bounded_table_and_says_how_many_others() {
+        let mut s = Summary::default();
+        let mut d = named();
+        for i in 0..20_000u32 {
+            // One heavy source among 10 000 distinct ones.
+            let ip = if i % 2 == 0 {
+                0x0a00_0001
+            } else {
+                0x0a40_0000 + i
+            };
+            d.packet.src = SocketAddr::new(std::net::Ipv4Addr::from(ip).into(), 1);
+            s.add(&d);
+        }
+        assert!(s.sources.len() <= TOP_ADDRESSES);
+        let v = s.finish(&Totals::default(), &DropReasons::default(), 1.0);
+        assert_eq!(v.top_sources.len(), SHOWN);
+        assert_eq!(v.top_sources[0].addr, "10.0.0.1");
+        assert!(v.top_sources[0].count >= 10_000);
+        let listed: u64 = v.top_sources.iter().map(|a| a.count).sum();
+        assert_eq!(listed + v.other_sources, 20_000);
+        assert_eq!(v.events_by_reason["NO_SOCKET"], 20_000);
+        assert_eq!(v.other_destinations, 0);
     }
 
     #[test]

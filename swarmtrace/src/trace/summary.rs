@@ -90,6 +90,13 @@ pub struct RunSummary {
     pub kfree_skb_hook: String,
     /// Null unless the kernel sampled (overload).
     pub sampled: Option<Sampled>,
+    /// Drops from sources not in `top_sources` (an address table bounded whatever the
+    /// flood: docs/json.md says what is exact).
+    pub other_sources: u64,
+    pub other_destinations: u64,
+    /// Drop events received, by reason: beside the exact `drops_by_reason`, what the events
+    /// (lost when the ring buffer was full, or sampled) did not show.
+    pub events_by_reason: BTreeMap<String, u64>,
 }
 
 impl RunSummary {

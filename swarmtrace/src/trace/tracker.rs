@@ -6,126 +6,17 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use swarmtrace_common::{HandshakeKey, Hop};
+use swarmtrace_common::HandshakeKey;
 
 use crate::trace::drops::Drop;
-use crate::trace::event::{Packet, PacketKind, Seen, Sighting};
-
-pub type HandshakeId = (SocketAddr, u32);
-
-/// A dropped packet of a handshake.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DropNote {
-    pub ts_ns: u64,
-    pub kind: PacketKind,
-    // Shared with the named drop: a note costs no copy of its names.
-    pub reason: Arc<str>,
-    pub location: Arc<str>,
-    pub netns: u32,
-    pub netns_name: Option<Arc<str>>,
-    pub ifname: Option<Arc<str>>,
-    /// The packet as it was where it was dropped (after any NAT).
-    pub packet: Packet,
-}
-
-impl From<&Drop> for DropNote {
-    fn from(d: &Drop) -> Self {
-        Self {
-            ts_ns: d.ts_ns,
-            kind: d.packet.kind,
-            reason: d.reason.clone(),
-            location: d.location.clone(),
-            netns: d.netns,
-            netns_name: d.netns_name.clone(),
-            ifname: d.ifname.clone(),
-            packet: d.packet.clone(),
-        }
-    }
-}
-
-impl DropNote {
-    /// The namespace's name, or `netns:INODE` when it has none.
-    pub fn netns_label(&self) -> String {
-        crate::trace::drops::netns_label(self.netns_name.as_deref(), self.netns)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Answer {
-    SynAck { latency_ns: u64, hop: Hop },
-    Reset { hop: Hop },
-}
-
-/// Written as its `as_str` (the `verdict` of a handshake object).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Answered,
-    Dropped,
-    Reset,
-    Unanswered,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Answered => "answered",
-            Outcome::Dropped => "dropped",
-            Outcome::Reset => "reset",
-            Outcome::Unanswered => "unanswered",
-        }
-    }
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Handshake {
-    /// The client and the service as first seen, before any NAT on this host.
-    pub client: SocketAddr,
-    pub service: SocketAddr,
-    pub isn: u32,
-    pub first_ns: u64,
-    /// SYN transmissions seen (retransmissions carry a new TSval).
-    pub syns: u32,
-    pub keys: Vec<HandshakeKey>,
-    /// Where the first SYN was seen; None when only a drop told us of it.
-    pub first_hop: Option<Hop>,
-    pub answer: Option<Answer>,
-    pub drops: Vec<DropNote>,
-    /// The handshake line was printed.
-    pub reported: bool,
-}
-
-impl Handshake {
-    pub fn outcome(&self) -> Outcome {
-        // A dropped SYN-ACK means the client did not get the answer the classifiers saw.
-        let answer_dropped = self.drops.iter().any(|d| d.kind == PacketKind::SynAck);
-        match self.answer {
-            Some(Answer::SynAck { .. }) if !answer_dropped => Outcome::Answered,
-            _ if !self.drops.is_empty() => Outcome::Dropped,
-            Some(Answer::Reset { .. }) => Outcome::Reset,
-            Some(Answer::SynAck { .. }) => Outcome::Dropped,
-            None => Outcome::Unanswered,
-        }
-    }
-
-    /// Most handshakes have one drop at most: room for exactly one at first, where a Vec's
-    /// first push would make room for four (about 700 bytes per handshake under a flood).
-    fn add_drop(&mut self, note: DropNote) {
-        if self.drops.is_empty() {
-            self.drops.reserve_exact(1);
-        }
-        self.drops.push(note);
-    }
-
-    pub fn latency_ns(&self) -> Option<u64> {
-        match self.answer {
-            Some(Answer::SynAck { latency_ns, .. }) => Some(latency_ns),
-            _ => None,
-        }
-    }
-}
+use crate::trace::event::{PacketKind, Seen, Sighting};
+use crate::trace::forgotten::Forgotten;
+use crate::trace::topk::Fast;
+// The handshake's types live beside, shared with `forgotten`; named from here as always.
+pub use crate::trace::handshake::{
+    Answer, DropNote, Handshake, HandshakeId, Outcome, Overflow, MAX_DROP_NOTES, MAX_KEYS,
+};
 
 /// Handshakes kept for the summary; beyond this the oldest are forgotten, reported or not,
 /// and counted in `evicted` (the summary's `forgotten`). This bounds the tracker's memory
@@ -174,12 +65,14 @@ pub struct Tracker {
     handshakes: VecDeque<Handshake>,
     /// The sequence number of `handshakes[0]`.
     first_seq: Seq,
-    by_id: HashMap<IdKey, Seq>,
-    by_key: HashMap<KeyBits, Seq>,
+    by_id: HashMap<IdKey, Seq, Fast>,
+    by_key: HashMap<KeyBits, Seq, Fast>,
     timeout_ns: u64,
     /// Handshakes before this sequence number have been through `due`.
     due_from: Seq,
     pub evicted: u64,
+    /// The evicted handshakes, folded by what their verdicts read.
+    pub forgotten: Forgotten,
 }
 
 impl Tracker {
@@ -187,11 +80,12 @@ impl Tracker {
         Self {
             handshakes: VecDeque::new(),
             first_seq: 0,
-            by_id: HashMap::new(),
-            by_key: HashMap::new(),
+            by_id: HashMap::default(),
+            by_key: HashMap::default(),
             timeout_ns,
             due_from: 0,
             evicted: 0,
+            forgotten: Forgotten::default(),
         }
     }
 
@@ -225,6 +119,7 @@ impl Tracker {
                     answer: None,
                     drops: Vec::new(),
                     reported: false,
+                    overflow: Overflow::default(),
                 });
                 seq
             }
@@ -246,6 +141,7 @@ impl Tracker {
                 self.by_key.remove(&KeyBits(*k));
             }
             self.evicted += 1;
+            self.forgotten.add(&h);
         }
     }
 
@@ -254,15 +150,15 @@ impl Tracker {
         match s.seen {
             Seen::Syn => {
                 let (seq, h) = self.entry((s.packet.src, s.key.isn), s.packet.dst, s.ts_ns);
-                h.syns += 1;
-                if !h.keys.contains(&s.key) {
-                    h.keys.push(s.key);
-                }
+                h.syns = h.syns.saturating_add(1);
+                let kept = h.add_key(s.key);
                 if h.first_hop.is_none() {
                     h.first_hop = Some(s.hop);
                 }
                 self.evict();
-                self.by_key.insert(KeyBits(s.key), seq);
+                if kept {
+                    self.by_key.insert(KeyBits(s.key), seq);
+                }
                 None
             }
             Seen::SynAck | Seen::Rst => {
@@ -299,12 +195,10 @@ impl Tracker {
                     None => self.entry((j.client, j.key.isn), j.service, d.ts_ns),
                 };
                 let id = (h.client, h.isn);
-                if !h.keys.contains(&j.key) {
-                    h.keys.push(j.key);
-                }
-                h.add_drop(note());
+                let kept = h.add_key(j.key);
+                h.add_drop(note, d.packet.kind);
                 self.evict();
-                if known.is_none() {
+                if known.is_none() && kept {
                     self.by_key.insert(KeyBits(j.key), seq);
                 }
                 Some(id)
@@ -318,7 +212,7 @@ impl Tracker {
                 if h.syns == 0 {
                     h.syns = 1;
                 }
-                h.add_drop(note());
+                h.add_drop(note, d.packet.kind);
                 self.evict();
                 Some(id)
             }
@@ -385,7 +279,8 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::event::Joined;
+    use crate::trace::event::{Joined, Packet};
+    use swarmtrace_common::Hop;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -593,6 +488,65 @@ mod tests {
             Some(true)
         );
         assert_eq!(t.get(&(client(extra), extra)).unwrap().drops.len(), 1);
+    }
+
+    #[test]
+    fn a_replayed_syn_keeps_a_few_notes_and_counts_the_rest() {
+        let mut t = Tracker::new(1_000);
+        for _ in 0..1_000 {
+            t.on_drop(&drop_of(PacketKind::Syn, "NETFILTER_DROP", None));
+        }
+        assert_eq!(t.len(), 1);
+        let h = t.handshakes().next().unwrap();
+        assert_eq!(h.drops.len(), MAX_DROP_NOTES);
+        assert_eq!(h.overflow.drops, 1_000 - MAX_DROP_NOTES as u64);
+        assert_eq!(h.drop_count(), 1_000);
+        assert_eq!(h.outcome(), Outcome::Dropped);
+
+        // New TSvals for one handshake: the keys stop at the cap, and a SYN-ACK dropped past
+        // the notes' cap still decides the outcome.
+        let mut t = Tracker::new(1_000);
+        for tsval in 0..20 {
+            t.on_sighting(&syn(0, tsval));
+        }
+        let id = (addr("192.168.1.50:40000"), 100);
+        let h = t.get(&id).unwrap();
+        assert_eq!((h.keys.len(), h.overflow.keys, h.syns), (MAX_KEYS, 12, 20));
+        assert_eq!(t.by_key.len(), MAX_KEYS);
+        let joined = Joined {
+            key: HandshakeKey { isn: 100, tsval: 0 },
+            client: id.0,
+            service: addr("10.10.0.1:8080"),
+        };
+        for _ in 0..MAX_DROP_NOTES {
+            t.on_drop(&drop_of(PacketKind::Syn, "NOT_SPECIFIED", Some(joined)));
+        }
+        let mut a = syn(10, 0);
+        a.seen = Seen::SynAck;
+        t.on_sighting(&a);
+        t.on_drop(&drop_of(PacketKind::SynAck, "NEIGH_FAILED", Some(joined)));
+        let h = t.get(&id).unwrap();
+        assert_eq!(h.drops.len(), MAX_DROP_NOTES);
+        assert_eq!(h.outcome(), Outcome::Dropped);
+    }
+
+    #[test]
+    fn forgotten_handshakes_are_folded_by_kind_not_lost() {
+        let mut t = Tracker::new(1_000);
+        let extra = 1_000u32;
+        for i in 0..MAX_HANDSHAKES as u32 + extra {
+            let mut d = drop_of(PacketKind::Syn, "NETFILTER_DROP", None);
+            d.packet.src = SocketAddr::new(std::net::Ipv4Addr::from(0x0a40_0000 + i).into(), 1);
+            t.on_drop(&d);
+        }
+        t.on_drop(&drop_of(PacketKind::Syn, "NETFILTER_DROP", None));
+        t.on_drop(&drop_of(PacketKind::Syn, "NETFILTER_DROP", None));
+        assert_eq!(t.evicted, u64::from(extra) + 1);
+        assert_eq!(t.forgotten.total(), u64::from(extra) + 1);
+        let shapes: Vec<(&Handshake, u64)> = t.forgotten.shapes().collect();
+        assert_eq!(shapes.len(), 1, "one kind of handshake");
+        assert_eq!(shapes[0].1, u64::from(extra) + 1);
+        assert!(shapes[0].0.keys.is_empty());
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn recorded() -> Recorded {
         }),
         drops: vec![],
         reported: true,
+        overflow: Default::default(),
     };
     let dropped = Handshake {
         client: "10.10.0.12:40000".parse().unwrap(),
@@ -200,6 +201,7 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
             [("TcpExt.PAWSTimewait".to_owned(), 1)].into(),
         )]
         .into(),
+        unseen_drops: Default::default(),
     };
     let system = v2::System {
         format: FORMAT,

@@ -320,6 +320,7 @@ impl From<HandshakeV2> for Handshake {
             drops: h.drops.into_iter().map(Into::into).collect(),
             // Every handshake of a finished capture had its line printed.
             reported: true,
+            overflow: Default::default(),
         }
     }
 }
