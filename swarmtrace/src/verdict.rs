@@ -11,7 +11,7 @@ use crate::escape;
 use crate::kernel::netns::{self, NetnsLabel};
 use crate::net::Cidr;
 use crate::trace::event::PacketKind;
-use crate::trace::tracker::{Handshake, Outcome};
+use crate::trace::tracker::{Answer, Handshake, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
@@ -139,30 +139,96 @@ pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Ca
     })
 }
 
+/// How much a verdict rests on the handshake itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Confidence {
+    /// The handshake's own packets say it: a drop's reason or place, a RST, its client's
+    /// address inside a subnet the replies are routed to.
+    Confirmed,
+    /// Only counters of a whole namespace over the whole run point at it: any other traffic
+    /// there raises them too.
+    Circumstantial,
+}
+
+impl Confidence {
+    pub fn id(self) -> &'static str {
+        match self {
+            Confidence::Confirmed => "confirmed",
+            Confidence::Circumstantial => "circumstantial",
+        }
+    }
+}
+
+/// A drop reason that names nothing: the kernel's catch-all, or a kernel without reasons.
+fn unnamed_reason(reason: &str) -> bool {
+    matches!(reason, "" | "NOT_SPECIFIED" | "UNKNOWN" | "TCP_DROP") || reason.starts_with("REASON_")
+}
+
+/// The handshake's SYN carried a TCP timestamp option (a key's TSval is 0 without one): PAWS
+/// cannot reject a SYN without it.
+pub fn carried_timestamps(h: &Handshake) -> bool {
+    h.keys.iter().any(|k| k.tsval != 0)
+        || h.drops
+            .iter()
+            .any(|d| d.kind == PacketKind::Syn && d.packet.tsval.is_some_and(|t| t != 0))
+}
+
+/// Whether namespace-wide counters that point at `cause` can explain what is known of the
+/// handshake itself.
+fn consistent(cause: Cause, h: &Handshake, ctx: &Context) -> bool {
+    match cause {
+        Cause::PawsTimestamps => {
+            carried_timestamps(h)
+                // A kernel that names TIME_WAIT PAWS drops would have named this one.
+                && !ctx.has_tw_paws_reason
+                // A SYN freed with a reason other than the catch-all was freed for it.
+                && h.drops.iter().all(|d| unnamed_reason(&d.reason))
+        }
+        // The listen queue drops a SYN before it is answered, never after.
+        Cause::ListenQueueFull => {
+            !matches!(h.answer, Some(Answer::SynAck { .. }))
+                && h.drops.iter().all(|d| unnamed_reason(&d.reason))
+        }
+        Cause::RpFilter => h.drops.iter().all(|d| unnamed_reason(&d.reason)),
+        _ => true,
+    }
+}
+
 /// The cause of one handshake that failed; None for an answered one.
 pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
+    assess(h, ctx).map(|(c, _)| c)
+}
+
+/// The cause of one handshake that failed, and how much it rests on the handshake itself.
+pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     let outcome = h.outcome();
     if outcome == Outcome::Answered {
         return None;
     }
-    // The kernel said why: the first drop with a reason that names a cause wins.
+    // The kernel said why: the first drop with a reason that names a cause (and that the
+    // handshake does not contradict) wins.
     if let Some(c) = h
         .drops
         .iter()
-        .find_map(|d| reason_cause(&d.reason, d.kind, &d.location))
+        .filter_map(|d| {
+            let c = reason_cause(&d.reason, d.kind, &d.location)?;
+            // A PAWS drop told by its place alone: not on a kernel that names PAWS drops (the
+            // reason would say so), and only for a SYN with a timestamp.
+            let by_place = c == Cause::PawsTimestamps && !d.reason.contains("PAWS");
+            (!by_place || (!ctx.has_tw_paws_reason && carried_timestamps(h))).then_some(c)
+        })
+        .next()
     {
-        return Some(c);
+        return Some((c, Confidence::Confirmed));
     }
     // Answered by a RST (the SYN itself freed without a telling reason, as on kernels
     // without drop reasons): nothing listens.
-    if outcome == Outcome::Reset
-        || matches!(h.answer, Some(crate::trace::tracker::Answer::Reset { .. }))
-    {
-        return Some(Cause::NoListener);
+    if outcome == Outcome::Reset || matches!(h.answer, Some(Answer::Reset { .. })) {
+        return Some((Cause::NoListener, Confidence::Confirmed));
     }
     // Silence: the reply went elsewhere, or a counter says who swallowed the SYN.
     if ctx.overlapping(h.client.ip()).is_some() {
-        return Some(Cause::ReplyMisrouted);
+        return Some((Cause::ReplyMisrouted, Confidence::Confirmed));
     }
     // A drop without a telling reason: the counters of the namespace it happened in.
     // Silence: the counters of any namespace.
@@ -178,40 +244,47 @@ pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
                 .any(|(ns, _)| drop_ns.is_empty() || drop_ns.contains(&ns.as_str()))
         })
     };
-    const PAWS: &[&str] = &[
-        "TcpExt.PAWSTimewait",
-        "TcpExt.PAWSPassive",
-        "TcpExt.PAWSEstab",
-    ];
-    const LISTEN: &[&str] = &["TcpExt.ListenOverflows", "TcpExt.TCPReqQFullDrop"];
     // A SYN that PAWS rejects is freed where we see it, so a drop in that namespace comes
     // with PAWS counters. Silence is the listen queue's way (its SYNs leave no drop on many
     // kernels), while the PAWS counters also count late segments of established
     // connections, which any busy namespace has: for silence the listen queue's counters are
     // the more specific evidence and are asked first.
-    let order: [(&[&str], Cause); 2] = if drop_ns.is_empty() {
+    let order: [(&[&str], Cause); 3] = if drop_ns.is_empty() {
         [
-            (LISTEN, Cause::ListenQueueFull),
-            (PAWS, Cause::PawsTimestamps),
+            (LISTEN_COUNTERS, Cause::ListenQueueFull),
+            (PAWS_COUNTERS, Cause::PawsTimestamps),
+            (RP_COUNTERS, Cause::RpFilter),
         ]
     } else {
         [
-            (PAWS, Cause::PawsTimestamps),
-            (LISTEN, Cause::ListenQueueFull),
+            (PAWS_COUNTERS, Cause::PawsTimestamps),
+            (LISTEN_COUNTERS, Cause::ListenQueueFull),
+            (RP_COUNTERS, Cause::RpFilter),
         ]
     };
-    if let Some((_, cause)) = order.iter().find(|(names, _)| any(names)) {
-        return Some(*cause);
+    if let Some((_, cause)) = order
+        .iter()
+        .find(|(names, cause)| any(names) && consistent(*cause, h, ctx))
+    {
+        return Some((*cause, Confidence::Circumstantial));
     }
-    if any(&["TcpExt.IPReversePathFilter"]) {
-        return Some(Cause::RpFilter);
-    }
-    Some(Cause::Unknown)
+    Some((Cause::Unknown, Confidence::Circumstantial))
 }
+
+const PAWS_COUNTERS: &[&str] = &[
+    "TcpExt.PAWSTimewait",
+    "TcpExt.PAWSPassive",
+    "TcpExt.PAWSEstab",
+];
+const LISTEN_COUNTERS: &[&str] = &["TcpExt.ListenOverflows", "TcpExt.TCPReqQFullDrop"];
+const RP_COUNTERS: &[&str] = &["TcpExt.IPReversePathFilter"];
 
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub cause: Cause,
+    pub confidence: Confidence,
+    /// What else would explain the evidence of a circumstantial verdict.
+    pub alternatives: Vec<String>,
     pub count: u64,
     pub clients: BTreeSet<IpAddr>,
     pub services: BTreeSet<String>,
@@ -231,32 +304,37 @@ pub struct Verdict {
     pub fix: String,
 }
 
-/// Groups failed handshakes by cause, with their evidence.
+/// Groups failed handshakes by cause and confidence, with their evidence: a cause the
+/// handshakes' own packets confirm is never merged with one only counters point at.
 pub fn verdicts<'a>(
     handshakes: impl Iterator<Item = &'a Handshake>,
     ctx: &Context,
 ) -> Vec<Verdict> {
-    let mut by_cause: BTreeMap<Cause, Verdict> = BTreeMap::new();
+    let mut by_cause: BTreeMap<(Cause, Confidence), Verdict> = BTreeMap::new();
     for h in handshakes {
-        let Some(cause) = classify(h, ctx) else {
+        let Some((cause, confidence)) = assess(h, ctx) else {
             continue;
         };
-        let v = by_cause.entry(cause).or_insert_with(|| Verdict {
-            cause,
-            count: 0,
-            clients: BTreeSet::new(),
-            services: BTreeSet::new(),
-            drops: BTreeMap::new(),
-            unanswered: 0,
-            resets: 0,
-            counters: BTreeMap::new(),
-            drop_netns: BTreeMap::new(),
-            counter_netns: BTreeMap::new(),
-            notes: Vec::new(),
-            explanation: String::new(),
-            confirm: String::new(),
-            fix: String::new(),
-        });
+        let v = by_cause
+            .entry((cause, confidence))
+            .or_insert_with(|| Verdict {
+                cause,
+                confidence,
+                alternatives: Vec::new(),
+                count: 0,
+                clients: BTreeSet::new(),
+                services: BTreeSet::new(),
+                drops: BTreeMap::new(),
+                unanswered: 0,
+                resets: 0,
+                counters: BTreeMap::new(),
+                drop_netns: BTreeMap::new(),
+                counter_netns: BTreeMap::new(),
+                notes: Vec::new(),
+                explanation: String::new(),
+                confirm: String::new(),
+                fix: String::new(),
+            });
         v.count += 1;
         v.clients.insert(h.client.ip());
         v.services.insert(h.service.to_string());
@@ -304,7 +382,12 @@ pub fn verdicts<'a>(
         }
         advise(v, ctx);
     }
-    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.cause.cmp(&b.cause)));
+    out.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.cause.cmp(&b.cause))
+            .then(a.confidence.cmp(&b.confidence))
+    });
     out
 }
 
@@ -360,8 +443,17 @@ fn advise(v: &mut Verdict, ctx: &Context) {
                     "This kernel has no TCP_RFC7323_TW_PAWS reason (it came in 6.16): the evidence is the TIME_WAIT drop path and the PAWS counters."
                 }
             ),
-            format!("{enter}nstat -az TcpExtPAWSTimewait TcpExtPAWSEstab TcpExtPAWSPassive; sysctl net.ipv4.tcp_tw_recycle net.ipv4.tcp_timestamps"),
-            "Set net.ipv4.tcp_tw_recycle=0 where it exists (kernels before 4.12). Stop funnelling many clients through one SNAT address and port range into the task: publish with mode=host, or keep client addresses with your own load balancer in front. As a last resort, net.ipv4.tcp_timestamps=0 on the NAT or the clients (loses PAWS protection and RTT samples).".to_owned(),
+            format!("{enter}nstat -az TcpExtPAWSTimewait TcpExtPAWSEstab TcpExtPAWSPassive; {enter}sysctl net.ipv4.tcp_tw_recycle net.ipv4.tcp_timestamps"),
+            format!(
+                "Set net.ipv4.tcp_tw_recycle=0 where it exists (kernels before 4.12). Stop funnelling many clients through one SNAT address and port range into the task: publish with mode=host, or keep client addresses with your own load balancer in front.{}",
+                // Turning timestamps off costs every connection its PAWS protection: never on
+                // the word of counters alone.
+                if v.confidence == Confidence::Confirmed {
+                    " As a last resort, net.ipv4.tcp_timestamps=0 on the NAT or the clients (loses PAWS protection and RTT samples)."
+                } else {
+                    ""
+                }
+            ),
         ),
         Cause::NetfilterDrop => (
             "A firewall rule (iptables/nftables) dropped the handshake before it reached the service.".to_owned(),
@@ -402,6 +494,37 @@ fn advise(v: &mut Verdict, ctx: &Context) {
     v.explanation = explanation;
     v.confirm = confirm;
     v.fix = fix;
+    if v.confidence == Confidence::Circumstantial && v.cause != Cause::Unknown {
+        v.alternatives = alternatives(v.cause);
+        v.explanation = format!(
+            "Not confirmed: no packet of these handshakes shows it, only counters of a whole namespace over the whole run. {}",
+            v.explanation
+        );
+        v.fix = format!(
+            "Confirm it first (the command above, during the failures). {}",
+            v.fix
+        );
+    }
+}
+
+/// What else raises the counters a circumstantial verdict rests on, or swallows a SYN
+/// without a word.
+fn alternatives(c: Cause) -> Vec<String> {
+    let mut out: Vec<String> = match c {
+        Cause::PawsTimestamps => vec![
+            "late or duplicate segments of established connections in that namespace (PAWSEstab), unrelated to these handshakes".into(),
+            "SYNs of other clients rejected against TIME_WAIT sockets there (PAWSTimewait)".into(),
+        ],
+        Cause::ListenQueueFull => vec![
+            "another listener in that namespace overflowing (ListenOverflows counts every socket of the namespace)".into(),
+        ],
+        Cause::RpFilter => vec![
+            "other clients' packets dropped by reverse-path filtering in that namespace".into(),
+        ],
+        _ => vec![],
+    };
+    out.push("a drop the kernel does not report with a reason (a qdisc, a filter, a full device queue); watch more interfaces with --iface NETNS:IFACE to see how far the SYN got".into());
+    out
 }
 
 /// How to enter a namespace by the name swarmtrace shows: a shell command prefix whose every
@@ -427,6 +550,8 @@ impl Verdict {
     pub fn to_json(&self) -> Value {
         json!({
             "cause": self.cause.id(),
+            "confidence": self.confidence.id(),
+            "alternatives": self.alternatives,
             "count": self.count,
             "clients": self.clients.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "services": self.services.iter().collect::<Vec<_>>(),
@@ -460,6 +585,13 @@ impl Verdict {
             clients.join(", ")
         );
         let _ = writeln!(s, "  why:      {}", self.explanation);
+        if self.confidence == Confidence::Circumstantial && self.cause != Cause::Unknown {
+            let _ = writeln!(
+                s,
+                "  confidence: circumstantial; it could also be: {}",
+                self.alternatives.join("; ")
+            );
+        }
         for (d, n) in &self.drops {
             let _ = writeln!(s, "  evidence: {n} x {}", t(d));
         }
@@ -600,12 +732,6 @@ mod tests {
             (
                 PacketKind::Syn,
                 "NOT_SPECIFIED",
-                "tcp_timewait_state_process+0x1",
-                Cause::PawsTimestamps,
-            ),
-            (
-                PacketKind::Syn,
-                "NOT_SPECIFIED",
                 "somewhere+0x1",
                 Cause::Unknown,
             ),
@@ -626,7 +752,185 @@ mod tests {
         for (kind, reason, loc, want) in cases {
             let h = dropped("10.10.0.11:40000", kind, reason, loc, "task");
             assert_eq!(classify(&h, &ctx), Some(want), "{reason} at {loc}");
+            if want != Cause::Unknown {
+                assert_eq!(assess(&h, &ctx).unwrap().1, Confidence::Confirmed);
+            }
         }
+        // Before 6.16 the TIME_WAIT path's place names PAWS (where it is not inlined).
+        let before_tw_paws = Context {
+            has_tw_paws_reason: false,
+            ..lab_ctx()
+        };
+        let h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NOT_SPECIFIED",
+            "tcp_timewait_state_process+0x1",
+            "task",
+        );
+        assert_eq!(
+            assess(&h, &before_tw_paws),
+            Some((Cause::PawsTimestamps, Confidence::Confirmed))
+        );
+    }
+
+    fn without_timestamps(mut h: Handshake) -> Handshake {
+        for k in &mut h.keys {
+            k.tsval = 0;
+        }
+        for d in &mut h.drops {
+            d.packet.tsval = None;
+        }
+        h
+    }
+
+    fn paws_rises(ns: &str) -> Context {
+        let mut ctx = Context {
+            has_tw_paws_reason: false,
+            ..lab_ctx()
+        };
+        ctx.counter_rises
+            .insert(ns.into(), [("TcpExt.PAWSEstab".to_owned(), 4)].into());
+        ctx
+    }
+
+    #[test]
+    fn paws_needs_a_syn_that_carried_a_timestamp() {
+        let ctx = paws_rises("task1");
+        for loc in ["tcp_v4_rcv+0x91", "tcp_timewait_state_process+0x1"] {
+            let h = dropped(
+                "10.10.0.12:40000",
+                PacketKind::Syn,
+                "NOT_SPECIFIED",
+                loc,
+                "task1",
+            );
+            assert_eq!(classify(&h, &ctx), Some(Cause::PawsTimestamps), "{loc}");
+            let h = without_timestamps(h);
+            assert!(!carried_timestamps(&h));
+            assert_eq!(classify(&h, &ctx), Some(Cause::Unknown), "{loc}");
+        }
+        // Silence with PAWS counters somewhere: not for a SYN without timestamps either.
+        let h = without_timestamps(hs("10.10.0.12:40000"));
+        assert_eq!(classify(&h, &ctx), Some(Cause::Unknown));
+        assert_eq!(
+            assess(&hs("10.10.0.12:40000"), &ctx),
+            Some((Cause::PawsTimestamps, Confidence::Circumstantial))
+        );
+    }
+
+    #[test]
+    fn a_kernel_that_names_tw_paws_would_have_named_it() {
+        let mut ctx = paws_rises("task1");
+        ctx.has_tw_paws_reason = true;
+        for loc in ["tcp_v4_rcv+0x91", "tcp_timewait_state_process+0x1"] {
+            let h = dropped(
+                "10.10.0.12:40000",
+                PacketKind::Syn,
+                "NOT_SPECIFIED",
+                loc,
+                "task1",
+            );
+            assert_eq!(classify(&h, &ctx), Some(Cause::Unknown), "{loc}");
+        }
+        assert_eq!(
+            classify(&hs("10.10.0.12:40000"), &ctx),
+            Some(Cause::Unknown)
+        );
+        // The reason itself still says it.
+        let h = dropped(
+            "10.10.0.12:40000",
+            PacketKind::Syn,
+            "TCP_RFC7323_TW_PAWS",
+            "tcp_v4_rcv+0x91",
+            "task1",
+        );
+        assert_eq!(
+            assess(&h, &ctx),
+            Some((Cause::PawsTimestamps, Confidence::Confirmed))
+        );
+    }
+
+    #[test]
+    fn a_syn_freed_for_another_named_reason_is_not_explained_by_counters() {
+        let mut ctx = paws_rises("task1");
+        ctx.counter_rises.get_mut("task1").unwrap().extend([
+            ("TcpExt.ListenOverflows".to_owned(), 2),
+            ("TcpExt.IPReversePathFilter".to_owned(), 2),
+        ]);
+        let h = dropped(
+            "10.10.0.12:40000",
+            PacketKind::Syn,
+            "TC_INGRESS",
+            "tcx_run+0x1",
+            "task1",
+        );
+        assert_eq!(classify(&h, &ctx), Some(Cause::Unknown));
+    }
+
+    #[test]
+    fn a_listen_queue_does_not_drop_an_answered_syn() {
+        let mut ctx = lab_ctx();
+        ctx.counter_rises.insert(
+            "task1".into(),
+            [("TcpExt.ListenOverflows".to_owned(), 3)].into(),
+        );
+        // The SYN-ACK left and was lost on the way back, for no reason the kernel named.
+        let mut h = dropped(
+            "10.10.0.12:40000",
+            PacketKind::SynAck,
+            "NOT_SPECIFIED",
+            "somewhere+0x1",
+            "task1",
+        );
+        h.answer = Some(Answer::SynAck {
+            latency_ns: 10,
+            hop: Hop::default(),
+        });
+        assert_eq!(classify(&h, &ctx), Some(Cause::Unknown));
+        // Unanswered, the same counters are circumstantial evidence of a full queue.
+        assert_eq!(
+            assess(&hs("10.10.0.12:40000"), &ctx),
+            Some((Cause::ListenQueueFull, Confidence::Circumstantial))
+        );
+    }
+
+    #[test]
+    fn circumstantial_verdicts_say_so_and_do_not_turn_timestamps_off() {
+        let ctx = paws_rises("task1");
+        let told = dropped(
+            "10.10.0.13:40000",
+            PacketKind::Syn,
+            "TCP_RFC7323_TW_PAWS",
+            "tcp_v4_rcv+0x1",
+            "task1",
+        );
+        let v = verdicts([hs("10.10.0.12:40000"), told].iter(), &ctx);
+        assert_eq!(v.len(), 2, "confirmed and circumstantial are kept apart");
+        let (confirmed, circumstantial) = if v[0].confidence == Confidence::Confirmed {
+            (&v[0], &v[1])
+        } else {
+            (&v[1], &v[0])
+        };
+        assert!(confirmed.fix.contains("tcp_timestamps=0"));
+        assert_eq!(confirmed.to_json()["confidence"], "confirmed");
+        assert_eq!(circumstantial.cause, Cause::PawsTimestamps);
+        assert!(
+            !circumstantial.fix.contains("tcp_timestamps=0"),
+            "{}",
+            circumstantial.fix
+        );
+        assert!(circumstantial.explanation.starts_with("Not confirmed"));
+        let j = circumstantial.to_json();
+        assert_eq!(j["confidence"], "circumstantial");
+        assert!(j["alternatives"][0]
+            .as_str()
+            .unwrap()
+            .contains("established connections"));
+        assert!(circumstantial
+            .to_text()
+            .contains("confidence: circumstantial; it could also be: late"));
+        assert!(!confirmed.to_text().contains("confidence:"));
     }
 
     #[test]
@@ -714,7 +1018,10 @@ mod tests {
             "tcp_v4_rcv+0x91",
             "task1",
         );
-        let mut ctx = lab_ctx();
+        let mut ctx = Context {
+            has_tw_paws_reason: false,
+            ..lab_ctx()
+        };
         assert_eq!(classify(&h, &ctx), Some(Cause::Unknown));
         ctx.counter_rises
             .insert("other".into(), [("TcpExt.PAWSEstab".to_owned(), 1)].into());
