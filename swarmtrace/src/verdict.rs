@@ -11,7 +11,7 @@ use crate::escape;
 use crate::kernel::netns::{self, NetnsLabel};
 use crate::net::Cidr;
 use crate::trace::event::PacketKind;
-use crate::trace::tracker::{Answer, Handshake, Outcome};
+use crate::trace::tracker::{Answer, DropNote, Handshake, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
@@ -194,6 +194,34 @@ fn consistent(cause: Cause, h: &Handshake, ctx: &Context) -> bool {
     }
 }
 
+/// The cause one drop names by itself ([`reason_cause`]), if the handshake does not
+/// contradict it: a PAWS drop told by its place alone is one only on a kernel that does not
+/// name PAWS drops (there the reason would say so), and only for a SYN with a timestamp.
+fn drop_cause(d: &DropNote, timestamps: bool, has_tw_paws_reason: bool) -> Option<Cause> {
+    let c = reason_cause(&d.reason, d.kind, &d.location)?;
+    let by_place = c == Cause::PawsTimestamps && !d.reason.contains("PAWS");
+    (!by_place || (!has_tw_paws_reason && timestamps)).then_some(c)
+}
+
+/// The cause a handshake's own packets show when it ends, for the live metrics (counters
+/// come only at the end of a run): its first drop's, a RST's, else `unknown`. None for an
+/// answered one. Without the kernel's facts at hand, a PAWS drop told by its place alone
+/// counts only with a timestamp in the dropped SYN.
+pub fn own_cause(outcome: Outcome, first_drop: Option<&DropNote>) -> Option<Cause> {
+    if outcome == Outcome::Answered {
+        return None;
+    }
+    let timestamps = |d: &DropNote| d.packet.tsval.is_some_and(|t| t != 0);
+    if let Some(c) = first_drop.and_then(|d| drop_cause(d, timestamps(d), false)) {
+        return Some(c);
+    }
+    Some(if outcome == Outcome::Reset {
+        Cause::NoListener
+    } else {
+        Cause::Unknown
+    })
+}
+
 /// The cause of one handshake that failed; None for an answered one.
 pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
     assess(h, ctx).map(|(c, _)| c)
@@ -207,17 +235,11 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     }
     // The kernel said why: the first drop with a reason that names a cause (and that the
     // handshake does not contradict) wins.
+    let timestamps = carried_timestamps(h);
     if let Some(c) = h
         .drops
         .iter()
-        .filter_map(|d| {
-            let c = reason_cause(&d.reason, d.kind, &d.location)?;
-            // A PAWS drop told by its place alone: not on a kernel that names PAWS drops (the
-            // reason would say so), and only for a SYN with a timestamp.
-            let by_place = c == Cause::PawsTimestamps && !d.reason.contains("PAWS");
-            (!by_place || (!ctx.has_tw_paws_reason && carried_timestamps(h))).then_some(c)
-        })
-        .next()
+        .find_map(|d| drop_cause(d, timestamps, ctx.has_tw_paws_reason))
     {
         return Some((c, Confidence::Confirmed));
     }
@@ -621,7 +643,7 @@ impl Verdict {
 mod tests {
     use super::*;
     use crate::net::parse_cidr;
-    use crate::trace::tracker::{Answer, DropNote};
+    use crate::trace::tracker::Answer;
     use swarmtrace_common::{HandshakeKey, Hop};
 
     fn hs(client: &str) -> Handshake {
