@@ -444,7 +444,23 @@ fn first_ns(v: &Verdict) -> String {
 }
 
 fn advise(v: &mut Verdict, ctx: &Context) {
-    let ns = first_ns(v);
+    let ns = match v.cause {
+        // Where the reply was routed: the namespace whose neighbour lookup failed, else the
+        // one with the overlapping subnet, never a task's counters.
+        Cause::ReplyMisrouted => v
+            .drop_netns
+            .iter()
+            .find(|(key, _)| key.starts_with(PacketKind::SynAck.as_str()))
+            .map(|(_, ns)| ns.clone())
+            .or_else(|| {
+                v.clients
+                    .iter()
+                    .find_map(|c| ctx.overlapping(*c))
+                    .map(|s| s.netns.clone())
+            })
+            .unwrap_or_else(|| first_ns(v)),
+        _ => first_ns(v),
+    };
     let enter = match netns_enter(&ns) {
         e if e.is_empty() => e,
         e => e + " ",
@@ -1125,6 +1141,44 @@ mod tests {
             !v[1].confirm.contains("netns exec"),
             "host needs no nsenter: {}",
             v[1].confirm
+        );
+    }
+
+    #[test]
+    fn reply_misrouted_is_confirmed_where_the_reply_is_routed() {
+        let mut ctx = lab_ctx();
+        ctx.subnets.push(LocalSubnet {
+            netns: "ingress_sbox".into(),
+            ifname: "eth1".into(),
+            net: parse_cidr("172.18.0.0/16").unwrap(),
+        });
+        ctx.subnets.retain(|s| s.ifname != "docker_gwbridge");
+        // 5.10: silence, and the task's ListenDrops rose.
+        ctx.counter_rises.insert(
+            "task1".into(),
+            [("TcpExt.ListenDrops".to_owned(), 2)].into(),
+        );
+        let v = verdicts([hs("172.18.5.5:40000")].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::ReplyMisrouted);
+        assert_eq!(
+            v[0].confirm,
+            "nsenter --net=/var/run/docker/netns/ingress_sbox ip route get 172.18.5.5; nsenter --net=/var/run/docker/netns/ingress_sbox ip neigh"
+        );
+        // 6.x: the SYN-ACK's failed neighbour lookup names the namespace.
+        let h = dropped(
+            "172.18.5.5:40000",
+            PacketKind::SynAck,
+            "NEIGH_FAILED",
+            "neigh_invalidate+0x1",
+            "ingress_sbox",
+        );
+        let v = verdicts([h].iter(), &ctx);
+        assert!(
+            v[0].confirm.starts_with(
+                "nsenter --net=/var/run/docker/netns/ingress_sbox ip route get 172.18.5.5;"
+            ),
+            "{}",
+            v[0].confirm
         );
     }
 
