@@ -15,6 +15,8 @@ use crate::trace::tracker::{Answer, DropNote, Handshake, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
+    NoRunningTask,
+    MeshBypassed,
     PawsTimestamps,
     NetfilterDrop,
     NoListener,
@@ -26,7 +28,9 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 8] = [
+    pub const ALL: [Cause; 10] = [
+        Cause::NoRunningTask,
+        Cause::MeshBypassed,
         Cause::PawsTimestamps,
         Cause::NetfilterDrop,
         Cause::NoListener,
@@ -39,6 +43,8 @@ impl Cause {
 
     pub fn id(self) -> &'static str {
         match self {
+            Cause::NoRunningTask => "no-running-task",
+            Cause::MeshBypassed => "mesh-bypassed",
             Cause::PawsTimestamps => "paws-timestamps",
             Cause::NetfilterDrop => "netfilter-drop",
             Cause::NoListener => "no-listener",
@@ -59,6 +65,17 @@ pub struct LocalSubnet {
     pub net: Cidr,
 }
 
+/// What Docker says of a port a swarm service publishes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedService {
+    pub service: String,
+    pub port: u16,
+    /// `ingress` (the routing mesh) or `host`.
+    pub mode: String,
+    pub running: Option<u64>,
+    pub desired: Option<u64>,
+}
+
 /// What the verdicts know besides the handshakes.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Context {
@@ -71,9 +88,20 @@ pub struct Context {
     /// (namespace, interface) where SYNs were first seen: a client inside the subnet of the
     /// interface it came in on is at home there; inside any other local subnet, it overlaps.
     pub ingress_ifaces: BTreeSet<(String, String)>,
+    /// Docker's view of the TCP ports swarm services publish (empty without Docker, or on a
+    /// worker, which cannot list services).
+    #[serde(default)]
+    pub published: Vec<PublishedService>,
 }
 
 impl Context {
+    /// The service that publishes `port` through the routing mesh, as Docker says.
+    pub fn mesh_publisher(&self, port: u16) -> Option<&PublishedService> {
+        self.published
+            .iter()
+            .find(|p| p.port == port && p.mode == "ingress")
+    }
+
     fn rose(&self, counter: &str) -> Vec<(String, u64)> {
         self.counter_rises
             .iter()
@@ -222,6 +250,22 @@ pub fn own_cause(outcome: Outcome, first_drop: Option<&DropNote>) -> Option<Caus
     })
 }
 
+/// The host's own namespace refused the SYN (nothing listens there): it never went into the
+/// routing mesh. Its SYN freed as NO_SOCKET in `host`, or, on kernels without reasons, freed
+/// in tcp_v4_rcv/tcp_v6_rcv there and answered by a RST.
+fn refused_by_host(h: &Handshake) -> bool {
+    let reset = matches!(h.answer, Some(Answer::Reset { .. }));
+    h.drops.iter().any(|d| {
+        d.kind == PacketKind::Syn
+            && d.netns_name.as_deref() == Some("host")
+            && (&*d.reason == "NO_SOCKET"
+                || (reset
+                    && unnamed_reason(&d.reason)
+                    && (d.location.starts_with("tcp_v4_rcv")
+                        || d.location.starts_with("tcp_v6_rcv"))))
+    })
+}
+
 /// The cause of one handshake that failed; None for an answered one.
 pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
     assess(h, ctx).map(|(c, _)| c)
@@ -235,6 +279,15 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     }
     // The kernel said why: the first drop with a reason that names a cause (and that the
     // handshake does not contradict) wins.
+    // Docker's view of the port first: with no task behind it, nothing else matters.
+    if let Some(p) = ctx.mesh_publisher(h.service.port()) {
+        if p.running == Some(0) {
+            return Some((Cause::NoRunningTask, Confidence::Confirmed));
+        }
+        if refused_by_host(h) {
+            return Some((Cause::MeshBypassed, Confidence::Confirmed));
+        }
+    }
     let timestamps = carried_timestamps(h);
     if let Some(c) = h
         .drops
@@ -372,6 +425,29 @@ pub fn verdicts<'a>(
             *v.drops.entry(key.clone()).or_default() += 1;
             v.drop_netns.insert(key, ns);
         }
+        if matches!(cause, Cause::NoRunningTask | Cause::MeshBypassed) {
+            if let Some(p) = ctx.mesh_publisher(h.service.port()) {
+                let count = |n: Option<u64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+                let note = format!(
+                    "Docker: service {} publishes port {} through the routing mesh; {} of {} task(s) running",
+                    p.service,
+                    p.port,
+                    count(p.running),
+                    count(p.desired)
+                );
+                if !v.notes.contains(&note) {
+                    v.notes.push(note);
+                }
+            }
+            if cause == Cause::MeshBypassed {
+                let note =
+                    "refused in the host namespace itself: the SYN never went into ingress_sbox"
+                        .to_owned();
+                if !v.notes.contains(&note) {
+                    v.notes.push(note);
+                }
+            }
+        }
         if cause == Cause::ReplyMisrouted {
             if let Some(s) = ctx.overlapping(h.client.ip()) {
                 let note = format!(
@@ -471,7 +547,39 @@ fn advise(v: &mut Verdict, ctx: &Context) {
         .iter()
         .next()
         .map_or_else(|| "CLIENT-IP".to_owned(), IpAddr::to_string);
+    // The services Docker says publish these handshakes' ports, and the ports.
+    let publishers: Vec<&PublishedService> = v
+        .services
+        .iter()
+        .filter_map(|s| s.parse::<std::net::SocketAddr>().ok())
+        .filter_map(|a| ctx.mesh_publisher(a.port()))
+        .collect();
+    let service_words = |cmd: &str| {
+        publishers
+            .iter()
+            .map(|p| format!("{cmd} {}", escape::shell_word(&p.service)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let dport_rules = publishers
+        .iter()
+        .map(|p| {
+            let port = p.port;
+            format!("iptables -t nat -S DOCKER-INGRESS | grep -w -- '--dport {port}'; iptables -S DOCKER-INGRESS | grep -w -- '--dport {port}'; nsenter --net={}/ingress_sbox iptables -t mangle -S PREROUTING | grep -w -- '--dport {port}'", netns::DOCKER_DIR)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let (explanation, confirm, fix) = match v.cause {
+        Cause::NoRunningTask => (
+            "Docker publishes the port for a service that has no running task (scaled to 0, or every task failing): the routing mesh has nothing to send the SYN to. With no task left Docker also removes the port's ingress rule, so the host itself refuses it.".to_owned(),
+            format!("{}; {}", service_words("docker service ps --no-trunc"), service_words("docker service inspect --format '{{.Spec.Mode}} {{.Endpoint.Ports}}'")),
+            "Scale the service up (docker service scale SERVICE=N); if its tasks keep failing, the ERROR column of docker service ps --no-trunc says why (image, constraints, resources, a crashing command).".to_owned(),
+        ),
+        Cause::MeshBypassed => (
+            "The host's own namespace refused the SYN: Docker publishes the port through the routing mesh and the service has running tasks, but on this node the ingress rule that sends the port to ingress_sbox (nat DOCKER-INGRESS DNAT) is missing, so the SYN never crossed docker_gwbridge and nothing on the host listens on it.".to_owned(),
+            dport_rules,
+            "Have Docker program the ingress again on this node: docker service update --force SERVICE, or restart dockerd here. Find what removed Docker's rules (a firewalld reload, an iptables-restore of a saved ruleset, a cleanup script) and keep it off the DOCKER-INGRESS chains.".to_owned(),
+        ),
         Cause::PawsTimestamps => (
             format!(
                 "Clients behind NAT share one address but each keeps its own TCP timestamp clock. A SYN that reuses the address and port of a connection still in TIME_WAIT on the server, with an older TSval, fails the PAWS check (RFC 7323) and is dropped without an answer. {} On kernels before 4.12, net.ipv4.tcp_tw_recycle=1 does the same to any SYN from a NATed client (TcpExt PAWSPassive).",
@@ -1142,6 +1250,124 @@ mod tests {
             "host needs no nsenter: {}",
             v[1].confirm
         );
+    }
+
+    fn docker_view(running: u64) -> Context {
+        Context {
+            published: vec![PublishedService {
+                service: "web".into(),
+                port: 8080,
+                mode: "ingress".into(),
+                running: Some(running),
+                desired: Some(2),
+            }],
+            ..lab_ctx()
+        }
+    }
+
+    fn refused(ns: &str) -> Handshake {
+        let mut h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NO_SOCKET",
+            "tcp_v4_rcv+0x1",
+            ns,
+        );
+        h.answer = Some(Answer::Reset {
+            hop: Hop::default(),
+        });
+        h
+    }
+
+    #[test]
+    fn a_published_port_without_a_running_task() {
+        let ctx = docker_view(0);
+        let v = verdicts([refused("host")].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::NoRunningTask);
+        assert_eq!(v[0].confidence, Confidence::Confirmed);
+        let text = v[0].to_text();
+        assert!(
+            text.contains(
+                "service web publishes port 8080 through the routing mesh; 0 of 2 task(s) running"
+            ),
+            "{text}"
+        );
+        assert!(
+            v[0].confirm
+                .starts_with("docker service ps --no-trunc web; "),
+            "{}",
+            v[0].confirm
+        );
+        // Silence too: with no task nothing answers, however it is lost.
+        assert_eq!(
+            classify(&hs("10.10.0.11:40000"), &ctx),
+            Some(Cause::NoRunningTask)
+        );
+        // Another port is not this service's.
+        let mut other = refused("host");
+        other.service = "10.10.0.1:9999".parse().unwrap();
+        assert_eq!(classify(&other, &ctx), Some(Cause::NoListener));
+    }
+
+    #[test]
+    fn the_host_refusing_a_mesh_port_is_the_mesh_bypassed() {
+        let ctx = docker_view(2);
+        let v = verdicts([refused("host")].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::MeshBypassed);
+        let text = v[0].to_text();
+        assert!(text.contains("2 of 2 task(s) running"), "{text}");
+        assert!(
+            text.contains("refused in the host namespace itself"),
+            "{text}"
+        );
+        assert!(
+            v[0].confirm
+                .starts_with("iptables -t nat -S DOCKER-INGRESS | grep -w -- '--dport 8080'; "),
+            "{}",
+            v[0].confirm
+        );
+        assert!(v[0]
+            .confirm
+            .contains("nsenter --net=/var/run/docker/netns/ingress_sbox iptables -t mangle"));
+        // 5.10: freed without a reason in tcp_v4_rcv, answered by a RST.
+        let mut h = refused("host");
+        h.drops[0].reason = "UNKNOWN".into();
+        assert_eq!(classify(&h, &ctx), Some(Cause::MeshBypassed));
+    }
+
+    #[test]
+    fn a_task_refusing_is_not_the_mesh_bypassed() {
+        // The task refused: the mesh did its job, nothing listens in the task.
+        let ctx = docker_view(2);
+        let task = "container web.1.x3 (service web) [8c1e2f3a4b5c]";
+        assert_eq!(classify(&refused(task), &ctx), Some(Cause::NoListener));
+        assert_eq!(
+            classify(&refused("ingress_sbox"), &ctx),
+            Some(Cause::NoListener)
+        );
+        // Without Docker's view the host's refusal is only no-listener.
+        assert_eq!(
+            classify(&refused("host"), &lab_ctx()),
+            Some(Cause::NoListener)
+        );
+        // Published in host mode: the host is where it is served.
+        let mut ctx = docker_view(2);
+        ctx.published[0].mode = "host".into();
+        assert_eq!(classify(&refused("host"), &ctx), Some(Cause::NoListener));
+    }
+
+    #[test]
+    fn a_hostile_service_name_is_quoted_and_escaped() {
+        let mut ctx = docker_view(0);
+        ctx.published[0].service = "w$(id)\x1b[2J".into();
+        let v = verdicts([refused("host")].iter(), &ctx);
+        assert!(
+            v[0].confirm
+                .contains("docker service ps --no-trunc 'w$(id)\x1b[2J'"),
+            "{}",
+            v[0].confirm
+        );
+        assert!(!v[0].to_text().contains('\x1b'));
     }
 
     #[test]

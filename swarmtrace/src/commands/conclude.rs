@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::TraceArgs;
+use crate::docker;
 use crate::kernel::netns::NetnsNames;
 use crate::kernel::{namespaces, netstat, KernelFacts};
 use crate::trace::hops::HopNames;
 use crate::trace::session::{HostSnapshot, RunResult, TraceOptions};
 use crate::trace::tracker::Tracker;
-use crate::verdict::{self, LocalSubnet, Verdict};
+use crate::verdict::{self, LocalSubnet, PublishedService, Verdict};
 
 /// The engine's options for `args`, stopping after `duration` if given.
 pub fn options(args: &TraceArgs, duration: Option<Duration>) -> TraceOptions {
@@ -109,5 +110,34 @@ fn verdict_context(
         kernel_release: facts.release.clone(),
         has_tw_paws_reason: facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
         ingress_ifaces,
+        published: docker_view(tracker),
+    }
+}
+
+/// What Docker says of the ports swarm services publish, asked only when a handshake failed
+/// (a healthy run costs no request); empty without Docker or on a worker.
+fn docker_view(tracker: &Tracker) -> Vec<PublishedService> {
+    if tracker
+        .handshakes()
+        .all(|h| h.outcome() == crate::trace::tracker::Outcome::Answered)
+    {
+        return Vec::new();
+    }
+    match docker::published_ports(&docker::socket_path()) {
+        Ok(ports) => ports
+            .into_iter()
+            .filter(|p| p.protocol == "tcp")
+            .map(|p| PublishedService {
+                service: p.service,
+                port: p.port,
+                mode: p.mode,
+                running: p.running,
+                desired: p.desired,
+            })
+            .collect(),
+        Err(e) => {
+            log::debug!("no Docker view of the published ports: {e}");
+            Vec::new()
+        }
     }
 }

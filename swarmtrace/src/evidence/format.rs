@@ -218,6 +218,8 @@ impl From<VerdictContext> for verdict::Context {
             kernel_release: c.kernel_release,
             has_tw_paws_reason: c.has_tw_paws_reason,
             ingress_ifaces: c.ingress_ifaces,
+            // Not in a bundle (yet): a report names no Docker-view cause.
+            published: Vec::new(),
         }
     }
 }

@@ -200,6 +200,7 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
             [("TcpExt.PAWSTimewait".to_owned(), 1)].into(),
         )]
         .into(),
+        published: vec![],
     };
     let system = v2::System {
         format: FORMAT,
