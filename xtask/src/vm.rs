@@ -51,6 +51,9 @@ const SCENARIOS: &[&str] = &[
     "task-fault",
     "paws",
     "coexist",
+    "mesh-bypassed",
+    "no-task",
+    "task-refuses",
 ];
 
 /// Packages installed into the guest on top of `debootstrap --variant=minbase bookworm`.
@@ -80,7 +83,8 @@ pub struct Args {
     /// Kernels to boot (5.10, 6.1, 6.12); repeat or comma-separate. Default: all three.
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
-    /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist);
+    /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
+    /// mesh-bypassed, no-task, task-refuses);
     /// default: all. `boot` checks that the guest booted from the base image's partition and
     /// mounted the io disk (nothing else); `lab` is `swarmtrace demo all` (the namespace lab, no
     /// Docker).
