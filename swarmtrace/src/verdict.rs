@@ -92,6 +92,12 @@ pub struct Context {
     /// worker, which cannot list services).
     #[serde(default)]
     pub published: Vec<PublishedService>,
+    /// Answered handshakes (client, ISN) whose SYN-ACK was first seen leaving by the
+    /// interface their SYN came in on, in the host namespace, while docker_gwbridge was
+    /// watched: the host itself answered, not the mesh (whose answers come in from
+    /// ingress_sbox over docker_gwbridge first).
+    #[serde(default)]
+    pub host_answered: BTreeSet<(std::net::SocketAddr, u32)>,
 }
 
 impl Context {
@@ -275,10 +281,17 @@ pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
 pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     let outcome = h.outcome();
     if outcome == Outcome::Answered {
-        return None;
+        // A half-open accept by the host of a port the mesh should carry is no answer: no
+        // task is behind it (dockerd holds a listener on every port it publishes).
+        let by_host = ctx.host_answered.contains(&(h.client, h.isn));
+        return match ctx.mesh_publisher(h.service.port()) {
+            Some(p) if by_host && p.running == Some(0) => {
+                Some((Cause::NoRunningTask, Confidence::Confirmed))
+            }
+            Some(_) if by_host => Some((Cause::MeshBypassed, Confidence::Confirmed)),
+            _ => None,
+        };
     }
-    // The kernel said why: the first drop with a reason that names a cause (and that the
-    // handshake does not contradict) wins.
     // Docker's view of the port first: with no task behind it, nothing else matters.
     if let Some(p) = ctx.mesh_publisher(h.service.port()) {
         if p.running == Some(0) {
@@ -288,6 +301,8 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
             return Some((Cause::MeshBypassed, Confidence::Confirmed));
         }
     }
+    // The kernel said why: the first drop with a reason that names a cause (and that the
+    // handshake does not contradict) wins.
     let timestamps = carried_timestamps(h);
     if let Some(c) = h
         .drops
@@ -440,9 +455,12 @@ pub fn verdicts<'a>(
                 }
             }
             if cause == Cause::MeshBypassed {
-                let note =
+                let note = if h.outcome() == Outcome::Answered {
+                    "accepted in the host namespace itself (a listener there, such as the one dockerd holds on each published port, completed the handshake; no task is behind it): the SYN never went into ingress_sbox"
+                } else {
                     "refused in the host namespace itself: the SYN never went into ingress_sbox"
-                        .to_owned();
+                }
+                .to_owned();
                 if !v.notes.contains(&note) {
                     v.notes.push(note);
                 }
@@ -576,7 +594,7 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             "Scale the service up (docker service scale SERVICE=N); if its tasks keep failing, the ERROR column of docker service ps --no-trunc says why (image, constraints, resources, a crashing command).".to_owned(),
         ),
         Cause::MeshBypassed => (
-            "The host's own namespace refused the SYN: Docker publishes the port through the routing mesh and the service has running tasks, but on this node the ingress rule that sends the port to ingress_sbox (nat DOCKER-INGRESS DNAT) is missing, so the SYN never crossed docker_gwbridge and nothing on the host listens on it.".to_owned(),
+            "The host's own namespace took the SYN: Docker publishes the port through the routing mesh and the service has running tasks, but on this node the ingress rule that sends the port to ingress_sbox (nat DOCKER-INGRESS DNAT) is missing, so the SYN never crossed docker_gwbridge. The host refuses it, or, where a listener holds the port there (dockerd keeps one on each port it publishes), completes the handshake itself and nothing ever answers the request.".to_owned(),
             dport_rules,
             "Have Docker program the ingress again on this node: docker service update --force SERVICE, or restart dockerd here. Find what removed Docker's rules (a firewalld reload, an iptables-restore of a saved ruleset, a cleanup script) and keep it off the DOCKER-INGRESS chains.".to_owned(),
         ),
@@ -1333,6 +1351,28 @@ mod tests {
         let mut h = refused("host");
         h.drops[0].reason = "UNKNOWN".into();
         assert_eq!(classify(&h, &ctx), Some(Cause::MeshBypassed));
+    }
+
+    #[test]
+    fn a_half_open_accept_by_the_host_is_not_answered() {
+        let mut h = hs("10.10.0.11:40000");
+        h.answer = Some(Answer::SynAck {
+            latency_ns: 1_300_000,
+            hop: Hop::default(),
+        });
+        let mut ctx = docker_view(2);
+        assert_eq!(classify(&h, &ctx), None, "answered by the mesh");
+        ctx.host_answered.insert((h.client, h.isn));
+        let v = verdicts([h.clone()].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::MeshBypassed);
+        assert!(v[0]
+            .to_text()
+            .contains("accepted in the host namespace itself"));
+        ctx.published[0].running = Some(0);
+        assert_eq!(classify(&h, &ctx), Some(Cause::NoRunningTask));
+        // Without Docker's view of the port, an answer is an answer.
+        ctx.published.clear();
+        assert_eq!(classify(&h, &ctx), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::kernel::netns::NetnsNames;
 use crate::kernel::{namespaces, netstat, KernelFacts};
 use crate::trace::hops::HopNames;
 use crate::trace::session::{HostSnapshot, RunResult, TraceOptions};
-use crate::trace::tracker::Tracker;
+use crate::trace::tracker::{Answer, Tracker};
 use crate::verdict::{self, LocalSubnet, PublishedService, Verdict};
 
 /// The engine's options for `args`, stopping after `duration` if given.
@@ -41,6 +41,7 @@ pub fn conclude(mut run: RunResult) -> Concluded {
         &run.after,
         &run.tracker,
         &run.hops,
+        &run.summary.watched,
         &run.facts,
         &mut run.netns,
     );
@@ -58,6 +59,7 @@ fn verdict_context(
     after: &HostSnapshot,
     tracker: &Tracker,
     hops: &HopNames,
+    watched: &[String],
     facts: &KernelFacts,
     names: &mut NetnsNames,
 ) -> verdict::Context {
@@ -104,22 +106,56 @@ fn verdict_context(
                 })
         })
         .collect();
+    let host_answered = host_answered(tracker, hops, watched);
     verdict::Context {
         counter_rises,
         subnets,
         kernel_release: facts.release.clone(),
         has_tw_paws_reason: facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
         ingress_ifaces,
-        published: docker_view(tracker),
+        published: docker_view(tracker, !host_answered.is_empty()),
+        host_answered,
     }
 }
 
-/// What Docker says of the ports swarm services publish, asked only when a handshake failed
-/// (a healthy run costs no request); empty without Docker or on a worker.
-fn docker_view(tracker: &Tracker) -> Vec<PublishedService> {
-    if tracker
+/// Answered handshakes whose SYN-ACK was first seen leaving by the interface their SYN came
+/// in on, in the host namespace, while docker_gwbridge was watched: the mesh's answers come in
+/// over docker_gwbridge first, so these the host answered itself.
+fn host_answered(
+    tracker: &Tracker,
+    hops: &HopNames,
+    watched: &[String],
+) -> BTreeSet<(std::net::SocketAddr, u32)> {
+    if !watched
+        .iter()
+        .any(|w| w == "docker_gwbridge" || w.ends_with(":docker_gwbridge"))
+    {
+        return BTreeSet::new();
+    }
+    let host = |ns: &str| ns.is_empty() || ns == "host";
+    tracker
         .handshakes()
-        .all(|h| h.outcome() == crate::trace::tracker::Outcome::Answered)
+        .filter(|h| h.outcome() == crate::trace::tracker::Outcome::Answered)
+        .filter(|h| {
+            let (Some(first), Some(Answer::SynAck { hop, .. })) = (h.first_hop, h.answer) else {
+                return false;
+            };
+            let (a_ns, a_if) = hops.place(&hop);
+            let (f_ns, f_if) = hops.place(&first);
+            host(&a_ns) && a_ns == f_ns && a_if == f_if
+        })
+        .map(|h| (h.client, h.isn))
+        .collect()
+}
+
+/// What Docker says of the ports swarm services publish, asked only when a handshake failed
+/// or the host answered one itself (a healthy run costs no request); empty without Docker or
+/// on a worker.
+fn docker_view(tracker: &Tracker, host_answered: bool) -> Vec<PublishedService> {
+    if !host_answered
+        && tracker
+            .handshakes()
+            .all(|h| h.outcome() == crate::trace::tracker::Outcome::Answered)
     {
         return Vec::new();
     }

@@ -220,6 +220,7 @@ impl From<VerdictContext> for verdict::Context {
             ingress_ifaces: c.ingress_ifaces,
             // Not in a bundle (yet): a report names no Docker-view cause.
             published: Vec::new(),
+            host_answered: Default::default(),
         }
     }
 }

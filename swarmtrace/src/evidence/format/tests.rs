@@ -201,6 +201,7 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
         )]
         .into(),
         published: vec![],
+        host_answered: Default::default(),
     };
     let system = v2::System {
         format: FORMAT,
