@@ -88,6 +88,18 @@ pub fn context() -> Context {
         kernel_release: "6.18.0".into(),
         has_tw_paws_reason: true,
         ingress_ifaces: BTreeSet::from([("host".to_owned(), "eth0".to_owned())]),
+        // Docker's view of two ports, so the causes it names are explored too.
+        published: [(8080, 2), (8081, 0)]
+            .into_iter()
+            .map(|(port, running)| swarmtrace::verdict::PublishedService {
+                service: format!("svc{port}"),
+                port,
+                mode: "ingress".into(),
+                running: Some(running),
+                desired: Some(2),
+            })
+            .collect(),
+        host_answered: BTreeSet::new(),
     }
 }
 
