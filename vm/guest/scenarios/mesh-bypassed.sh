@@ -1,7 +1,8 @@
 # mesh-bypassed: the host's nat DOCKER-INGRESS rule for 8081 (service web, two tasks) is
-# deleted, as a flush of Docker's rules would do: the SYN never goes into ingress_sbox and the
-# host namespace itself refuses it. Expect mesh-bypassed, charged to the real client, refused in
-# the host namespace, the verdict naming the service, its running tasks and the rule to look for.
+# deleted, as a flush of Docker's rules would do: the SYN never goes into ingress_sbox, and the
+# listener dockerd holds on the published port in the host namespace completes the handshake
+# itself (a half-open accept: the requests time out). Expect mesh-bypassed, charged to the real
+# client, the verdict naming the service, its running tasks, the host namespace and the rule.
 rule=$(iptables -t nat -S DOCKER-INGRESS | grep -w -- '--dport 8081' | head -n1)
 [ -n "$rule" ] || { result mesh-bypassed fail "no nat DOCKER-INGRESS rule for 8081 to remove"; return 0; }
 st_start mesh-bypassed || { result mesh-bypassed fail "swarmtrace did not start: $(tail -n3 "$OUT/mesh-bypassed.err" | tr '\n' ' ')"; return 0; }
