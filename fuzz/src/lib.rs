@@ -94,6 +94,18 @@ pub fn context() -> Context {
             ("NO_SOCKET".to_owned(), 2),
         ]
         .into(),
+        // Docker's view of two ports, so the causes it names are explored too.
+        published: [(8080, 2), (8081, 0)]
+            .into_iter()
+            .map(|(port, running)| swarmtrace::verdict::PublishedService {
+                service: format!("svc{port}"),
+                port,
+                mode: "ingress".into(),
+                running: Some(running),
+                desired: Some(2),
+            })
+            .collect(),
+        host_answered: BTreeSet::new(),
     }
 }
 

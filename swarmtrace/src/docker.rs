@@ -328,6 +328,9 @@ pub struct PublishedPort {
     pub protocol: String,
     /// `ingress` (the routing mesh) or `host`.
     pub mode: String,
+    /// The service's running and desired tasks (`GET /services?status=true`, API 1.41+).
+    pub running: Option<u64>,
+    pub desired: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -392,6 +395,29 @@ pub fn overview(sock: &Path) -> DockerApi {
     })
 }
 
+/// Time the published ports may take for a verdict (the run is over: it must not hang on a
+/// hung dockerd).
+pub const PUBLISHED_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The ports swarm services publish, with their running and desired tasks: what Docker says
+/// of a published port. An error without a socket, on a worker (only managers list
+/// services), or when Docker does not answer within [`PUBLISHED_DEADLINE`].
+pub fn published_ports(sock: &Path) -> Result<Vec<PublishedPort>, String> {
+    if !sock.exists() {
+        return Err(format!("{}: no Docker socket", sock.display()));
+    }
+    let mut docker = Session::new(sock, PUBLISHED_DEADLINE);
+    match docker.get("/services?status=true")? {
+        (200, body) => serde_json::from_str::<Value>(&body)
+            .map(|v| parse_services(&v))
+            .map_err(|e| format!("GET /services: not JSON: {e}")),
+        (status, body) => Err(format!(
+            "GET /services: HTTP {status}: {}",
+            api_message(&body)
+        )),
+    }
+}
+
 /// `GET /networks` -> networks with their IPAM subnets.
 pub fn parse_networks(v: &Value) -> Vec<DockerNetwork> {
     v.as_array()
@@ -451,6 +477,8 @@ pub fn parse_services(v: &Value) -> Vec<PublishedPort> {
                     .unwrap_or(0),
                 protocol: p["Protocol"].as_str().unwrap_or("tcp").to_owned(),
                 mode: p["PublishMode"].as_str().unwrap_or("ingress").to_owned(),
+                running: s["ServiceStatus"]["RunningTasks"].as_u64(),
+                desired: s["ServiceStatus"]["DesiredTasks"].as_u64(),
             });
         }
     }
@@ -508,9 +536,18 @@ mod tests {
                 port: 8080,
                 target: 80,
                 protocol: "tcp".into(),
-                mode: "ingress".into()
+                mode: "ingress".into(),
+                running: None,
+                desired: None,
             }
         );
+        let with_status = serde_json::json!([{
+            "Spec": {"Name": "idle"},
+            "Endpoint": {"Ports": [{"PublishedPort": 8084, "TargetPort": 80, "Protocol": "tcp", "PublishMode": "ingress"}]},
+            "ServiceStatus": {"RunningTasks": 0, "DesiredTasks": 2}
+        }]);
+        let p2 = parse_services(&with_status);
+        assert_eq!((p2[0].running, p2[0].desired), (Some(0), Some(2)));
         assert_eq!((p[1].port, p[1].target), (443, 8443));
         assert_eq!(p[2].mode, "host");
     }

@@ -11,10 +11,12 @@ use crate::escape;
 use crate::kernel::netns::{self, NetnsLabel};
 use crate::net::Cidr;
 use crate::trace::event::PacketKind;
-use crate::trace::tracker::{Handshake, Outcome};
+use crate::trace::tracker::{Answer, DropNote, Handshake, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
+    NoRunningTask,
+    MeshBypassed,
     PawsTimestamps,
     NetfilterDrop,
     NoListener,
@@ -26,7 +28,9 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 8] = [
+    pub const ALL: [Cause; 10] = [
+        Cause::NoRunningTask,
+        Cause::MeshBypassed,
         Cause::PawsTimestamps,
         Cause::NetfilterDrop,
         Cause::NoListener,
@@ -39,6 +43,8 @@ impl Cause {
 
     pub fn id(self) -> &'static str {
         match self {
+            Cause::NoRunningTask => "no-running-task",
+            Cause::MeshBypassed => "mesh-bypassed",
             Cause::PawsTimestamps => "paws-timestamps",
             Cause::NetfilterDrop => "netfilter-drop",
             Cause::NoListener => "no-listener",
@@ -59,6 +65,17 @@ pub struct LocalSubnet {
     pub net: Cidr,
 }
 
+/// What Docker says of a port a swarm service publishes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedService {
+    pub service: String,
+    pub port: u16,
+    /// `ingress` (the routing mesh) or `host`.
+    pub mode: String,
+    pub running: Option<u64>,
+    pub desired: Option<u64>,
+}
+
 /// What the verdicts know besides the handshakes.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Context {
@@ -77,9 +94,26 @@ pub struct Context {
     /// handshake).
     #[serde(default)]
     pub unseen_drops: BTreeMap<String, u64>,
+    /// Docker's view of the TCP ports swarm services publish (empty without Docker, or on a
+    /// worker, which cannot list services).
+    #[serde(default)]
+    pub published: Vec<PublishedService>,
+    /// Answered handshakes (client, ISN) whose SYN-ACK was first seen leaving by the
+    /// interface their SYN came in on, in the host namespace, while docker_gwbridge was
+    /// watched: the host itself answered, not the mesh (whose answers come in from
+    /// ingress_sbox over docker_gwbridge first).
+    #[serde(default)]
+    pub host_answered: BTreeSet<(std::net::SocketAddr, u32)>,
 }
 
 impl Context {
+    /// The service that publishes `port` through the routing mesh, as Docker says.
+    pub fn mesh_publisher(&self, port: u16) -> Option<&PublishedService> {
+        self.published
+            .iter()
+            .find(|p| p.port == port && p.mode == "ingress")
+    }
+
     fn rose(&self, counter: &str) -> Vec<(String, u64)> {
         self.counter_rises
             .iter()
@@ -145,30 +179,152 @@ pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Ca
     })
 }
 
-/// The cause of one handshake that failed; None for an answered one.
-pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
-    let outcome = h.outcome();
+/// How much a verdict rests on the handshake itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Confidence {
+    /// The handshake's own packets say it: a drop's reason or place, a RST, its client's
+    /// address inside a subnet the replies are routed to.
+    Confirmed,
+    /// Only counters of a whole namespace over the whole run point at it: any other traffic
+    /// there raises them too.
+    Circumstantial,
+}
+
+impl Confidence {
+    pub fn id(self) -> &'static str {
+        match self {
+            Confidence::Confirmed => "confirmed",
+            Confidence::Circumstantial => "circumstantial",
+        }
+    }
+}
+
+/// A drop reason that names nothing: the kernel's catch-all, or a kernel without reasons.
+fn unnamed_reason(reason: &str) -> bool {
+    matches!(reason, "" | "NOT_SPECIFIED" | "UNKNOWN" | "TCP_DROP") || reason.starts_with("REASON_")
+}
+
+/// The handshake's SYN carried a TCP timestamp option (a key's TSval is 0 without one): PAWS
+/// cannot reject a SYN without it.
+pub fn carried_timestamps(h: &Handshake) -> bool {
+    h.keys.iter().any(|k| k.tsval != 0)
+        || h.drops
+            .iter()
+            .any(|d| d.kind == PacketKind::Syn && d.packet.tsval.is_some_and(|t| t != 0))
+}
+
+/// Whether namespace-wide counters that point at `cause` can explain what is known of the
+/// handshake itself.
+fn consistent(cause: Cause, h: &Handshake, ctx: &Context) -> bool {
+    match cause {
+        Cause::PawsTimestamps => {
+            carried_timestamps(h)
+                // A kernel that names TIME_WAIT PAWS drops would have named this one.
+                && !ctx.has_tw_paws_reason
+                // A SYN freed with a reason other than the catch-all was freed for it.
+                && h.drops.iter().all(|d| unnamed_reason(&d.reason))
+        }
+        // The listen queue drops a SYN before it is answered, never after.
+        Cause::ListenQueueFull => {
+            !matches!(h.answer, Some(Answer::SynAck { .. }))
+                && h.drops.iter().all(|d| unnamed_reason(&d.reason))
+        }
+        Cause::RpFilter => h.drops.iter().all(|d| unnamed_reason(&d.reason)),
+        _ => true,
+    }
+}
+
+/// The cause one drop names by itself ([`reason_cause`]), if the handshake does not
+/// contradict it: a PAWS drop told by its place alone is one only on a kernel that does not
+/// name PAWS drops (there the reason would say so), and only for a SYN with a timestamp.
+fn drop_cause(d: &DropNote, timestamps: bool, has_tw_paws_reason: bool) -> Option<Cause> {
+    let c = reason_cause(&d.reason, d.kind, &d.location)?;
+    let by_place = c == Cause::PawsTimestamps && !d.reason.contains("PAWS");
+    (!by_place || (!has_tw_paws_reason && timestamps)).then_some(c)
+}
+
+/// The cause a handshake's own packets show when it ends, for the live metrics (counters
+/// come only at the end of a run): its first drop's, a RST's, else `unknown`. None for an
+/// answered one. Without the kernel's facts at hand, a PAWS drop told by its place alone
+/// counts only with a timestamp in the dropped SYN.
+pub fn own_cause(outcome: Outcome, first_drop: Option<&DropNote>) -> Option<Cause> {
     if outcome == Outcome::Answered {
         return None;
     }
-    // The kernel said why: the first drop with a reason that names a cause wins.
+    let timestamps = |d: &DropNote| d.packet.tsval.is_some_and(|t| t != 0);
+    if let Some(c) = first_drop.and_then(|d| drop_cause(d, timestamps(d), false)) {
+        return Some(c);
+    }
+    Some(if outcome == Outcome::Reset {
+        Cause::NoListener
+    } else {
+        Cause::Unknown
+    })
+}
+
+/// The host's own namespace refused the SYN (nothing listens there): it never went into the
+/// routing mesh. Its SYN freed as NO_SOCKET in `host`, or, on kernels without reasons, freed
+/// in tcp_v4_rcv/tcp_v6_rcv there and answered by a RST.
+fn refused_by_host(h: &Handshake) -> bool {
+    let reset = matches!(h.answer, Some(Answer::Reset { .. }));
+    h.drops.iter().any(|d| {
+        d.kind == PacketKind::Syn
+            && d.netns_name.as_deref() == Some("host")
+            && (&*d.reason == "NO_SOCKET"
+                || (reset
+                    && unnamed_reason(&d.reason)
+                    && (d.location.starts_with("tcp_v4_rcv")
+                        || d.location.starts_with("tcp_v6_rcv"))))
+    })
+}
+
+/// The cause of one handshake that failed; None for an answered one.
+pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
+    assess(h, ctx).map(|(c, _)| c)
+}
+
+/// The cause of one handshake that failed, and how much it rests on the handshake itself.
+pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
+    let outcome = h.outcome();
+    if outcome == Outcome::Answered {
+        // A half-open accept by the host of a port the mesh should carry is no answer: no
+        // task is behind it (dockerd holds a listener on every port it publishes).
+        let by_host = ctx.host_answered.contains(&(h.client, h.isn));
+        return match ctx.mesh_publisher(h.service.port()) {
+            Some(p) if by_host && p.running == Some(0) => {
+                Some((Cause::NoRunningTask, Confidence::Confirmed))
+            }
+            Some(_) if by_host => Some((Cause::MeshBypassed, Confidence::Confirmed)),
+            _ => None,
+        };
+    }
+    // Docker's view of the port first: with no task behind it, nothing else matters.
+    if let Some(p) = ctx.mesh_publisher(h.service.port()) {
+        if p.running == Some(0) {
+            return Some((Cause::NoRunningTask, Confidence::Confirmed));
+        }
+        if refused_by_host(h) {
+            return Some((Cause::MeshBypassed, Confidence::Confirmed));
+        }
+    }
+    // The kernel said why: the first drop with a reason that names a cause (and that the
+    // handshake does not contradict) wins.
+    let timestamps = carried_timestamps(h);
     if let Some(c) = h
         .drops
         .iter()
-        .find_map(|d| reason_cause(&d.reason, d.kind, &d.location))
+        .find_map(|d| drop_cause(d, timestamps, ctx.has_tw_paws_reason))
     {
-        return Some(c);
+        return Some((c, Confidence::Confirmed));
     }
     // Answered by a RST (the SYN itself freed without a telling reason, as on kernels
     // without drop reasons): nothing listens.
-    if outcome == Outcome::Reset
-        || matches!(h.answer, Some(crate::trace::tracker::Answer::Reset { .. }))
-    {
-        return Some(Cause::NoListener);
+    if outcome == Outcome::Reset || matches!(h.answer, Some(Answer::Reset { .. })) {
+        return Some((Cause::NoListener, Confidence::Confirmed));
     }
     // Silence: the reply went elsewhere, or a counter says who swallowed the SYN.
     if ctx.overlapping(h.client.ip()).is_some() {
-        return Some(Cause::ReplyMisrouted);
+        return Some((Cause::ReplyMisrouted, Confidence::Confirmed));
     }
     // A drop without a telling reason: the counters of the namespace it happened in.
     // Silence: the counters of any namespace.
@@ -184,44 +340,50 @@ pub fn classify(h: &Handshake, ctx: &Context) -> Option<Cause> {
                 .any(|(ns, _)| drop_ns.is_empty() || drop_ns.contains(&ns.as_str()))
         })
     };
-    const PAWS: &[&str] = &[
-        "TcpExt.PAWSTimewait",
-        "TcpExt.PAWSPassive",
-        "TcpExt.PAWSEstab",
-    ];
-    const LISTEN: &[&str] = &["TcpExt.ListenOverflows", "TcpExt.TCPReqQFullDrop"];
     // A SYN that PAWS rejects is freed where we see it, so a drop in that namespace comes
     // with PAWS counters. Silence is the listen queue's way (its SYNs leave no drop on many
     // kernels), while the PAWS counters also count late segments of established
     // connections, which any busy namespace has: for silence the listen queue's counters are
     // the more specific evidence and are asked first.
-    let order: [(&[&str], Cause); 2] = if drop_ns.is_empty() {
+    let order: [(&[&str], Cause); 3] = if drop_ns.is_empty() {
         [
-            (LISTEN, Cause::ListenQueueFull),
-            (PAWS, Cause::PawsTimestamps),
+            (LISTEN_COUNTERS, Cause::ListenQueueFull),
+            (PAWS_COUNTERS, Cause::PawsTimestamps),
+            (RP_COUNTERS, Cause::RpFilter),
         ]
     } else {
         [
-            (PAWS, Cause::PawsTimestamps),
-            (LISTEN, Cause::ListenQueueFull),
+            (PAWS_COUNTERS, Cause::PawsTimestamps),
+            (LISTEN_COUNTERS, Cause::ListenQueueFull),
+            (RP_COUNTERS, Cause::RpFilter),
         ]
     };
-    if let Some((_, cause)) = order.iter().find(|(names, _)| any(names)) {
-        return Some(*cause);
+    if let Some((_, cause)) = order
+        .iter()
+        .find(|(names, cause)| any(names) && consistent(*cause, h, ctx))
+    {
+        return Some((*cause, Confidence::Circumstantial));
     }
-    if any(&["TcpExt.IPReversePathFilter"]) {
-        return Some(Cause::RpFilter);
-    }
-    Some(Cause::Unknown)
+    Some((Cause::Unknown, Confidence::Circumstantial))
 }
 
 /// Clients and services listed per verdict: those with most handshakes (the totals say how
 /// many there were). Also the bound of its evidence's drops and counters, and notes.
 pub const LISTED: usize = 20;
+const PAWS_COUNTERS: &[&str] = &[
+    "TcpExt.PAWSTimewait",
+    "TcpExt.PAWSPassive",
+    "TcpExt.PAWSEstab",
+];
+const LISTEN_COUNTERS: &[&str] = &["TcpExt.ListenOverflows", "TcpExt.TCPReqQFullDrop"];
+const RP_COUNTERS: &[&str] = &["TcpExt.IPReversePathFilter"];
 
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub cause: Cause,
+    pub confidence: Confidence,
+    /// What else would explain the evidence of a circumstantial verdict.
+    pub alternatives: Vec<String>,
     /// Handshakes: the tracker's, the ones it forgot (`forgotten`) and the drops no event
     /// showed (`from_counters`).
     pub count: u64,
@@ -255,7 +417,8 @@ pub struct Verdict {
     pub fix: String,
 }
 
-/// Groups failed handshakes by cause, with their evidence.
+/// Groups failed handshakes by cause and confidence, with their evidence: a cause the
+/// handshakes' own packets confirm is never merged with one only counters point at.
 pub fn verdicts<'a>(
     handshakes: impl Iterator<Item = &'a Handshake>,
     ctx: &Context,
@@ -292,6 +455,9 @@ fn largest<K: Ord + Clone>(m: &BTreeMap<K, u64>, n: usize) -> (BTreeMap<K, u64>,
 /// Handshakes per client and per service of one cause.
 type Named = (BTreeMap<IpAddr, u64>, BTreeMap<String, u64>);
 
+/// A verdict is one cause at one confidence.
+type Key = (Cause, Confidence);
+
 /// Groups failed handshakes by cause, with their evidence: each `(handshake, weight,
 /// listed)` stands for `weight` handshakes (a shape of forgotten ones stands for many), and
 /// only a listed one's client and service are named.
@@ -299,11 +465,13 @@ pub fn verdicts_of<'a>(
     handshakes: impl Iterator<Item = (&'a Handshake, u64, bool)>,
     ctx: &Context,
 ) -> Vec<Verdict> {
-    let mut by_cause: BTreeMap<Cause, Verdict> = BTreeMap::new();
+    let mut by_cause: BTreeMap<Key, Verdict> = BTreeMap::new();
     // Bounded by the handshakes the tracker keeps; cut to the LISTED most frequent below.
-    let mut named: BTreeMap<Cause, Named> = BTreeMap::new();
-    let new = |cause| Verdict {
+    let mut named: BTreeMap<Key, Named> = BTreeMap::new();
+    let new = |(cause, confidence): Key| Verdict {
         cause,
+        confidence,
+        alternatives: Vec::new(),
         count: 0,
         forgotten: 0,
         from_counters: 0,
@@ -324,13 +492,14 @@ pub fn verdicts_of<'a>(
         fix: String::new(),
     };
     for (h, weight, listed) in handshakes {
-        let Some(cause) = classify(h, ctx) else {
+        let Some(key) = assess(h, ctx) else {
             continue;
         };
-        let v = by_cause.entry(cause).or_insert_with(|| new(cause));
+        let cause = key.0;
+        let v = by_cause.entry(key).or_insert_with(|| new(key));
         v.count += weight;
         if listed {
-            let (clients, services) = named.entry(cause).or_default();
+            let (clients, services) = named.entry(key).or_default();
             *clients.entry(h.client.ip()).or_default() += weight;
             *services.entry(h.service.to_string()).or_default() += weight;
         } else {
@@ -354,6 +523,32 @@ pub fn verdicts_of<'a>(
             *v.drops.entry(key.clone()).or_default() += weight + more;
             v.drop_netns.insert(key, ns);
         }
+        if matches!(cause, Cause::NoRunningTask | Cause::MeshBypassed) {
+            if let Some(p) = ctx.mesh_publisher(h.service.port()) {
+                let count = |n: Option<u64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+                let note = format!(
+                    "Docker: service {} publishes port {} through the routing mesh; {} of {} task(s) running",
+                    p.service,
+                    p.port,
+                    count(p.running),
+                    count(p.desired)
+                );
+                if !v.notes.contains(&note) {
+                    v.notes.push(note);
+                }
+            }
+            if cause == Cause::MeshBypassed {
+                let note = if h.outcome() == Outcome::Answered {
+                    "accepted in the host namespace itself (a listener there, such as the one dockerd holds on each published port, completed the handshake; no task is behind it): the SYN never went into ingress_sbox"
+                } else {
+                    "refused in the host namespace itself: the SYN never went into ingress_sbox"
+                }
+                .to_owned();
+                if !v.notes.contains(&note) {
+                    v.notes.push(note);
+                }
+            }
+        }
         if cause == Cause::ReplyMisrouted {
             if let Some(s) = ctx.overlapping(h.client.ip()) {
                 let note = format!(
@@ -371,15 +566,15 @@ pub fn verdicts_of<'a>(
     }
     for (reason, n) in &ctx.unseen_drops {
         if let (Some(cause), true) = (reason_only_cause(reason), *n > 0) {
-            let v = by_cause.entry(cause).or_insert_with(|| new(cause));
+            // The kernel's reason names the cause: the packets' own evidence.
+            let key = (cause, Confidence::Confirmed);
+            let v = by_cause.entry(key).or_insert_with(|| new(key));
             v.count += n;
             v.from_counters += n;
         }
     }
-    for (cause, (clients, services)) in named {
-        let v = by_cause
-            .get_mut(&cause)
-            .expect("named only with its verdict");
+    for (key, (clients, services)) in named {
+        let v = by_cause.get_mut(&key).expect("named only with its verdict");
         v.clients_total = clients.len() as u64;
         v.clients = largest(&clients, LISTED).0.into_keys().collect();
         v.services_total = services.len() as u64;
@@ -407,7 +602,12 @@ pub fn verdicts_of<'a>(
         }
         advise(v, ctx);
     }
-    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.cause.cmp(&b.cause)));
+    out.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.cause.cmp(&b.cause))
+            .then(a.confidence.cmp(&b.confidence))
+    });
     out
 }
 
@@ -442,7 +642,23 @@ fn first_ns(v: &Verdict) -> String {
 }
 
 fn advise(v: &mut Verdict, ctx: &Context) {
-    let ns = first_ns(v);
+    let ns = match v.cause {
+        // Where the reply was routed: the namespace whose neighbour lookup failed, else the
+        // one with the overlapping subnet, never a task's counters.
+        Cause::ReplyMisrouted => v
+            .drop_netns
+            .iter()
+            .find(|(key, _)| key.starts_with(PacketKind::SynAck.as_str()))
+            .map(|(_, ns)| ns.clone())
+            .or_else(|| {
+                v.clients
+                    .iter()
+                    .find_map(|c| ctx.overlapping(*c))
+                    .map(|s| s.netns.clone())
+            })
+            .unwrap_or_else(|| first_ns(v)),
+        _ => first_ns(v),
+    };
     let enter = match netns_enter(&ns) {
         e if e.is_empty() => e,
         e => e + " ",
@@ -453,7 +669,39 @@ fn advise(v: &mut Verdict, ctx: &Context) {
         .iter()
         .next()
         .map_or_else(|| "CLIENT-IP".to_owned(), IpAddr::to_string);
+    // The services Docker says publish these handshakes' ports, and the ports.
+    let publishers: Vec<&PublishedService> = v
+        .services
+        .iter()
+        .filter_map(|s| s.parse::<std::net::SocketAddr>().ok())
+        .filter_map(|a| ctx.mesh_publisher(a.port()))
+        .collect();
+    let service_words = |cmd: &str| {
+        publishers
+            .iter()
+            .map(|p| format!("{cmd} {}", escape::shell_word(&p.service)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let dport_rules = publishers
+        .iter()
+        .map(|p| {
+            let port = p.port;
+            format!("iptables -t nat -S DOCKER-INGRESS | grep -w -- '--dport {port}'; iptables -S DOCKER-INGRESS | grep -w -- '--dport {port}'; nsenter --net={}/ingress_sbox iptables -t mangle -S PREROUTING | grep -w -- '--dport {port}'", netns::DOCKER_DIR)
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let (explanation, confirm, fix) = match v.cause {
+        Cause::NoRunningTask => (
+            "Docker publishes the port for a service that has no running task (scaled to 0, or every task failing): the routing mesh has nothing to send the SYN to. With no task left Docker also removes the port's ingress rule, so the host itself refuses it.".to_owned(),
+            format!("{}; {}", service_words("docker service ps --no-trunc"), service_words("docker service inspect --format '{{.Spec.Mode}} {{.Endpoint.Ports}}'")),
+            "Scale the service up (docker service scale SERVICE=N); if its tasks keep failing, the ERROR column of docker service ps --no-trunc says why (image, constraints, resources, a crashing command).".to_owned(),
+        ),
+        Cause::MeshBypassed => (
+            "The host's own namespace took the SYN: Docker publishes the port through the routing mesh and the service has running tasks, but on this node the ingress rule that sends the port to ingress_sbox (nat DOCKER-INGRESS DNAT) is missing, so the SYN never crossed docker_gwbridge. The host refuses it, or, where a listener holds the port there (dockerd keeps one on each port it publishes), completes the handshake itself and nothing ever answers the request.".to_owned(),
+            dport_rules,
+            "Have Docker program the ingress again on this node: docker service update --force SERVICE, or restart dockerd here. Find what removed Docker's rules (a firewalld reload, an iptables-restore of a saved ruleset, a cleanup script) and keep it off the DOCKER-INGRESS chains.".to_owned(),
+        ),
         Cause::PawsTimestamps => (
             format!(
                 "Clients behind NAT share one address but each keeps its own TCP timestamp clock. A SYN that reuses the address and port of a connection still in TIME_WAIT on the server, with an older TSval, fails the PAWS check (RFC 7323) and is dropped without an answer. {} On kernels before 4.12, net.ipv4.tcp_tw_recycle=1 does the same to any SYN from a NATed client (TcpExt PAWSPassive).",
@@ -463,8 +711,17 @@ fn advise(v: &mut Verdict, ctx: &Context) {
                     "This kernel has no TCP_RFC7323_TW_PAWS reason (it came in 6.16): the evidence is the TIME_WAIT drop path and the PAWS counters."
                 }
             ),
-            format!("{enter}nstat -az TcpExtPAWSTimewait TcpExtPAWSEstab TcpExtPAWSPassive; sysctl net.ipv4.tcp_tw_recycle net.ipv4.tcp_timestamps"),
-            "Set net.ipv4.tcp_tw_recycle=0 where it exists (kernels before 4.12). Stop funnelling many clients through one SNAT address and port range into the task: publish with mode=host, or keep client addresses with your own load balancer in front. As a last resort, net.ipv4.tcp_timestamps=0 on the NAT or the clients (loses PAWS protection and RTT samples).".to_owned(),
+            format!("{enter}nstat -az TcpExtPAWSTimewait TcpExtPAWSEstab TcpExtPAWSPassive; {enter}sysctl net.ipv4.tcp_tw_recycle net.ipv4.tcp_timestamps"),
+            format!(
+                "Set net.ipv4.tcp_tw_recycle=0 where it exists (kernels before 4.12). Stop funnelling many clients through one SNAT address and port range into the task: publish with mode=host, or keep client addresses with your own load balancer in front.{}",
+                // Turning timestamps off costs every connection its PAWS protection: never on
+                // the word of counters alone.
+                if v.confidence == Confidence::Confirmed {
+                    " As a last resort, net.ipv4.tcp_timestamps=0 on the NAT or the clients (loses PAWS protection and RTT samples)."
+                } else {
+                    ""
+                }
+            ),
         ),
         Cause::NetfilterDrop => (
             "A firewall rule (iptables/nftables) dropped the handshake before it reached the service.".to_owned(),
@@ -505,6 +762,37 @@ fn advise(v: &mut Verdict, ctx: &Context) {
     v.explanation = explanation;
     v.confirm = confirm;
     v.fix = fix;
+    if v.confidence == Confidence::Circumstantial && v.cause != Cause::Unknown {
+        v.alternatives = alternatives(v.cause);
+        v.explanation = format!(
+            "Not confirmed: no packet of these handshakes shows it, only counters of a whole namespace over the whole run. {}",
+            v.explanation
+        );
+        v.fix = format!(
+            "Confirm it first (the command above, during the failures). {}",
+            v.fix
+        );
+    }
+}
+
+/// What else raises the counters a circumstantial verdict rests on, or swallows a SYN
+/// without a word.
+fn alternatives(c: Cause) -> Vec<String> {
+    let mut out: Vec<String> = match c {
+        Cause::PawsTimestamps => vec![
+            "late or duplicate segments of established connections in that namespace (PAWSEstab), unrelated to these handshakes".into(),
+            "SYNs of other clients rejected against TIME_WAIT sockets there (PAWSTimewait)".into(),
+        ],
+        Cause::ListenQueueFull => vec![
+            "another listener in that namespace overflowing (ListenOverflows counts every socket of the namespace)".into(),
+        ],
+        Cause::RpFilter => vec![
+            "other clients' packets dropped by reverse-path filtering in that namespace".into(),
+        ],
+        _ => vec![],
+    };
+    out.push("a drop the kernel does not report with a reason (a qdisc, a filter, a full device queue); watch more interfaces with --iface NETNS:IFACE to see how far the SYN got".into());
+    out
 }
 
 /// How to enter a namespace by the name swarmtrace shows: a shell command prefix whose every
@@ -530,6 +818,8 @@ impl Verdict {
     pub fn to_json(&self) -> Value {
         json!({
             "cause": self.cause.id(),
+            "confidence": self.confidence.id(),
+            "alternatives": self.alternatives,
             "count": self.count,
             "clients": self.clients.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "services": self.services.iter().collect::<Vec<_>>(),
@@ -581,6 +871,13 @@ impl Verdict {
             );
         }
         let _ = writeln!(s, "  why:      {}", self.explanation);
+        if self.confidence == Confidence::Circumstantial && self.cause != Cause::Unknown {
+            let _ = writeln!(
+                s,
+                "  confidence: circumstantial; it could also be: {}",
+                self.alternatives.join("; ")
+            );
+        }
         for (d, n) in &self.drops {
             let _ = writeln!(s, "  evidence: {n} x {}", t(d));
         }
@@ -613,7 +910,7 @@ impl Verdict {
 mod tests {
     use super::*;
     use crate::net::parse_cidr;
-    use crate::trace::tracker::{Answer, DropNote};
+    use crate::trace::tracker::Answer;
     use swarmtrace_common::{HandshakeKey, Hop};
 
     fn hs(client: &str) -> Handshake {
@@ -725,12 +1022,6 @@ mod tests {
             (
                 PacketKind::Syn,
                 "NOT_SPECIFIED",
-                "tcp_timewait_state_process+0x1",
-                Cause::PawsTimestamps,
-            ),
-            (
-                PacketKind::Syn,
-                "NOT_SPECIFIED",
                 "somewhere+0x1",
                 Cause::Unknown,
             ),
@@ -751,7 +1042,185 @@ mod tests {
         for (kind, reason, loc, want) in cases {
             let h = dropped("10.10.0.11:40000", kind, reason, loc, "task");
             assert_eq!(classify(&h, &ctx), Some(want), "{reason} at {loc}");
+            if want != Cause::Unknown {
+                assert_eq!(assess(&h, &ctx).unwrap().1, Confidence::Confirmed);
+            }
         }
+        // Before 6.16 the TIME_WAIT path's place names PAWS (where it is not inlined).
+        let before_tw_paws = Context {
+            has_tw_paws_reason: false,
+            ..lab_ctx()
+        };
+        let h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NOT_SPECIFIED",
+            "tcp_timewait_state_process+0x1",
+            "task",
+        );
+        assert_eq!(
+            assess(&h, &before_tw_paws),
+            Some((Cause::PawsTimestamps, Confidence::Confirmed))
+        );
+    }
+
+    fn without_timestamps(mut h: Handshake) -> Handshake {
+        for k in &mut h.keys {
+            k.tsval = 0;
+        }
+        for d in &mut h.drops {
+            d.packet.tsval = None;
+        }
+        h
+    }
+
+    fn paws_rises(ns: &str) -> Context {
+        let mut ctx = Context {
+            has_tw_paws_reason: false,
+            ..lab_ctx()
+        };
+        ctx.counter_rises
+            .insert(ns.into(), [("TcpExt.PAWSEstab".to_owned(), 4)].into());
+        ctx
+    }
+
+    #[test]
+    fn paws_needs_a_syn_that_carried_a_timestamp() {
+        let ctx = paws_rises("task1");
+        for loc in ["tcp_v4_rcv+0x91", "tcp_timewait_state_process+0x1"] {
+            let h = dropped(
+                "10.10.0.12:40000",
+                PacketKind::Syn,
+                "NOT_SPECIFIED",
+                loc,
+                "task1",
+            );
+            assert_eq!(classify(&h, &ctx), Some(Cause::PawsTimestamps), "{loc}");
+            let h = without_timestamps(h);
+            assert!(!carried_timestamps(&h));
+            assert_eq!(classify(&h, &ctx), Some(Cause::Unknown), "{loc}");
+        }
+        // Silence with PAWS counters somewhere: not for a SYN without timestamps either.
+        let h = without_timestamps(hs("10.10.0.12:40000"));
+        assert_eq!(classify(&h, &ctx), Some(Cause::Unknown));
+        assert_eq!(
+            assess(&hs("10.10.0.12:40000"), &ctx),
+            Some((Cause::PawsTimestamps, Confidence::Circumstantial))
+        );
+    }
+
+    #[test]
+    fn a_kernel_that_names_tw_paws_would_have_named_it() {
+        let mut ctx = paws_rises("task1");
+        ctx.has_tw_paws_reason = true;
+        for loc in ["tcp_v4_rcv+0x91", "tcp_timewait_state_process+0x1"] {
+            let h = dropped(
+                "10.10.0.12:40000",
+                PacketKind::Syn,
+                "NOT_SPECIFIED",
+                loc,
+                "task1",
+            );
+            assert_eq!(classify(&h, &ctx), Some(Cause::Unknown), "{loc}");
+        }
+        assert_eq!(
+            classify(&hs("10.10.0.12:40000"), &ctx),
+            Some(Cause::Unknown)
+        );
+        // The reason itself still says it.
+        let h = dropped(
+            "10.10.0.12:40000",
+            PacketKind::Syn,
+            "TCP_RFC7323_TW_PAWS",
+            "tcp_v4_rcv+0x91",
+            "task1",
+        );
+        assert_eq!(
+            assess(&h, &ctx),
+            Some((Cause::PawsTimestamps, Confidence::Confirmed))
+        );
+    }
+
+    #[test]
+    fn a_syn_freed_for_another_named_reason_is_not_explained_by_counters() {
+        let mut ctx = paws_rises("task1");
+        ctx.counter_rises.get_mut("task1").unwrap().extend([
+            ("TcpExt.ListenOverflows".to_owned(), 2),
+            ("TcpExt.IPReversePathFilter".to_owned(), 2),
+        ]);
+        let h = dropped(
+            "10.10.0.12:40000",
+            PacketKind::Syn,
+            "TC_INGRESS",
+            "tcx_run+0x1",
+            "task1",
+        );
+        assert_eq!(classify(&h, &ctx), Some(Cause::Unknown));
+    }
+
+    #[test]
+    fn a_listen_queue_does_not_drop_an_answered_syn() {
+        let mut ctx = lab_ctx();
+        ctx.counter_rises.insert(
+            "task1".into(),
+            [("TcpExt.ListenOverflows".to_owned(), 3)].into(),
+        );
+        // The SYN-ACK left and was lost on the way back, for no reason the kernel named.
+        let mut h = dropped(
+            "10.10.0.12:40000",
+            PacketKind::SynAck,
+            "NOT_SPECIFIED",
+            "somewhere+0x1",
+            "task1",
+        );
+        h.answer = Some(Answer::SynAck {
+            latency_ns: 10,
+            hop: Hop::default(),
+        });
+        assert_eq!(classify(&h, &ctx), Some(Cause::Unknown));
+        // Unanswered, the same counters are circumstantial evidence of a full queue.
+        assert_eq!(
+            assess(&hs("10.10.0.12:40000"), &ctx),
+            Some((Cause::ListenQueueFull, Confidence::Circumstantial))
+        );
+    }
+
+    #[test]
+    fn circumstantial_verdicts_say_so_and_do_not_turn_timestamps_off() {
+        let ctx = paws_rises("task1");
+        let told = dropped(
+            "10.10.0.13:40000",
+            PacketKind::Syn,
+            "TCP_RFC7323_TW_PAWS",
+            "tcp_v4_rcv+0x1",
+            "task1",
+        );
+        let v = verdicts([hs("10.10.0.12:40000"), told].iter(), &ctx);
+        assert_eq!(v.len(), 2, "confirmed and circumstantial are kept apart");
+        let (confirmed, circumstantial) = if v[0].confidence == Confidence::Confirmed {
+            (&v[0], &v[1])
+        } else {
+            (&v[1], &v[0])
+        };
+        assert!(confirmed.fix.contains("tcp_timestamps=0"));
+        assert_eq!(confirmed.to_json()["confidence"], "confirmed");
+        assert_eq!(circumstantial.cause, Cause::PawsTimestamps);
+        assert!(
+            !circumstantial.fix.contains("tcp_timestamps=0"),
+            "{}",
+            circumstantial.fix
+        );
+        assert!(circumstantial.explanation.starts_with("Not confirmed"));
+        let j = circumstantial.to_json();
+        assert_eq!(j["confidence"], "circumstantial");
+        assert!(j["alternatives"][0]
+            .as_str()
+            .unwrap()
+            .contains("established connections"));
+        assert!(circumstantial
+            .to_text()
+            .contains("confidence: circumstantial; it could also be: late"));
+        assert!(!confirmed.to_text().contains("confidence:"));
     }
 
     #[test]
@@ -839,7 +1308,10 @@ mod tests {
             "tcp_v4_rcv+0x91",
             "task1",
         );
-        let mut ctx = lab_ctx();
+        let mut ctx = Context {
+            has_tw_paws_reason: false,
+            ..lab_ctx()
+        };
         assert_eq!(classify(&h, &ctx), Some(Cause::Unknown));
         ctx.counter_rises
             .insert("other".into(), [("TcpExt.PAWSEstab".to_owned(), 1)].into());
@@ -921,6 +1393,184 @@ mod tests {
             !v[1].confirm.contains("netns exec"),
             "host needs no nsenter: {}",
             v[1].confirm
+        );
+    }
+
+    fn docker_view(running: u64) -> Context {
+        Context {
+            published: vec![PublishedService {
+                service: "web".into(),
+                port: 8080,
+                mode: "ingress".into(),
+                running: Some(running),
+                desired: Some(2),
+            }],
+            ..lab_ctx()
+        }
+    }
+
+    fn refused(ns: &str) -> Handshake {
+        let mut h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NO_SOCKET",
+            "tcp_v4_rcv+0x1",
+            ns,
+        );
+        h.answer = Some(Answer::Reset {
+            hop: Hop::default(),
+        });
+        h
+    }
+
+    #[test]
+    fn a_published_port_without_a_running_task() {
+        let ctx = docker_view(0);
+        let v = verdicts([refused("host")].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::NoRunningTask);
+        assert_eq!(v[0].confidence, Confidence::Confirmed);
+        let text = v[0].to_text();
+        assert!(
+            text.contains(
+                "service web publishes port 8080 through the routing mesh; 0 of 2 task(s) running"
+            ),
+            "{text}"
+        );
+        assert!(
+            v[0].confirm
+                .starts_with("docker service ps --no-trunc web; "),
+            "{}",
+            v[0].confirm
+        );
+        // Silence too: with no task nothing answers, however it is lost.
+        assert_eq!(
+            classify(&hs("10.10.0.11:40000"), &ctx),
+            Some(Cause::NoRunningTask)
+        );
+        // Another port is not this service's.
+        let mut other = refused("host");
+        other.service = "10.10.0.1:9999".parse().unwrap();
+        assert_eq!(classify(&other, &ctx), Some(Cause::NoListener));
+    }
+
+    #[test]
+    fn the_host_refusing_a_mesh_port_is_the_mesh_bypassed() {
+        let ctx = docker_view(2);
+        let v = verdicts([refused("host")].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::MeshBypassed);
+        let text = v[0].to_text();
+        assert!(text.contains("2 of 2 task(s) running"), "{text}");
+        assert!(
+            text.contains("refused in the host namespace itself"),
+            "{text}"
+        );
+        assert!(
+            v[0].confirm
+                .starts_with("iptables -t nat -S DOCKER-INGRESS | grep -w -- '--dport 8080'; "),
+            "{}",
+            v[0].confirm
+        );
+        assert!(v[0]
+            .confirm
+            .contains("nsenter --net=/var/run/docker/netns/ingress_sbox iptables -t mangle"));
+        // 5.10: freed without a reason in tcp_v4_rcv, answered by a RST.
+        let mut h = refused("host");
+        h.drops[0].reason = "UNKNOWN".into();
+        assert_eq!(classify(&h, &ctx), Some(Cause::MeshBypassed));
+    }
+
+    #[test]
+    fn a_half_open_accept_by_the_host_is_not_answered() {
+        let mut h = hs("10.10.0.11:40000");
+        h.answer = Some(Answer::SynAck {
+            latency_ns: 1_300_000,
+            hop: Hop::default(),
+        });
+        let mut ctx = docker_view(2);
+        assert_eq!(classify(&h, &ctx), None, "answered by the mesh");
+        ctx.host_answered.insert((h.client, h.isn));
+        let v = verdicts([h.clone()].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::MeshBypassed);
+        assert!(v[0]
+            .to_text()
+            .contains("accepted in the host namespace itself"));
+        ctx.published[0].running = Some(0);
+        assert_eq!(classify(&h, &ctx), Some(Cause::NoRunningTask));
+        // Without Docker's view of the port, an answer is an answer.
+        ctx.published.clear();
+        assert_eq!(classify(&h, &ctx), None);
+    }
+
+    #[test]
+    fn a_task_refusing_is_not_the_mesh_bypassed() {
+        // The task refused: the mesh did its job, nothing listens in the task.
+        let ctx = docker_view(2);
+        let task = "container web.1.x3 (service web) [8c1e2f3a4b5c]";
+        assert_eq!(classify(&refused(task), &ctx), Some(Cause::NoListener));
+        assert_eq!(
+            classify(&refused("ingress_sbox"), &ctx),
+            Some(Cause::NoListener)
+        );
+        // Without Docker's view the host's refusal is only no-listener.
+        assert_eq!(
+            classify(&refused("host"), &lab_ctx()),
+            Some(Cause::NoListener)
+        );
+        // Published in host mode: the host is where it is served.
+        let mut ctx = docker_view(2);
+        ctx.published[0].mode = "host".into();
+        assert_eq!(classify(&refused("host"), &ctx), Some(Cause::NoListener));
+    }
+
+    #[test]
+    fn a_hostile_service_name_is_quoted_and_escaped() {
+        let mut ctx = docker_view(0);
+        ctx.published[0].service = "w$(id)\x1b[2J".into();
+        let v = verdicts([refused("host")].iter(), &ctx);
+        assert!(
+            v[0].confirm
+                .contains("docker service ps --no-trunc 'w$(id)\x1b[2J'"),
+            "{}",
+            v[0].confirm
+        );
+        assert!(!v[0].to_text().contains('\x1b'));
+    }
+
+    #[test]
+    fn reply_misrouted_is_confirmed_where_the_reply_is_routed() {
+        let mut ctx = lab_ctx();
+        ctx.subnets.push(LocalSubnet {
+            netns: "ingress_sbox".into(),
+            ifname: "eth1".into(),
+            net: parse_cidr("172.18.0.0/16").unwrap(),
+        });
+        ctx.subnets.retain(|s| s.ifname != "docker_gwbridge");
+        // 5.10: silence, and the task's ListenDrops rose.
+        ctx.counter_rises.insert(
+            "task1".into(),
+            [("TcpExt.ListenDrops".to_owned(), 2)].into(),
+        );
+        let v = verdicts([hs("172.18.5.5:40000")].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::ReplyMisrouted);
+        assert_eq!(
+            v[0].confirm,
+            "nsenter --net=/var/run/docker/netns/ingress_sbox ip route get 172.18.5.5; nsenter --net=/var/run/docker/netns/ingress_sbox ip neigh"
+        );
+        // 6.x: the SYN-ACK's failed neighbour lookup names the namespace.
+        let h = dropped(
+            "172.18.5.5:40000",
+            PacketKind::SynAck,
+            "NEIGH_FAILED",
+            "neigh_invalidate+0x1",
+            "ingress_sbox",
+        );
+        let v = verdicts([h].iter(), &ctx);
+        assert!(
+            v[0].confirm.starts_with(
+                "nsenter --net=/var/run/docker/netns/ingress_sbox ip route get 172.18.5.5;"
+            ),
+            "{}",
+            v[0].confirm
         );
     }
 

@@ -51,18 +51,40 @@ impl Traced {
 /// Builds the lab, switches `s` on, traces its traffic; `settle` is how long to keep tracing
 /// after the traffic (late drops, timeouts).
 fn traced(tag: &str, s: Scenario, settle: Duration) -> Traced {
+    traced_with(
+        tag,
+        s,
+        settle,
+        &[],
+        |_| {},
+        |lab| {
+            let drive = lab.drive(s).unwrap();
+            drive.attempts.iter().map(|a| a.client.ip()).collect()
+        },
+    )
+}
+
+/// [`traced`] with more set up before the tracer starts, and its own traffic.
+fn traced_with(
+    tag: &str,
+    s: Scenario,
+    settle: Duration,
+    env: &[(&str, &str)],
+    setup: impl FnOnce(&MeshLab),
+    drive: impl FnOnce(&mut MeshLab) -> Vec<IpAddr>,
+) -> Traced {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut lab = MeshLab::build(&ns_name(tag)).unwrap();
     lab.apply(s).unwrap();
+    setup(&lab);
     let mut args = vec![];
     for w in lab.watch() {
         args.push("--iface".to_owned());
         args.push(w);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let tracer = Tracer::start(&args).unwrap();
-    let drive = lab.drive(s).unwrap();
-    let clients = drive.attempts.iter().map(|a| a.client.ip()).collect();
+    let tracer = Tracer::start_env(&args, env).unwrap();
+    let clients = drive(&mut lab);
     let mut seen = Vec::new();
     // Nothing to wait for but time: `settle` bounds it.
     tracer.wait_for(&mut seen, settle, |_| false);
@@ -230,6 +252,160 @@ fn overlapping_client_subnet_is_reply_misrouted() {
                 .unwrap()
                 .keys()
                 .any(|k| k.contains("NEIGH_FAILED")),
+        "{v:#}"
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn paws_counters_from_other_traffic_do_not_explain_a_syn_without_timestamps() {
+    require_privileged("paws_counters_from_other_traffic_do_not_explain_a_syn_without_timestamps");
+    // c3 sends its SYN without a timestamp option; after c2's PAWS rejection in the task has
+    // raised the task's PAWS counters, ingress_sbox sends c3's SYN to a wrong MAC, and the
+    // task drops it (OTHERHOST: a reason that names no cause of ours).
+    const PORT: u16 = 40100;
+    let t = traced_with(
+        "pt",
+        Scenario::Paws,
+        Duration::from_millis(1500),
+        &[],
+        |lab| {
+            lab.client(2)
+                .sysctl("net.ipv4.tcp_timestamps", "0")
+                .unwrap();
+        },
+        |lab| {
+            let mut clients: Vec<IpAddr> = lab
+                .drive(Scenario::Paws)
+                .unwrap()
+                .attempts
+                .iter()
+                .map(|a| a.client.ip())
+                .collect();
+            let task = swarmtrace::lab::mesh::TASK_IP.to_string();
+            lab.sbox()
+                .exec(&[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    &task,
+                    "lladdr",
+                    "02:00:5e:00:53:99",
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ])
+                .unwrap();
+            let a = lab.request(2, PORT, Duration::from_millis(1500)).unwrap();
+            assert!(a.answer.is_none(), "{a:?}");
+            clients.push(a.client.ip());
+            clients
+        },
+    );
+    let c3 = t.clients.last().unwrap().to_string();
+    let c3_hs: Vec<&Value> = t
+        .handshakes()
+        .filter(|h| {
+            h["client"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{c3}:{PORT}"))
+        })
+        .collect();
+    assert!(!c3_hs.is_empty(), "c3's handshake not seen: {:?}", t.out);
+    for v in t.verdicts() {
+        if v["cause"] == "paws-timestamps" {
+            assert!(
+                !strs(&v["clients"]).contains(&c3),
+                "PAWS claimed for c3: {v:#}"
+            );
+        }
+    }
+    // c3 is charged to a verdict that claims nothing it cannot show.
+    let v = t
+        .verdicts()
+        .iter()
+        .find(|v| strs(&v["clients"]).contains(&c3))
+        .unwrap_or_else(|| panic!("no verdict for c3: {:#}", t.summary()));
+    assert_eq!(v["cause"], "unknown", "{v:#}");
+}
+
+/// A Docker API on a unix socket that answers `GET /services...` with `services` and every
+/// other request with `[]`; it serves until the test process ends.
+fn docker_stub(tag: &str, services: Value) -> std::path::PathBuf {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("swarmtrace-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let body = services.to_string();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = [0u8; 4096];
+            let n = c.read(&mut head).unwrap_or(0);
+            let req = String::from_utf8_lossy(&head[..n]);
+            let answer = if req.starts_with("GET /services") {
+                body.as_str()
+            } else {
+                "[]"
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    path
+}
+
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn a_published_port_whose_service_has_no_running_task_is_named_so() {
+    require_privileged("a_published_port_whose_service_has_no_running_task_is_named_so");
+    let port = swarmtrace::lab::PUBLISHED_PORT;
+    let sock = docker_stub(
+        "notask",
+        serde_json::json!([{
+            "Spec": {"Name": "web"},
+            "Endpoint": {"Ports": [{"PublishedPort": port, "TargetPort": 80, "Protocol": "tcp", "PublishMode": "ingress"}]},
+            "ServiceStatus": {"RunningTasks": 0, "DesiredTasks": 0}
+        }]),
+    );
+    let host = format!("unix://{}", sock.display());
+    // Nothing listens in the task, as when Docker has no task to put there.
+    let t = traced_with(
+        "nt",
+        Scenario::NoListener,
+        Duration::from_millis(1500),
+        &[("DOCKER_HOST", &host)],
+        |_| {},
+        |lab| {
+            let drive = lab.drive(Scenario::NoListener).unwrap();
+            drive.attempts.iter().map(|a| a.client.ip()).collect()
+        },
+    );
+    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+    let v = t.verdict("no-running-task");
+    for c in &t.clients {
+        assert!(strs(&v["clients"]).contains(&c.to_string()), "{v:#}");
+    }
+    assert_eq!(v["confidence"], "confirmed", "{v:#}");
+    let notes = strs(&v["evidence"]["notes"]);
+    assert!(
+        notes.iter().any(|n| n.contains(&format!(
+            "service web publishes port {port} through the routing mesh; 0 of 0 task(s) running"
+        ))),
+        "{v:#}"
+    );
+    assert!(
+        v["confirm"]
+            .as_str()
+            .unwrap()
+            .starts_with("docker service ps --no-trunc web;"),
         "{v:#}"
     );
 }

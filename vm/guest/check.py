@@ -2,7 +2,7 @@
 `pass DETAIL` or `fail DETAIL` (the last line is what counts).
 
 Usage: check.py SCENARIO FILE --kernel K --client IP [--min N] [--cause C] [--netns NAME]
-                [--task-netns PID --task-service NAME]
+                [--task-netns PID --task-service NAME] [--expect TEXT]... [--absent CAUSE]...
 
 --netns NAME: a SYN drop of the client in a namespace whose name is NAME or carries it (Docker's
 namespaces are named `container C (service S) [sandbox]`, `ingress_sbox`, ...).
@@ -38,6 +38,11 @@ def main():
     ap.add_argument("--netns")
     ap.add_argument("--task-netns", type=int)
     ap.add_argument("--task-service")
+    # --expect TEXT (repeatable): a fact the verdict must name (service, task count, rule,
+    # namespace), somewhere in its JSON (evidence, confirm, ...).
+    ap.add_argument("--expect", action="append", default=[])
+    # --absent CAUSE (repeatable): a cause that must not be claimed (a not-this-cause case).
+    ap.add_argument("--absent", action="append", default=[])
     a = ap.parse_args()
 
     objs, bad = [], 0
@@ -79,9 +84,16 @@ def main():
         lat.sort()
         return f"pass {len(answered)} answered, latency_us p50={lat[len(lat) // 2]} max={lat[-1]}, no verdict; {base}"
 
+    claimed = [c for c in a.absent if any(v.get("cause") == c for v in verdicts)]
+    if claimed:
+        return f"fail claimed {','.join(claimed)}, which it is not; {base}"
     v = next((v for v in verdicts if v.get("cause") == a.cause), None)
     if v is None:
         return f"fail no {a.cause} verdict; {base}"
+    text = json.dumps(v)
+    missing = [e for e in a.expect if e not in text]
+    if missing:
+        return f"fail the {a.cause} verdict does not name {missing}: {text[:1500]}; {base}"
     if a.client not in (v.get("clients") or []):
         return f"fail {a.cause} charged to {v.get('clients')}, not to the real client {a.client}; {base}"
     notes = []
@@ -110,6 +122,8 @@ def main():
         counters = (v.get("evidence") or {}).get("counters") or {}
         if counters:
             notes.append("counters " + ",".join(f"{k}+{n}" for k, n in counters.items()))
+    if a.expect:
+        notes.append(f"names {a.expect}")
     return f"pass {a.cause} for {a.client}; {'; '.join(notes)}; {base}"
 
 

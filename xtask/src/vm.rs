@@ -54,6 +54,9 @@ const SCENARIOS: &[&str] = &[
     "deb",
     "stack",
     "host-ns",
+    "mesh-bypassed",
+    "no-task",
+    "task-refuses",
 ];
 
 /// The arm64 guest's name in `--kernel` and the results (vm/arm64/run.sh).
@@ -91,10 +94,11 @@ pub struct Args {
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
     /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
-    /// deb, stack, host-ns); default: all. `boot` checks that the guest booted from the base image's
-    /// partition and mounted the io disk (nothing else); `lab` is `swarmtrace demo all` (the
-    /// namespace lab, no Docker); `deb` installs the .deb of `cargo xtask dist`; `stack` loads
-    /// its image and deploys deploy/swarmtrace-stack.yml.
+    /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses); default: all. `boot` checks
+    /// that the guest booted from the base image's partition and mounted the io disk (nothing
+    /// else); `lab` is `swarmtrace demo all` (the namespace lab, no Docker); `deb` installs the
+    /// .deb of `cargo xtask dist`; `stack` loads its image and deploys
+    /// deploy/swarmtrace-stack.yml.
     #[arg(long = "scenario", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Where downloads, the base image and the results go (never inside the repository).

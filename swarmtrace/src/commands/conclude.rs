@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::TraceArgs;
+use crate::docker;
 use crate::kernel::netns::NetnsNames;
 use crate::kernel::{namespaces, netstat, KernelFacts};
 use crate::trace::hops::HopNames;
 use crate::trace::session::{HostSnapshot, RunResult, TraceOptions};
 use crate::trace::summary::RunSummary;
-use crate::trace::tracker::Tracker;
-use crate::verdict::{self, LocalSubnet, Verdict};
+use crate::trace::tracker::{Answer, Tracker};
+use crate::verdict::{self, LocalSubnet, PublishedService, Verdict};
 
 /// The engine's options for `args`, stopping after `duration` if given.
 pub fn options(args: &TraceArgs, duration: Option<Duration>) -> TraceOptions {
@@ -42,6 +43,7 @@ pub fn conclude(mut run: RunResult) -> Concluded {
         &run.after,
         &run.tracker,
         &run.hops,
+        &run.summary.watched,
         &run.facts,
         &mut run.netns,
     );
@@ -129,6 +131,7 @@ fn verdict_context(
     after: &HostSnapshot,
     tracker: &Tracker,
     hops: &HopNames,
+    watched: &[String],
     facts: &KernelFacts,
     names: &mut NetnsNames,
 ) -> verdict::Context {
@@ -175,6 +178,7 @@ fn verdict_context(
                 })
         })
         .collect();
+    let host_answered = host_answered(tracker, hops, watched);
     verdict::Context {
         counter_rises,
         subnets,
@@ -182,6 +186,68 @@ fn verdict_context(
         has_tw_paws_reason: facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
         ingress_ifaces,
         unseen_drops: BTreeMap::new(),
+        published: docker_view(tracker, !host_answered.is_empty()),
+        host_answered,
+    }
+}
+
+/// Answered handshakes whose SYN-ACK was first seen leaving by the interface their SYN came
+/// in on, in the host namespace, while docker_gwbridge was watched: the mesh's answers come in
+/// over docker_gwbridge first, so these the host answered itself.
+fn host_answered(
+    tracker: &Tracker,
+    hops: &HopNames,
+    watched: &[String],
+) -> BTreeSet<(std::net::SocketAddr, u32)> {
+    if !watched
+        .iter()
+        .any(|w| w == "docker_gwbridge" || w.ends_with(":docker_gwbridge"))
+    {
+        return BTreeSet::new();
+    }
+    let host = |ns: &str| ns.is_empty() || ns == "host";
+    tracker
+        .handshakes()
+        .filter(|h| h.outcome() == crate::trace::tracker::Outcome::Answered)
+        .filter(|h| {
+            let (Some(first), Some(Answer::SynAck { hop, .. })) = (h.first_hop, h.answer) else {
+                return false;
+            };
+            let (a_ns, a_if) = hops.place(&hop);
+            let (f_ns, f_if) = hops.place(&first);
+            host(&a_ns) && a_ns == f_ns && a_if == f_if
+        })
+        .map(|h| (h.client, h.isn))
+        .collect()
+}
+
+/// What Docker says of the ports swarm services publish, asked only when a handshake failed
+/// or the host answered one itself (a healthy run costs no request); empty without Docker or
+/// on a worker.
+fn docker_view(tracker: &Tracker, host_answered: bool) -> Vec<PublishedService> {
+    if !host_answered
+        && tracker
+            .handshakes()
+            .all(|h| h.outcome() == crate::trace::tracker::Outcome::Answered)
+    {
+        return Vec::new();
+    }
+    match docker::published_ports(&docker::socket_path()) {
+        Ok(ports) => ports
+            .into_iter()
+            .filter(|p| p.protocol == "tcp")
+            .map(|p| PublishedService {
+                service: p.service,
+                port: p.port,
+                mode: p.mode,
+                running: p.running,
+                desired: p.desired,
+            })
+            .collect(),
+        Err(e) => {
+            log::debug!("no Docker view of the published ports: {e}");
+            Vec::new()
+        }
     }
 }
 

@@ -220,6 +220,9 @@ impl From<VerdictContext> for verdict::Context {
             ingress_ifaces: c.ingress_ifaces,
             // Not in the bundle's format (yet): a report counts the events it has.
             unseen_drops: Default::default(),
+            // Not in a bundle (yet): a report names no Docker-view cause.
+            published: Vec::new(),
+            host_answered: Default::default(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! cardinality is bounded: past the limits, new series are folded into `service="other"` and
 //! counted in `swarmtrace_metrics_series_dropped_total`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io;
@@ -21,9 +22,11 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::escape;
 use crate::trace::drops::{self, netns_label};
 use crate::trace::observe::{HandshakeRecord, Health, Observer};
 use crate::trace::tracker::Outcome;
+use crate::verdict::{self, Cause};
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (0.0001 s .. 5 s).
 pub const BUCKETS_US: [u64; 15] = [
@@ -101,8 +104,8 @@ impl Histogram {
 #[derive(Debug, Clone)]
 pub struct MetricsState {
     limits: Limits,
-    /// (service, verdict) -> handshakes.
-    handshakes: BTreeMap<(String, String), u64>,
+    /// (service, verdict, cause: empty for an answered one) -> handshakes.
+    handshakes: BTreeMap<(String, String, &'static str), u64>,
     /// (service, reason, netns) -> dropped packets.
     drops: BTreeMap<(String, String, String), u64>,
     latency: BTreeMap<String, Histogram>,
@@ -168,12 +171,13 @@ impl MetricsState {
         self.generation += 1;
         let service = &*h.service.to_string();
         let verdict = h.verdict.as_str();
+        let cause = verdict::own_cause(h.verdict, h.first_drop).map_or("", Cause::id);
         *slot(
             &mut self.handshakes,
-            (service.to_owned(), verdict.to_owned()),
+            (service.to_owned(), verdict.to_owned(), cause),
             self.limits.handshake_series,
             &mut self.series_dropped,
-            || (OTHER.to_owned(), verdict.to_owned()),
+            || (OTHER.to_owned(), verdict.to_owned(), cause),
         ) += 1;
         if h.verdict != Outcome::Answered {
             return;
@@ -198,15 +202,22 @@ impl MetricsState {
     }
 }
 
-/// Escapes a label value: backslash, double quote and line feed.
+/// Escapes a label value: backslash, double quote and line feed as the format says; every
+/// other character a terminal must not get as it is (ESC, CR, C1, bidi overrides...) as
+/// [`escape::terminal`] shows it, its backslash escaped in turn: the format knows no other
+/// escape (`\x1b` would fail the scrape), and a scraped value read on a terminal stays text.
 pub fn escape_label(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    let mut buf = [0u8; 4];
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
-            c => out.push(c),
+            c => match escape::terminal(c.encode_utf8(&mut buf)) {
+                Cow::Borrowed(_) => out.push(c),
+                Cow::Owned(shown) => out.push_str(&shown.replace('\\', "\\\\")),
+            },
         }
     }
     out
@@ -248,10 +259,14 @@ pub fn render(state: &MetricsState) -> String {
         o,
         "swarmtrace_handshakes_total",
         "counter",
-        "TCP handshakes by service (the published address as first seen) and verdict (answered, dropped, reset, unanswered).",
+        "TCP handshakes by service (the published address as first seen), verdict (answered, dropped, reset, unanswered) and, for a failed one, the cause its own packets show (paws-timestamps, netfilter-drop, no-listener, listen-queue-full, rp-filter, reply-misrouted, no-route, unknown: the run's summary may name more from counters).",
     );
-    for ((service, verdict), n) in &state.handshakes {
-        let l = labels(&[("service", service), ("verdict", verdict)]);
+    for ((service, verdict, cause), n) in &state.handshakes {
+        let l = if cause.is_empty() {
+            labels(&[("service", service), ("verdict", verdict)])
+        } else {
+            labels(&[("service", service), ("verdict", verdict), ("cause", cause)])
+        };
         let _ = writeln!(o, "swarmtrace_handshakes_total{l} {n}");
     }
 
@@ -798,6 +813,7 @@ async fn close_gently(stream: &TcpStream) {
 mod tests {
     use super::*;
     use crate::trace::event::{Joined, Packet, PacketKind};
+    use crate::trace::tracker::DropNote;
     use std::io::{Read, Write};
 
     fn handshake(
@@ -910,11 +926,15 @@ mod tests {
             "3"
         );
         assert_eq!(
-            get(r#"swarmtrace_handshakes_total{service="10.0.0.1:81",verdict="dropped"}"#),
+            get(
+                r#"swarmtrace_handshakes_total{service="10.0.0.1:81",verdict="dropped",cause="unknown"}"#
+            ),
             "1"
         );
         assert_eq!(
-            get(r#"swarmtrace_handshakes_total{service="[fd00::1]:80",verdict="reset"}"#),
+            get(
+                r#"swarmtrace_handshakes_total{service="[fd00::1]:80",verdict="reset",cause="no-listener"}"#
+            ),
             "1"
         );
         assert_eq!(
@@ -1015,19 +1035,86 @@ mod tests {
     }
 
     #[test]
+    fn failed_handshakes_carry_the_cause_their_packets_show() {
+        let note = |reason: &str, location: &str, tsval: Option<u32>| DropNote {
+            ts_ns: 1,
+            kind: PacketKind::Syn,
+            reason: reason.into(),
+            location: location.into(),
+            netns: 7,
+            netns_name: Some("task".into()),
+            ifname: None,
+            packet: Packet {
+                kind: PacketKind::Syn,
+                src: "10.0.0.2:40000".parse().unwrap(),
+                dst: "10.0.0.5:80".parse().unwrap(),
+                seq: 1,
+                ack: 0,
+                tsval,
+                tsecr: None,
+                flags: 2,
+            },
+        };
+        let paws = note("TCP_RFC7323_TW_PAWS", "tcp_v4_rcv+0x1", Some(5));
+        let by_place = note("NOT_SPECIFIED", "tcp_timewait_state_process+0x1", Some(5));
+        let no_ts = note("NOT_SPECIFIED", "tcp_timewait_state_process+0x1", None);
+        let rule = note("NETFILTER_DROP", "nft_do_chain+0x1", Some(5));
+        let mut s = MetricsState::default();
+        for d in [&paws, &by_place, &no_ts, &rule] {
+            let mut h = handshake("10.0.0.1:80", "dropped", None);
+            h.first_drop = Some(d);
+            s.on_handshake(&h);
+        }
+        s.on_handshake(&handshake("10.0.0.1:80", "unanswered", None));
+        s.on_handshake(&handshake("10.0.0.1:80", "answered", Some(10)));
+        let m = samples(&render(&s));
+        let get = |labels: &str| {
+            m[&format!("swarmtrace_handshakes_total{{service=\"10.0.0.1:80\",{labels}}}")].clone()
+        };
+        // An alert on PAWS: `swarmtrace_handshakes_total{cause="paws-timestamps"}`.
+        assert_eq!(get(r#"verdict="dropped",cause="paws-timestamps""#), "2");
+        assert_eq!(get(r#"verdict="dropped",cause="netfilter-drop""#), "1");
+        assert_eq!(
+            get(r#"verdict="dropped",cause="unknown""#),
+            "1",
+            "no timestamp, no PAWS"
+        );
+        assert_eq!(get(r#"verdict="unanswered",cause="unknown""#), "1");
+        assert_eq!(get(r#"verdict="answered""#), "1");
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
         assert_eq!(escape_label("line\nbreak"), r"line\nbreak");
         assert_eq!(escape_label("pid:12(my app)"), "pid:12(my app)");
         assert_eq!(escape_label("ünï"), "ünï");
+        // Control and invisible characters: shown as escapes, whose backslash the format
+        // escapes (it knows no `\x1b`).
+        assert_eq!(escape_label("a\x1b[2Jb"), r"a\\x1b[2Jb");
+        assert_eq!(escape_label("cr\rtab\t"), r"cr\\rtab\\t");
+        assert_eq!(escape_label("\u{9b}x\u{202e}y"), r"\\u{9b}x\\u{202e}y");
         let mut s = MetricsState::default();
         s.on_drop(&dropped(
             Some("10.0.0.1:80"),
             "NO_SOCKET",
             Some("pid:7(evil\"\\\nns)"),
         ));
+        s.on_drop(&dropped(
+            Some("10.0.0.1:80"),
+            "NO_SOCKET",
+            Some("pid:8(\x1b]0;pwn\x07\r)"),
+        ));
         let text = render(&s);
         assert!(text.contains(r#"netns="pid:7(evil\"\\\nns)"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"netns="pid:8(\\x1b]0;pwn\\x07\\r)"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
         // Every sample stays on one line.
         samples(&text);
     }
@@ -1068,7 +1155,7 @@ mod tests {
             "6"
         );
         assert_eq!(
-            m[r#"swarmtrace_handshakes_total{service="other",verdict="reset"}"#],
+            m[r#"swarmtrace_handshakes_total{service="other",verdict="reset",cause="no-listener"}"#],
             "1"
         );
         assert_eq!(
@@ -1362,7 +1449,7 @@ mod tests {
         let b = shared.body();
         assert!(!Arc::ptr_eq(&a, &b));
         assert!(
-            b.contains(r#"{service="10.0.0.1:80",verdict="reset"} 1"#),
+            b.contains(r#"{service="10.0.0.1:80",verdict="reset",cause="no-listener"} 1"#),
             "{b}"
         );
         // Unchanged, it is not rendered again.

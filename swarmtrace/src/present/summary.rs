@@ -156,6 +156,14 @@ pub fn summary_markdown(
                 .join(", "),
             v.explanation
         );
+        if v.confidence == crate::verdict::Confidence::Circumstantial && !v.alternatives.is_empty()
+        {
+            let _ = writeln!(
+                s,
+                "Confidence: circumstantial. It could also be: {}.\n",
+                v.alternatives.join("; ")
+            );
+        }
         s.push_str("Evidence:\n\n");
         for (d, c) in &v.drops {
             let _ = writeln!(s, "- {c} x {}", escape::markdown(d));
@@ -245,6 +253,8 @@ mod tests {
         let key = format!("SYN NO_SOCKET at tcp_v4_rcv in {HOSTILE}");
         Verdict {
             cause: Cause::NoListener,
+            confidence: crate::verdict::Confidence::Confirmed,
+            alternatives: vec![],
             count: 1,
             forgotten: 0,
             from_counters: 0,

@@ -202,6 +202,8 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
         )]
         .into(),
         unseen_drops: Default::default(),
+        published: vec![],
+        host_answered: Default::default(),
     };
     let system = v2::System {
         format: FORMAT,
