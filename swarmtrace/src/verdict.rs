@@ -322,8 +322,11 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     if outcome == Outcome::Reset || matches!(h.answer, Some(Answer::Reset { .. })) {
         return Some((Cause::NoListener, Confidence::Confirmed));
     }
-    // Silence: the reply went elsewhere, or a counter says who swallowed the SYN.
-    if ctx.overlapping(h.client.ip()).is_some() {
+    // Silence: the reply went elsewhere, or a counter says who swallowed the SYN. Only for a
+    // client seen coming in on a watched interface: one known only from a drop's source is
+    // the address after NAT (on a task's node, another node's ingress SNAT address, always
+    // inside the ingress subnet) and says nothing of where replies to the client go.
+    if h.first_hop.is_some() && ctx.overlapping(h.client.ip()).is_some() {
         return Some((Cause::ReplyMisrouted, Confidence::Confirmed));
     }
     // A drop without a telling reason: the counters of the namespace it happened in.
@@ -1534,6 +1537,41 @@ mod tests {
             v[0].confirm
         );
         assert!(!v[0].to_text().contains('\x1b'));
+    }
+
+    #[test]
+    fn a_drop_seen_only_behind_another_nodes_snat_is_not_a_misrouted_reply() {
+        // A task's node in a Swarm: the SYN came over the ingress overlay from another node's
+        // ingress_sbox, so the only address this node has for the client is that SNAT
+        // address, inside the ingress subnet. No watched interface saw the SYN: the address
+        // says nothing of where replies to the real client go.
+        let mut ctx = lab_ctx();
+        ctx.has_tw_paws_reason = false;
+        ctx.subnets.push(LocalSubnet {
+            netns: "ingress_sbox".into(),
+            ifname: "eth0".into(),
+            net: parse_cidr("10.0.0.0/24").unwrap(),
+        });
+        ctx.counter_rises.insert(
+            "container paws.1".into(),
+            [("TcpExt.PAWSEstab".to_owned(), 1)].into(),
+        );
+        let mut h = dropped(
+            "10.0.0.2:40000",
+            PacketKind::Syn,
+            "NOT_SPECIFIED",
+            "tcp_v4_rcv+0x9e",
+            "container paws.1",
+        );
+        h.first_hop = None;
+        let v = verdicts([h.clone()].iter(), &ctx);
+        assert_ne!(v[0].cause, Cause::ReplyMisrouted, "{:?}", v[0]);
+        assert_eq!(v[0].cause, Cause::PawsTimestamps, "{:?}", v[0]);
+        // Seen coming in with that address (the client itself is inside the subnet): still
+        // the misrouted reply.
+        h.first_hop = Some(Hop::default());
+        h.drops.clear();
+        assert_eq!(verdicts([h].iter(), &ctx)[0].cause, Cause::ReplyMisrouted);
     }
 
     #[test]

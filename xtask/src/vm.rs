@@ -1378,6 +1378,30 @@ fn parse_result(line: &str) -> Option<(String, String, String)> {
 mod tests {
     use super::*;
 
+    /// Every mutant still applies to the code it breaks: a change to verdict.rs that moves
+    /// its lines fails here, in `cargo test`, not an hour into CI's `--mutants` run.
+    #[test]
+    fn every_mutant_applies_to_the_tree() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mutants = load_mutants(&root).unwrap();
+        assert!(!mutants.is_empty());
+        for m in mutants {
+            assert!(!m.expect_fail.is_empty(), "{}: no expect-fail line", m.name);
+            let out = Command::new("git")
+                .args(["apply", "--check"])
+                .arg(&m.patch)
+                .current_dir(&root)
+                .output()
+                .expect("git");
+            assert!(
+                out.status.success(),
+                "{} does not apply: {}",
+                m.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     #[test]
     fn parses_result_lines() {
         let l =
