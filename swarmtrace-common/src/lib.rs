@@ -60,7 +60,12 @@ pub mod stat {
     pub const JOINED_DROPS: u32 = 6;
     /// Packets the TC classifiers could not parse.
     pub const TC_UNREADABLE: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// SYN, SYN-ACK and RST events not sent while the classifiers sampled (overload); their
+    /// counts above stay exact.
+    pub const TC_SAMPLED_OUT: u32 = 8;
+    /// Drop events not sent while the drop hooks sampled (overload); `DROPS` stays exact.
+    pub const DROPS_SAMPLED_OUT: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Drop reasons at or above this value are counted in the last slot of `DROP_REASONS`.
@@ -73,8 +78,133 @@ pub const REASON_TCP_DROP: u32 = 0xffff_ff00;
 /// Bytes of the ring buffer that carries events to user space.
 pub const RING_BYTES: u32 = 4 << 20;
 
-/// Default number of entries of the handshake table (user space may change it before load).
+/// Default number of entries of the handshake table (user space may change it before load,
+/// rounded up to a power of two: a slot is a hash of the key masked).
 pub const HANDSHAKE_TABLE: u32 = 65536;
+
+/// Detail events (SYN, SYN-ACK, RST, drop) per second per CPU above which the kernel programs
+/// sample them (see [`Overload`]). From the measurements (BENCHMARKS.md): an event costs user
+/// space about 0.9 us (decode and aggregate 0.26 us, its NDJSON line 0.62 us), so 50 000/s
+/// per CPU keeps user space under about a twentieth of a core per watched CPU, far below the
+/// rate at which the ring first lost events (none lost at 218 824 SYN drops/s, two events
+/// each, on two CPUs).
+pub const OVERLOAD_RATE: u32 = 50_000;
+
+/// One in this many handshakes keeps its detail events while a CPU is overloaded.
+pub const OVERLOAD_ONE_IN: u32 = 16;
+
+/// How the handshake table is addressed and when the programs sample, set as a global by user
+/// space before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TableConfig {
+    /// A random per-run seed of the slot hash, so that nobody outside can aim SYNs at one
+    /// slot (or at the sampled-out handshakes) without knowing it.
+    pub seed: u64,
+    /// Number of slots - 1 (a power of two - 1), of both the table and its ISN index.
+    pub mask: u32,
+    /// Detail events per CPU per [`OVERLOAD_WINDOW_NS`] above which the next window samples;
+    /// 0: never sample.
+    pub overload_per_window: u32,
+    /// 1 in this many handshakes keeps its events while sampling (>= 2).
+    pub one_in: u32,
+    pub _pad: u32,
+}
+
+/// The window over which a CPU counts its detail events, to decide whether the next one
+/// samples: 100 ms.
+pub const OVERLOAD_WINDOW_NS: u64 = 100_000_000;
+
+/// A CPU's overload state (a per-CPU array of one). Written by the programs of that CPU only;
+/// user space reads it to say "sampled 1 in N since T".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Overload {
+    /// Start of the current window (monotonic ns).
+    pub window_start: u64,
+    /// Detail events wanted in the current window (sent or not).
+    pub in_window: u64,
+    /// Since when this CPU samples (monotonic ns of the window's start); 0: it does not.
+    pub sampling_since: u64,
+    /// Windows this CPU has sampled, over the run.
+    pub windows_sampled: u64,
+}
+
+/// A slot of the handshake table: a fixed-size array indexed by [`slot_index`] of the key. A
+/// new SYN overwrites its slot whole, with plain stores, without a lock; `check` (written
+/// with the rest) covers the key and the fields fixed at creation, so a reader that copies
+/// the slot and finds `check` matching knows it read one SYN's slot, never a torn mix of two
+/// writers or a stale one under a new key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slot {
+    pub key: HandshakeKey,
+    pub hs: Handshake,
+    pub check: u64,
+}
+
+impl Slot {
+    /// The check of a slot holding `key` and `hs` (never 0, so an empty slot never checks).
+    #[inline(always)]
+    pub fn check_of(key: &HandshakeKey, hs: &Handshake) -> u64 {
+        let w = |b: &[u8; 16], i: usize| {
+            u64::from_ne_bytes([
+                b[i],
+                b[i + 1],
+                b[i + 2],
+                b[i + 3],
+                b[i + 4],
+                b[i + 5],
+                b[i + 6],
+                b[i + 7],
+            ])
+        };
+        let ports = (hs.client_port as u64) << 32
+            | (hs.service_port as u64) << 16
+            | (hs.family as u64) << 8;
+        let mut h = (key.isn as u64) << 32 | key.tsval as u64;
+        for x in [
+            hs.first_ns,
+            w(&hs.client, 0),
+            w(&hs.client, 8),
+            w(&hs.service, 0),
+            w(&hs.service, 8),
+            ports,
+        ] {
+            h = (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        }
+        h | 1
+    }
+
+    /// Whether the slot holds `key`'s SYN, whole.
+    #[inline(always)]
+    pub fn holds(&self, key: &HandshakeKey) -> bool {
+        self.key == *key && self.check == Self::check_of(&self.key, &self.hs)
+    }
+}
+
+/// The slot of `key` in a table of `mask + 1` slots.
+#[inline(always)]
+pub fn slot_index(key: &HandshakeKey, seed: u64, mask: u32) -> u32 {
+    let x = ((key.isn as u64) << 32 | key.tsval as u64) ^ seed;
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32 & mask
+}
+
+/// The slot of `isn` in the ISN index (ISN -> TSval of its latest SYN).
+#[inline(always)]
+pub fn isn_index(isn: u32, seed: u64, mask: u32) -> u32 {
+    let x = (isn as u64) ^ seed.rotate_left(17);
+    (x.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) >> 32) as u32 & mask
+}
+
+/// Whether the handshake of `isn` keeps its detail events while sampling 1 in `one_in`: the
+/// same answer for its SYN, SYN-ACK, RST and drops (all carry or echo the ISN), so a sampled
+/// handshake is whole.
+#[inline(always)]
+pub fn sampled_in(isn: u32, seed: u64, one_in: u32) -> bool {
+    let x = (isn as u64 ^ seed.rotate_left(41)).wrapping_mul(0xff51_afd7_ed55_8ccd) >> 32;
+    one_in <= 1 || (x as u32).is_multiple_of(one_in)
+}
 
 /// Header at offset 0 of every ring-buffer event. The decoder reads `kind` first and picks the
 /// type from it, so this header must stay first and keep its layout.
@@ -163,8 +293,9 @@ pub struct HandshakeKey {
     pub tsval: u32,
 }
 
-/// Value of the handshake table (an LRU hash in the kernel). Updated in place by every CPU
-/// without a lock: each field is written whole, see the kernel crate's `handshake::entry`.
+/// A handshake in its table [`Slot`]. `state` and `last_hop` are updated in place by every
+/// CPU without a lock (each field written whole, see the kernel crate's `handshake`); the
+/// other fields are fixed when the SYN makes the slot and covered by [`Slot::check`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Handshake {
@@ -309,6 +440,9 @@ const _: () = assert!(core::mem::size_of::<Handshake>() == 72);
 const _: () = assert!(core::mem::size_of::<HandshakeEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<Filter>() == 36);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<TableConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<Overload>() == 32);
+const _: () = assert!(core::mem::size_of::<Slot>() == 88);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -320,4 +454,93 @@ mod pod {
     unsafe impl aya::Pod for super::HandshakeKey {}
     unsafe impl aya::Pod for super::Handshake {}
     unsafe impl aya::Pod for super::HandshakeEvent {}
+    unsafe impl aya::Pod for super::TableConfig {}
+    unsafe impl aya::Pod for super::Overload {}
+    unsafe impl aya::Pod for super::Slot {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(first_ns: u64, client: u8, port: u16) -> Handshake {
+        let mut h = Handshake {
+            first_ns,
+            client_port: port,
+            service_port: 80,
+            family: 4,
+            ..Handshake::default()
+        };
+        h.client[..4].copy_from_slice(&[10, 0, 0, client]);
+        h.service[..4].copy_from_slice(&[10, 0, 1, 1]);
+        h
+    }
+
+    fn slot(key: HandshakeKey, hs: Handshake) -> Slot {
+        Slot {
+            key,
+            hs,
+            check: Slot::check_of(&key, &hs),
+        }
+    }
+
+    #[test]
+    fn a_slot_holds_its_key_only_whole() {
+        let (ka, kb) = (
+            HandshakeKey { isn: 1, tsval: 2 },
+            HandshakeKey { isn: 3, tsval: 2 },
+        );
+        let (a, b) = (
+            slot(ka, handshake(100, 2, 40000)),
+            slot(kb, handshake(101, 3, 40001)),
+        );
+        assert!(a.holds(&ka) && b.holds(&kb));
+        // Stale: another key's slot.
+        assert!(!a.holds(&kb));
+        // Empty: never holds, not even the zero key.
+        assert!(!Slot::default().holds(&HandshakeKey::default()));
+        // Torn: two writers' stores mixed, whichever check landed last.
+        for check in [a.check, b.check] {
+            let mut torn = a;
+            torn.hs.client = b.hs.client;
+            torn.check = check;
+            assert!(!torn.holds(&ka) && !torn.holds(&kb));
+            let mut torn = b;
+            torn.key = ka;
+            torn.check = check;
+            assert!(!torn.holds(&ka) && !torn.holds(&kb));
+            let mut torn = a;
+            torn.hs.first_ns = b.hs.first_ns;
+            torn.check = check;
+            assert!(!torn.holds(&ka));
+        }
+        // What changes in place (answered, last hop) is outside the check.
+        let mut answered = a;
+        answered.hs.state = state::ANSWERED;
+        answered.hs.last_hop.ifindex = 9;
+        assert!(answered.holds(&ka));
+    }
+
+    #[test]
+    fn slots_spread_and_sampling_keeps_about_one_in_n() {
+        let (seed, mask) = (0x1234_5678_9abc_def0, 1023);
+        let mut used = [0u32; 1024];
+        let mut kept = 0;
+        for i in 0..65536u32 {
+            let key = HandshakeKey {
+                isn: i.wrapping_mul(2_654_435_761),
+                tsval: 7,
+            };
+            used[slot_index(&key, seed, mask) as usize] += 1;
+            assert!(isn_index(key.isn, seed, mask) <= mask);
+            kept += u32::from(sampled_in(key.isn, seed, 16));
+        }
+        // 64 per slot on average: no slot empty, none with four times its share.
+        assert!(used.iter().all(|&n| n > 0 && n < 256), "{:?}", &used[..16]);
+        assert!(
+            (3500..4700).contains(&kept),
+            "{kept} of 65536 kept at 1 in 16"
+        );
+        assert!(sampled_in(5, seed, 1) && sampled_in(5, seed, 0));
+    }
 }

@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use swarmtrace_common::{
-    stat, DropEvent, Filter, HandshakeEvent, KernelOffsets, MAX_REASONS, RING_BYTES,
+    sampled_in, stat, DropEvent, Filter, HandshakeEvent, KernelOffsets, Overload, Slot,
+    TableConfig, MAX_REASONS, OVERLOAD_WINDOW_NS, RING_BYTES,
 };
 
 /// Offsets into kernel structures, derived by user space from the running kernel.
@@ -40,6 +41,16 @@ pub static FILTER: Filter = Filter {
     _pad: 0,
     addr: [0; 4],
     mask: [0; 4],
+};
+
+/// The handshake table's slot function and the overload thresholds (`TableConfig`).
+#[unsafe(no_mangle)]
+pub static TABLE: TableConfig = TableConfig {
+    seed: 0,
+    mask: 0,
+    overload_per_window: 0,
+    one_in: 1,
+    _pad: 0,
 };
 
 #[map]
@@ -74,6 +85,9 @@ pub fn volatile<T: Copy>(value: &T) -> T {
 pub struct Scratch {
     pub drop: DropEvent,
     pub handshake: HandshakeEvent,
+    /// A handshake table slot being read or made, by TC and by the drop hooks.
+    pub tc_slot: Slot,
+    pub drop_slot: Slot,
 }
 
 #[map]
@@ -86,7 +100,8 @@ pub fn scratch() -> Result<&'static mut Scratch, ()> {
     // SAFETY: a per-CPU value, so no other CPU touches it; on this CPU the programs that use
     // it do not nest: tracepoint programs are not re-entered (the kernel's bpf_prog_active
     // guard skips a nested run), TC ingress runs in softirq and TC egress with bottom halves
-    // disabled, and `drop` and `handshake` are separate fields for the tracepoint and TC.
+    // disabled, and `drop`, `drop_slot` and `handshake`, `tc_slot` are separate fields for the
+    // tracepoint and TC.
     Ok(unsafe { &mut *ptr })
 }
 
@@ -126,4 +141,52 @@ pub fn output<C: EbpfContext, T: 'static>(ctx: &C, event: &T) {
         }
         count(&STATS, stat::LOST_EVENTS);
     }
+}
+
+/// Each CPU's overload state, see `keep_detail`.
+#[map]
+pub static OVERLOAD: PerCpuArray<Overload> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether to send the detail event (SYN, SYN-ACK, RST or drop) of the handshake of `isn`
+/// now; when not, counts it in `sampled_out` (exact). The counters of what happened are
+/// counted before, whatever this says.
+///
+/// Overload is a state of each CPU: a CPU that wanted to send more than
+/// `TABLE.overload_per_window` detail events in the last 100 ms window samples in the next,
+/// 1 handshake in `TABLE.one_in` (by a seeded hash of its ISN, so a kept handshake keeps all
+/// its events), and stops sampling after a window under the threshold. Per CPU, so deciding
+/// costs no shared write; user space reads every CPU's state to say since when, and how
+/// much was not sent. A TC program interrupting a drop program on the same CPU may count one
+/// event in the wrong window: the decision is approximate, the counters are not.
+#[inline(always)]
+pub fn keep_detail(isn: u32, now: u64, sampled_out: u32) -> bool {
+    let limit = global!(TABLE.overload_per_window) as u64;
+    if limit == 0 {
+        return true;
+    }
+    let Some(ptr) = OVERLOAD.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's value, which no other CPU writes (see the doc above for this CPU).
+    let o = unsafe { &mut *ptr };
+    let age = now.wrapping_sub(o.window_start);
+    if age >= OVERLOAD_WINDOW_NS {
+        // A window that ended long ago says nothing of the last 100 ms.
+        if o.in_window > limit && age < 2 * OVERLOAD_WINDOW_NS {
+            if o.sampling_since == 0 {
+                o.sampling_since = now;
+            }
+            o.windows_sampled += 1;
+        } else {
+            o.sampling_since = 0;
+        }
+        o.window_start = now;
+        o.in_window = 0;
+    }
+    o.in_window += 1;
+    if o.sampling_since == 0 || sampled_in(isn, global!(TABLE.seed), global!(TABLE.one_in)) {
+        return true;
+    }
+    count(&STATS, sampled_out);
+    false
 }

@@ -6,8 +6,8 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, EbpfContext};
 use swarmtrace_common::{kind, stat, DropEvent, HandshakeKey, MAX_REASONS, SKB_HDR_WINDOW};
 
 use crate::{
-    config::{count, global, output, scratch, DROP_REASONS, STATS},
-    handshake::lookup,
+    config::{count, global, keep_detail, output, scratch, DROP_REASONS, STATS},
+    handshake::{isn_of, lookup},
     kmem::{read, read_buf},
     packet::{matches, parse_ip, Kernel, Parse},
 };
@@ -27,7 +27,8 @@ pub fn report_drop<C: EbpfContext>(
     if nh == 0xffff || head == 0 {
         return Ok(());
     }
-    let ev = &mut scratch()?.drop;
+    let s = scratch()?;
+    let (ev, slot) = (&mut s.drop, &mut s.drop_slot);
     let src = Kernel {
         base: head + nh as u64,
     };
@@ -42,8 +43,9 @@ pub fn report_drop<C: EbpfContext>(
     let p = &ev.packet;
     // Joined to a handshake first seen on a watched interface, the drop is charged to the
     // client and service as first seen, and filtered on them.
-    match lookup(p) {
-        Some((key, hs)) => {
+    match lookup(p, slot) {
+        Some(found) => {
+            let (key, hs) = (found.key, found.hs);
             if !matches(
                 hs.family,
                 &hs.client,
@@ -82,10 +84,20 @@ pub fn report_drop<C: EbpfContext>(
             MAX_REASONS - 1
         },
     );
+    // SAFETY: bpf_ktime_get_ns takes nothing and cannot fail.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The handshake's ISN, so that a sampled handshake keeps all its events.
+    let isn = if ev.joined != 0 {
+        ev.key.isn
+    } else {
+        isn_of(p).unwrap_or(0)
+    };
+    if !keep_detail(isn, now, stat::DROPS_SAMPLED_OUT) {
+        return Ok(());
+    }
     let (location, rx_sk) = site();
     ev.header.kind = kind::DROP;
-    // SAFETY: bpf_ktime_get_ns takes nothing and cannot fail.
-    ev.header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.header.ts_ns = now;
     ev.location = location;
     ev.reason = reason;
     read_device(skb, rx_sk, ev);

@@ -1,73 +1,174 @@
 //! The handshake table, shared by every hook: which SYN a packet belongs to, by (ISN, TSval).
+//!
+//! A fixed-size array of [`Slot`]s indexed by a seeded hash of the key, not a hash map: a new
+//! SYN costs one inlined array lookup and the stores of its slot, where an LRU hash map once
+//! full cost an eviction, a bucket lock and a list walk per insert (about 1.5 us of the 1.7 us
+//! a new SYN cost, BENCHMARKS.md). A new SYN overwrites whatever held its slot: the table
+//! forgets, by collision, about as an LRU of the same size forgets by age once the rate of
+//! new SYNs is far above the size over the time an answer takes, and never grows.
+//!
+//! No lock: a slot is written with plain stores, so two CPUs writing one slot at once (two
+//! SYNs whose keys collide, within nanoseconds) can leave a mix of both. Readers copy the
+//! slot and trust it only when [`Slot::holds`] their key: the key and the check over the
+//! fields fixed at creation match, which a torn mix or a stale slot under another key does
+//! not (but by a 64-bit coincidence). `state` and `last_hop`, updated in place later, are
+//! outside the check: each is written whole (at most 8 bytes, aligned), so a reader sees an
+//! old or a new value, never a torn one.
+//!
+//! The ISN index, for packets that echo the ISN but not the TSval (a RST answering a SYN, a
+//! SYN-ACK without timestamps), is an array of `ISN << 32 | TSval` words: one 8-byte store
+//! and one 8-byte load, so it is never torn; a word whose ISN is not the one looked up is a
+//! miss.
+//!
+//! User space reads the table for a handshake's last hop, with the same slot function and
+//! the same check (`Tracer::handshake`).
+//!
+//! Each new SYN still sends one event (`seen::SYN`): user space learns of a SYN from it, and
+//! needs to, to report one that nothing answers or drops (unanswered after the timeout).
+//! Bounded by overload sampling (`config::keep_detail`): past the rate, 1 handshake in N
+//! sends its events. Without the event, the next step (not built): the answer and drop
+//! events carry the slot's creation fields (first_ns, client, service, first hop), so user
+//! space makes the handshake from them, and user space reads the table itself, mmapped
+//! (`BPF_F_MMAPABLE`, 5.5+), once per timeout in batches, for the slots no answer or drop
+//! named: at 88 bytes a slot, 5.8 MB per sweep of 65 536 slots, whatever the SYN rate.
 
-use aya_ebpf::{macros::map, maps::LruHashMap};
-use swarmtrace_common::{class, Handshake, HandshakeKey, PacketInfo, HANDSHAKE_TABLE};
+use aya_ebpf::{macros::map, maps::Array};
+use swarmtrace_common::{
+    class, isn_index, slot_index, Handshake, HandshakeKey, Hop, PacketInfo, Slot, HANDSHAKE_TABLE,
+};
 
-/// SYNs first seen on a watched interface. LRU: the table empties itself, the oldest first
-/// (user space only reads it, for the last hop of a handshake it reports).
+use crate::config::global;
+
 #[map]
-pub static HANDSHAKES: LruHashMap<HandshakeKey, Handshake> =
-    LruHashMap::with_max_entries(HANDSHAKE_TABLE, 0);
+pub static HANDSHAKES: Array<Slot> = Array::with_max_entries(HANDSHAKE_TABLE, 0);
 
-/// ISN -> TSval of the latest SYN with that ISN, for packets that echo the ISN but carry no
-/// timestamp (a RST answering a SYN, a SYN-ACK from a peer without timestamps).
 #[map]
-pub static ISN_INDEX: LruHashMap<u32, u32> = LruHashMap::with_max_entries(HANDSHAKE_TABLE, 0);
+pub static ISN_INDEX: Array<u64> = Array::with_max_entries(HANDSHAKE_TABLE, 0);
+
+#[inline(always)]
+fn slot_ptr(key: &HandshakeKey) -> Option<*mut Slot> {
+    HANDSHAKES.get_ptr_mut(slot_index(key, global!(TABLE.seed), global!(TABLE.mask)))
+}
+
+/// The ISN of the client's SYN this packet belongs to, as the packet carries or echoes it.
+#[inline(always)]
+pub fn isn_of(p: &PacketInfo) -> Option<u32> {
+    Some(match p.class {
+        class::SYN => p.seq,
+        class::SYN_ACK => p.ack_seq.wrapping_sub(1),
+        // A RST answering a SYN acknowledges ISN + 1; a client's RST carries ISN + 1.
+        class::RST if p.tcp_flags & 0x10 != 0 => p.ack_seq.wrapping_sub(1),
+        class::RST | class::ACK => p.seq.wrapping_sub(1),
+        _ => return None,
+    })
+}
 
 /// The key of the SYN this packet belongs to, if it can be told from the packet alone or
 /// through the ISN index.
 #[inline(always)]
 pub fn key_of(p: &PacketInfo) -> Option<HandshakeKey> {
-    let isn = match p.class {
+    let isn = isn_of(p)?;
+    match p.class {
         class::SYN => {
             return Some(HandshakeKey {
-                isn: p.seq,
+                isn,
                 tsval: if p.has_ts != 0 { p.tsval } else { 0 },
-            });
+            })
         }
-        class::SYN_ACK => {
-            let isn = p.ack_seq.wrapping_sub(1);
-            if p.has_ts != 0 {
-                // The SYN-ACK echoes the TSval of the SYN it answers.
-                return Some(HandshakeKey {
-                    isn,
-                    tsval: p.tsecr,
-                });
-            }
-            isn
+        // The SYN-ACK echoes the TSval of the SYN it answers.
+        class::SYN_ACK if p.has_ts != 0 => {
+            return Some(HandshakeKey {
+                isn,
+                tsval: p.tsecr,
+            })
         }
-        // A RST answering a SYN acknowledges ISN + 1; a client's RST carries ISN + 1.
-        class::RST if p.tcp_flags & 0x10 != 0 => p.ack_seq.wrapping_sub(1),
-        class::RST | class::ACK => p.seq.wrapping_sub(1),
-        _ => return None,
-    };
-    // SAFETY: a map value read at once by copy, while the program runs under RCU; a u32 is
-    // written whole, so a concurrent update gives the old or the new TSval, never a torn one.
-    let tsval = unsafe { ISN_INDEX.get(isn) }.copied()?;
-    Some(HandshakeKey { isn, tsval })
+        _ => {}
+    }
+    let word = ISN_INDEX.get_ptr(isn_index(isn, global!(TABLE.seed), global!(TABLE.mask)))?;
+    // SAFETY: a valid pointer into the array map (lookups of an array never fail in range and
+    // its values live as long as the map); one aligned 8-byte load, never torn.
+    let word = unsafe { core::ptr::read_volatile(word) };
+    ((word >> 32) as u32 == isn).then_some(HandshakeKey {
+        isn,
+        tsval: word as u32,
+    })
 }
 
-/// The table entry for this packet's SYN.
+/// A handshake found in the table: a checked copy to read (in the caller's scratch space:
+/// the BPF stack has no room for it beside the rest), and its slot to update the fields that
+/// change (`state`, `last_hop`).
+pub struct Found {
+    pub key: HandshakeKey,
+    pub hs: &'static Handshake,
+    slot: *mut Slot,
+}
+
+impl Found {
+    #[inline(always)]
+    pub fn mark(&self, state: u8) {
+        // SAFETY: a pointer into the array map, valid while the program runs; a 1-byte store
+        // (see the module's doc on sharing).
+        unsafe { core::ptr::write_volatile(&mut (*self.slot).hs.state, self.hs.state | state) };
+    }
+}
+
+/// The table's record of this packet's SYN, copied into `copy`.
 #[inline(always)]
-pub fn lookup(p: &PacketInfo) -> Option<(HandshakeKey, &'static mut Handshake)> {
+pub fn lookup(p: &PacketInfo, copy: &'static mut Slot) -> Option<Found> {
     let key = key_of(p)?;
-    entry(key).map(|e| (key, e))
+    find(key, copy)
 }
 
-/// The table entry of `key`, to read or update in place.
-///
-/// Best effort, by design: the entry is shared by every CPU and updated with plain stores
-/// (no lock: a spin lock or atomics on it would cost each SYN-ACK more than the rest of the
-/// program, and BPF's fetching atomics need 5.12 while 5.10 is supported). Each field is
-/// stored whole (at most 8 bytes, aligned), so a reader sees an old or a new value, never a
-/// torn one; two CPUs answering the same SYN at the same instant may both mark it, which is
-/// why `stat::ANSWERED` and `stat::RESETS` are "about" counters while the drop counters,
-/// counted once per drop on a per-CPU slot, are exact.
+/// The table's record of `key`, copied into `copy` and checked whole.
 #[inline(always)]
-pub fn entry(key: HandshakeKey) -> Option<&'static mut Handshake> {
-    let ptr = HANDSHAKES.get_ptr_mut(key)?;
-    // SAFETY: a non-null pointer to a map value, valid while the program runs (the value is
-    // freed only after an RCU grace period, and a program runs inside one); the sharing with
-    // other CPUs is the best-effort contract above.
-    Some(unsafe { &mut *ptr })
+pub fn find(key: HandshakeKey, copy: &'static mut Slot) -> Option<Found> {
+    let slot = slot_ptr(&key)?;
+    // SAFETY: a valid pointer into the array map, copied into a scratch value of the same
+    // type; plain integers (any bit pattern is a valid `Slot`), trusted only if it checks.
+    unsafe { core::ptr::copy_nonoverlapping(slot, copy as *mut Slot, 1) };
+    if !copy.holds(&key) {
+        return None;
+    }
+    Some(Found {
+        key,
+        hs: &copy.hs,
+        slot,
+    })
+}
+
+/// Records a SYN: updates the last hop if its slot holds it already (the same SYN further
+/// along its path, after DNAT or in another namespace) and returns false; else lets `make`
+/// fill `new` (called only then, so a SYN seen again costs no more; false: not one to
+/// keep) and writes it into the slot, returning true.
+#[inline(always)]
+pub fn record_syn(
+    key: HandshakeKey,
+    hop: Hop,
+    new: &'static mut Slot,
+    make: impl FnOnce(&mut Handshake) -> bool,
+) -> Option<bool> {
+    let slot = slot_ptr(&key)?;
+    // SAFETY: as in `find`; the key alone decides "seen already": updating `last_hop` of a
+    // slot another CPU is overwriting at this instant at worst gives that SYN our hop.
+    unsafe {
+        if core::ptr::read_volatile(&(*slot).key) == key && (*slot).check != 0 {
+            core::ptr::write_volatile(&mut (*slot).hs.last_hop, hop);
+            return Some(false);
+        }
+    }
+    if !make(&mut new.hs) {
+        return None;
+    }
+    new.key = key;
+    new.check = Slot::check_of(&key, &new.hs);
+    // SAFETY: plain stores into the array value from the scratch one; see the module's doc
+    // on sharing.
+    unsafe { core::ptr::copy_nonoverlapping(new as *const Slot, slot, 1) };
+    if let Some(word) =
+        ISN_INDEX.get_ptr_mut(isn_index(key.isn, global!(TABLE.seed), global!(TABLE.mask)))
+    {
+        // SAFETY: a valid pointer into the array map; one aligned 8-byte store.
+        unsafe { core::ptr::write_volatile(word, (key.isn as u64) << 32 | key.tsval as u64) };
+    }
+    Some(true)
 }

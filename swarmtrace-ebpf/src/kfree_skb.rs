@@ -1,6 +1,16 @@
 //! `skb:kfree_skb`: every freed packet passes here, with the kernel's drop reason (5.17+).
+//!
+//! Two programs, one loaded: `swarmtrace_drop_raw`, a raw tracepoint, gets the tracepoint's
+//! arguments as they are (skb, location, reason, rx_sk: plain loads of the context) and
+//! spares every freed packet the copy of the classic record; `swarmtrace_drop`, the classic
+//! tracepoint, reads that record, and is the fallback where the raw one cannot attach (and
+//! with `SWARMTRACE_GENERAL_PATHS`). User space says at start which one runs.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext, EbpfContext};
+use aya_ebpf::{
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
+};
 
 use swarmtrace_common::TP_LAYOUTS;
 
@@ -88,5 +98,43 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), ()> {
             unsafe { ctx.read_at::<u64>(tp_rx_sk as usize) }.unwrap_or(0)
         };
         (location, rx_sk)
+    })
+}
+
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn swarmtrace_drop_raw(ctx: RawTracePointContext) -> u32 {
+    let _ = try_kfree_skb_raw(&ctx);
+    0
+}
+
+/// Argument `n` of the raw tracepoint: the context is the kernel's `u64 args[]`, read with a
+/// plain 8-byte load (the only access the verifier allows there). The kernel refuses at attach
+/// a program that reads past the tracepoint's last argument; the reads of arguments a kernel
+/// lacks are behind constants of the frozen globals, so the verifier never walks them there.
+#[inline(always)]
+fn arg(ctx: &RawTracePointContext, n: usize) -> u64 {
+    // SAFETY: an aligned u64 inside the arguments array (see above).
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u64).add(n)) }
+}
+
+#[inline(always)]
+fn try_kfree_skb_raw(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let skb = arg(ctx, 0);
+    // `reason` (5.17+) is the third argument where the record has the field.
+    let reason = if global!(OFFSETS.tp_reason) == u32::MAX {
+        0
+    } else {
+        arg(ctx, 2) as u32
+    };
+    if reason == global!(OFFSETS.reason_consumed) {
+        return Ok(());
+    }
+    report_drop(ctx, skb, reason, || {
+        let rx_sk = if global!(OFFSETS.tp_rx_sk) == u32::MAX {
+            0
+        } else {
+            arg(ctx, 3)
+        };
+        (arg(ctx, 1), rx_sk)
     })
 }

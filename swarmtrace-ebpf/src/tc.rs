@@ -5,13 +5,11 @@
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
 };
-use swarmtrace_common::{
-    class, kind, seen, stat, state, Handshake, HandshakeEvent, HandshakeKey, Hop,
-};
+use swarmtrace_common::{class, kind, seen, stat, state, HandshakeEvent, HandshakeKey, Hop};
 
 use crate::{
-    config::{count, global, output, scratch, STATS},
-    handshake::{entry, lookup, HANDSHAKES, ISN_INDEX},
+    config::{count, global, keep_detail, output, scratch, STATS},
+    handshake::{lookup, record_syn},
     kmem::read,
     packet::{matches, parse_ip, Parse, Skb},
 };
@@ -129,7 +127,8 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     if proto != ETH_P_IP && proto != ETH_P_IPV6 {
         return Ok(());
     }
-    let ev = &mut scratch()?.handshake;
+    let s = scratch()?;
+    let (ev, slot) = (&mut s.handshake, &mut s.tc_slot);
     match parse_ip(&Skb { ctx, l3 }, &mut ev.packet) {
         Parse::Handshake => {}
         Parse::Other => return Ok(()),
@@ -158,41 +157,38 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
             isn: p.seq,
             tsval: if p.has_ts != 0 { p.tsval } else { 0 },
         };
-        if let Some(hs) = entry(key) {
-            // The same SYN further along its path (after DNAT, in another namespace).
+        let made = record_syn(key, hop, slot, |hs| {
+            if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
+                return false;
+            }
+            hs.first_ns = now;
+            hs.client = p.saddr;
+            hs.service = p.daddr;
+            hs.client_port = p.sport;
+            hs.service_port = p.dport;
+            hs.family = p.family;
+            hs.state = 0;
+            hs._pad = [0; 2];
+            hs.first_hop = hop;
             hs.last_hop = hop;
+            true
+        });
+        if made != Some(true) {
             return Ok(());
         }
-        if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
-            return Ok(());
-        }
-        let hs = Handshake {
-            first_ns: now,
-            client: p.saddr,
-            service: p.daddr,
-            client_port: p.sport,
-            service_port: p.dport,
-            family: p.family,
-            state: 0,
-            _pad: [0; 2],
-            first_hop: hop,
-            last_hop: hop,
-        };
-        if HANDSHAKES.insert(key, hs, 0).is_err() {
-            return Ok(());
-        }
-        let _ = ISN_INDEX.insert(key.isn, key.tsval, 0);
         count(&STATS, stat::SYNS);
-        emit(ctx, ev, key, hop, seen::SYN, 0, now);
+        if keep_detail(key.isn, now, stat::TC_SAMPLED_OUT) {
+            emit(ctx, ev, key, hop, seen::SYN, 0, now);
+        }
         return Ok(());
     }
 
     // A SYN-ACK or a RST: an answer to a SYN we may know.
-    let Some((key, hs)) = lookup(p) else {
+    let Some(found) = lookup(p, slot) else {
         return Ok(());
     };
-    // Best effort (see `handshake::entry`): two answers racing on two CPUs may both pass.
-    if hs.state & (state::ANSWERED | state::RESET) != 0 {
+    // Best effort (see `handshake`): two answers racing on two CPUs may both pass.
+    if found.hs.state & (state::ANSWERED | state::RESET) != 0 {
         return Ok(());
     }
     let (bit, what, stat_slot) = if p.class == class::SYN_ACK {
@@ -200,9 +196,13 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     } else {
         (state::RESET, seen::RST, stat::RESETS)
     };
-    hs.state |= bit;
+    found.mark(bit);
     count(&STATS, stat_slot);
-    let latency = now.saturating_sub(hs.first_ns);
+    let key = found.key;
+    if !keep_detail(key.isn, now, stat::TC_SAMPLED_OUT) {
+        return Ok(());
+    }
+    let latency = now.saturating_sub(found.hs.first_ns);
     let latency = if latency > u32::MAX as u64 {
         u32::MAX
     } else {

@@ -134,21 +134,28 @@ pub struct TraceArgs {
     /// Only handshakes whose source or destination is in this CIDR (e.g. 192.168.1.0/24, fd00::/64).
     #[arg(long, value_parser = parse_cidr)]
     pub client: Option<Cidr>,
-    /// Interfaces to watch for handshakes: IFACE, or NETNS:IFACE for an interface in another
-    /// namespace (e.g. ingress_sbox:eth1). Repeatable. Default: docker_gwbridge and the
-    /// default-route interface of the host namespace, when present.
+    /// Interfaces to watch for handshakes: IFACE (in the host's namespace: PID 1's, also when
+    /// swarmtrace runs under `ip netns exec` or in a container), or NETNS:IFACE for an interface
+    /// in another namespace (e.g. ingress_sbox:eth1). Repeatable. Default: docker_gwbridge and
+    /// the default-route interface of the host's namespace, when present.
     #[arg(long = "iface", value_name = "[NETNS:]IFACE")]
     pub iface: Vec<IfaceSpec>,
     /// A handshake with neither answer nor drop after this long is reported unanswered.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub syn_timeout: Duration,
-    /// Entries of the kernel's handshake table (LRU: the oldest go first when it is full).
+    /// Entries of the kernel's handshake table, rounded up to a power of two (a new SYN takes
+    /// the slot its hash names, forgetting the SYN that held it).
     #[arg(long, default_value_t = swarmtrace_common::HANDSHAKE_TABLE, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub table_size: u32,
     /// The node's name in every NDJSON line (`"node"`), for joining several nodes' streams
     /// (`swarmtrace join`). Default: $SWARMTRACE_NODE, else the host name.
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
+    /// Overload: above this many detail events (handshake packets, drops) per second on a
+    /// CPU, the kernel sends the events of 1 handshake in 16 only, and says so; its counts
+    /// stay exact. 0: never sample.
+    #[arg(long, default_value_t = swarmtrace_common::OVERLOAD_RATE, value_name = "EVENTS_PER_S")]
+    pub overload_rate: u32,
     /// How classifiers attach: auto (TCX on 6.6+, else netlink filters on clsact), tcx, netlink.
     #[arg(long, value_enum, default_value_t = TcMode::Auto, hide = true)]
     pub tc_attach: TcMode,
@@ -164,6 +171,7 @@ impl TraceArgs {
             syn_timeout: Duration::from_secs(1),
             table_size: swarmtrace_common::HANDSHAKE_TABLE,
             node: None,
+            overload_rate: swarmtrace_common::OVERLOAD_RATE,
             tc_attach: TcMode::Auto,
         }
     }

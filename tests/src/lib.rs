@@ -252,6 +252,23 @@ pub fn loaded_swarmtrace_programs() -> Vec<String> {
         .collect()
 }
 
+/// Drops every TCP segment to `port` arriving in `ns` (an iptables rule in its INPUT chain,
+/// gone with the namespace).
+pub fn drop_tcp_port(ns: &swarmtrace::lab::Netns, port: u16) -> Result<()> {
+    ns.exec(&[
+        "iptables",
+        "-I",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        &port.to_string(),
+        "-j",
+        "DROP",
+    ])?;
+    Ok(())
+}
+
 /// A port unlikely to collide between tests running at once.
 pub fn test_port(offset: u16) -> u16 {
     20000 + (std::process::id() % 20000) as u16 + offset

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarmtrace::lab::{addr, traffic, veth, Netns};
-use swarmtrace_tests::{ns_name, require_privileged, test_port, Tracer};
+use swarmtrace_tests::{drop_tcp_port, ns_name, require_privileged, test_port, Tracer};
 
 /// A client namespace and a server namespace joined by a veth, IPv4 and IPv6.
 struct Pair {
@@ -104,6 +104,14 @@ fn closed_port_env(
         "{summary}"
     );
     assert_eq!(summary["lost_events"], 0);
+    // Which program saw it: the raw tracepoint (every kernel swarmtrace supports has it),
+    // or the classic one on the general path.
+    let hook = if general {
+        "tracepoint (general path)"
+    } else {
+        "raw_tracepoint"
+    };
+    assert_eq!(summary["kfree_skb_hook"], hook, "{summary}");
 }
 
 #[test]
@@ -142,19 +150,7 @@ fn drop_rule_is_netfilter_drop() {
     require_privileged("drop_rule_is_netfilter_drop");
     let p = pair("n");
     let port = test_port(3);
-    p.server
-        .exec(&[
-            "iptables",
-            "-I",
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            &port.to_string(),
-            "-j",
-            "DROP",
-        ])
-        .unwrap();
+    drop_tcp_port(&p.server, port).unwrap();
     let tracer = Tracer::start(&["--port", &port.to_string()]).unwrap();
     let (local, outcome) = p
         .client

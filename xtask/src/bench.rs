@@ -13,9 +13,9 @@ pub struct Args {
     /// A short run (a few seconds per measurement): for checking, not for the record.
     #[arg(long)]
     quick: bool,
-    /// Only this part: decode (criterion), cost, conn or flood. Its rows of the recorded
-    /// results in BENCHMARKS.md are replaced.
-    #[arg(long, value_parser = ["decode", "cost", "conn", "flood"])]
+    /// Only this part: decode (criterion), cost, conn, flood or capacity. Its rows of the
+    /// recorded results in BENCHMARKS.md are replaced.
+    #[arg(long, value_parser = ["decode", "cost", "conn", "flood", "capacity"])]
     only: Option<String>,
     /// The soak instead: mixed traffic and drops with swarmtrace attached, memory over time.
     #[arg(long)]
@@ -55,7 +55,7 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
     if !args.soak && want("decode") {
         rows.extend(criterion(root, args.quick)?);
     }
-    let lab_parts = ["cost", "conn", "flood"];
+    let lab_parts = ["cost", "conn", "flood", "capacity"];
     if args.soak || lab_parts.iter().any(|p| want(p)) {
         super::cargo(root, &["build", "--release", "-p", "swarmtrace"])?;
         let floor = build_floor(root)?;
@@ -151,7 +151,11 @@ fn replace_rows(md: &Path, only: &str, table: &str) -> Result<()> {
         out.push(line.to_owned());
     }
     if !placed {
-        bail!("no rows of --only {only} in BENCHMARKS.md: run the whole `cargo xtask bench` first");
+        // A part new since the table was written: its rows go at the table's end.
+        let Some(last) = out.iter().rposition(|l| l.starts_with('|')) else {
+            bail!("no table in BENCHMARKS.md: run the whole `cargo xtask bench` first");
+        };
+        out.splice(last + 1..last + 1, fresh.iter().map(|l| l.to_string()));
     }
     // The blank line before a removed "Rows of" line goes with it.
     out.dedup_by(|a, b| a.is_empty() && b.is_empty());

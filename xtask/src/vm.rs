@@ -53,14 +53,23 @@ const SCENARIOS: &[&str] = &[
     "coexist",
     "deb",
     "stack",
+    "host-ns",
     "nodes-healthy",
     "nodes-paws",
 ];
 
-/// Scenarios on two guests forming a two-node Swarm (vm/guest/nodes.sh); by default on the
-/// newest kernel only (two guests under TCG cost twice one).
+/// Scenarios on two guests forming a two-node Swarm (vm/guest/nodes.sh).
 const TWO_NODE: &[&str] = &["nodes-healthy", "nodes-paws"];
-const TWO_NODE_DEFAULT_KERNEL: &str = "6.12";
+
+/// Scenarios that run on one kernel only when no --scenario is given: what they prove does not
+/// depend on the kernel line (packaging, namespaces seen from a container), or costs twice a
+/// guest (two nodes). Named with --scenario, they run on every chosen kernel.
+const ONE_KERNEL_BY_DEFAULT: &[(&str, &str)] = &[
+    ("stack", "6.12"),
+    ("host-ns", "6.12"),
+    ("nodes-healthy", "6.12"),
+    ("nodes-paws", "6.12"),
+];
 
 /// The arm64 guest's name in `--kernel` and the results (vm/arm64/run.sh).
 const ARM64: &str = "arm64";
@@ -97,7 +106,8 @@ pub struct Args {
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
     /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
-    /// deb, stack, nodes-healthy, nodes-paws); default: all. `boot` checks that the guest booted from the base image's
+    /// deb, stack, host-ns, nodes-healthy, nodes-paws); default: all (some on one kernel only,
+    /// see vm/README.md). `boot` checks that the guest booted from the base image's
     /// partition and mounted the io disk (nothing else); `lab` is `swarmtrace demo all` (the
     /// namespace lab, no Docker); `deb` installs the .deb of `cargo xtask dist`; `stack` loads
     /// its image and deploys deploy/swarmtrace-stack.yml; `nodes-healthy`, `nodes-paws`: two
@@ -346,9 +356,11 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
     // What users run: the static x86_64 binary of `cargo xtask dist`, and its .deb and image
     // when the scenarios install them.
     let wants = |s: &str| scenarios.iter().any(|x| x == s);
-    let dist = if args.binary.is_none() || wants("deb") || wants("stack") {
+    // host-ns runs the image in containers too.
+    let image = wants("stack") || wants("host-ns");
+    let dist = if args.binary.is_none() || wants("deb") || image {
         let t = Instant::now();
-        let d = crate::dist::for_vm(root, wants("deb"), wants("stack"))?;
+        let d = crate::dist::for_vm(root, wants("deb"), image)?;
         println!("vm-test: dist artifacts in {:.0?}", t.elapsed());
         Some(d)
     } else {
@@ -504,14 +516,19 @@ impl Guests<'_> {
                 bail!("interrupted");
             }
             let t = Instant::now();
+            let here = |s: &String| {
+                !self.args.scenarios.is_empty()
+                    || ONE_KERNEL_BY_DEFAULT
+                        .iter()
+                        .all(|(name, k)| name != s || *k == kernel.tag)
+            };
             let (two, scenarios): (Vec<String>, Vec<String>) = scenarios
                 .iter()
+                .filter(|s| here(s))
                 .cloned()
                 .partition(|s| TWO_NODE.contains(&s.as_str()));
             let scenarios = &scenarios[..];
-            let two_here = !two.is_empty()
-                && (!self.args.scenarios.is_empty() || kernel.tag == TWO_NODE_DEFAULT_KERNEL);
-            if two_here {
+            if !two.is_empty() {
                 for (s, r) in two_nodes(self, &results_dir, kernel, binary, &two)? {
                     table.insert((kernel.tag.clone(), s), r);
                 }

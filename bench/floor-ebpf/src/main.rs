@@ -1,4 +1,5 @@
-//! The floor: an empty classifier and an empty `skb:kfree_skb` program, loaded and attached
+//! The floor: an empty classifier, an empty `skb:kfree_skb` program and an empty raw
+//! tracepoint on `kfree_skb`, loaded and attached
 //! beside swarmtrace's programs so that the kernel's own accounting (run_time_ns / run_cnt)
 //! gives the cost of running *any* program of that kind at the same hook, on the same packets.
 #![no_std]
@@ -6,8 +7,8 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    macros::{classifier, tracepoint},
-    programs::{TcContext, TracePointContext},
+    macros::{classifier, raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TcContext, TracePointContext},
 };
 
 #[classifier]
@@ -17,6 +18,11 @@ pub fn floor_tc(_ctx: TcContext) -> i32 {
 
 #[tracepoint]
 pub fn floor_tp(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn floor_raw_tp(_ctx: RawTracePointContext) -> u32 {
     0
 }
 

@@ -22,6 +22,7 @@ pub fn options(args: &TraceArgs, duration: Option<Duration>) -> TraceOptions {
         syn_timeout: args.syn_timeout,
         table_size: args.table_size,
         tc_mode: args.tc_attach,
+        overload_rate: args.overload_rate,
         duration,
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::docker::DockerApi;
 use crate::kernel::btf::Btf;
+use crate::kernel::hostns::HostNs;
 use crate::kernel::netns::{self, NetnsLabel};
 use crate::kernel::routes::Route;
 use crate::kernel::tracefs::{self, Tracefs};
@@ -99,31 +100,19 @@ pub struct LiveHost {
     walk: Vec<(String, PathBuf)>,
 }
 
-fn link_inode(path: &str) -> Option<String> {
-    std::fs::read_link(path)
-        .ok()
-        .map(|l| l.to_string_lossy().into_owned())
-}
-
 impl LiveHost {
     pub fn new() -> Self {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        let here =
-            link_inode("/proc/thread-self/ns/net").or_else(|| link_inode("/proc/self/ns/net"));
-        let init = link_inode("/proc/1/ns/net").or_else(|| link_inode("/proc/2/ns/net"));
-        let initial = match (&here, &init) {
-            (Some(h), Some(i)) => Some(h == i),
-            _ => None,
-        };
-        let name = if initial == Some(false) {
-            here.as_deref()
-                .and_then(|l| {
-                    l.strip_prefix("net:[")?
-                        .strip_suffix(']')?
-                        .parse::<u32>()
-                        .ok()
-                })
+        let host = HostNs::locate();
+        let here = host.own.map(|i| format!("net:[{i}]"));
+        // In a container with its own PID namespace, PID 1's namespace is the container's:
+        // whether this is the machine's initial namespace cannot be told.
+        let private_proc = host.proc_is_machines() == Some(false);
+        let initial = if private_proc { None } else { host.is_own() };
+        let name = if initial == Some(false) || private_proc {
+            host.own
+                .filter(|_| !private_proc)
                 .and_then(|ino| netns::NetnsNames::live().name(ino))
                 .unwrap_or_else(|| "this namespace".to_owned())
         } else {

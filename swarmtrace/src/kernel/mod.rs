@@ -4,6 +4,7 @@
 //! Each reader takes a path, so the unit tests run on fixture files from real kernels.
 
 pub mod btf;
+pub mod hostns;
 pub mod kallsyms;
 pub mod namespaces;
 pub mod netns;

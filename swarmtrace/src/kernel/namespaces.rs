@@ -111,10 +111,19 @@ pub fn describe(file: &std::path::Path) -> (Vec<String>, Vec<String>) {
     (addrs, routes)
 }
 
-/// The sysctls that matter for published ports behind NAT, in the host namespace (and
-/// `rp_filter` for every interface). Missing ones (e.g. `tcp_tw_recycle` since 4.12) are
-/// left out.
+/// The sysctls that matter for published ports behind NAT, in the host's namespace (read
+/// from a thread in it: `/proc/sys/net` follows the thread), and `rp_filter` for every
+/// interface. Missing ones (e.g. `tcp_tw_recycle` since 4.12) are left out; none when the
+/// host's namespace cannot be entered.
 pub fn sysctls() -> BTreeMap<String, String> {
+    super::hostns::in_host(sysctls_here).unwrap_or_else(|e| {
+        log::warn!("cannot enter the host's network namespace to read its sysctls: {e}");
+        BTreeMap::new()
+    })
+}
+
+/// [`sysctls`] of the calling thread's namespace.
+fn sysctls_here() -> BTreeMap<String, String> {
     const KEYS: [&str; 13] = [
         "net.ipv4.tcp_tw_recycle",
         "net.ipv4.tcp_timestamps",

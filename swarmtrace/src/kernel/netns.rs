@@ -407,9 +407,19 @@ impl Scanner {
     }
 }
 
-/// The initial namespace's inode under `proc_root`.
+/// The `host` namespace's inode under `proc_root` (see [`host_file`]).
 fn host_inode(proc_root: &Path) -> Option<u32> {
-    ns_inode(&proc_root.join("1/ns/net")).or_else(|| ns_inode(&proc_root.join("2/ns/net")))
+    host_file(proc_root).and_then(|f| ns_inode(&f))
+}
+
+/// The file of the `host` namespace (what it means: `kernel::hostns`): PID 1's, or
+/// kthreadd's (pid 2, a kernel thread, always in the initial namespace) where init's link
+/// cannot be read, as in some sandboxes. The one place that decides it.
+pub fn host_file(proc_root: &Path) -> Option<PathBuf> {
+    ["1", "2"]
+        .iter()
+        .map(|pid| proc_root.join(pid).join("ns/net"))
+        .find(|p| std::fs::read_link(p).is_ok())
 }
 
 /// The inode of a namespace file (`/proc/PID/ns/net` or a bind mount of one). A plain file
@@ -434,13 +444,7 @@ fn ns_inode(path: &Path) -> Option<u32> {
 /// path to a namespace file.
 pub fn ns_file(name: &str) -> Option<PathBuf> {
     if name == "host" {
-        for pid in ["1", "2"] {
-            let p = PathBuf::from(format!("/proc/{pid}/ns/net"));
-            if std::fs::read_link(&p).is_ok() {
-                return Some(p);
-            }
-        }
-        return None;
+        return host_file(Path::new("/proc"));
     }
     if name.starts_with('/') {
         return Path::new(name).exists().then(|| PathBuf::from(name));

@@ -103,7 +103,10 @@ pub fn main_table() -> Vec<Route> {
             ));
             r
         }
-        None => parse_proc_route(&std::fs::read_to_string("/proc/net/route").unwrap_or_default()),
+        // `/proc/net` is the process's namespace, not this thread's.
+        None => parse_proc_route(
+            &std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default(),
+        ),
     }
 }
 

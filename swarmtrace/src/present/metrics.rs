@@ -302,7 +302,7 @@ pub fn render(state: &MetricsState) -> String {
     }
 
     let h = &state.health;
-    let simple: [(&str, &str, &str, String); 9] = [
+    let simple: [(&str, &str, &str, String); 11] = [
         (
             "swarmtrace_kernel_drops_total",
             "counter",
@@ -344,6 +344,18 @@ pub fn render(state: &MetricsState) -> String {
             "gauge",
             "Handshakes held in memory.",
             h.tracked.to_string(),
+        ),
+        (
+            "swarmtrace_sampled_one_in",
+            "gauge",
+            "N while the kernel sends the detail events of 1 handshake in N (overload), else 0: event-made series are of the sample, the kernel_* and *_total counters of the kernel stay exact.",
+            h.sampled_one_in.to_string(),
+        ),
+        (
+            "swarmtrace_events_sampled_out_total",
+            "counter",
+            "Detail events the kernel did not send while sampling (overload).",
+            h.events_sampled_out.to_string(),
         ),
         (
             "swarmtrace_metrics_series_dropped_total",
@@ -879,6 +891,7 @@ mod tests {
                 ("ingress_sbox:eth1".to_owned(), false),
             ],
             tracked: 5,
+            ..Health::default()
         });
         s
     }
@@ -993,7 +1006,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(typed.len(), 14, "{typed:?}");
+        assert_eq!(typed.len(), 16, "{typed:?}");
         // An empty state renders the families too, with the health at zero.
         let empty = render(&MetricsState::default());
         assert!(empty.contains("swarmtrace_up 1\n"));

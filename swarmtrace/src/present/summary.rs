@@ -346,7 +346,7 @@ mod tests {
             line.ends_with(
                 &(r#""verdicts":[{"cause":"no-listener"}],"watched":["#.to_owned()
                     + &serde_json::to_string(HOSTILE).unwrap()
-                    + r#"],"kernel_lacks":[]}"#)
+                    + r#"],"kernel_lacks":[],"kfree_skb_hook":"","sampled":null}"#)
             ),
             "{line}"
         );

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use swarmtrace_common::Filter;
 
-use crate::kernel::netns::within;
+use crate::kernel::hostns::{ifindex, in_host};
 use crate::kernel::routes::default_route_iface;
 use crate::kernel::{self, kallsyms::Kallsyms, KernelFacts, Sources};
 use crate::net::Cidr;
@@ -43,14 +43,14 @@ pub fn live_facts() -> Result<(KernelFacts, Kallsyms)> {
     Ok((facts, kallsyms))
 }
 
-/// docker_gwbridge and the default-route interface of the host namespace, those that exist.
+/// docker_gwbridge and the default-route interface of the host's namespace (PID 1's,
+/// `kernel::hostns`), those that exist: both read from a thread in it, by ioctl and
+/// `/proc/thread-self/net/route` (`/sys/class/net` may show another namespace: `ip netns exec`
+/// and containers mount their own).
 pub fn default_watch() -> Vec<IfaceSpec> {
-    let Some(host) = kernel::netns::ns_file("host") else {
-        return Vec::new();
-    };
-    within(&host, || {
+    let found = in_host(|| {
         let mut out = Vec::new();
-        if std::path::Path::new("/sys/class/net/docker_gwbridge").exists() {
+        if ifindex("docker_gwbridge").is_ok() {
             out.push("docker_gwbridge".to_owned());
         }
         let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
@@ -60,8 +60,14 @@ pub fn default_watch() -> Vec<IfaceSpec> {
             }
         }
         out
-    })
-    .unwrap_or_default()
+    });
+    match found {
+        Ok(found) => found,
+        Err(e) => {
+            log::warn!("cannot enter the host's network namespace to find its interfaces: {e}");
+            Vec::new()
+        }
+    }
     .into_iter()
     .map(|ifname| IfaceSpec {
         netns: "host".to_owned(),

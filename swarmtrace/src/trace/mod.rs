@@ -1,4 +1,4 @@
-//! The engine: the kernel programs loaded and attached (`tracer`, `clsact`, `attach`), their
+//! The engine: the kernel programs loaded and attached (`tracer`, `programs`, `clsact`, `attach`), their
 //! events decoded (`event`), handshakes followed (`tracker`), drops named (`drops`, `hops`),
 //! the loop that ties them together for every command that traces (`session`), and what it
 //! hands out to whoever observes it (`observe`). Below `verdict`, `present` and the command
@@ -10,6 +10,7 @@ pub mod drops;
 pub mod event;
 pub mod hops;
 pub mod observe;
+pub mod programs;
 pub mod session;
 pub mod summary;
 pub mod tracer;

@@ -29,6 +29,10 @@ pub struct Health {
     pub watched: Vec<(String, bool)>,
     /// Handshakes held in memory.
     pub tracked: usize,
+    /// N while the kernel samples detail events 1 in N (overload); 0 otherwise.
+    pub sampled_one_in: u32,
+    /// Detail events the kernel did not send while sampling, over the run.
+    pub events_sampled_out: u64,
 }
 
 /// A hop, written by its interface's name (`eth0/in`): named only when it is written.

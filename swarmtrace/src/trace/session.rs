@@ -20,8 +20,8 @@ use crate::trace::drops::{Namer, Summary};
 use crate::trace::event::Event;
 use crate::trace::hops::HopNames;
 use crate::trace::observe::{HandshakeRecord, Health, Observers};
-use crate::trace::summary::{HandshakeTotals, Latency, RunSummary};
-use crate::trace::tracer::{IfaceSpec, TcMode, Tracer, TracerOptions};
+use crate::trace::summary::{HandshakeTotals, Latency, RunSummary, Sampled};
+use crate::trace::tracer::{IfaceSpec, Sampling, TcMode, Tracer, TracerOptions};
 use crate::trace::tracker::{HandshakeId, Tracker};
 
 /// Hands back to the system the heap that start-up used and freed (the kernel's BTF and
@@ -82,6 +82,45 @@ pub fn handshake_totals(tracker: &Tracker) -> HandshakeTotals {
     }
 }
 
+/// What the run says of overload as it comes and goes: when the kernel started sampling
+/// first, and whether it samples now.
+#[derive(Debug, Default)]
+struct OverloadNotes {
+    /// The first time any CPU sampled (monotonic ns).
+    first_ns: Option<u64>,
+    sampling_now: bool,
+    one_in: u32,
+    windows: u64,
+}
+
+impl OverloadNotes {
+    /// Takes the programs' state in; returns what to tell the user when it changed.
+    fn update(&mut self, s: Option<Sampling>, clock: &WallClock) -> Option<String> {
+        let s = s?;
+        self.one_in = s.one_in;
+        self.windows = s.windows;
+        let now = s.since_ns.is_some();
+        if self.first_ns.is_none() {
+            // Sampled between two looks and over since: the first window is unknown, so
+            // "since" says when it was noticed.
+            self.first_ns = s.since_ns.or(Some(WallClock::monotonic_now_ns()));
+        }
+        let was = std::mem::replace(&mut self.sampling_now, now);
+        match (was, s.since_ns) {
+            (false, Some(since)) => Some(format!(
+                "overload: detail events (handshakes, drops) sampled 1 in {} since {}; the kernel's counts stay exact",
+                s.one_in,
+                crate::clock::rfc3339_micros(clock.to_unix_ns(since))
+            )),
+            (true, None) => Some(format!(
+                "overload over: every detail event sent again ({} windows of 100 ms sampled so far)",
+                s.windows
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// What to trace, and for how long.
 #[derive(Debug, Clone)]
 pub struct TraceOptions {
@@ -93,6 +132,8 @@ pub struct TraceOptions {
     pub syn_timeout: Duration,
     pub table_size: u32,
     pub tc_mode: TcMode,
+    /// Detail events per second per CPU above which the kernel samples them (0: never).
+    pub overload_rate: u32,
     /// Stop after this long (Ctrl-C or SIGTERM otherwise).
     pub duration: Option<Duration>,
 }
@@ -235,6 +276,9 @@ pub async fn trace(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     crate::privileges::require_tracing()?;
     let (facts, kallsyms) = live_facts()?;
+    for n in kernel::hostns::HostNs::locate().notices() {
+        eprintln!("swarmtrace: {n}");
+    }
     let watch = if opts.iface.is_empty() {
         let w = default_watch();
         if w.is_empty() {
@@ -258,6 +302,7 @@ pub async fn trace(
         watch,
         table_size: opts.table_size,
         tc_mode: opts.tc_mode,
+        overload_rate: opts.overload_rate,
     };
     // Namespaces are named on a thread of their own (Docker may hang): started now, it scans
     // while the programs attach; the run waits a bounded time for the names of the
@@ -283,12 +328,22 @@ pub async fn trace(
     let started = Instant::now();
     let watched: Vec<String> = tracer.watched.iter().map(|w| w.spec.to_string()).collect();
     eprintln!(
-        "swarmtrace: tracing TCP handshakes on Linux {} (watching {}){}{}; Ctrl-C to stop",
+        "swarmtrace: tracing TCP handshakes on Linux {} (watching {}; drops by the {} on kfree_skb; {}){}{}; Ctrl-C to stop",
         facts.release,
         if watched.is_empty() {
             "drops only".to_owned()
         } else {
             crate::escape::terminal(&watched.join(", ")).into_owned()
+        },
+        tracer.drop_hook.as_str(),
+        if opts.overload_rate == 0 {
+            "never sampled".to_owned()
+        } else {
+            format!(
+                "detail sampled 1 in {} above {}/s per CPU",
+                swarmtrace_common::OVERLOAD_ONE_IN,
+                opts.overload_rate
+            )
         },
         opts.port.map(|p| format!(", port {p}")).unwrap_or_default(),
         opts.client
@@ -318,6 +373,7 @@ pub async fn trace(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_progress = Instant::now();
     let mut last_check = Instant::now();
+    let mut overload = OverloadNotes::default();
     let mut result: Result<()> = Ok(());
     loop {
         tokio::select! {
@@ -346,9 +402,18 @@ pub async fn trace(
                         }
                         pipe.hops.learn(&tracer.watched);
                     }
+                    let sampling = tracer.sampling()?;
+                    if let Some(note) = overload.update(sampling, &clock) {
+                        if !out.terminal_owned() {
+                            eprintln!("swarmtrace: {note}");
+                        }
+                        log::info!("{note}");
+                    }
                     if out.wants_health() {
                         let t = tracer.totals()?;
                         out.health(&Health {
+                            sampled_one_in: sampling.and_then(|s| s.since_ns.map(|_| s.one_in)).unwrap_or(0),
+                            events_sampled_out: t.sighting_events_sampled_out + t.drop_events_sampled_out,
                             elapsed_s: started.elapsed().as_secs_f64(),
                             drops: t.drops,
                             lost_events: t.lost_events,
@@ -392,6 +457,8 @@ pub async fn trace(
     pipe.flush(WallClock::monotonic_now_ns(), &last_hop, out)?;
     out.batch()?;
     let totals = tracer.totals()?;
+    overload.update(tracer.sampling()?, &clock);
+    let drop_hook = tracer.drop_hook;
     let after = HostSnapshot::take();
     drop(tracer);
     out.end();
@@ -400,6 +467,20 @@ pub async fn trace(
     summary.handshakes = handshake_totals(&pipe.tracker);
     summary.watched = watched;
     summary.kernel_lacks = lacking;
+    summary.kfree_skb_hook = drop_hook.as_str().to_owned();
+    summary.sampled = overload.first_ns.map(|since| Sampled {
+        one_in: overload.one_in,
+        since: crate::clock::rfc3339_micros(clock.to_unix_ns(since)),
+        windows: overload.windows,
+        sighting_events_not_sent: totals.sighting_events_sampled_out,
+        drop_events_not_sent: totals.drop_events_sampled_out,
+    });
+    if let Some(s) = &summary.sampled {
+        eprintln!(
+            "swarmtrace: overloaded: detail events were sampled 1 in {} since {} ({} handshake and {} drop events not sent); the counts (drops, drops by reason) are exact, the lists and handshakes are of the sample",
+            s.one_in, s.since, s.sighting_events_not_sent, s.drop_events_not_sent
+        );
+    }
     Ok(RunResult {
         summary,
         tracker: pipe.tracker,
@@ -626,6 +707,28 @@ mod tests {
             (3, 1, 1, 1)
         );
         assert_eq!(pipe.summary.events, 1);
+    }
+
+    #[test]
+    fn overload_is_told_when_it_starts_and_ends_and_remembered() {
+        let clock = WallClock::sample();
+        let mut notes = OverloadNotes::default();
+        assert_eq!(notes.update(None, &clock), None);
+        let sampling = |since_ns, windows| {
+            Some(Sampling {
+                one_in: 16,
+                since_ns,
+                windows,
+            })
+        };
+        let start = notes.update(sampling(Some(5_000), 1), &clock).unwrap();
+        assert!(start.contains("sampled 1 in 16 since"), "{start}");
+        assert_eq!(notes.update(sampling(Some(5_000), 3), &clock), None);
+        let over = notes.update(sampling(None, 4), &clock).unwrap();
+        assert!(over.starts_with("overload over"), "{over}");
+        // The first start is what the summary says, however often it came back.
+        notes.update(sampling(Some(9_000), 5), &clock).unwrap();
+        assert_eq!((notes.first_ns, notes.windows), (Some(5_000), 5));
     }
 
     #[test]

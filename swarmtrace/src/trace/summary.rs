@@ -45,6 +45,22 @@ pub struct HandshakeTotals {
     pub latency_us: Latency,
 }
 
+/// The kernel programs sampled their detail events during the run (overload): counts stay
+/// exact, event-made lists and handshakes are of the sample.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sampled {
+    /// 1 handshake in this many kept its events.
+    pub one_in: u32,
+    /// When a CPU first sampled.
+    pub since: String,
+    /// 100 ms windows sampled, summed over CPUs.
+    pub windows: u64,
+    /// SYN, SYN-ACK and RST events not sent; drop events not sent.
+    pub sighting_events_not_sent: u64,
+    pub drop_events_not_sent: u64,
+}
+
 /// The `summary` object of docs/json.md, the fields in the order they were always written.
 /// Read back from bundles too: a field an older bundle lacks is its default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -69,6 +85,11 @@ pub struct RunSummary {
     pub verdicts: Vec<serde_json::Value>,
     pub watched: Vec<String>,
     pub kernel_lacks: Vec<String>,
+    /// The program on kfree_skb: `raw_tracepoint`, `tracepoint` or `tracepoint (general
+    /// path)`.
+    pub kfree_skb_hook: String,
+    /// Null unless the kernel sampled (overload).
+    pub sampled: Option<Sampled>,
 }
 
 impl RunSummary {

@@ -6,18 +6,22 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcHandle};
-use aya::programs::{SchedClassifier, TcAttachType, TracePoint};
+use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use aya_log::EbpfLogger;
-use swarmtrace_common::{stat, Filter, Handshake, HandshakeKey, MAX_REASONS};
+use swarmtrace_common::{
+    slot_index, stat, Filter, Handshake, HandshakeKey, Overload, Slot, TableConfig, MAX_REASONS,
+    OVERLOAD_ONE_IN, OVERLOAD_WINDOW_NS,
+};
 use tokio::io::unix::AsyncFd;
 
 use crate::kernel::netns::{inode_of_file, ns_file, within};
 use crate::kernel::KernelFacts;
 use crate::trace::clsact::{self, Owner, OwnerToken};
+use crate::trace::programs::{attach_kfree_skb, attach_tcp_drop, explain_load_error, DropHook};
 
 /// An interface to watch with the TC classifiers: `IFACE` in the host namespace, or
 /// `NETNS:IFACE` (a name under /run/netns or /var/run/docker/netns, e.g. `ingress_sbox:eth1`).
@@ -89,11 +93,9 @@ impl TcMode {
     }
 }
 
-/// Program names, also the names of their netlink filters.
-pub const PROG_DROP: &str = "swarmtrace_drop";
+/// The classifiers' names, also the names of their netlink filters.
 pub const PROG_IN: &str = "swarmtrace_in";
 pub const PROG_OUT: &str = "swarmtrace_out";
-pub const PROG_TCP_DROP: &str = "swarmtrace_tcp_drop";
 
 /// How often the event ring is read when the kernel programs did not wake the reader.
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
@@ -107,6 +109,19 @@ pub struct TracerOptions {
     pub tc_mode: TcMode,
     /// Attach the kprobe on `tcp_drop` (the kernel has the symbol).
     pub tcp_drop: bool,
+    /// Detail events per second per CPU above which the programs sample (0: never).
+    pub overload_rate: u32,
+}
+
+/// The kernel programs sampled their detail events (overload): 1 handshake in `one_in`
+/// kept its events since `since_ns` (monotonic) on at least one CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    pub one_in: u32,
+    /// The earliest a CPU sampling now started; None when no CPU samples now.
+    pub since_ns: Option<u64>,
+    /// 100 ms windows sampled, summed over CPUs, over the run.
+    pub windows: u64,
 }
 
 /// The kernel object built by `cargo xtask build-ebpf` (through build.rs), embedded.
@@ -123,6 +138,10 @@ pub struct Totals {
     pub answered: u64,
     pub resets: u64,
     pub joined_drops: u64,
+    /// Events not sent while the programs sampled (overload): SYN/SYN-ACK/RST sightings and
+    /// drops. The counts above stay exact.
+    pub sighting_events_sampled_out: u64,
+    pub drop_events_sampled_out: u64,
     /// (reason value, count), non-zero only.
     pub drops_by_reason: Vec<(u32, u64)>,
 }
@@ -133,7 +152,10 @@ pub struct Tracer {
     logger: Option<AsyncFd<EbpfLogger<&'static dyn log::Log>>>,
     stats: PerCpuArray<MapData, u64>,
     reasons: PerCpuArray<MapData, u64>,
-    handshakes: BpfHashMap<MapData, HandshakeKey, Handshake>,
+    handshakes: Array<MapData, Slot>,
+    overload: PerCpuArray<MapData, Overload>,
+    table: TableConfig,
+    pub drop_hook: DropHook,
     pub watched: Vec<Watched>,
     tc_mode: TcMode,
     ebpf: Ebpf,
@@ -161,11 +183,14 @@ impl Tracer {
             offsets.tp_layout = u32::MAX;
             offsets.skb_hdr_window = u32::MAX;
         }
+        let table = table_config(opts.table_size, opts.overload_rate);
+        let slots = table.mask + 1;
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("FILTER", &opts.filter, true)
-            .map_max_entries("HANDSHAKES", opts.table_size)
-            .map_max_entries("ISN_INDEX", opts.table_size)
+            .override_global("TABLE", &table, true)
+            .map_max_entries("HANDSHAKES", slots)
+            .map_max_entries("ISN_INDEX", slots)
             .load(EBPF_OBJECT)
             .map_err(|e| explain_load_error(e.into()))?;
         // The logger must exist before any program loads (it owns the log map's fd) and stay
@@ -177,15 +202,7 @@ impl Tracer {
                 None
             }
         };
-        let prog: &mut TracePoint = ebpf
-            .program_mut(PROG_DROP)
-            .ok_or_else(|| anyhow!("kernel object has no {PROG_DROP} program"))?
-            .try_into()?;
-        prog.load()
-            .map_err(|e| explain_load_error(e.into()))
-            .context("the kernel rejected the kfree_skb program")?;
-        prog.attach("skb", "kfree_skb")
-            .context("cannot attach to the skb:kfree_skb tracepoint")?;
+        let drop_hook = attach_kfree_skb(&mut ebpf, offsets.tp_layout != u32::MAX)?;
 
         if opts.tcp_drop {
             if let Err(e) = attach_tcp_drop(&mut ebpf) {
@@ -204,9 +221,13 @@ impl Tracer {
             ebpf.take_map("DROP_REASONS")
                 .ok_or_else(|| anyhow!("no DROP_REASONS map"))?,
         )?;
-        let handshakes = BpfHashMap::try_from(
+        let handshakes = Array::try_from(
             ebpf.take_map("HANDSHAKES")
                 .ok_or_else(|| anyhow!("no HANDSHAKES map"))?,
+        )?;
+        let overload = PerCpuArray::try_from(
+            ebpf.take_map("OVERLOAD")
+                .ok_or_else(|| anyhow!("no OVERLOAD map"))?,
         )?;
         for name in [PROG_IN, PROG_OUT] {
             let prog: &mut SchedClassifier = ebpf
@@ -223,6 +244,9 @@ impl Tracer {
             stats,
             reasons,
             handshakes,
+            overload,
+            table,
+            drop_hook,
             watched: Vec::new(),
             tc_mode: opts.tc_mode.resolve(),
             ebpf,
@@ -443,9 +467,36 @@ impl Tracer {
         Ok(())
     }
 
-    /// The kernel's record of a SYN, if still in the table.
+    /// The kernel's record of a SYN, if its slot still holds it (checked whole, as the
+    /// programs check it: a slot being overwritten at this instant is a miss).
     pub fn handshake(&self, key: &HandshakeKey) -> Option<Handshake> {
-        self.handshakes.get(key, 0).ok()
+        let slot = self
+            .handshakes
+            .get(&slot_index(key, self.table.seed, self.table.mask), 0)
+            .ok()?;
+        slot.holds(key).then_some(slot.hs)
+    }
+
+    /// Whether the programs sample now or did during the run, from every CPU's state.
+    pub fn sampling(&self) -> Result<Option<Sampling>> {
+        let cpus = self.overload.get(&0, 0)?;
+        let now = crate::clock::WallClock::monotonic_now_ns();
+        let mut since: Option<u64> = None;
+        let mut windows = 0;
+        for o in cpus.iter() {
+            windows += o.windows_sampled;
+            // A CPU that has seen no event for a window no longer samples, whatever its
+            // state says (it updates it only when an event comes).
+            let current = now.saturating_sub(o.window_start) < 2 * OVERLOAD_WINDOW_NS;
+            if o.sampling_since != 0 && current {
+                since = Some(since.map_or(o.sampling_since, |s| s.min(o.sampling_since)));
+            }
+        }
+        Ok((windows > 0 || since.is_some()).then_some(Sampling {
+            one_in: self.table.one_in,
+            since_ns: since,
+            windows,
+        }))
     }
 
     /// Waits until events are ready (or the kernel logged something), at most `POLL`, then
@@ -506,6 +557,8 @@ impl Tracer {
             answered: sum(&self.stats, stat::ANSWERED)?,
             resets: sum(&self.stats, stat::RESETS)?,
             joined_drops: sum(&self.stats, stat::JOINED_DROPS)?,
+            sighting_events_sampled_out: sum(&self.stats, stat::TC_SAMPLED_OUT)?,
+            drop_events_sampled_out: sum(&self.stats, stat::DROPS_SAMPLED_OUT)?,
             drops_by_reason,
         })
     }
@@ -618,14 +671,25 @@ fn poll_fd<T: AsRawFd>(inner: T) -> Result<AsyncFd<T>> {
         .map_err(|e| anyhow!("{e}"))
 }
 
-fn attach_tcp_drop(ebpf: &mut Ebpf) -> Result<()> {
-    let prog: &mut aya::programs::KProbe = ebpf
-        .program_mut(PROG_TCP_DROP)
-        .ok_or_else(|| anyhow!("no {PROG_TCP_DROP} program"))?
-        .try_into()?;
-    prog.load()?;
-    prog.attach("tcp_drop", 0)?;
-    Ok(())
+/// The handshake table's slot function and the overload thresholds: the table's size rounded
+/// up to a power of two, a random seed.
+fn table_config(table_size: u32, overload_rate: u32) -> TableConfig {
+    let mut seed = [0u8; 8];
+    // SAFETY: a valid buffer of its length; flags 0 (blocks only before the pool is ready).
+    let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    if n != seed.len() as isize {
+        // Not a secret, only unguessable from outside: the time will do.
+        seed = crate::clock::WallClock::monotonic_now_ns().to_ne_bytes();
+    }
+    let per_window = u64::from(overload_rate) * OVERLOAD_WINDOW_NS / 1_000_000_000;
+    TableConfig {
+        seed: u64::from_ne_bytes(seed),
+        mask: table_size.max(2).next_power_of_two() - 1,
+        overload_per_window: per_window.clamp(u64::from(overload_rate > 0), u64::from(u32::MAX))
+            as u32,
+        one_in: OVERLOAD_ONE_IN,
+        _pad: 0,
+    }
 }
 
 /// TCX (fd-based TC links, 6.6+) is what aya uses when the kernel has it.
@@ -645,29 +709,6 @@ fn ifindex_of(ifname: &str) -> Result<u32> {
     Ok(idx)
 }
 
-fn explain_load_error(e: anyhow::Error) -> anyhow::Error {
-    let text = format!("{e:#}");
-    if let Some((head, log)) = text.split_once("Verifier output:") {
-        // The full verifier log is for developers; the user gets its verdict.
-        log::debug!("verifier output:{log}");
-        let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-        let end = lines
-            .iter()
-            .position(|l| l.starts_with("verification time"))
-            .unwrap_or(lines.len());
-        let tail = lines[end.saturating_sub(2)..end].join("\n  ");
-        return anyhow!(
-            "{}the verifier said:\n  {tail}",
-            head.trim_end_matches(". ")
-        );
-    }
-    if text.contains("Operation not permitted") || text.contains("EPERM") {
-        e.context("not allowed to load eBPF programs: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN")
-    } else {
-        e
-    }
-}
-
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so loading does not fail
 /// there. Harmless on newer kernels.
 fn raise_memlock_limit() {
@@ -681,5 +722,24 @@ fn raise_memlock_limit() {
             "cannot raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_a_power_of_two_and_the_threshold_per_window() {
+        let t = table_config(65536, 50_000);
+        assert_eq!(
+            (t.mask, t.overload_per_window, t.one_in),
+            (65535, 5_000, 16)
+        );
+        assert_eq!(table_config(100_000, 0).mask, 131_071);
+        assert_eq!(table_config(100_000, 0).overload_per_window, 0);
+        // A rate below one event per window still samples above it, never "never".
+        assert_eq!(table_config(64, 3).overload_per_window, 1);
+        assert_ne!(table_config(64, 3).seed, table_config(64, 3).seed);
     }
 }

@@ -315,6 +315,17 @@ fn render_header(f: &mut Frame, area: Rect, m: &Snapshot, ui: &Ui) {
             ui.fg(Color::Yellow),
         )),
     }
+    if let Some(n) = m
+        .health
+        .as_ref()
+        .map(|h| h.sampled_one_in)
+        .filter(|&n| n > 0)
+    {
+        first.push(Span::styled(
+            format!("   overload: sampled 1 in {n} (rows are of the sample, drops exact)"),
+            ui.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ));
+    }
     if ui.stopping {
         first.push(Span::styled(
             "   stopping: the summary follows",
@@ -667,6 +678,7 @@ mod tests {
             resets: 4,
             watched: vec![("st1s:eth0".into(), true), ("eth1".into(), false)],
             tracked: 2,
+            ..Health::default()
         });
         for i in 0..5 {
             m.on_handshake(&hs(
