@@ -61,6 +61,13 @@ case " $SCENARIOS " in *" boot "*)
     [ -z "$SCENARIOS" ] && exit 0 ;;
 esac
 
+# One of two Swarm nodes (the harness's nodes-* scenarios): a script of its own.
+if [ "${NODE:-0}" != 0 ]; then
+    # shellcheck source=/dev/null
+    . "$VM/nodes.sh"
+    exit 0
+fi
+
 if [ "${FIXTURES:-0}" = 1 ]; then
     step "capturing fixtures"
     bash "$VM/fixtures.sh" "$OUT/fixtures" || echo "fixture capture failed"

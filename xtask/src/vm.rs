@@ -57,6 +57,21 @@ const SCENARIOS: &[&str] = &[
     "mesh-bypassed",
     "no-task",
     "task-refuses",
+    "nodes-healthy",
+    "nodes-paws",
+];
+
+/// Scenarios on two guests forming a two-node Swarm (vm/guest/nodes.sh).
+const TWO_NODE: &[&str] = &["nodes-healthy", "nodes-paws"];
+
+/// Scenarios that run on one kernel only when no --scenario is given: what they prove does not
+/// depend on the kernel line (packaging, namespaces seen from a container), or costs twice a
+/// guest (two nodes). Named with --scenario, they run on every chosen kernel.
+const ONE_KERNEL_BY_DEFAULT: &[(&str, &str)] = &[
+    ("stack", "6.12"),
+    ("host-ns", "6.12"),
+    ("nodes-healthy", "6.12"),
+    ("nodes-paws", "6.12"),
 ];
 
 /// The arm64 guest's name in `--kernel` and the results (vm/arm64/run.sh).
@@ -94,11 +109,12 @@ pub struct Args {
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
     /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
-    /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses); default: all. `boot` checks
-    /// that the guest booted from the base image's partition and mounted the io disk (nothing
-    /// else); `lab` is `swarmtrace demo all` (the namespace lab, no Docker); `deb` installs the
-    /// .deb of `cargo xtask dist`; `stack` loads its image and deploys
-    /// deploy/swarmtrace-stack.yml.
+    /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses, nodes-healthy, nodes-paws);
+    /// default: all (some on one kernel only, see vm/README.md). `boot` checks that the guest
+    /// booted from the base image's partition and mounted the io disk (nothing else); `lab` is
+    /// `swarmtrace demo all` (the namespace lab, no Docker); `deb` installs the .deb of
+    /// `cargo xtask dist`; `stack` loads its image and deploys deploy/swarmtrace-stack.yml;
+    /// `nodes-healthy`, `nodes-paws`: two guests forming a two-node Swarm.
     #[arg(long = "scenario", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Where downloads, the base image and the results go (never inside the repository).
@@ -503,9 +519,30 @@ impl Guests<'_> {
                 bail!("interrupted");
             }
             let t = Instant::now();
+            let here = |s: &String| {
+                !self.args.scenarios.is_empty()
+                    || ONE_KERNEL_BY_DEFAULT
+                        .iter()
+                        .all(|(name, k)| name != s || *k == kernel.tag)
+            };
+            let (two, scenarios): (Vec<String>, Vec<String>) = scenarios
+                .iter()
+                .filter(|s| here(s))
+                .cloned()
+                .partition(|s| TWO_NODE.contains(&s.as_str()));
+            let scenarios = &scenarios[..];
+            if !two.is_empty() {
+                for (s, r) in two_nodes(self, &results_dir, kernel, binary, &two)? {
+                    table.insert((kernel.tag.clone(), s), r);
+                }
+            }
+            if scenarios.is_empty() {
+                timings.push((kernel.tag.clone(), t.elapsed()));
+                continue;
+            }
             let kept = results_dir.join(format!("linux-{}.first-boot", kernel.tag));
             let _ = fs::remove_dir_all(&kept);
-            let first = boot(self, &results_dir, kernel, binary, scenarios)?;
+            let first = boot(self, &results_dir, kernel, binary, scenarios, None)?;
             let mut results = first.results.clone();
             // Repeated boots measure the boots themselves: none is retried.
             let retry = if self.args.boots > 1 {
@@ -521,7 +558,7 @@ impl Guests<'_> {
                 );
                 let dir = results_dir.join(format!("linux-{}", kernel.tag));
                 let _ = fs::rename(&dir, &kept);
-                let second = boot(self, &results_dir, kernel, binary, &again)?;
+                let second = boot(self, &results_dir, kernel, binary, &again, None)?;
                 for s in &again {
                     let r = second.results.get(s).cloned().unwrap_or_else(|| {
                         let faults: Vec<&str> = [&first.fault, &second.fault]
@@ -557,6 +594,120 @@ impl Guests<'_> {
         }
         Ok((table, timings))
     }
+}
+
+/// One guest's place on the two nodes' LAN.
+#[derive(Debug, Clone, Copy)]
+struct NodeNet {
+    /// 1: the manager, with the client network; 2: the worker, where the tasks run.
+    index: u8,
+    /// The host's loopback port of the QEMU socket between them.
+    port: u16,
+}
+
+/// The two-node scenarios: two guests of `kernel` booted at once on one virtual LAN
+/// (vm/guest/nodes.sh forms the Swarm, runs the traffic and swarmtrace on both); then, here,
+/// `swarmtrace join` over both nodes' NDJSON (vm/guest/nodes_check.py judges it).
+fn two_nodes(
+    g: &Guests,
+    results_dir: &Path,
+    kernel: &Kernel,
+    binary: &Path,
+    scenarios: &[String],
+) -> Result<Vec<(String, (String, String))>> {
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let (n1, n2) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            boot(
+                g,
+                results_dir,
+                kernel,
+                binary,
+                scenarios,
+                Some(NodeNet { index: 1, port }),
+            )
+        });
+        // Node 2's QEMU connects to node 1's listening socket.
+        std::thread::sleep(Duration::from_secs(3));
+        let second = boot(
+            g,
+            results_dir,
+            kernel,
+            binary,
+            &[],
+            Some(NodeNet { index: 2, port }),
+        );
+        (
+            first
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("node 1 panicked"))),
+            second,
+        )
+    });
+    let (n1, n2) = (n1?, n2?);
+    let out = |i: u8| {
+        results_dir
+            .join(format!("linux-{}-node{i}", kernel.tag))
+            .join("out")
+    };
+    let mut rows = Vec::new();
+    for s in scenarios {
+        let mut r = n1.results.get(s).cloned().unwrap_or_else(|| {
+            (
+                "fail".to_owned(),
+                format!(
+                    "no result from node 1 ({})",
+                    n1.fault
+                        .clone()
+                        .or(n2.fault.clone())
+                        .unwrap_or_else(|| "see its serial log".into())
+                ),
+            )
+        });
+        if let Some((st, d)) = n2.results.get(s) {
+            if st != "pass" {
+                r = (st.clone(), format!("node 2: {d}"));
+            }
+        }
+        // The join of both nodes' runs, by the host's swarmtrace.
+        if r.0 == "pass" {
+            let (f1, f2) = (
+                out(1).join(format!("{s}.ndjson")),
+                out(2).join(format!("{s}.ndjson")),
+            );
+            let joined = Command::new(binary)
+                .args(["join", "--json"])
+                .arg(&f1)
+                .arg(&f2)
+                .stdin(Stdio::null())
+                .output()
+                .context("cannot run swarmtrace join")?;
+            let joined_path = out(1).join(format!("{s}.join.ndjson"));
+            fs::write(&joined_path, &joined.stdout)?;
+            println!("vm-test: {s}: swarmtrace join of both nodes:");
+            for l in String::from_utf8_lossy(&joined.stdout).lines().take(40) {
+                println!("  j {}", l.chars().take(600).collect::<String>());
+            }
+            let check = Command::new("python3")
+                .arg(g.root.join("vm/guest/nodes_check.py"))
+                .arg(s)
+                .arg(&joined_path)
+                .output()
+                .context("cannot run vm/guest/nodes_check.py")?;
+            let line = String::from_utf8_lossy(&check.stdout)
+                .lines()
+                .last()
+                .unwrap_or("fail nodes_check.py printed nothing")
+                .to_owned();
+            r = match line.split_once(' ') {
+                Some(("pass", d)) => ("pass".into(), format!("{}; join: {d}", r.1)),
+                Some((_, d)) => ("fail".into(), format!("join: {d}")),
+                None => ("fail".into(), format!("join: {line}")),
+            };
+        }
+        rows.push((s.clone(), r));
+    }
+    Ok(rows)
 }
 
 /// Whether a boot must be repeated, why, and for which scenarios: those with no result (the
@@ -1126,9 +1277,15 @@ fn boot(
     kernel: &Kernel,
     binary: &Path,
     scenarios: &[String],
+    node: Option<NodeNet>,
 ) -> Result<Boot> {
     let (root, args, work, base) = (g.root, g.args, g.work, g.base);
-    let tag = &kernel.tag;
+    let ktag = &kernel.tag;
+    // Two guests of one kernel (two Swarm nodes) each have their own directories and prefix.
+    let tag = &match node {
+        Some(n) => format!("{ktag}-node{}", n.index),
+        None => ktag.clone(),
+    };
     let dir = work.join(format!("linux-{tag}"));
     // A second boot of this kernel (a retry, another mutant) starts from nothing.
     let _ = fs::remove_dir_all(&dir);
@@ -1153,10 +1310,11 @@ fn boot(
     fs::write(
         io.join("config"),
         format!(
-            "KTAG={tag}\nSCENARIOS=\"{}\"\nFIXTURES={}\n",
+            "KTAG={ktag}\nSCENARIOS=\"{}\"\nFIXTURES={}\nNODE={}\n",
             scenarios.join(" "),
-            // The boot check alone captures nothing.
-            u8::from(scenarios != ["boot"])
+            // The boot check alone, and the nodes, capture nothing.
+            u8::from(scenarios != ["boot"] && node.is_none()),
+            node.map_or(0, |n| n.index)
         ),
     )?;
     let io_img = dir.join("io.img");
@@ -1206,16 +1364,23 @@ fn boot(
         io_img.display()
     ))
     .args(["-device", "nvme,drive=d1,serial=stio"])
-    // No network device: the guest's LAN is a namespace inside it, nothing leaves it.
-    .args([
-        "-nic",
-        "none",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-    ])
+    .args(match node {
+        // No network device: the guest's LAN is a namespace inside it, nothing leaves it.
+        None => vec!["-nic".to_owned(), "none".to_owned()],
+        // The two nodes' LAN: one QEMU socket between them on the host's loopback (node 1
+        // listens, node 2 connects); still nothing leaves the machine.
+        Some(n) => vec![
+            "-netdev".to_owned(),
+            format!(
+                "socket,id=lan,{}=127.0.0.1:{}",
+                if n.index == 1 { "listen" } else { "connect" },
+                n.port
+            ),
+            "-device".to_owned(),
+            format!("virtio-net-pci,netdev=lan,mac=52:54:00:53:54:0{}", n.index),
+        ],
+    })
+    .args(["-display", "none", "-monitor", "none", "-no-reboot"])
     .arg("-serial")
     .arg(format!("file:{}", serial.display()))
     // snapshot=on writes its overlay to TMPDIR: keep it in the run's directory.

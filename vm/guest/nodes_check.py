@@ -1,0 +1,74 @@
+"""Judges `swarmtrace join --json` over both nodes' NDJSON of a two-node scenario (run on the
+host by `cargo xtask vm-test` after both guests ended); prints `pass DETAIL` or `fail DETAIL`.
+
+Usage: nodes_check.py SCENARIO JOIN_NDJSON"""
+import json
+import sys
+
+CLIENT2 = "192.168.100.3"
+
+
+def main():
+    scen, path = sys.argv[1], sys.argv[2]
+    recs = []
+    with open(path) as f:
+        for line in f:
+            try:
+                recs.append(json.loads(line))
+            except ValueError:
+                print(f"fail join printed a line that is not JSON: {line[:200]!r}")
+                return
+    summary = [r for r in recs if r.get("type") == "join-summary"]
+    if not summary:
+        print("fail no join-summary: swarmtrace join did not finish")
+        return
+    s = summary[-1]
+    if s.get("nodes") != 2:
+        print(f"fail lines from {s.get('nodes')} nodes, not 2: {s}")
+        return
+    if scen == "nodes-healthy":
+        print(f"pass {s['lines']} lines from both nodes, {s['skipped']} skipped")
+        return
+    if scen != "nodes-paws":
+        print(f"fail unknown scenario {scen}")
+        return
+    joined = [
+        r
+        for r in recs
+        if r.get("type") == "joined"
+        and (r.get("client") or "").startswith(CLIENT2 + ":")
+        and any(
+            n.get("node") == "node2" and any(d.get("packet") == "SYN" for d in n.get("drops", []))
+            for n in r.get("nodes", [])
+        )
+    ]
+    if not joined:
+        print(f"fail no joined record of {CLIENT2}'s SYN with a SYN drop on node2: {len(recs)} records")
+        return
+    j = joined[-1]
+    if j.get("client_node") != "node1":
+        print(f"fail the real client came from {j.get('client_node')}, not node1")
+        return
+    drop = next(
+        d for n in j["nodes"] if n["node"] == "node2" for d in n.get("drops", []) if d.get("packet") == "SYN"
+    )
+    where = f"{drop.get('reason')} at {drop.get('location')} in {drop.get('netns_name')}"
+    if "paws" not in (drop.get("netns_name") or ""):
+        print(f"fail node2's drop is not in the paws task's namespace: {where}")
+        return
+    verdicts = [r for r in recs if r.get("type") == "verdict" and r.get("node") == "node2"]
+    paws = [v for v in verdicts if v.get("cause") == "paws-timestamps"]
+    if not paws:
+        causes = [v.get("cause") for v in verdicts]
+        print(f"fail node2 named no paws-timestamps verdict (its verdicts: {causes}); joined drop {where}")
+        return
+    if CLIENT2 not in paws[0].get("clients", []):
+        print(f"fail node2's paws verdict is charged to {paws[0].get('clients')}, not the real client {CLIENT2} (seen as {paws[0].get('seen_as')})")
+        return
+    print(
+        f"pass {CLIENT2}:40000 seen on node1 at {j['nodes'][0].get('first_hop')}, SYN dropped on node2: {where}; "
+        f"node2's paws-timestamps charged to {paws[0]['clients']} (seen there as {paws[0].get('seen_as')})"
+    )
+
+
+main()
