@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use crate::output;
 use anyhow::{bail, Context, Result};
 
 /// One architecture of the release.
@@ -114,22 +115,6 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{desc} failed ({status})");
     }
     Ok(())
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let desc = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {desc}"))?;
-    if !out.status.success() {
-        bail!(
-            "{desc} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Args {

@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::output;
 use anyhow::{anyhow, bail, Context, Result};
 
 /// Every kernel the harness knows: tag, apt suite source, package-name pattern.
@@ -255,22 +256,6 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<()> {
 const ROOT_DISK_ID: u32 = 0x5374_7231;
 /// `root=PARTUUID=` of that partition: the signature, then the partition number.
 const ROOT_PARTUUID: &str = "53747231-01";
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let desc = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {desc}"))?;
-    if !out.status.success() {
-        bail!(
-            "{desc} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 pub fn main(root: &Path, args: Args) -> Result<()> {
     install_signal_handlers();
