@@ -101,7 +101,15 @@ fn report_renders_every_version_with_the_recorded_verdicts() {
         assert!(!want.is_empty(), "{path}: the fixture recorded no verdict");
 
         let json: Value = serde_json::from_str(&report(&["--format", "json", path])).unwrap();
-        assert_eq!(verdicts(&json), want, "{path}");
+        // What the recording run wrote must come back the same; fields a later version adds
+        // to the evidence (the JSON contract only adds) are not in the recording.
+        let mut got = verdicts(&json);
+        for (g, w) in got.iter_mut().zip(&want) {
+            if let (Some(g), Some(w)) = (g["evidence"].as_object_mut(), w["evidence"].as_object()) {
+                g.retain(|k, _| w.contains_key(k));
+            }
+        }
+        assert_eq!(got, want, "{path}");
         assert_eq!(json["handshakes"], live["handshakes"], "{path}");
         assert_eq!(json["bundle"], path);
 
