@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::output;
+use crate::{output, run};
 use anyhow::{bail, Context, Result};
 
 /// One architecture of the release.
@@ -103,18 +103,6 @@ pub fn deb_path(root: &Path, deb_arch: &str) -> PathBuf {
 
 fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let desc = format!("{cmd:?}");
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot run {desc}"))?;
-    if !status.success() {
-        bail!("{desc} failed ({status})");
-    }
-    Ok(())
 }
 
 impl Args {

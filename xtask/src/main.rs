@@ -64,6 +64,19 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `cmd` (no standard input); fails when it fails.
+fn run(cmd: &mut Command) -> Result<()> {
+    let desc = format!("{cmd:?}");
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {desc}"))?;
+    if !status.success() {
+        bail!("{desc} failed ({status})");
+    }
+    Ok(())
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

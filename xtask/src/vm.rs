@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::output;
+use crate::{output, run};
 use anyhow::{anyhow, bail, Context, Result};
 
 /// Every kernel the harness knows: tag, apt suite source, package-name pattern.
@@ -218,18 +218,6 @@ fn which(tool: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let desc = format!("{cmd:?}");
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot run {desc}"))?;
-    if !status.success() {
-        bail!("{desc} failed ({status})");
-    }
-    Ok(())
 }
 
 /// Runs `cmd` with `input` on its standard input.
