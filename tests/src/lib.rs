@@ -76,7 +76,8 @@ impl Tracer {
         Self::spawn_env(args, &[])
     }
 
-    fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+    /// Starts `swarmtrace ARGS` with these environment variables set, as `spawn`.
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let mut child = Command::new(binary())
             .args(args)
             .envs(env.iter().copied())
@@ -277,4 +278,35 @@ pub fn test_port(offset: u16) -> u16 {
 /// A short unique namespace name for this test process.
 pub fn ns_name(tag: &str) -> String {
     format!("st{}{tag}", std::process::id() % 100000)
+}
+
+/// A Docker API on a unix socket that answers `GET /services...` with `services` and every
+/// other request with `[]`; it serves until the test process ends.
+pub fn docker_stub(tag: &str, services: Value) -> std::path::PathBuf {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("swarmtrace-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let body = services.to_string();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = [0u8; 4096];
+            let n = c.read(&mut head).unwrap_or(0);
+            let req = String::from_utf8_lossy(&head[..n]);
+            let answer = if req.starts_with("GET /services") {
+                body.as_str()
+            } else {
+                "[]"
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    path
 }

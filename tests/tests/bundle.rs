@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarmtrace::lab::mesh::{MeshLab, Scenario};
-use swarmtrace_tests::{binary, ns_name, require_privileged, Tracer};
+use swarmtrace_tests::{binary, docker_stub, ns_name, require_privileged, Tracer};
 
 /// Lab tests one at a time: kfree_skb sees every namespace, so one lab's drops would be
 /// evidence in the other's capture.
@@ -221,6 +221,75 @@ fn capture_in_the_paws_lab_then_report_offline() {
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&public);
+}
+
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn report_names_a_cause_of_dockers_view_as_the_live_run_did() {
+    require_privileged("report_names_a_cause_of_dockers_view_as_the_live_run_did");
+    let _one = one_lab();
+    let dir = tmpdir("notask");
+    let bundle = dir.join("b");
+    let port = swarmtrace::lab::PUBLISHED_PORT;
+    // Docker says: the port is published by `web`, which has no running task.
+    let sock = docker_stub(
+        "bnotask",
+        serde_json::json!([{
+            "Spec": {"Name": "web"},
+            "Endpoint": {"Ports": [{"PublishedPort": port, "TargetPort": 80, "Protocol": "tcp", "PublishMode": "ingress"}]},
+            "ServiceStatus": {"RunningTasks": 0, "DesiredTasks": 2}
+        }]),
+    );
+    let host = format!("unix://{}", sock.display());
+    let mut lab = MeshLab::build(&ns_name("bnt")).unwrap();
+    lab.apply(Scenario::NoListener).unwrap();
+    let mut args = vec![
+        "capture",
+        "--duration",
+        "4s",
+        "-o",
+        bundle.to_str().unwrap(),
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect::<Vec<_>>();
+    for w in lab.watch() {
+        args.push("--iface".to_owned());
+        args.push(w);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t = Tracer::spawn_env(&args, &[("DOCKER_HOST", &host)]).unwrap();
+    lab.drive(Scenario::NoListener).unwrap();
+    let (status, stderr) = t.wait(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{stderr}");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(sock.parent().unwrap());
+    let live: Value = serde_json::from_str(
+        std::fs::read_to_string(bundle.join("events.ndjson"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        verdict_keys(&live)[0].0,
+        "no-running-task",
+        "live: {:#}",
+        live["verdicts"]
+    );
+    // Offline, without Docker: the bundle's word on what Docker said.
+    let (ok, out, err) = report(&["--format", "json", bundle.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let offline: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(verdict_keys(&offline), verdict_keys(&live), "{out}");
+    let (ok, text, err) = report(&[bundle.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        text.contains("[no-running-task]") && text.contains("service web publishes port"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use swarmtrace::lab::mesh::{MeshLab, Scenario};
-use swarmtrace_tests::{ns_name, require_privileged, Tracer};
+use swarmtrace_tests::{docker_stub, ns_name, require_privileged, Tracer};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -329,37 +329,6 @@ fn paws_counters_from_other_traffic_do_not_explain_a_syn_without_timestamps() {
         .find(|v| strs(&v["clients"]).contains(&c3))
         .unwrap_or_else(|| panic!("no verdict for c3: {:#}", t.summary()));
     assert_eq!(v["cause"], "unknown", "{v:#}");
-}
-
-/// A Docker API on a unix socket that answers `GET /services...` with `services` and every
-/// other request with `[]`; it serves until the test process ends.
-fn docker_stub(tag: &str, services: Value) -> std::path::PathBuf {
-    use std::io::{Read, Write};
-    let dir = std::env::temp_dir().join(format!("swarmtrace-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("docker.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let body = services.to_string();
-    std::thread::spawn(move || {
-        for mut c in listener.incoming().flatten() {
-            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut head = [0u8; 4096];
-            let n = c.read(&mut head).unwrap_or(0);
-            let req = String::from_utf8_lossy(&head[..n]);
-            let answer = if req.starts_with("GET /services") {
-                body.as_str()
-            } else {
-                "[]"
-            };
-            let _ = write!(
-                c,
-                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    path
 }
 
 #[test]

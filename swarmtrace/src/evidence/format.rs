@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::clock::WallClock;
 use crate::net::Cidr;
 use crate::trace::tracker::Handshake;
-use crate::verdict::{self, LocalSubnet};
+use crate::verdict::{self, LocalSubnet, PublishedService};
 
 pub mod v1;
 pub mod v2;
@@ -172,6 +172,38 @@ pub struct VerdictContext {
     /// (namespace, interface) where SYNs were first seen.
     #[serde(default)]
     pub ingress_ifaces: BTreeSet<(String, String)>,
+    /// Docker's view of the ports swarm services publish, as the run asked it (added to
+    /// version 2 on 2026-12-04; a bundle without it reads as "Docker not asked").
+    #[serde(default)]
+    pub published: Vec<Published>,
+    /// Answered handshakes the host namespace answered itself, not the mesh (added as
+    /// `published`).
+    #[serde(default)]
+    pub host_answered: Vec<HostAnswered>,
+    /// Per reason, drops the kernel counted that no event showed (lost or sampled), which
+    /// the verdicts count (added as `published`).
+    #[serde(default)]
+    pub unseen_drops: BTreeMap<String, u64>,
+}
+
+/// A port a swarm service publishes, as Docker said.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Published {
+    pub service: String,
+    pub port: u16,
+    /// `ingress` (the routing mesh) or `host`.
+    pub mode: String,
+    #[serde(default)]
+    pub running: Option<u64>,
+    #[serde(default)]
+    pub desired: Option<u64>,
+}
+
+/// A handshake (client, ISN) the host answered itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostAnswered {
+    pub client: std::net::SocketAddr,
+    pub isn: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +230,23 @@ impl From<&verdict::Context> for VerdictContext {
             kernel_release: c.kernel_release.clone(),
             has_tw_paws_reason: c.has_tw_paws_reason,
             ingress_ifaces: c.ingress_ifaces.clone(),
+            published: c
+                .published
+                .iter()
+                .map(|p| Published {
+                    service: p.service.clone(),
+                    port: p.port,
+                    mode: p.mode.clone(),
+                    running: p.running,
+                    desired: p.desired,
+                })
+                .collect(),
+            host_answered: c
+                .host_answered
+                .iter()
+                .map(|&(client, isn)| HostAnswered { client, isn })
+                .collect(),
+            unseen_drops: c.unseen_drops.clone(),
         }
     }
 }
@@ -218,11 +267,23 @@ impl From<VerdictContext> for verdict::Context {
             kernel_release: c.kernel_release,
             has_tw_paws_reason: c.has_tw_paws_reason,
             ingress_ifaces: c.ingress_ifaces,
-            // Not in the bundle's format (yet): a report counts the events it has.
-            unseen_drops: Default::default(),
-            // Not in a bundle (yet): a report names no Docker-view cause.
-            published: Vec::new(),
-            host_answered: Default::default(),
+            unseen_drops: c.unseen_drops,
+            published: c
+                .published
+                .into_iter()
+                .map(|p| PublishedService {
+                    service: p.service,
+                    port: p.port,
+                    mode: p.mode,
+                    running: p.running,
+                    desired: p.desired,
+                })
+                .collect(),
+            host_answered: c
+                .host_answered
+                .into_iter()
+                .map(|a| (a.client, a.isn))
+                .collect(),
         }
     }
 }

@@ -201,9 +201,17 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
             [("TcpExt.PAWSTimewait".to_owned(), 1)].into(),
         )]
         .into(),
-        unseen_drops: Default::default(),
-        published: vec![],
-        host_answered: Default::default(),
+        // What the verdicts of a report need as much as the live run's: Docker's view of the
+        // published ports, the handshakes the host answered itself, the drops no event showed.
+        unseen_drops: [("TCP_RFC7323_TW_PAWS".to_owned(), 7)].into(),
+        published: vec![verdict::PublishedService {
+            service: "web".into(),
+            port: 8081,
+            mode: "ingress".into(),
+            running: Some(0),
+            desired: Some(2),
+        }],
+        host_answered: [("10.10.0.11:40000".parse().unwrap(), 3582801664)].into(),
     };
     let system = v2::System {
         format: FORMAT,
