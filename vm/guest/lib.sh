@@ -10,6 +10,8 @@ step() { echo "ST-STEP t=$(cut -d' ' -f1 /proc/uptime)s $*"; }
 result() {
     local scen=$1 st=$2
     shift 2
+    # In a mutant's run (run.sh sets MUTANT) the result is SCENARIO@MUTANT's.
+    case "$scen" in *@*) ;; *) scen=$scen${MUTANT:+@$MUTANT} ;; esac
     local line="SWARMTRACE-RESULT kernel=$KTAG scenario=$scen status=$st detail=$*"
     echo "$line"
     echo "$line" >> "$OUT/results.txt"

@@ -147,8 +147,11 @@ svc() { # NAME PORT REPLICAS CMD...
 }
 HTTPD=(/bin/busybox httpd -f -p 80 -h /www)
 svc web 8081 2 "${HTTPD[@]}" || fail_all "service web"
-case " $SCENARIOS " in *" task-fault "*) svc stuck 8082 1 /bin/busybox sleep 100000 ;; esac
-case " $SCENARIOS " in *" paws "*) svc paws 8083 1 "${HTTPD[@]}" ;; esac
+# A scenario named SCENARIO@MUTANT (`vm-test --mutants`) runs SCENARIO with the binary
+# /io/bin/swarmtrace-MUTANT: the services are those of the scenarios.
+BASES=" $(for s in $SCENARIOS; do printf '%s ' "${s%%@*}"; done)"
+case "$BASES" in *" task-fault "*) svc stuck 8082 1 /bin/busybox sleep 100000 ;; esac
+case "$BASES" in *" paws "*) svc paws 8083 1 "${HTTPD[@]}" ;; esac
 
 converged() {
     local want have
@@ -175,10 +178,18 @@ nsenter --net=/var/run/docker/netns/ingress_sbox ipvsadm -Ln
 echo "---"
 
 for s in $SCENARIOS; do
-    if [ -f "$VM/scenarios/$s.sh" ]; then
+    base=${s%%@*}
+    if [ -f "$VM/scenarios/$base.sh" ]; then
         step "scenario $s"
+        # A mutant's run: its binary, its own output directory, results named SCENARIO@MUTANT.
         # shellcheck source=/dev/null
-        ( . "$VM/scenarios/$s.sh" ) || result "$s" fail "scenario script failed (status $?)"
+        ( if [ "$base" != "$s" ]; then
+              MUTANT=${s#*@}
+              ST=$IO/bin/swarmtrace-$MUTANT
+              OUT=$OUT/$MUTANT
+              mkdir -p "$OUT"
+          fi
+          . "$VM/scenarios/$base.sh" ) || result "$s" fail "scenario script failed (status $?)"
     else
         result "$s" skip "no such scenario"
     fi

@@ -324,6 +324,7 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
         work: &work.path,
         base: &base,
         extras: Vec::new(),
+        mutant_bins: Vec::new(),
     };
     if args.mutants {
         // Each mutant builds its own binary.
@@ -468,6 +469,9 @@ struct Guests<'a> {
     base: &'a Path,
     /// Files copied to the io disk's `dist/` (source, name): the .deb, the image, the stack.
     extras: Vec<(PathBuf, &'static str)>,
+    /// Mutants' binaries (name, path), copied to the io disk as `bin/swarmtrace-NAME`: a
+    /// scenario named `SCENARIO@NAME` runs with that one (`--mutants`).
+    mutant_bins: Vec<(String, PathBuf)>,
 }
 
 impl Guests<'_> {
@@ -492,17 +496,19 @@ impl Guests<'_> {
                 bail!("interrupted");
             }
             let t = Instant::now();
+            // Named scenarios and mutants' runs go on every chosen kernel.
             let here = |s: &String| {
                 !self.args.scenarios.is_empty()
+                    || self.args.mutants
                     || ONE_KERNEL_BY_DEFAULT
                         .iter()
-                        .all(|(name, k)| name != s || *k == kernel.tag)
+                        .all(|(name, k)| *name != scenario_of(s) || *k == kernel.tag)
             };
             let (two, scenarios): (Vec<String>, Vec<String>) = scenarios
                 .iter()
                 .filter(|s| here(s))
                 .cloned()
-                .partition(|s| TWO_NODE.contains(&s.as_str()));
+                .partition(|s| TWO_NODE.contains(&scenario_of(s)));
             let scenarios = &scenarios[..];
             if !two.is_empty() {
                 for (s, r) in two_nodes(self, &results_dir, kernel, binary, &two)? {
@@ -759,9 +765,12 @@ fn load_mutants(root: &Path) -> Result<Vec<Mutant>> {
     Ok(out)
 }
 
-/// Builds each mutant (the working tree + its patch, the kernel object of the real build) and
-/// boots the kernels with it: every scenario it names must fail on a verdict. A mutant that
-/// passes one means the scenarios cannot see that bug; a setup failure is inconclusive.
+/// Builds each mutant (the working tree + its patch, the kernel object of the real build),
+/// then boots each kernel once with all of them: every scenario a mutant names runs with its
+/// binary (`SCENARIO@MUTANT`) and must fail on a verdict. One boot for all the mutants, not one
+/// each: the guest's Docker services converge once (a mutant of a two-node scenario boots its
+/// own pair). A mutant that passes a scenario means the scenarios cannot see that bug; a setup
+/// failure is inconclusive.
 fn mutants(g: &Guests, kernels: &[Kernel]) -> Result<()> {
     let list = load_mutants(g.root)?;
     let obj = crate::ebpf_build::build(g.root).map_err(anyhow::Error::msg)?;
@@ -779,7 +788,7 @@ fn mutants(g: &Guests, kernels: &[Kernel]) -> Result<()> {
             .current_dir(g.root),
     )
     .context("mutants are built from the git working tree")?;
-    let mut rows = Vec::new();
+    let mut built = Vec::new();
     for m in &list {
         println!(
             "vm-test: mutant {}: expected to fail {}",
@@ -822,30 +831,64 @@ fn mutants(g: &Guests, kernels: &[Kernel]) -> Result<()> {
             target.join("x86_64-unknown-linux-musl/release/swarmtrace"),
             &binary,
         )?;
-        let (table, _) = g.matrix(
+        built.push((m, binary));
+    }
+    let (two, one): (Vec<_>, Vec<_>) = built
+        .iter()
+        .partition(|(m, _)| m.expect_fail.iter().any(|s| TWO_NODE.contains(&s.as_str())));
+    let mut table = Table::new();
+    if let Some((_, first)) = one.first() {
+        let batch = Guests {
+            root: g.root,
+            args: g.args,
+            work: g.work,
+            base: g.base,
+            extras: g.extras.clone(),
+            mutant_bins: one
+                .iter()
+                .map(|(m, b)| (m.name.clone(), b.clone()))
+                .collect(),
+        };
+        let runs: Vec<String> = one
+            .iter()
+            .flat_map(|(m, _)| m.expect_fail.iter().map(move |s| format!("{s}@{}", m.name)))
+            .collect();
+        // The main binary of these boots runs no scenario.
+        table.extend(batch.matrix(kernels, first, &runs, "mutants")?.0);
+    }
+    for (m, binary) in &two {
+        let (t, _) = g.matrix(
             kernels,
-            &binary,
+            binary,
             &m.expect_fail,
             &format!("mutants/{}", m.name),
         )?;
-        for ((k, s), (st, detail)) in table {
-            let verdict = if st == "pass" {
-                "SURVIVED"
-            } else if detail.starts_with("setup:") || detail.starts_with("no result") {
-                "inconclusive"
-            } else {
-                "caught"
-            };
-            rows.push((m.name.clone(), k, s, verdict, detail));
-        }
+        table.extend(
+            t.into_iter()
+                .map(|((k, s), r)| ((k, format!("{s}@{}", m.name)), r)),
+        );
     }
+    let mut rows = Vec::new();
+    for ((k, run), (st, detail)) in table {
+        let verdict = if st == "pass" {
+            "SURVIVED"
+        } else if detail.starts_with("setup:") || detail.starts_with("no result") {
+            "inconclusive"
+        } else {
+            "caught"
+        };
+        let (s, m) = run.split_once('@').unwrap_or((run.as_str(), "?"));
+        rows.push((m.to_owned(), k, s.to_owned(), verdict, detail));
+    }
+    // Every run a mutant names has a row: a scenario the guest never reported is not caught.
+    let expected: usize = list.iter().map(|m| m.expect_fail.len()).sum::<usize>() * kernels.len();
     println!("\nvm-test: mutants (each must be caught by the scenarios it names)");
     for (m, k, s, v, d) in &rows {
         println!("  {m:<16} {k:<5} {s:<11} {v:<12} {d}");
     }
-    let bad = rows.iter().filter(|r| r.3 != "caught").count();
+    let bad = rows.iter().filter(|r| r.3 != "caught").count() + expected.saturating_sub(rows.len());
     if bad > 0 {
-        bail!("{bad} of {} mutant runs were not caught", rows.len());
+        bail!("{bad} of {expected} mutant runs were not caught");
     }
     println!("vm-test: {} mutant runs, all caught", rows.len());
     Ok(())
@@ -1269,6 +1312,12 @@ fn boot(
         .arg("-o")
         .arg(io.join("bin/swarmtrace"))
         .arg(binary))?;
+    for (name, bin) in &g.mutant_bins {
+        run(Command::new("strip")
+            .arg("-o")
+            .arg(io.join(format!("bin/swarmtrace-{name}")))
+            .arg(bin))?;
+    }
     run(Command::new("cp")
         .arg("-r")
         .arg(root.join("vm/guest"))
@@ -1493,6 +1542,11 @@ fn boot(
         println!("vm-test: kernel {tag}: the guest stopped before its end marker");
     }
     Ok(Boot { results, fault })
+}
+
+/// The scenario of a run's name: `paws` of `paws@paws-blind` (a mutant's run of it).
+fn scenario_of(run: &str) -> &str {
+    run.split('@').next().unwrap_or(run)
 }
 
 /// `SWARMTRACE-RESULT kernel=K scenario=S status=ST detail=...`
