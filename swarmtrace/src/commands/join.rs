@@ -651,7 +651,10 @@ mod tests {
         // node 2's handshake line (the SNAT address, known from the drop alone: no first hop)
         // arrives first.
         let n2 = r#"{"type":"handshake","verdict":"dropped","client":"10.0.0.2:40001","service":"10.0.0.9:80","isn":77,"syns":1,"first_hop":null,"tsvals":[2000],"node":"n2"}"#;
-        let n1 = N1.replace(r#""first_hop":"lan0/in""#, r#""first_hop":"docker_gwbridge/out""#);
+        let n1 = N1.replace(
+            r#""first_hop":"lan0/in""#,
+            r#""first_hop":"docker_gwbridge/out""#,
+        );
         let mut j = Joiner::new(100);
         assert!(j.line(N2, "b").is_empty());
         assert!(j.line(n2, "b").is_empty());

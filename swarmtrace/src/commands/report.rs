@@ -336,7 +336,12 @@ mod tests {
     use swarmtrace_common::{HandshakeKey, Hop};
 
     /// A bundle as `capture` writes it, through the library, into `dir`.
-    fn write_bundle(dir: &Path, host: &str, hops: Vec<(u32, u32, String, String)>, hs: Vec<Handshake>) {
+    fn write_bundle(
+        dir: &Path,
+        host: &str,
+        hops: Vec<(u32, u32, String, String)>,
+        hs: Vec<Handshake>,
+    ) {
         let rec = Recorded {
             handshakes: hs,
             hops,
@@ -361,7 +366,10 @@ mod tests {
             isn: 77,
             first_ns,
             syns: 1,
-            keys: vec![HandshakeKey { isn: 77, tsval: 2000 }],
+            keys: vec![HandshakeKey {
+                isn: 77,
+                tsval: 2000,
+            }],
             first_hop,
             answer: None,
             drops: vec![],
@@ -437,11 +445,16 @@ mod tests {
             .find(|v| v["cause"] == "paws-timestamps")
             .unwrap_or_else(|| panic!("no paws-timestamps verdict in the join: {j:#}"));
         assert_eq!(paws["host"], "node2", "{paws:#}");
-        assert_eq!(paws["clients"], serde_json::json!(["192.168.100.3"]), "{paws:#}");
+        assert_eq!(
+            paws["clients"],
+            serde_json::json!(["192.168.100.3"]),
+            "{paws:#}"
+        );
         assert_eq!(paws["seen_as"], serde_json::json!(["10.0.0.2"]), "{paws:#}");
         let text = join_text(&j, false);
         assert!(
-            text.contains("paws-timestamps") && text.contains("192.168.100.3 (seen there as 10.0.0.2)"),
+            text.contains("paws-timestamps")
+                && text.contains("192.168.100.3 (seen there as 10.0.0.2)"),
             "{text}"
         );
         let _ = std::fs::remove_dir_all(&dir);
