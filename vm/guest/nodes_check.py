@@ -1,7 +1,10 @@
 """Judges `swarmtrace join --json` over both nodes' NDJSON of a two-node scenario (run on the
 host by `cargo xtask vm-test` after both guests ended); prints `pass DETAIL` or `fail DETAIL`.
+nodes-fleet: the live output of `docker service logs --raw -f ... | swarmtrace join --json -`
+while it still runs (node 1 asks, no summary yet). nodes-capture: `swarmtrace report --format
+json` of both nodes' bundles.
 
-Usage: nodes_check.py SCENARIO JOIN_NDJSON"""
+Usage: nodes_check.py SCENARIO JOIN_NDJSON|REPORT_JSON"""
 import json
 import sys
 
@@ -18,6 +21,10 @@ def main():
             except ValueError:
                 print(f"fail join printed a line that is not JSON: {line[:200]!r}")
                 return
+    if scen == "nodes-capture":
+        return capture(recs)
+    if scen == "nodes-fleet":
+        return fleet(recs)
     summary = [r for r in recs if r.get("type") == "join-summary"]
     if not summary:
         print("fail no join-summary: swarmtrace join did not finish")
@@ -67,6 +74,87 @@ def main():
         return
     print(
         f"pass {CLIENT2}:40000 seen on node1 at {j['nodes'][0].get('first_hop')}, SYN dropped on node2: {where}; "
+        f"node2's paws-timestamps charged to {paws[0]['clients']} (seen there as {paws[0].get('seen_as')})"
+    )
+
+
+def joined_paws(recs):
+    """The last joined record of client 2's SYN with a SYN drop on node2, or None."""
+    joined = [
+        r
+        for r in recs
+        if r.get("type") == "joined"
+        and (r.get("client") or "").startswith(CLIENT2 + ":")
+        and any(
+            n.get("node") == "node2" and any(d.get("packet") == "SYN" for d in n.get("drops", []))
+            for n in r.get("nodes", [])
+        )
+    ]
+    return joined[-1] if joined else None
+
+
+def fleet(recs):
+    if any(r.get("type") == "join-summary" for r in recs):
+        print("fail join had already ended (a join-summary): not live")
+        return
+    j = joined_paws(recs)
+    if not j:
+        joined = [r for r in recs if r.get("type") == "joined"]
+        print(f"fail no joined record of {CLIENT2}'s SYN with a SYN drop on node2 yet: {len(recs)} records, {len(joined)} joined")
+        return
+    if j.get("client_node") != "node1":
+        print(f"fail the real client came from {j.get('client_node')}, not node1")
+        return
+    drop = next(
+        d for n in j["nodes"] if n["node"] == "node2" for d in n.get("drops", []) if d.get("packet") == "SYN"
+    )
+    where = f"{drop.get('reason')} at {drop.get('location')} in {drop.get('netns_name')}"
+    if "paws" not in (drop.get("netns_name") or ""):
+        print(f"fail node2's drop is not in the paws task's namespace: {where}")
+        return
+    hop = next((n.get("first_hop") for n in j["nodes"] if n["node"] == "node1"), None)
+    print(f"pass joined live: {j['client']} seen on node1 at {hop}, SYN dropped on node2: {where}")
+
+
+def capture(recs):
+    join = [r for r in recs if r.get("type") == "join"]
+    if not join:
+        print(f"fail report printed no join of the two bundles: {len(recs)} objects")
+        return
+    join = join[-1]
+    hs = [h for h in join.get("handshakes", []) if (h.get("client") or "").startswith(CLIENT2 + ":")]
+    if not hs:
+        clients = [h.get("client") for h in join.get("handshakes", [])]
+        print(f"fail no joined handshake of the real client {CLIENT2} (joined: {clients[:8]})")
+        return
+    h = hs[-1]
+    if h.get("client_host") != "node1":
+        print(f"fail the real client came from {h.get('client_host')}, not node1")
+        return
+    nodes = h.get("nodes", [])
+    n1 = [n for n in nodes if n.get("host") == "node1"]
+    n2 = [n for n in nodes if n.get("host") == "node2"]
+    if not n1 or not n2:
+        print(f"fail the handshake is not on both nodes: {[n.get('host') for n in nodes]}")
+        return
+    drops = [d for d in n2[0].get("drops", []) if d.get("packet") == "SYN"]
+    if not drops:
+        print(f"fail no SYN drop on node2 in the report's join: {n2[0]}")
+        return
+    where = f"{drops[0].get('reason')} at {drops[0].get('location')} in {drops[0].get('netns_name')}"
+    if "paws" not in (drops[0].get("netns_name") or ""):
+        print(f"fail node2's drop is not in the paws task's namespace: {where}")
+        return
+    paws = [v for v in join.get("verdicts", []) if v.get("host") == "node2" and v.get("cause") == "paws-timestamps"]
+    if not paws:
+        causes = [(v.get("host"), v.get("cause")) for v in join.get("verdicts", [])]
+        print(f"fail no paws-timestamps verdict of node2 in the report's join (verdicts: {causes}); drop {where}")
+        return
+    if CLIENT2 not in paws[0].get("clients", []):
+        print(f"fail node2's paws verdict is charged to {paws[0].get('clients')}, not the real client {CLIENT2} (seen as {paws[0].get('seen_as')})")
+        return
+    print(
+        f"pass report n1 n2: {h['client']} came in on node1 at {n1[0].get('first_hop')}, SYN dropped on node2: {where}; "
         f"node2's paws-timestamps charged to {paws[0]['clients']} (seen there as {paws[0].get('seen_as')})"
     )
 

@@ -60,10 +60,17 @@ const SCENARIOS: &[&str] = &[
     "task-refuses",
     "nodes-healthy",
     "nodes-paws",
+    "nodes-fleet",
+    "nodes-capture",
 ];
 
 /// Scenarios on two guests forming a two-node Swarm (vm/guest/nodes.sh).
-const TWO_NODE: &[&str] = &["nodes-healthy", "nodes-paws"];
+const TWO_NODE: &[&str] = &[
+    "nodes-healthy",
+    "nodes-paws",
+    "nodes-fleet",
+    "nodes-capture",
+];
 
 /// Scenarios that run on one kernel only when no --scenario is given: what they prove does not
 /// depend on the kernel line (packaging, namespaces seen from a container), or costs twice a
@@ -73,6 +80,8 @@ const ONE_KERNEL_BY_DEFAULT: &[(&str, &str)] = &[
     ("host-ns", "6.12"),
     ("nodes-healthy", "6.12"),
     ("nodes-paws", "6.12"),
+    ("nodes-fleet", "6.12"),
+    ("nodes-capture", "6.12"),
 ];
 
 /// The arm64 guest's name in `--kernel` and the results (vm/arm64/run.sh).
@@ -110,12 +119,15 @@ pub struct Args {
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
     /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
-    /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses, nodes-healthy, nodes-paws);
+    /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses, nodes-healthy, nodes-paws,
+    /// nodes-fleet, nodes-capture);
     /// default: all (some on one kernel only, see vm/README.md). `boot` checks that the guest
     /// booted from the base image's partition and mounted the io disk (nothing else); `lab` is
     /// `swarmtrace demo all` (the namespace lab, no Docker); `deb` installs the .deb of
     /// `cargo xtask dist`; `stack` loads its image and deploys deploy/swarmtrace-stack.yml;
-    /// `nodes-healthy`, `nodes-paws`: two guests forming a two-node Swarm.
+    /// `nodes-healthy`, `nodes-paws`: two guests forming a two-node Swarm; `nodes-fleet` deploys
+    /// the stack on both and joins `docker service logs` live; `nodes-capture` captures on
+    /// both and reports the two bundles.
     #[arg(long = "scenario", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Where downloads, the base image and the results go (never inside the repository).
@@ -333,8 +345,8 @@ pub fn main(root: &Path, args: Args) -> Result<()> {
     // What users run: the static x86_64 binary of `cargo xtask dist`, and its .deb and image
     // when the scenarios install them.
     let wants = |s: &str| scenarios.iter().any(|x| x == s);
-    // host-ns runs the image in containers too.
-    let image = wants("stack") || wants("host-ns");
+    // host-ns runs the image in containers too; nodes-fleet deploys the stack on two nodes.
+    let image = wants("stack") || wants("host-ns") || wants("nodes-fleet");
     let dist = if args.binary.is_none() || wants("deb") || image {
         let t = Instant::now();
         let d = crate::dist::for_vm(root, wants("deb"), image)?;
@@ -648,25 +660,65 @@ fn two_nodes(
                 r = (st.clone(), format!("node 2: {d}"));
             }
         }
-        // The join of both nodes' runs, by the host's swarmtrace.
-        if r.0 == "pass" {
-            let (f1, f2) = (
-                out(1).join(format!("{s}.ndjson")),
-                out(2).join(format!("{s}.ndjson")),
-            );
-            let joined = Command::new(binary)
-                .args(["join", "--json"])
-                .arg(&f1)
-                .arg(&f2)
-                .stdin(Stdio::null())
-                .output()
-                .context("cannot run swarmtrace join")?;
-            let joined_path = out(1).join(format!("{s}.join.ndjson"));
-            fs::write(&joined_path, &joined.stdout)?;
-            println!("vm-test: {s}: swarmtrace join of both nodes:");
-            for l in String::from_utf8_lossy(&joined.stdout).lines().take(40) {
+        // nodes-fleet: node 1 judged the live join itself (while the stack ran); shown here.
+        if r.0 == "pass" && s == "nodes-fleet" {
+            let live = fs::read(out(1).join("nodes-fleet.live.ndjson")).unwrap_or_default();
+            println!("vm-test: {s}: docker service logs --raw -f | swarmtrace join --json - (live, on node 1):");
+            for l in String::from_utf8_lossy(&live).lines().take(40) {
                 println!("  j {}", l.chars().take(600).collect::<String>());
             }
+        }
+        // The join of both nodes' runs, by the host's swarmtrace; for nodes-capture, its
+        // report of both nodes' bundles.
+        if r.0 == "pass" && s != "nodes-fleet" {
+            let joined_path = if s == "nodes-capture" {
+                let bundles = [
+                    out(1).join("nodes-capture.tar.gz"),
+                    out(2).join("nodes-capture.tar.gz"),
+                ];
+                let text = Command::new(binary)
+                    .arg("report")
+                    .args(&bundles)
+                    .stdin(Stdio::null())
+                    .output()
+                    .context("cannot run swarmtrace report")?;
+                println!("vm-test: {s}: swarmtrace report node1.tar.gz node2.tar.gz:");
+                for l in String::from_utf8_lossy(&text.stdout)
+                    .lines()
+                    .chain(String::from_utf8_lossy(&text.stderr).lines())
+                    .take(80)
+                {
+                    println!("  r {}", l.chars().take(600).collect::<String>());
+                }
+                let json = Command::new(binary)
+                    .args(["report", "--format", "json"])
+                    .args(&bundles)
+                    .stdin(Stdio::null())
+                    .output()
+                    .context("cannot run swarmtrace report")?;
+                let path = out(1).join("nodes-capture.report.json");
+                fs::write(&path, &json.stdout)?;
+                path
+            } else {
+                let (f1, f2) = (
+                    out(1).join(format!("{s}.ndjson")),
+                    out(2).join(format!("{s}.ndjson")),
+                );
+                let joined = Command::new(binary)
+                    .args(["join", "--json"])
+                    .arg(&f1)
+                    .arg(&f2)
+                    .stdin(Stdio::null())
+                    .output()
+                    .context("cannot run swarmtrace join")?;
+                let joined_path = out(1).join(format!("{s}.join.ndjson"));
+                fs::write(&joined_path, &joined.stdout)?;
+                println!("vm-test: {s}: swarmtrace join of both nodes:");
+                for l in String::from_utf8_lossy(&joined.stdout).lines().take(40) {
+                    println!("  j {}", l.chars().take(600).collect::<String>());
+                }
+                joined_path
+            };
             let check = Command::new("python3")
                 .arg(g.root.join("vm/guest/nodes_check.py"))
                 .arg(s)

@@ -112,16 +112,20 @@ struct Pending {
 pub const SUMMARY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The view that knows the real client: one whose node saw the SYN come in (`first_hop`
-/// `.../in`: on the node where it entered the mesh, before any NAT), else one that saw a client
-/// at all; the first such to arrive. A node behind the mesh's SNAT sees the SYN leave
-/// ingress_sbox or only its drop, with the SNAT address.
+/// `.../in`: on the node where it entered the mesh, before any NAT), else one whose node saw
+/// the SYN itself on a watched interface (a first hop at all: the global service of deploy/
+/// on a node without a default route watches docker_gwbridge only, where the SYN leaves
+/// towards ingress_sbox before its SNAT), else one that saw a client at all; the first such to
+/// arrive. A node behind the mesh's SNAT sees the SYN leave ingress_sbox or only its drop (no
+/// first hop), with the SNAT address.
 fn real_view(views: &[View]) -> Option<&View> {
     let came_in = |w: &&View| w.first_hop.as_deref().is_some_and(|h| h.ends_with("/in"));
-    views
-        .iter()
-        .filter(|w| w.client.is_some())
+    let saw_it = |w: &&View| w.first_hop.is_some();
+    let with_client = || views.iter().filter(|w| w.client.is_some());
+    with_client()
         .find(came_in)
-        .or_else(|| views.iter().find(|w| w.client.is_some()))
+        .or_else(|| with_client().find(saw_it))
+        .or_else(|| with_client().next())
 }
 
 /// `ip` of `ip:port` / `[ip6]:port`.
@@ -634,6 +638,28 @@ mod tests {
         assert!(j.line(&n2, "b").is_empty());
         let out = j.line(N1, "a");
         assert_eq!(out[0]["client"], "192.168.100.3:40000");
+        assert_eq!(out[0]["client_node"], "n1");
+        j.line(S2, "b");
+        let v = j.due(std::time::Duration::ZERO);
+        assert_eq!(v[0]["clients"], serde_json::json!(["192.168.100.3"]));
+    }
+
+    #[test]
+    fn a_node_that_saw_the_syn_itself_beats_one_that_knew_it_only_from_its_drop() {
+        // The global service of deploy/ watches its defaults: node 1 without a default route
+        // sees the SYN only on docker_gwbridge (out, towards ingress_sbox, before its SNAT);
+        // node 2's handshake line (the SNAT address, known from the drop alone: no first hop)
+        // arrives first.
+        let n2 = r#"{"type":"handshake","verdict":"dropped","client":"10.0.0.2:40001","service":"10.0.0.9:80","isn":77,"syns":1,"first_hop":null,"tsvals":[2000],"node":"n2"}"#;
+        let n1 = N1.replace(
+            r#""first_hop":"lan0/in""#,
+            r#""first_hop":"docker_gwbridge/out""#,
+        );
+        let mut j = Joiner::new(100);
+        assert!(j.line(N2, "b").is_empty());
+        assert!(j.line(n2, "b").is_empty());
+        let out = j.line(&n1, "a");
+        assert_eq!(out[0]["client"], "192.168.100.3:40000", "{}", out[0]);
         assert_eq!(out[0]["client_node"], "n1");
         j.line(S2, "b");
         let v = j.due(std::time::Duration::ZERO);

@@ -206,14 +206,25 @@ impl Tracker {
             // Not seen on a watched interface: the packet itself is all we know. A dropped
             // SYN still makes a handshake (its client may be a NAT address); other packets
             // without a handshake are reported as drops only.
+            // Its kernel key (ISN, TSval) is kept as a SYN's would be: another node's record
+            // of the same SYN joins it (`report n1 n2`, as the live `join` does by the drop
+            // line's keys).
             None if d.packet.kind == PacketKind::Syn => {
                 let id = (d.packet.src, d.packet.seq);
-                let (_, h) = self.entry(id, d.packet.dst, d.ts_ns);
+                let key = d.packet.tsval.map(|tsval| HandshakeKey {
+                    isn: d.packet.client_isn(),
+                    tsval,
+                });
+                let (seq, h) = self.entry(id, d.packet.dst, d.ts_ns);
                 if h.syns == 0 {
                     h.syns = 1;
                 }
+                let kept = key.is_some_and(|k| h.add_key(k));
                 h.add_drop(note, d.packet.kind);
                 self.evict();
+                if let Some(k) = key.filter(|_| kept) {
+                    self.by_key.entry(KeyBits(k)).or_insert(seq);
+                }
                 Some(id)
             }
             None => None,
@@ -444,6 +455,22 @@ mod tests {
             t.on_drop(&drop_of(PacketKind::Rst, "NOT_SPECIFIED", None)),
             None
         );
+    }
+
+    #[test]
+    fn an_unjoined_syn_drop_keeps_the_syn_s_key() {
+        // The node behind the mesh's SNAT sees client .3's SYN only in its drop: its bundle
+        // must still carry (ISN, TSval), or `report n1 n2` cannot join it to the node where the
+        // SYN came in (the live `join` reads the drop line's keys).
+        let mut t = Tracker::new(1_000);
+        let id = t
+            .on_drop(&drop_of(PacketKind::Syn, "NOT_SPECIFIED", None))
+            .unwrap();
+        let h = t.get(&id).unwrap();
+        assert_eq!(h.keys, vec![HandshakeKey { isn: 100, tsval: 5 }]);
+        // A second drop of the same SYN is the same handshake, one key.
+        t.on_drop(&drop_of(PacketKind::Syn, "NOT_SPECIFIED", None));
+        assert_eq!(t.get(&id).unwrap().keys.len(), 1);
     }
 
     #[test]
