@@ -172,6 +172,9 @@ pub struct VerdictContext {
     /// (namespace, interface) where SYNs were first seen.
     #[serde(default)]
     pub ingress_ifaces: BTreeSet<(String, String)>,
+    /// Per namespace name, its conntrack table's entries and limit at the end of the run.
+    #[serde(default)]
+    pub conntrack_fill: BTreeMap<String, (u64, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +201,7 @@ impl From<&verdict::Context> for VerdictContext {
             kernel_release: c.kernel_release.clone(),
             has_tw_paws_reason: c.has_tw_paws_reason,
             ingress_ifaces: c.ingress_ifaces.clone(),
+            conntrack_fill: c.conntrack_fill.clone(),
         }
     }
 }
@@ -223,6 +227,7 @@ impl From<VerdictContext> for verdict::Context {
             // Not in a bundle (yet): a report names no Docker-view cause.
             published: Vec::new(),
             host_answered: Default::default(),
+            conntrack_fill: c.conntrack_fill,
         }
     }
 }

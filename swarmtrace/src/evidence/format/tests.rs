@@ -204,6 +204,7 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
         unseen_drops: Default::default(),
         published: vec![],
         host_answered: Default::default(),
+        conntrack_fill: [("ingress_sbox".to_owned(), (262_144, 262_144))].into(),
     };
     let system = v2::System {
         format: FORMAT,
