@@ -415,8 +415,6 @@ const PAWS_COUNTERS: &[&str] = &[
 ];
 const LISTEN_COUNTERS: &[&str] = &["TcpExt.ListenOverflows", "TcpExt.TCPReqQFullDrop"];
 const RP_COUNTERS: &[&str] = &["TcpExt.IPReversePathFilter"];
-const CONNTRACK_DROP: &str = "Conntrack.drop";
-const CONNTRACK_EARLY_DROP: &str = "Conntrack.early_drop";
 
 #[derive(Debug, Clone)]
 pub struct Verdict {
@@ -651,6 +649,9 @@ pub fn verdicts_of<'a>(
     });
     out
 }
+
+const CONNTRACK_DROP: &str = "Conntrack.drop";
+const CONNTRACK_EARLY_DROP: &str = "Conntrack.early_drop";
 
 /// What conntrack's counters say beside a netfilter verdict: the fill of the full table, or,
 /// for a drop a rule made, conntrack drops elsewhere or without a full table (not the cause,
