@@ -19,6 +19,7 @@ pub enum Cause {
     MeshBypassed,
     PawsTimestamps,
     NetfilterDrop,
+    ConntrackFull,
     NoListener,
     ListenQueueFull,
     RpFilter,
@@ -28,11 +29,12 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 10] = [
+    pub const ALL: [Cause; 11] = [
         Cause::NoRunningTask,
         Cause::MeshBypassed,
         Cause::PawsTimestamps,
         Cause::NetfilterDrop,
+        Cause::ConntrackFull,
         Cause::NoListener,
         Cause::ListenQueueFull,
         Cause::RpFilter,
@@ -47,6 +49,7 @@ impl Cause {
             Cause::MeshBypassed => "mesh-bypassed",
             Cause::PawsTimestamps => "paws-timestamps",
             Cause::NetfilterDrop => "netfilter-drop",
+            Cause::ConntrackFull => "conntrack-full",
             Cause::NoListener => "no-listener",
             Cause::ListenQueueFull => "listen-queue-full",
             Cause::RpFilter => "rp-filter",
@@ -104,6 +107,10 @@ pub struct Context {
     /// ingress_sbox over docker_gwbridge first).
     #[serde(default)]
     pub host_answered: BTreeSet<(std::net::SocketAddr, u32)>,
+    /// Per namespace name, its conntrack table's entries and limit (`nf_conntrack_count`,
+    /// `nf_conntrack_max`) at the end of the run, where conntrack is loaded.
+    #[serde(default)]
+    pub conntrack_fill: BTreeMap<String, (u64, u64)>,
 }
 
 impl Context {
@@ -112,6 +119,26 @@ impl Context {
         self.published
             .iter()
             .find(|p| p.port == port && p.mode == "ingress")
+    }
+
+    /// How much `counter` rose in namespace `ns` during the run.
+    fn rise_in(&self, ns: &str, counter: &str) -> u64 {
+        self.counter_rises
+            .get(ns)
+            .and_then(|c| c.get(counter))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The conntrack table of namespace `ns` was full during the run: conntrack dropped
+    /// packets there (`drop`: no entry could be made) and the table was at its limit (it
+    /// evicted entries to make room, `early_drop`, or it was at 90% or more at the end).
+    pub fn conntrack_full(&self, ns: &str) -> bool {
+        let near_limit = self.conntrack_fill.get(ns).is_some_and(|(count, max)| {
+            *max > 0 && count.saturating_mul(10) >= max.saturating_mul(9)
+        });
+        self.rise_in(ns, CONNTRACK_DROP) > 0
+            && (self.rise_in(ns, CONNTRACK_EARLY_DROP) > 0 || near_limit)
     }
 
     fn rose(&self, counter: &str) -> Vec<(String, u64)> {
@@ -234,6 +261,16 @@ fn consistent(cause: Cause, h: &Handshake, ctx: &Context) -> bool {
     }
 }
 
+/// A netfilter drop in a namespace whose conntrack table was full is conntrack's: its hook
+/// drops a new connection's first packet when it cannot track it, as a DROP rule would, and
+/// the kernel reports both alike (NETFILTER_DROP, or nf_hook_slow without reasons).
+fn conntrack_refined(c: Cause, d: &DropNote, ctx: &Context) -> Cause {
+    match (c, d.netns_name.as_deref()) {
+        (Cause::NetfilterDrop, Some(ns)) if ctx.conntrack_full(ns) => Cause::ConntrackFull,
+        _ => c,
+    }
+}
+
 /// The cause one drop names by itself ([`reason_cause`]), if the handshake does not
 /// contradict it: a PAWS drop told by its place alone is one only on a kernel that does not
 /// name PAWS drops (there the reason would say so), and only for a SYN with a timestamp.
@@ -310,11 +347,9 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     // The kernel said why: the first drop with a reason that names a cause (and that the
     // handshake does not contradict) wins.
     let timestamps = carried_timestamps(h);
-    if let Some(c) = h
-        .drops
-        .iter()
-        .find_map(|d| drop_cause(d, timestamps, ctx.has_tw_paws_reason))
-    {
+    if let Some(c) = h.drops.iter().find_map(|d| {
+        drop_cause(d, timestamps, ctx.has_tw_paws_reason).map(|c| conntrack_refined(c, d, ctx))
+    }) {
         return Some((c, Confidence::Confirmed));
     }
     // Answered by a RST (the SYN itself freed without a telling reason, as on kernels
@@ -603,6 +638,7 @@ pub fn verdicts_of<'a>(
                 }
             }
         }
+        conntrack_notes(v, ctx);
         advise(v, ctx);
     }
     out.sort_by(|a, b| {
@@ -612,6 +648,49 @@ pub fn verdicts_of<'a>(
             .then(a.confidence.cmp(&b.confidence))
     });
     out
+}
+
+const CONNTRACK_DROP: &str = "Conntrack.drop";
+const CONNTRACK_EARLY_DROP: &str = "Conntrack.early_drop";
+
+/// What conntrack's counters say beside a netfilter verdict: the fill of the full table, or,
+/// for a drop a rule made, conntrack drops elsewhere or without a full table (not the cause,
+/// but worth a look).
+fn conntrack_notes(v: &mut Verdict, ctx: &Context) {
+    let fill = |ns: &str| match ctx.conntrack_fill.get(ns) {
+        Some((count, max)) => format!("{count} of {max} entries (nf_conntrack_max) at the end"),
+        None => "its fill unknown".to_owned(),
+    };
+    let mut notes = Vec::new();
+    match v.cause {
+        Cause::ConntrackFull => {
+            let namespaces: BTreeSet<&String> = v.drop_netns.values().collect();
+            for ns in namespaces.into_iter().filter(|ns| ctx.conntrack_full(ns)) {
+                notes.push(format!(
+                    "conntrack table of {ns} full: {} dropped, {} evicted to make room (early_drop) during the run; {}",
+                    ctx.rise_in(ns, CONNTRACK_DROP),
+                    ctx.rise_in(ns, CONNTRACK_EARLY_DROP),
+                    fill(ns)
+                ));
+            }
+        }
+        Cause::NetfilterDrop => {
+            for (ns, n) in ctx.rose(CONNTRACK_DROP) {
+                let here = v.drop_netns.values().any(|d| *d == ns);
+                notes.push(if here {
+                    format!("conntrack also dropped {n} packet(s) in {ns} during the run, but its table showed no sign of being full (nothing evicted, {}): a rule is the likelier cause", fill(&ns))
+                } else {
+                    format!("conntrack dropped {n} packet(s) in {ns} during the run, not where these SYNs were dropped")
+                });
+            }
+        }
+        _ => {}
+    }
+    for note in notes {
+        if v.notes.len() < LISTED && !v.notes.contains(&note) {
+            v.notes.push(note);
+        }
+    }
 }
 
 fn relevant_counters(c: Cause) -> &'static [&'static str] {
@@ -627,6 +706,11 @@ fn relevant_counters(c: Cause) -> &'static [&'static str] {
             "TcpExt.TCPReqQFullDrop",
         ],
         Cause::RpFilter => &["TcpExt.IPReversePathFilter"],
+        Cause::ConntrackFull => &[
+            "Conntrack.drop",
+            "Conntrack.early_drop",
+            "Conntrack.insert_failed",
+        ],
         Cause::NoListener => &["Tcp.OutRsts"],
         Cause::ReplyMisrouted => &["TcpExt.ListenDrops"],
         _ => &[],
@@ -730,6 +814,11 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             "A firewall rule (iptables/nftables) dropped the handshake before it reached the service.".to_owned(),
             format!("{enter}iptables-save -c | grep -E -- '-j (DROP|REJECT)'; {enter}nft list ruleset | grep -E 'drop|reject'"),
             "Remove or narrow the rule. For Swarm services, your own rules belong in the DOCKER-USER chain; check that they do not match the published port.".to_owned(),
+        ),
+        Cause::ConntrackFull => (
+            "The conntrack table of the namespace that dropped the SYN was full: netfilter's connection tracking could not make an entry for the new connection (nor evict one: established ones are kept) and dropped its first packet, which the kernel reports as a firewall drop (NETFILTER_DROP, or nf_hook_slow without reasons) and logs as \"nf_conntrack: table full, dropping packet\". Established connections carry on; new ones vanish until entries expire. Each namespace counts its own entries against the host's one limit, nf_conntrack_max.".to_owned(),
+            format!("{enter}conntrack -S; {enter}sysctl net.netfilter.nf_conntrack_count net.netfilter.nf_conntrack_max; dmesg | grep 'nf_conntrack: table full' | tail -n 3"),
+            format!("Raise the limit on the host: sysctl -w net.netfilter.nf_conntrack_max=N (persist it in /etc/sysctl.d/; it applies to every namespace), and the hash table with it (echo N/4 > /sys/module/nf_conntrack/parameters/hashsize). Then find what fills the table: {enter}conntrack -L | grep -o 'src=[^ ]*' | sort | uniq -c | sort -rn | head (many UNREPLIED entries: a scan or a SYN flood; many TIME_WAIT ones: short-lived connections, lower net.netfilter.nf_conntrack_tcp_timeout_time_wait)."),
         ),
         Cause::NoListener => (
             "Nothing listens on the target port where the handshake arrived; the kernel answered with a RST.".to_owned(),
@@ -1186,6 +1275,112 @@ mod tests {
             assess(&hs("10.10.0.12:40000"), &ctx),
             Some((Cause::ListenQueueFull, Confidence::Circumstantial))
         );
+    }
+
+    /// A SYN dropped by netfilter where conntrack counted drops at a full table.
+    fn conntrack_full_in(ns: &str, drop_ns: &str, rises: &[(&str, u64)]) -> (Handshake, Context) {
+        let mut ctx = lab_ctx();
+        ctx.counter_rises.insert(
+            ns.into(),
+            rises.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+        );
+        let h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NETFILTER_DROP",
+            "nf_hook_slow+0x9c",
+            drop_ns,
+        );
+        (h, ctx)
+    }
+
+    #[test]
+    fn a_full_conntrack_table_is_told_from_a_drop_rule() {
+        // The table full in ingress_sbox: conntrack could not make room (early_drop found
+        // nothing to evict) and dropped the SYN there.
+        let (h, ctx) = conntrack_full_in(
+            "ingress_sbox",
+            "ingress_sbox",
+            &[("Conntrack.drop", 3), ("Conntrack.early_drop", 0)],
+        );
+        let (h2, _) = conntrack_full_in("ingress_sbox", "ingress_sbox", &[]);
+        let mut ctx = ctx;
+        ctx.counter_rises
+            .get_mut("ingress_sbox")
+            .unwrap()
+            .insert("Conntrack.early_drop".into(), 5);
+        let v = verdicts([h, h2].iter(), &ctx);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].cause.id(), "conntrack-full", "{v:?}");
+        assert_eq!(v[0].to_json()["cause"], "conntrack-full");
+        assert_eq!(v[0].confidence, Confidence::Confirmed);
+        assert_eq!(v[0].counters["ingress_sbox: Conntrack.drop"], 3);
+        assert!(
+            v[0].confirm.starts_with(
+                "nsenter --net=/var/run/docker/netns/ingress_sbox conntrack -S; nsenter --net=/var/run/docker/netns/ingress_sbox sysctl net.netfilter.nf_conntrack_count net.netfilter.nf_conntrack_max"
+            ),
+            "{}",
+            v[0].confirm
+        );
+        assert!(v[0].fix.contains("nf_conntrack_max"), "{}", v[0].fix);
+        assert!(
+            v[0].notes[0].starts_with("conntrack table of ingress_sbox full: 3 dropped, 5 evicted"),
+            "{:?}",
+            v[0].notes
+        );
+        // No eviction counted, but the table at its limit at the end: full too.
+        let (h, mut ctx) =
+            conntrack_full_in("ingress_sbox", "ingress_sbox", &[("Conntrack.drop", 3)]);
+        assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
+        ctx.conntrack_fill.insert("ingress_sbox".into(), (250, 256));
+        let v = verdicts([h].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::ConntrackFull);
+        assert!(
+            v[0].to_text().contains("250 of 256 entries"),
+            "{}",
+            v[0].to_text()
+        );
+        ctx.conntrack_fill.insert("ingress_sbox".into(), (200, 256));
+        assert_eq!(
+            classify(
+                &dropped(
+                    "10.10.0.11:40000",
+                    PacketKind::Syn,
+                    "NETFILTER_DROP",
+                    "nf_hook_slow+0x9c",
+                    "ingress_sbox"
+                ),
+                &ctx
+            ),
+            Some(Cause::NetfilterDrop)
+        );
+        // 5.10: no reason, the code location.
+        let (mut h, ctx) = conntrack_full_in(
+            "ingress_sbox",
+            "ingress_sbox",
+            &[("Conntrack.drop", 3), ("Conntrack.early_drop", 1)],
+        );
+        h.drops[0].reason = "UNKNOWN".into();
+        assert_eq!(classify(&h, &ctx).map(Cause::id), Some("conntrack-full"));
+        // Not this cause: conntrack dropped in another namespace than the SYN's.
+        let (h, ctx) = conntrack_full_in(
+            "host",
+            "ingress_sbox",
+            &[("Conntrack.drop", 3), ("Conntrack.early_drop", 1)],
+        );
+        assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
+        let v = verdicts([h].iter(), &ctx);
+        assert_eq!(
+            v[0].notes,
+            ["conntrack dropped 3 packet(s) in host during the run, not where these SYNs were dropped"]
+        );
+        // Not this cause: a DROP rule while conntrack is fine (no conntrack drop).
+        let (h, ctx) = conntrack_full_in(
+            "ingress_sbox",
+            "ingress_sbox",
+            &[("Conntrack.early_drop", 1)],
+        );
+        assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
     }
 
     #[test]

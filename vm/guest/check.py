@@ -3,6 +3,7 @@
 
 Usage: check.py SCENARIO FILE --kernel K --client IP [--min N] [--cause C] [--netns NAME]
                 [--task-netns PID --task-service NAME] [--expect TEXT]... [--absent CAUSE]...
+                [--confirm-runs]
 
 --netns NAME: a SYN drop of the client in a namespace whose name is NAME or carries it (Docker's
 namespaces are named `container C (service S) [sandbox]`, `ingress_sbox`, ...).
@@ -11,6 +12,7 @@ namespaces are named `container C (service S) [sandbox]`, `ingress_sbox`, ...).
 import argparse
 import json
 import os
+import subprocess
 import sys
 
 
@@ -43,6 +45,8 @@ def main():
     ap.add_argument("--expect", action="append", default=[])
     # --absent CAUSE (repeatable): a cause that must not be claimed (a not-this-cause case).
     ap.add_argument("--absent", action="append", default=[])
+    # --confirm-runs: the verdict's confirm command, run as printed (bash -c), exits 0.
+    ap.add_argument("--confirm-runs", action="store_true")
     a = ap.parse_args()
 
     objs, bad = [], 0
@@ -124,6 +128,16 @@ def main():
             notes.append("counters " + ",".join(f"{k}+{n}" for k, n in counters.items()))
     if a.expect:
         notes.append(f"names {a.expect}")
+    if a.confirm_runs:
+        cmd = v.get("confirm") or ""
+        try:
+            r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return f"fail the confirm command ran past 60 s: {cmd}; {base}"
+        out = " | ".join((r.stdout + r.stderr).split("\n")[:4])[:300]
+        if r.returncode != 0:
+            return f"fail the confirm command exited {r.returncode}: {cmd} -> {out}; {base}"
+        notes.append(f"confirm runs as printed ({cmd[:120]}... -> {out})")
     return f"pass {a.cause} for {a.client}; {'; '.join(notes)}; {base}"
 
 

@@ -138,20 +138,34 @@ fn verdict_context(
     // Counters are keyed by the names drops carry (Docker's container names included), so
     // the verdicts can put them side by side.
     let files: BTreeMap<&String, &PathBuf> = after.namespaces.iter().map(|(n, f)| (n, f)).collect();
-    let counter_rises = after
-        .counters
-        .iter()
-        .filter_map(|(ns, a)| {
-            let b = before.counters.get(ns)?;
-            let r = netstat::rises(b, a);
-            let shown = files
-                .get(ns)
-                .and_then(|f| crate::kernel::netns::inode_of_file(f))
-                .and_then(|ino| names.name(ino))
-                .unwrap_or_else(|| ns.clone());
-            (!r.is_empty()).then_some((shown, r))
-        })
-        .collect();
+    let mut shown = |ns: &String| {
+        files
+            .get(ns)
+            .and_then(|f| crate::kernel::netns::inode_of_file(f))
+            .and_then(|ino| names.name(ino))
+            .unwrap_or_else(|| ns.clone())
+    };
+    let mut counter_rises = BTreeMap::new();
+    let mut conntrack_fill = BTreeMap::new();
+    for (ns, a) in &after.counters {
+        let Some(b) = before.counters.get(ns) else {
+            continue;
+        };
+        let r = netstat::rises(b, a);
+        let fill = a
+            .get(netstat::CONNTRACK_COUNT)
+            .zip(a.get(netstat::CONNTRACK_MAX));
+        if r.is_empty() && fill.is_none() {
+            continue;
+        }
+        let name = shown(ns);
+        if let Some((count, max)) = fill {
+            conntrack_fill.insert(name.clone(), (*count, *max));
+        }
+        if !r.is_empty() {
+            counter_rises.insert(name, r);
+        }
+    }
     let ingress_ifaces: BTreeSet<(String, String)> = tracker
         .handshakes()
         .filter_map(|h| h.first_hop.map(|x| hops.place(&x)))
@@ -188,6 +202,7 @@ fn verdict_context(
         unseen_drops: BTreeMap::new(),
         published: docker_view(tracker, !host_answered.is_empty()),
         host_answered,
+        conntrack_fill,
     }
 }
 

@@ -172,6 +172,9 @@ pub struct VerdictContext {
     /// (namespace, interface) where SYNs were first seen.
     #[serde(default)]
     pub ingress_ifaces: BTreeSet<(String, String)>,
+    /// Per namespace name, its conntrack table's entries and limit at the end of the run.
+    #[serde(default)]
+    pub conntrack_fill: BTreeMap<String, (u64, u64)>,
     /// Docker's view of the ports swarm services publish, as the run asked it (added to
     /// version 2 on 2026-12-04; a bundle without it reads as "Docker not asked").
     #[serde(default)]
@@ -230,6 +233,7 @@ impl From<&verdict::Context> for VerdictContext {
             kernel_release: c.kernel_release.clone(),
             has_tw_paws_reason: c.has_tw_paws_reason,
             ingress_ifaces: c.ingress_ifaces.clone(),
+            conntrack_fill: c.conntrack_fill.clone(),
             published: c
                 .published
                 .iter()
@@ -267,6 +271,7 @@ impl From<VerdictContext> for verdict::Context {
             kernel_release: c.kernel_release,
             has_tw_paws_reason: c.has_tw_paws_reason,
             ingress_ifaces: c.ingress_ifaces,
+            conntrack_fill: c.conntrack_fill,
             unseen_drops: c.unseen_drops,
             published: c
                 .published

@@ -212,6 +212,7 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
             desired: Some(2),
         }],
         host_answered: [("10.10.0.11:40000".parse().unwrap(), 3582801664)].into(),
+        conntrack_fill: [("ingress_sbox".to_owned(), (262_144, 262_144))].into(),
     };
     let system = v2::System {
         format: FORMAT,
