@@ -24,6 +24,10 @@ pub mod seen {
     pub const SYN_ACK: u8 = 2;
     /// A RST answering a known SYN.
     pub const RST: u8 = 3;
+    /// A known SYN leaving inside a VXLAN datagram (UDP 4789: Docker's overlays, the routing
+    /// mesh's ingress among them) towards another node. The event's packet carries the
+    /// outer (VTEP) addresses with the inner TCP header: the address is the other node's.
+    pub const OVERLAY: u8 = 4;
 }
 
 /// Bits of [`Handshake::state`].

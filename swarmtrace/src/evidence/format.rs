@@ -223,6 +223,9 @@ impl From<VerdictContext> for verdict::Context {
             // Not in a bundle (yet): a report names no Docker-view cause.
             published: Vec::new(),
             host_answered: Default::default(),
+            // Not in a bundle (yet), nor the handshakes' sending into the overlay: a report
+            // names no overlay-unreachable cause.
+            overlay_paths: Vec::new(),
         }
     }
 }

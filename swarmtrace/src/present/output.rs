@@ -291,6 +291,7 @@ mod tests {
             drops: vec![crate::trace::tracker::DropNote::from(&d)],
             reported: false,
             overflow: Default::default(),
+            overlay: None,
         };
         let line = |h: &Handshake| {
             let mut buf = Vec::new();

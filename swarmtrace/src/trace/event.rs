@@ -126,6 +126,9 @@ pub enum Seen {
     Syn,
     SynAck,
     Rst,
+    /// A known SYN leaving inside a VXLAN datagram: the packet's addresses are the outer
+    /// ones (this node, the node it was sent to), its ports the inner TCP's.
+    Overlay,
 }
 
 /// A handshake sighting from a TC classifier.
@@ -207,6 +210,7 @@ impl TryFrom<&[u8]> for Event {
                     seen::SYN => Seen::Syn,
                     seen::SYN_ACK => Seen::SynAck,
                     seen::RST => Seen::Rst,
+                    seen::OVERLAY => Seen::Overlay,
                     w => return Err(DecodeError::BadSeen(w)),
                 };
                 Ok(Event::Handshake(Sighting {

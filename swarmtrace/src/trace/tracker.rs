@@ -15,7 +15,8 @@ use crate::trace::forgotten::Forgotten;
 use crate::trace::topk::Fast;
 // The handshake's types live beside, shared with `forgotten`; named from here as always.
 pub use crate::trace::handshake::{
-    Answer, DropNote, Handshake, HandshakeId, Outcome, Overflow, MAX_DROP_NOTES, MAX_KEYS,
+    Answer, DropNote, Handshake, HandshakeId, Outcome, Overflow, OverlaySend, MAX_DROP_NOTES,
+    MAX_KEYS,
 };
 
 /// Handshakes kept for the summary; beyond this the oldest are forgotten, reported or not,
@@ -120,6 +121,7 @@ impl Tracker {
                     drops: Vec::new(),
                     reported: false,
                     overflow: Overflow::default(),
+                    overlay: None,
                 });
                 seq
             }
@@ -178,6 +180,18 @@ impl Tracker {
                     h.reported = true;
                     (h.client, h.isn)
                 })
+            }
+            Seen::Overlay => {
+                let seq = *self.by_key.get(&KeyBits(s.key))?;
+                let h = self.handshakes.get_mut(self.index(seq))?;
+                if h.overlay.is_none() {
+                    h.overlay = Some(OverlaySend {
+                        local: s.packet.src.ip(),
+                        remote: s.packet.dst.ip(),
+                        hop: s.hop,
+                    });
+                }
+                None
             }
         }
     }

@@ -46,6 +46,7 @@ fn recorded() -> Recorded {
         drops: vec![],
         reported: true,
         overflow: Default::default(),
+        overlay: None,
     };
     let dropped = Handshake {
         client: "10.10.0.12:40000".parse().unwrap(),
@@ -204,6 +205,7 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
         unseen_drops: Default::default(),
         published: vec![],
         host_answered: Default::default(),
+        overlay_paths: vec![],
     };
     let system = v2::System {
         format: FORMAT,

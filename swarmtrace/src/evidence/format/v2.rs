@@ -321,6 +321,7 @@ impl From<HandshakeV2> for Handshake {
             // Every handshake of a finished capture had its line printed.
             reported: true,
             overflow: Default::default(),
+            overlay: None,
         }
     }
 }

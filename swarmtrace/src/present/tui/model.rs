@@ -494,6 +494,7 @@ pub(super) mod tests {
             last_hop: None,
             answer_hop: None,
             tsvals: &[],
+            overlay: None,
             first_drop: None,
         }
     }
