@@ -324,6 +324,11 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
             return Some((Cause::MeshBypassed, Confidence::Confirmed));
         }
     }
+    // Dropped inside a VXLAN datagram, before the overlay took the packet out of it: whatever
+    // the reason (a firewall rule, no VXLAN socket), the overlay did not carry it here.
+    if h.drops.iter().any(|d| d.vxlan_from.is_some()) {
+        return Some((Cause::OverlayUnreachable, Confidence::Confirmed));
+    }
     // The kernel said why: the first drop with a reason that names a cause (and that the
     // handshake does not contradict) wins.
     let timestamps = carried_timestamps(h);
@@ -440,6 +445,9 @@ pub struct Verdict {
     /// Where these handshakes' SYNs left inside the overlay, towards which node (at most
     /// [`LISTED`]).
     pub overlay_paths: Vec<OverlayPath>,
+    /// The nodes whose VXLAN datagrams carrying these handshakes were dropped here (at most
+    /// [`LISTED`]).
+    pub overlay_from: BTreeSet<IpAddr>,
     pub notes: Vec<String>,
     pub explanation: String,
     pub confirm: String,
@@ -516,6 +524,7 @@ pub fn verdicts_of<'a>(
         drop_netns: BTreeMap::new(),
         counter_netns: BTreeMap::new(),
         overlay_paths: Vec::new(),
+        overlay_from: BTreeSet::new(),
         notes: Vec::new(),
         explanation: String::new(),
         confirm: String::new(),
@@ -577,6 +586,28 @@ pub fn verdicts_of<'a>(
                 if !v.notes.contains(&note) {
                     v.notes.push(note);
                 }
+            }
+        }
+        for d in h
+            .drops
+            .iter()
+            .filter(|_| cause == Cause::OverlayUnreachable)
+        {
+            let Some(from) = d.vxlan_from else { continue };
+            let note = format!(
+                "{} from {} to {} inside a VXLAN datagram (UDP 4789) from {from} dropped ({}) in {} before the overlay took it out: {} is node {from}'s routing-mesh address, the real client is in that node's output (swarmtrace join)",
+                d.kind.as_str(),
+                d.packet.src,
+                d.packet.dst,
+                d.reason,
+                d.netns_label(),
+                d.packet.src.ip()
+            );
+            if v.notes.len() < LISTED && !v.notes.contains(&note) {
+                v.notes.push(note);
+            }
+            if v.overlay_from.len() < LISTED {
+                v.overlay_from.insert(from);
             }
         }
         if let (Cause::OverlayUnreachable, Some(o)) = (cause, h.overlay) {
@@ -715,7 +746,7 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             })
             .unwrap_or_else(|| first_ns(v)),
         // Where the VXLAN datagrams left: the underlay's namespace, not the task's.
-        Cause::OverlayUnreachable => v
+        Cause::OverlayUnreachable if v.confidence == Confidence::Circumstantial => v
             .overlay_paths
             .first()
             .map_or_else(|| "host".to_owned(), |p| p.netns.clone()),
@@ -815,6 +846,29 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             format!("{enter}ip route get {client}"),
             "Add the missing route (or default route) in that namespace.".to_owned(),
         ),
+        Cause::OverlayUnreachable if v.confidence == Confidence::Confirmed => {
+            let from = v
+                .overlay_from
+                .iter()
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let reasons = v
+                .drops
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                format!(
+                    "The overlay from {from} to this node is blocked here: the VXLAN datagrams (UDP 4789) that carried the handshake from the node where it entered the routing mesh ({from}) were dropped in {ns} before the overlay took the packets out of them ({reasons}). The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join)."
+                ),
+                format!("{enter}iptables-save -c | grep -w -e 4789 -e 7946; {enter}nft list ruleset | grep -w -e 4789 -e 7946"),
+                format!(
+                    "Open UDP 4789 (VXLAN data) and TCP and UDP 7946 (the nodes' gossip) between the nodes, both ways: remove or narrow the rule here that drops them (from {from}), and check every other firewall on the way (firewalld, cloud security groups, network ACLs). Check the MTU too: the overlay adds 50 bytes to each packet."
+                ),
+            )
+        }
         Cause::OverlayUnreachable => {
             let remotes = v
                 .overlay_paths
@@ -850,7 +904,7 @@ fn advise(v: &mut Verdict, ctx: &Context) {
     v.explanation = explanation;
     v.confirm = confirm;
     v.fix = fix;
-    if v.cause == Cause::OverlayUnreachable {
+    if v.cause == Cause::OverlayUnreachable && v.confidence == Confidence::Circumstantial {
         // Its own packets show the SYN leaving towards the other node, not where it was lost.
         v.alternatives = alternatives(v.cause);
         v.explanation = format!(
@@ -1055,6 +1109,7 @@ mod tests {
                 tsecr: None,
                 flags: 2,
             },
+            vxlan_from: None,
         });
         h
     }
@@ -1884,6 +1939,34 @@ mod tests {
             "{}",
             v.confirm
         );
+        // Node 2: the VXLAN datagram that carried the SYN dropped by its firewall, in the host
+        // namespace, before the overlay took the SYN out (the client is node 1's ingress
+        // address there).
+        let mut on_node2 = dropped(
+            "10.0.0.2:40000",
+            PacketKind::Syn,
+            "NETFILTER_DROP",
+            "nft_do_chain+0x1",
+            "host",
+        );
+        on_node2.first_hop = None;
+        on_node2.drops[0].vxlan_from = Some("192.168.200.1".parse().unwrap());
+        let plain = lab_ctx();
+        assert_eq!(
+            assess(&on_node2, &plain),
+            Some((Cause::OverlayUnreachable, Confidence::Confirmed))
+        );
+        let v = &verdicts([&on_node2].into_iter(), &plain)[0];
+        assert!(v.explanation.contains("192.168.200.1") && v.explanation.contains("UDP 4789"));
+        assert!(v.notes[0].contains("inside a VXLAN datagram (UDP 4789) from 192.168.200.1 dropped (NETFILTER_DROP) in host"), "{}", v.notes[0]);
+        assert_eq!(
+            v.confirm,
+            "iptables-save -c | grep -w -e 4789 -e 7946; nft list ruleset | grep -w -e 4789 -e 7946"
+        );
+        assert!(v.alternatives.is_empty());
+        // The same drop, not inside VXLAN: the firewall.
+        on_node2.drops[0].vxlan_from = None;
+        assert_eq!(classify(&on_node2, &plain), Some(Cause::NetfilterDrop));
         // Without the SYN seen leaving into the overlay, silence stays what it was.
         let mut silent = h.clone();
         silent.overlay = None;

@@ -60,10 +60,11 @@ const SCENARIOS: &[&str] = &[
     "task-refuses",
     "nodes-healthy",
     "nodes-paws",
+    "nodes-overlay",
 ];
 
 /// Scenarios on two guests forming a two-node Swarm (vm/guest/nodes.sh).
-const TWO_NODE: &[&str] = &["nodes-healthy", "nodes-paws"];
+const TWO_NODE: &[&str] = &["nodes-healthy", "nodes-paws", "nodes-overlay"];
 
 /// Scenarios that run on one kernel only when no --scenario is given: what they prove does not
 /// depend on the kernel line (packaging, namespaces seen from a container), or costs twice a
@@ -73,6 +74,7 @@ const ONE_KERNEL_BY_DEFAULT: &[(&str, &str)] = &[
     ("host-ns", "6.12"),
     ("nodes-healthy", "6.12"),
     ("nodes-paws", "6.12"),
+    ("nodes-overlay", "6.12"),
 ];
 
 /// The arm64 guest's name in `--kernel` and the results (vm/arm64/run.sh).
@@ -110,12 +112,13 @@ pub struct Args {
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
     /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
-    /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses, nodes-healthy, nodes-paws);
+    /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses, nodes-healthy, nodes-paws,
+    /// nodes-overlay);
     /// default: all (some on one kernel only, see vm/README.md). `boot` checks that the guest
     /// booted from the base image's partition and mounted the io disk (nothing else); `lab` is
     /// `swarmtrace demo all` (the namespace lab, no Docker); `deb` installs the .deb of
     /// `cargo xtask dist`; `stack` loads its image and deploys deploy/swarmtrace-stack.yml;
-    /// `nodes-healthy`, `nodes-paws`: two guests forming a two-node Swarm.
+    /// `nodes-healthy`, `nodes-paws`, `nodes-overlay`: two guests forming a two-node Swarm.
     #[arg(long = "scenario", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Where downloads, the base image and the results go (never inside the repository).

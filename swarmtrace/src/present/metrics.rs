@@ -875,6 +875,7 @@ mod tests {
                 client: "10.0.0.2:40000".parse().unwrap(),
                 service: s.parse().unwrap(),
             }),
+            vxlan_from: None,
         }
     }
 
@@ -1061,6 +1062,7 @@ mod tests {
                 tsecr: None,
                 flags: 2,
             },
+            vxlan_from: None,
         };
         let paws = note("TCP_RFC7323_TW_PAWS", "tcp_v4_rcv+0x1", Some(5));
         let by_place = note("NOT_SPECIFIED", "tcp_timewait_state_process+0x1", Some(5));

@@ -241,6 +241,7 @@ mod tests {
             netns_name: Some("task".into()),
             ifname: Some("eth0".into()),
             joined: None,
+            vxlan_from: None,
         }
     }
 

@@ -270,6 +270,7 @@ mod tests {
             drop_netns: [(key, HOSTILE.to_owned())].into(),
             counter_netns: Default::default(),
             overlay_paths: vec![],
+            overlay_from: Default::default(),
             notes: vec![format!("note on {HOSTILE}")],
             explanation: "why".into(),
             confirm: format!(

@@ -33,6 +33,8 @@ pub struct Drop {
     /// The handshake it belongs to, with the real client, when it was seen first on a
     /// watched interface.
     pub joined: Option<Joined>,
+    /// Dropped inside a VXLAN datagram (an overlay's) that this address sent.
+    pub vxlan_from: Option<std::net::IpAddr>,
 }
 
 /// A namespace's name, or `netns:INODE` when it has none: how a drop's place is written.
@@ -85,6 +87,7 @@ impl Namer {
             netns: raw.netns,
             ifname: raw.ifname,
             packet: raw.packet,
+            vxlan_from: raw.vxlan_from,
         }
     }
 }

@@ -118,6 +118,9 @@ pub struct RawDrop {
     pub reason: u32,
     pub packet: Packet,
     pub joined: Option<Joined>,
+    /// Dropped inside a VXLAN datagram (an overlay's) sent by this address: `packet` is the
+    /// inner one.
+    pub vxlan_from: Option<IpAddr>,
 }
 
 /// What a TC classifier saw.
@@ -202,6 +205,8 @@ impl TryFrom<&[u8]> for Event {
                     reason: ev.reason,
                     packet,
                     joined,
+                    vxlan_from: (ev.vxlan_from != [0; 4])
+                        .then(|| IpAddr::V4(Ipv4Addr::from(ev.vxlan_from))),
                 }))
             }
             kind::HANDSHAKE => {

@@ -25,6 +25,10 @@ pub struct DropNote {
     pub ifname: Option<Arc<str>>,
     /// The packet as it was where it was dropped (after any NAT).
     pub packet: Packet,
+    /// Dropped inside a VXLAN datagram (an overlay's) that this address sent: the packet is
+    /// the one it carried.
+    #[serde(default)]
+    pub vxlan_from: Option<std::net::IpAddr>,
 }
 
 impl From<&Drop> for DropNote {
@@ -38,6 +42,7 @@ impl From<&Drop> for DropNote {
             netns_name: d.netns_name.clone(),
             ifname: d.ifname.clone(),
             packet: d.packet.clone(),
+            vxlan_from: d.vxlan_from,
         }
     }
 }

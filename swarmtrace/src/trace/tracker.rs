@@ -350,6 +350,7 @@ mod tests {
             netns_name: Some("task".into()),
             ifname: Some("eth0".into()),
             joined,
+            vxlan_from: None,
         }
     }
 

@@ -67,6 +67,7 @@ fn recorded() -> Recorded {
             netns_name: Some(Arc::from("task1")),
             ifname: None,
             packet: syn,
+            vxlan_from: None,
         }],
         ..answered.clone()
     };

@@ -274,6 +274,8 @@ impl From<DropV2> for DropNote {
             netns_name: d.netns_name.map(Arc::from),
             ifname: d.ifname.map(Arc::from),
             packet,
+            // Not in a bundle (yet).
+            vxlan_from: None,
         }
     }
 }

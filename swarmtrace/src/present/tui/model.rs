@@ -535,6 +535,7 @@ pub(super) mod tests {
                 client: c.parse().unwrap(),
                 service: "192.0.2.1:8080".parse().unwrap(),
             }),
+            vxlan_from: None,
         }
     }
 
