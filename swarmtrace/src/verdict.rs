@@ -612,7 +612,7 @@ pub fn verdicts_of<'a>(
         }
         if let (Cause::OverlayUnreachable, Some(o)) = (cause, h.overlay) {
             let note = format!(
-                "SYN from client {} to {} sent into the overlay (VXLAN, UDP 4789) from {} to {} (the task's node); nothing came back: no SYN-ACK, no RST, no drop on this node",
+                "SYN from client {} to {} sent into the overlay (VXLAN, UDP 4789) from {} to {} (the task's node)",
                 h.client.ip(),
                 h.service,
                 o.local,

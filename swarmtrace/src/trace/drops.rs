@@ -60,6 +60,9 @@ pub struct DropRecord<'a> {
     tsval: Option<u32>,
     client: Option<SocketAddr>,
     service: Option<SocketAddr>,
+    /// Dropped inside a VXLAN datagram that this node sent; only then written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vxlan_from: Option<std::net::IpAddr>,
 }
 
 /// Turns kernel numbers into names.
@@ -112,6 +115,7 @@ impl Drop {
             tsval: self.packet.tsval,
             client: self.joined.map(|j| j.client),
             service: self.joined.map(|j| j.service),
+            vxlan_from: self.vxlan_from,
         }
     }
 
