@@ -355,6 +355,37 @@ mod tests {
     }
 
     #[test]
+    fn a_syn_sent_into_the_overlay_notes_the_node_it_went_to() {
+        let mut t = Tracker::new(1_000);
+        t.on_sighting(&syn(0, 5));
+        let mut sent = syn(1, 5);
+        sent.seen = Seen::Overlay;
+        sent.hop = hop(3);
+        // The outer addresses: this node, the node the VXLAN datagram went to.
+        sent.packet = packet(
+            PacketKind::Syn,
+            "192.168.200.1:40000",
+            "192.168.200.2:80",
+            100,
+            0,
+        );
+        assert_eq!(t.on_sighting(&sent), None);
+        let h = t.handshakes().next().unwrap();
+        assert_eq!(
+            h.overlay,
+            Some(OverlaySend {
+                local: "192.168.200.1".parse().unwrap(),
+                remote: "192.168.200.2".parse().unwrap(),
+                hop: hop(3),
+            })
+        );
+        // One of a SYN the tracker does not know makes no handshake.
+        sent.key.tsval = 99;
+        assert_eq!(t.on_sighting(&sent), None);
+        assert_eq!(t.handshakes().count(), 1);
+    }
+
+    #[test]
     fn answered_is_reported_at_once_with_latency() {
         let mut t = Tracker::new(1_000);
         assert_eq!(t.on_sighting(&syn(0, 5)), None);
