@@ -43,7 +43,7 @@ def overlay(recs):
         return f"fail no joined record of {CLIENT}'s SYN with a drop on node2 ({len(recs)} records)"
     drop = next(d for n in joined[-1]["nodes"] if n["node"] == "node2" for d in n.get("drops", []))
     return (
-        f"pass node1: overlay-unreachable ({v1[0].get('confidence')}) for {v1[0].get('clients')} towards {NODE2}; "
+        f"pass node1: overlay-unreachable for {v1[0].get('clients')} towards {NODE2}; "
         f"node2: overlay-unreachable (confirmed) from {NODE1}, charged by the join to {v2[0].get('clients')}; "
         f"joined drop on node2: {drop.get('packet')} {drop.get('reason')} in {drop.get('netns_name')}"
     )
