@@ -24,6 +24,10 @@ pub mod seen {
     pub const SYN_ACK: u8 = 2;
     /// A RST answering a known SYN.
     pub const RST: u8 = 3;
+    /// A known SYN leaving inside a VXLAN datagram (UDP 4789: Docker's overlays, the routing
+    /// mesh's ingress among them) towards another node. The event's packet carries the
+    /// outer (VTEP) addresses with the inner TCP header: the address is the other node's.
+    pub const OVERLAY: u8 = 4;
 }
 
 /// Bits of [`Handshake::state`].
@@ -255,7 +259,10 @@ pub struct DropEvent {
     pub ifindex: u32,
     /// The kernel's `enum skb_drop_reason` value; its name is read from the running kernel.
     pub reason: u32,
-    pub _pad: u32,
+    /// The outer IPv4 source of the VXLAN datagram (UDP 4789) the packet was dropped inside
+    /// (the node that sent it into the overlay), network order; zero for a packet dropped
+    /// bare. `packet` is then the inner one.
+    pub vxlan_from: [u8; 4],
     pub packet: PacketInfo,
     /// The device name, NUL-padded; empty when the packet had no device.
     pub ifname: [u8; 16],

@@ -29,9 +29,16 @@ pub fn report_drop<C: EbpfContext>(
     }
     let s = scratch()?;
     let (ev, slot) = (&mut s.drop, &mut s.drop_slot);
-    let src = Kernel {
+    let mut src = Kernel {
         base: head + nh as u64,
     };
+    // A VXLAN datagram (an overlay's, dropped before it was decapsulated): the packet it
+    // carries is parsed instead, at a variable offset (one parse, inlined once).
+    ev.vxlan_from = [0; 4];
+    if let Some((inner, from)) = vxlan_inner(&src) {
+        src.base = inner;
+        ev.vxlan_from = from;
+    }
     match parse_ip(&src, &mut ev.packet) {
         Parse::Handshake => {}
         Parse::Other => return Ok(()),
@@ -103,6 +110,32 @@ pub fn report_drop<C: EbpfContext>(
     read_device(skb, rx_sk, ev);
     output(ctx, &*ev);
     Ok(())
+}
+
+/// VXLAN's UDP port (Docker's overlays use the IANA port unless told otherwise).
+const VXLAN_PORT: u16 = 4789;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+/// When the packet is an IPv4 VXLAN datagram (UDP to port 4789, no IP options, not a
+/// fragment) carrying an IPv4 or IPv6 frame: the address of the inner network header, and
+/// the outer source address.
+#[inline(always)]
+fn vxlan_inner(src: &Kernel) -> Option<(u64, [u8; 4])> {
+    let hdr: [u8; 24] = read(src.base).ok()?;
+    if hdr[0] != 0x45 || hdr[9] != 17 || (u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff) != 0 {
+        return None;
+    }
+    if u16::from_be_bytes([hdr[22], hdr[23]]) != VXLAN_PORT {
+        return None;
+    }
+    // Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+    let inner = src.base + 50;
+    let ethertype = u16::from_be(read::<u16>(inner - 2).ok()?);
+    if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
+        return None;
+    }
+    Some((inner, [hdr[12], hdr[13], hdr[14], hdr[15]]))
 }
 
 /// `skb->head` and `skb->network_header`: one read of the window that holds both when user

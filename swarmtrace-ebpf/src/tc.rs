@@ -18,6 +18,11 @@ const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
+const IPPROTO_UDP: u8 = 17;
+/// VXLAN's UDP port (Docker's overlays use the IANA port unless told otherwise).
+const VXLAN_PORT: u16 = 4789;
+/// Outer UDP (8) + VXLAN (8) + inner Ethernet (14) after the outer IPv4 header.
+const VXLAN_INNER_L3: usize = 8 + 8 + ETH_HLEN;
 const DIR_INGRESS: u8 = 1;
 const DIR_EGRESS: u8 = 2;
 
@@ -79,6 +84,12 @@ fn surely_uninteresting(ctx: &TcContext) -> bool {
             if vihl >> 4 != 4 {
                 return false;
             }
+            if at(ETH_HLEN + 9) == IPPROTO_UDP {
+                // A VXLAN datagram may carry a SYN (the full parse looks inside); any other
+                // UDP is not ours.
+                return vihl & 0x0f != 5
+                    || u16::from_be_bytes([at(ETH_HLEN + 22), at(ETH_HLEN + 23)]) != VXLAN_PORT;
+            }
             if at(ETH_HLEN + 9) != IPPROTO_TCP {
                 return true;
             }
@@ -127,6 +138,16 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     if proto != ETH_P_IP && proto != ETH_P_IPV6 {
         return Ok(());
     }
+    // A VXLAN datagram leaving: the packet it carries is parsed instead (one parse below, at
+    // a variable offset, so the parser is inlined once), and only a known SYN counts.
+    let vtep = if proto == ETH_P_IP && dir == DIR_EGRESS {
+        vxlan_inner(ctx, l3)
+    } else {
+        None
+    };
+    if let Some((inner, _, _)) = vtep {
+        l3 = inner;
+    }
     let s = scratch()?;
     let (ev, slot) = (&mut s.handshake, &mut s.tc_slot);
     match parse_ip(&Skb { ctx, l3 }, &mut ev.packet) {
@@ -138,7 +159,7 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
         }
     }
     let p = &ev.packet;
-    if p.class == class::ACK {
+    if p.class == class::ACK || (vtep.is_some() && p.class != class::SYN) {
         return Ok(());
     }
     let hop = Hop {
@@ -157,6 +178,21 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
             isn: p.seq,
             tsval: if p.has_ts != 0 { p.tsval } else { 0 },
         };
+        if let Some((_, local, remote)) = vtep {
+            // Only a SYN already known (seen on its way in): its last hop becomes this one,
+            // and one event says which node it was sent to.
+            if record_syn(key, hop, slot, |_| false) == Some(false)
+                && keep_detail(key.isn, now, stat::TC_SAMPLED_OUT)
+            {
+                ev.packet.family = 4;
+                ev.packet.saddr = [0; 16];
+                ev.packet.daddr = [0; 16];
+                ev.packet.saddr[..4].copy_from_slice(&local);
+                ev.packet.daddr[..4].copy_from_slice(&remote);
+                emit(ctx, ev, key, hop, seen::OVERLAY, 0, now);
+            }
+            return Ok(());
+        }
         let made = record_syn(key, hop, slot, |hs| {
             if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
                 return false;
@@ -210,6 +246,33 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     };
     emit(ctx, ev, key, hop, what, latency, now);
     Ok(())
+}
+
+/// When the packet at `l3` is an IPv4 VXLAN datagram (UDP to port 4789, no IP options, not
+/// a fragment) carrying an IPv4 or IPv6 frame: the offset of the inner network header, and
+/// the outer source and destination addresses (the two nodes).
+#[inline(always)]
+fn vxlan_inner(ctx: &TcContext, l3: usize) -> Option<(usize, [u8; 4], [u8; 4])> {
+    let hdr: [u8; 24] = ctx.load(l3).ok()?;
+    if hdr[0] != 0x45 || hdr[9] != IPPROTO_UDP {
+        return None;
+    }
+    if (u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff) != 0 {
+        return None;
+    }
+    if u16::from_be_bytes([hdr[22], hdr[23]]) != VXLAN_PORT {
+        return None;
+    }
+    let inner = l3 + 20 + VXLAN_INNER_L3;
+    let ethertype = u16::from_be(ctx.load::<u16>(inner - 2).ok()?);
+    if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
+        return None;
+    }
+    Some((
+        inner,
+        [hdr[12], hdr[13], hdr[14], hdr[15]],
+        [hdr[16], hdr[17], hdr[18], hdr[19]],
+    ))
 }
 
 #[inline(always)]

@@ -226,6 +226,7 @@ fn bench(c: &mut Criterion) {
                 drops: vec![DropNote::from(d)],
                 reported: false,
                 overflow: Default::default(),
+                overlay: None,
             }
         })
         .collect();

@@ -25,11 +25,12 @@ pub enum Cause {
     RpFilter,
     ReplyMisrouted,
     NoRoute,
+    OverlayUnreachable,
     Unknown,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 11] = [
+    pub const ALL: [Cause; 12] = [
         Cause::NoRunningTask,
         Cause::MeshBypassed,
         Cause::PawsTimestamps,
@@ -40,6 +41,7 @@ impl Cause {
         Cause::RpFilter,
         Cause::ReplyMisrouted,
         Cause::NoRoute,
+        Cause::OverlayUnreachable,
         Cause::Unknown,
     ];
 
@@ -55,6 +57,7 @@ impl Cause {
             Cause::RpFilter => "rp-filter",
             Cause::ReplyMisrouted => "reply-misrouted",
             Cause::NoRoute => "no-route",
+            Cause::OverlayUnreachable => "overlay-unreachable",
             Cause::Unknown => "unknown",
         }
     }
@@ -111,6 +114,20 @@ pub struct Context {
     /// `nf_conntrack_max`) at the end of the run, where conntrack is loaded.
     #[serde(default)]
     pub conntrack_fill: BTreeMap<String, (u64, u64)>,
+    /// Where SYNs were seen leaving inside VXLAN datagrams (the routing mesh's ingress
+    /// overlay) towards other nodes: by which interface, from and to which address.
+    #[serde(default)]
+    pub overlay_paths: Vec<OverlayPath>,
+}
+
+/// SYNs seen leaving this node inside VXLAN datagrams by `ifname` in `netns`, from `local`
+/// to `remote` (the node the routing mesh sent them to).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct OverlayPath {
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub netns: String,
+    pub ifname: String,
 }
 
 impl Context {
@@ -344,6 +361,11 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
             return Some((Cause::MeshBypassed, Confidence::Confirmed));
         }
     }
+    // Dropped inside a VXLAN datagram, before the overlay took the packet out of it: whatever
+    // the reason (a firewall rule, no VXLAN socket), the overlay did not carry it here.
+    if h.drops.iter().any(|d| d.vxlan_from.is_some()) {
+        return Some((Cause::OverlayUnreachable, Confidence::Confirmed));
+    }
     // The kernel said why: the first drop with a reason that names a cause (and that the
     // handshake does not contradict) wins.
     let timestamps = carried_timestamps(h);
@@ -363,6 +385,12 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     // inside the ingress subnet) and says nothing of where replies to the client go.
     if h.first_hop.is_some() && ctx.overlapping(h.client.ip()).is_some() {
         return Some((Cause::ReplyMisrouted, Confidence::Confirmed));
+    }
+    // Silence after the SYN left for another node inside the overlay: no counter of this
+    // node explains it. Where it was lost (on the way, at that node's firewall, in its task,
+    // or the answer on its way back) only that node sees: not confirmed here.
+    if outcome == Outcome::Unanswered && h.overlay.is_some() {
+        return Some((Cause::OverlayUnreachable, Confidence::Circumstantial));
     }
     // A drop without a telling reason: the counters of the namespace it happened in.
     // Silence: the counters of any namespace.
@@ -449,6 +477,12 @@ pub struct Verdict {
     /// name is anybody's text (" in ", ": " included), never parsed back out of a key.
     pub drop_netns: BTreeMap<String, String>,
     pub counter_netns: BTreeMap<String, String>,
+    /// Where these handshakes' SYNs left inside the overlay, towards which node (at most
+    /// [`LISTED`]).
+    pub overlay_paths: Vec<OverlayPath>,
+    /// The nodes whose VXLAN datagrams carrying these handshakes were dropped here (at most
+    /// [`LISTED`]).
+    pub overlay_from: BTreeSet<IpAddr>,
     pub notes: Vec<String>,
     pub explanation: String,
     pub confirm: String,
@@ -524,6 +558,8 @@ pub fn verdicts_of<'a>(
         counters: BTreeMap::new(),
         drop_netns: BTreeMap::new(),
         counter_netns: BTreeMap::new(),
+        overlay_paths: Vec::new(),
+        overlay_from: BTreeSet::new(),
         notes: Vec::new(),
         explanation: String::new(),
         confirm: String::new(),
@@ -585,6 +621,55 @@ pub fn verdicts_of<'a>(
                 if !v.notes.contains(&note) {
                     v.notes.push(note);
                 }
+            }
+        }
+        for d in h
+            .drops
+            .iter()
+            .filter(|_| cause == Cause::OverlayUnreachable)
+        {
+            let Some(from) = d.vxlan_from else { continue };
+            let note = format!(
+                "{} from {} to {} inside a VXLAN datagram (UDP 4789) from {from} dropped ({}) in {} before the overlay took it out: {} is node {from}'s routing-mesh address, the real client is in that node's output (swarmtrace join)",
+                d.kind.as_str(),
+                d.packet.src,
+                d.packet.dst,
+                d.reason,
+                d.netns_label(),
+                d.packet.src.ip()
+            );
+            if v.notes.len() < LISTED && !v.notes.contains(&note) {
+                v.notes.push(note);
+            }
+            if v.overlay_from.len() < LISTED {
+                v.overlay_from.insert(from);
+            }
+        }
+        if let (Cause::OverlayUnreachable, Some(o)) = (cause, h.overlay) {
+            let note = format!(
+                "SYN from client {} to {} sent into the overlay (VXLAN, UDP 4789) from {} to {} (the task's node)",
+                h.client.ip(),
+                h.service,
+                o.local,
+                o.remote
+            );
+            if v.notes.len() < LISTED && !v.notes.contains(&note) {
+                v.notes.push(note);
+            }
+            // The interface it left by, as the run named it (the first path of that pair).
+            let path = ctx
+                .overlay_paths
+                .iter()
+                .find(|p| p.local == o.local && p.remote == o.remote)
+                .cloned()
+                .unwrap_or_else(|| OverlayPath {
+                    local: o.local,
+                    remote: o.remote,
+                    netns: "host".to_owned(),
+                    ifname: "any".to_owned(),
+                });
+            if v.overlay_paths.len() < LISTED && !v.overlay_paths.contains(&path) {
+                v.overlay_paths.push(path);
             }
         }
         if cause == Cause::ReplyMisrouted {
@@ -744,6 +829,11 @@ fn advise(v: &mut Verdict, ctx: &Context) {
                     .map(|s| s.netns.clone())
             })
             .unwrap_or_else(|| first_ns(v)),
+        // Where the VXLAN datagrams left: the underlay's namespace, not the task's.
+        Cause::OverlayUnreachable if v.confidence == Confidence::Circumstantial => v
+            .overlay_paths
+            .first()
+            .map_or_else(|| "host".to_owned(), |p| p.netns.clone()),
         _ => first_ns(v),
     };
     let enter = match netns_enter(&ns) {
@@ -845,6 +935,55 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             format!("{enter}ip route get {client}"),
             "Add the missing route (or default route) in that namespace.".to_owned(),
         ),
+        Cause::OverlayUnreachable if v.confidence == Confidence::Confirmed => {
+            let from = v
+                .overlay_from
+                .iter()
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let reasons = v
+                .drops
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                format!(
+                    "The overlay from {from} to this node is blocked here: the VXLAN datagrams (UDP 4789) that carried the handshake from the node where it entered the routing mesh ({from}) were dropped in {ns} before the overlay took the packets out of them ({reasons}). The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join)."
+                ),
+                format!("{enter}iptables-save -c | grep -w -e 4789 -e 7946; {enter}nft list ruleset | grep -w -e 4789 -e 7946"),
+                format!(
+                    "Open UDP 4789 (VXLAN data) and TCP and UDP 7946 (the nodes' gossip) between the nodes, both ways: remove or narrow the rule here that drops them (from {from}), and check every other firewall on the way (firewalld, cloud security groups, network ACLs). Check the MTU too: the overlay adds 50 bytes to each packet."
+                ),
+            )
+        }
+        Cause::OverlayUnreachable => {
+            let remotes = v
+                .overlay_paths
+                .iter()
+                .map(|p| p.remote.to_string())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (remote, local, ifname) = v.overlay_paths.first().map_or_else(
+                || ("NODE-IP".to_owned(), "THIS-NODE-IP".to_owned(), "any".to_owned()),
+                |p| (p.remote.to_string(), p.local.to_string(), p.ifname.clone()),
+            );
+            let ifname = escape::shell_word(&ifname);
+            (
+                format!(
+                    "The routing mesh sent the SYN of client {client} on to the node that runs the task, {remotes}, through the ingress overlay (VXLAN over UDP 4789, from {local}), and nothing came back: no SYN-ACK, no RST, no drop on this node. The overlay to {remotes} looks unreachable: the VXLAN datagrams are lost on the way or refused there (UDP 4789 blocked by a firewall or security group), or that node's answers do not get back."
+                ),
+                format!(
+                    "{enter}timeout 10 tcpdump -ni {ifname} -c 20 'udp port 4789 and host {remote}'   # datagrams to {remote} and none back: the overlay is blocked"
+                ),
+                format!(
+                    "Open UDP 4789 (VXLAN data) and TCP and UDP 7946 (the nodes' gossip) between the nodes, both ways, in every firewall on the way: iptables/nftables/firewalld on {remote} and on this node ({local}), cloud security groups, network ACLs. On {remote}, `iptables-save -c | grep -w -e 4789 -e 7946` shows a rule that drops them; `swarmtrace run` there, joined with this node's output by `swarmtrace join`, names the dropped datagram. Check the MTU too: the overlay adds 50 bytes to each packet."
+                ),
+            )
+        }
         Cause::Unknown => (
             "The handshake failed but the kernel gave no reason swarmtrace can name.".to_owned(),
             "swarmtrace run -v --json, and look at the drops' reasons and locations".to_owned(),
@@ -854,7 +993,14 @@ fn advise(v: &mut Verdict, ctx: &Context) {
     v.explanation = explanation;
     v.confirm = confirm;
     v.fix = fix;
-    if v.confidence == Confidence::Circumstantial && v.cause != Cause::Unknown {
+    if v.cause == Cause::OverlayUnreachable && v.confidence == Confidence::Circumstantial {
+        // Its own packets show the SYN leaving towards the other node, not where it was lost.
+        v.alternatives = alternatives(v.cause);
+        v.explanation = format!(
+            "Not confirmed: this node saw the SYN leave into the overlay and no answer come back; where it was lost only the task's node can see. {}",
+            v.explanation
+        );
+    } else if v.confidence == Confidence::Circumstantial && v.cause != Cause::Unknown {
         v.alternatives = alternatives(v.cause);
         v.explanation = format!(
             "Not confirmed: no packet of these handshakes shows it, only counters of a whole namespace over the whole run. {}",
@@ -880,6 +1026,10 @@ fn alternatives(c: Cause) -> Vec<String> {
         ],
         Cause::RpFilter => vec![
             "other clients' packets dropped by reverse-path filtering in that namespace".into(),
+        ],
+        Cause::OverlayUnreachable => vec![
+            "the task's node received the SYN and lost it or its answer there (a firewall in the task's namespace, a full listen queue, PAWS): run swarmtrace there too and join both nodes' output with `swarmtrace join`".into(),
+            "the answer lost on its way back through the overlay (UDP 4789 towards this node blocked, or an MTU mismatch on the way)".into(),
         ],
         _ => vec![],
     };
@@ -1018,6 +1168,7 @@ mod tests {
             drops: vec![],
             reported: true,
             overflow: Default::default(),
+            overlay: None,
         }
     }
 
@@ -1047,6 +1198,7 @@ mod tests {
                 tsecr: None,
                 flags: 2,
             },
+            vxlan_from: None,
         });
         h
     }
@@ -1898,5 +2050,121 @@ mod tests {
             netns_enter("container a b (service $(x)) [8c1e2f3a4b5c]"),
             "nsenter --net=/var/run/docker/netns/8c1e2f3a4b5c"
         );
+    }
+
+    /// Node 1 of a two-node Swarm: the SYN came in from the client, the routing mesh sent it
+    /// inside a VXLAN datagram to node 2 (which runs the task), and nothing came back.
+    fn sent_into_the_overlay(client: &str) -> (Handshake, Context) {
+        let mut h = hs(client);
+        h.overlay = Some(crate::trace::handshake::OverlaySend {
+            local: "192.168.200.1".parse().unwrap(),
+            remote: "192.168.200.2".parse().unwrap(),
+            hop: Hop::default(),
+        });
+        let mut ctx = lab_ctx();
+        ctx.overlay_paths = vec![OverlayPath {
+            local: "192.168.200.1".parse().unwrap(),
+            remote: "192.168.200.2".parse().unwrap(),
+            netns: "host".into(),
+            ifname: "eth0".into(),
+        }];
+        // Unrelated traffic raised this node's PAWS counters: they do not explain a SYN that
+        // left the node.
+        ctx.counter_rises
+            .insert("host".into(), [("TcpExt.PAWSEstab".to_owned(), 2)].into());
+        ctx.has_tw_paws_reason = false;
+        (h, ctx)
+    }
+
+    #[test]
+    fn silence_after_the_syn_left_into_the_overlay_names_the_other_node() {
+        let (h, ctx) = sent_into_the_overlay("10.10.0.11:40000");
+        assert_eq!(
+            assess(&h, &ctx),
+            Some((Cause::OverlayUnreachable, Confidence::Circumstantial))
+        );
+        let v = &verdicts([&h].into_iter(), &ctx)[0];
+        assert_eq!(v.cause.id(), "overlay-unreachable");
+        assert_eq!(v.clients, ["10.10.0.11".parse().unwrap()].into());
+        // What it says: the real client, the node the SYN was sent to, the overlay; not more
+        // than this node saw.
+        for text in [&v.explanation, &v.notes[0]] {
+            for want in ["10.10.0.11", "192.168.200.2", "VXLAN", "UDP 4789"] {
+                assert!(text.contains(want), "{want} not in {text}");
+            }
+        }
+        assert!(
+            v.explanation.starts_with("Not confirmed"),
+            "{}",
+            v.explanation
+        );
+        assert!(v.alternatives.iter().any(|a| a.contains("swarmtrace join")));
+        // The command runs as printed, where the datagrams left, with the real address.
+        assert_eq!(
+            v.confirm,
+            "timeout 10 tcpdump -ni eth0 -c 20 'udp port 4789 and host 192.168.200.2'   # datagrams to 192.168.200.2 and none back: the overlay is blocked"
+        );
+        assert!(v.fix.contains("UDP 4789") && v.fix.contains("7946") && v.fix.contains("MTU"));
+        assert!(v.to_text().contains("[overlay-unreachable]"));
+        assert_eq!(v.to_json()["cause"], "overlay-unreachable");
+
+        // Answered through the overlay: no verdict. A drop on this node with its reason: that
+        // cause. Sent into the overlay from an interface in another namespace: entered there.
+        let mut answered = h.clone();
+        answered.answer = Some(Answer::SynAck {
+            latency_ns: 10,
+            hop: Hop::default(),
+        });
+        assert_eq!(classify(&answered, &ctx), None);
+        let mut dropped_here = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NETFILTER_DROP",
+            "nft_do_chain+0x1",
+            "host",
+        );
+        dropped_here.overlay = h.overlay;
+        assert_eq!(classify(&dropped_here, &ctx), Some(Cause::NetfilterDrop));
+        let mut elsewhere = ctx.clone();
+        elsewhere.overlay_paths[0].netns = "underlay".into();
+        let v = &verdicts([&h].into_iter(), &elsewhere)[0];
+        assert!(
+            v.confirm
+                .starts_with("ip netns exec underlay timeout 10 tcpdump -ni eth0 "),
+            "{}",
+            v.confirm
+        );
+        // Node 2: the VXLAN datagram that carried the SYN dropped by its firewall, in the host
+        // namespace, before the overlay took the SYN out (the client is node 1's ingress
+        // address there).
+        let mut on_node2 = dropped(
+            "10.0.0.2:40000",
+            PacketKind::Syn,
+            "NETFILTER_DROP",
+            "nft_do_chain+0x1",
+            "host",
+        );
+        on_node2.first_hop = None;
+        on_node2.drops[0].vxlan_from = Some("192.168.200.1".parse().unwrap());
+        let plain = lab_ctx();
+        assert_eq!(
+            assess(&on_node2, &plain),
+            Some((Cause::OverlayUnreachable, Confidence::Confirmed))
+        );
+        let v = &verdicts([&on_node2].into_iter(), &plain)[0];
+        assert!(v.explanation.contains("192.168.200.1") && v.explanation.contains("UDP 4789"));
+        assert!(v.notes[0].contains("inside a VXLAN datagram (UDP 4789) from 192.168.200.1 dropped (NETFILTER_DROP) in host"), "{}", v.notes[0]);
+        assert_eq!(
+            v.confirm,
+            "iptables-save -c | grep -w -e 4789 -e 7946; nft list ruleset | grep -w -e 4789 -e 7946"
+        );
+        assert!(v.alternatives.is_empty());
+        // The same drop, not inside VXLAN: the firewall.
+        on_node2.drops[0].vxlan_from = None;
+        assert_eq!(classify(&on_node2, &plain), Some(Cause::NetfilterDrop));
+        // Without the SYN seen leaving into the overlay, silence stays what it was.
+        let mut silent = h.clone();
+        silent.overlay = None;
+        assert_ne!(classify(&silent, &ctx), Some(Cause::OverlayUnreachable));
     }
 }

@@ -141,7 +141,10 @@ if [ "$NODE" = 1 ]; then
         await 180 $N2 status "tracing-$s"
         rc=$?
         [ $rc = 0 ] || { result "$s" fail "node 2 did not start tracing ($rc)"; continue; }
-        st_start "$s" --node node1 || { result "$s" fail "swarmtrace did not start on node 1"; continue; }
+        # nodes-overlay: also eth0, where the VXLAN datagrams leave (the default-route
+        # interface a real node watches by default; this guest has no default route).
+        st_start "$s" --node node1 $([ "$s" = nodes-overlay ] && echo --iface eth0) \
+            || { result "$s" fail "swarmtrace did not start on node 1"; continue; }
         case "$s" in
             nodes-healthy)
                 ok=0
@@ -206,6 +209,12 @@ if [ "$NODE" = 1 ]; then
                 sleep 3
                 cap_stop
                 ;;
+            nodes-overlay)
+                # Node 2 drops UDP 4789 (INPUT) for this phase: the SYN and its retransmissions
+                # go into the ingress overlay towards node 2 and nothing comes back.
+                code=$(http_get 8081 --local-port 40100)
+                sleep 2
+                ;;
         esac
         st_stop
         echo "stop-$s" > $CTL/phase
@@ -261,6 +270,19 @@ if [ "$NODE" = 1 ]; then
                     result "$s" pass "node 1's bundle $(stat -c %s "$OUT/nodes-capture.tar.gz") bytes"
                 fi
                 ;;
+            nodes-overlay)
+                if [ "$code" = 200 ]; then
+                    result "$s" fail "answered although node 2 drops UDP 4789"
+                else
+                    line=$(python3 "$VM/check.py" overlay "$OUT/$s.ndjson" --kernel "$KTAG" --client "$CLIENT_IP" \
+                        --cause overlay-unreachable --expect "$N2" --expect "VXLAN" --expect "UDP 4789" \
+                        --expect "tcpdump -ni eth0 -c 20 'udp port 4789 and host $N2'" --absent netfilter-drop 2>&1 | tail -n1)
+                    case "$line" in
+                        pass*) result "$s" pass "node 1: ${line#pass }" ;;
+                        *) result "$s" fail "node 1: ${line#fail }" ;;
+                    esac
+                fi
+                ;;
         esac
     done
     echo "done" > $CTL/phase
@@ -294,6 +316,8 @@ else
                     > "$OUT/$s.ndjson" 2> "$OUT/$s.err" &
                 ST_PID=$!
                 wait_for 120 grep -q 'swarmtrace: tracing' "$OUT/$s.err"
+                # nodes-overlay: the overlay from node 1 blocked here for the phase.
+                [ "$s" = nodes-overlay ] && iptables -I INPUT -p udp --dport 4789 -j DROP
                 step "node 2: tracing $s"
                 echo "tracing-$s" > $CTL/status
                 ;;
@@ -305,6 +329,7 @@ else
                     cap_stop
                     [ "$CAP_RC" = 0 ] || result "$s" fail "node 2: the capture failed (status $CAP_RC)"
                 fi
+                [ "$s" = nodes-overlay ] && iptables -D INPUT -p udp --dport 4789 -j DROP
                 st_show "$s"
                 echo "stopped-$s" > $CTL/status
                 ;;

@@ -9,6 +9,47 @@ import json
 import sys
 
 CLIENT2 = "192.168.100.3"
+CLIENT = "192.168.100.2"
+NODE1 = "192.168.200.1"
+NODE2 = "192.168.200.2"
+
+
+def overlay(recs):
+    """nodes-overlay: node 2 dropped UDP 4789. Node 1 names the overlay to node 2 unreachable
+    for the real client; node 2 names the VXLAN datagram from node 1 dropped by its firewall;
+    the join ties node 2's drop to the client's SYN on node 1."""
+    verdicts = [r for r in recs if r.get("type") == "verdict"]
+    by_node = lambda n: [v for v in verdicts if v.get("node") == n and v.get("cause") == "overlay-unreachable"]
+    v1, v2 = by_node("node1"), by_node("node2")
+    causes = [(v.get("node"), v.get("cause"), v.get("confidence")) for v in verdicts]
+    if not v1:
+        return f"fail node1 named no overlay-unreachable verdict (verdicts: {causes})"
+    t1 = json.dumps(v1[0])
+    missing = [w for w in (NODE2, "VXLAN", "UDP 4789") if w not in t1]
+    if missing or CLIENT not in v1[0].get("clients", []):
+        return f"fail node1's overlay-unreachable verdict does not name {missing} or the client {CLIENT}: {t1[:1200]}"
+    if not v2:
+        return f"fail node2 named no overlay-unreachable verdict (verdicts: {causes})"
+    t2 = json.dumps(v2[0])
+    # The join's verdict records carry no confidence: a circumstantial verdict's explanation
+    # starts with "Not confirmed".
+    if NODE1 not in t2 or (v2[0].get("explanation") or "").startswith("Not confirmed"):
+        return f"fail node2's overlay-unreachable verdict is not confirmed from {NODE1}: {t2[:1200]}"
+    joined = [
+        r
+        for r in recs
+        if r.get("type") == "joined"
+        and (r.get("client") or "").startswith(CLIENT + ":")
+        and any(n.get("node") == "node2" and n.get("drops") for n in r.get("nodes", []))
+    ]
+    if not joined:
+        return f"fail no joined record of {CLIENT}'s SYN with a drop on node2 ({len(recs)} records)"
+    drop = next(d for n in joined[-1]["nodes"] if n["node"] == "node2" for d in n.get("drops", []))
+    return (
+        f"pass node1: overlay-unreachable for {v1[0].get('clients')} towards {NODE2}; "
+        f"node2: overlay-unreachable (confirmed) from {NODE1}, charged by the join to {v2[0].get('clients')}; "
+        f"joined drop on node2: {drop.get('packet')} {drop.get('reason')} in {drop.get('netns_name')}"
+    )
 
 
 def main():
@@ -35,6 +76,9 @@ def main():
         return
     if scen == "nodes-healthy":
         print(f"pass {s['lines']} lines from both nodes, {s['skipped']} skipped")
+        return
+    if scen == "nodes-overlay":
+        print(overlay(recs))
         return
     if scen != "nodes-paws":
         print(f"fail unknown scenario {scen}")

@@ -63,6 +63,7 @@ const SCENARIOS: &[&str] = &[
     "nodes-paws",
     "nodes-fleet",
     "nodes-capture",
+    "nodes-overlay",
 ];
 
 /// Scenarios on two guests forming a two-node Swarm (vm/guest/nodes.sh).
@@ -71,6 +72,7 @@ const TWO_NODE: &[&str] = &[
     "nodes-paws",
     "nodes-fleet",
     "nodes-capture",
+    "nodes-overlay",
 ];
 
 /// Scenarios that run on one kernel only when no --scenario is given: what they prove does not
@@ -83,6 +85,7 @@ const ONE_KERNEL_BY_DEFAULT: &[(&str, &str)] = &[
     ("nodes-paws", "6.12"),
     ("nodes-fleet", "6.12"),
     ("nodes-capture", "6.12"),
+    ("nodes-overlay", "6.12"),
 ];
 
 /// The arm64 guest's name in `--kernel` and the results (vm/arm64/run.sh).
@@ -121,14 +124,14 @@ pub struct Args {
     kernels: Vec<String>,
     /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
     /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses, conntrack-full, nodes-healthy,
-    /// nodes-paws, nodes-fleet, nodes-capture);
+    /// nodes-paws, nodes-fleet, nodes-capture, nodes-overlay);
     /// default: all (some on one kernel only, see vm/README.md). `boot` checks that the guest
     /// booted from the base image's partition and mounted the io disk (nothing else); `lab` is
     /// `swarmtrace demo all` (the namespace lab, no Docker); `deb` installs the .deb of
     /// `cargo xtask dist`; `stack` loads its image and deploys deploy/swarmtrace-stack.yml;
-    /// `nodes-healthy`, `nodes-paws`: two guests forming a two-node Swarm; `nodes-fleet` deploys
-    /// the stack on both and joins `docker service logs` live; `nodes-capture` captures on
-    /// both and reports the two bundles.
+    /// `nodes-healthy`, `nodes-paws`, `nodes-overlay`: two guests forming a two-node Swarm;
+    /// `nodes-fleet` deploys the stack on both and joins `docker service logs` live;
+    /// `nodes-capture` captures on both and reports the two bundles.
     #[arg(long = "scenario", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Where downloads, the base image and the results go (never inside the repository).

@@ -194,6 +194,7 @@ fn verdict_context(
         .collect();
     let host_answered = host_answered(tracker, hops, watched);
     verdict::Context {
+        overlay_paths: overlay_paths(tracker, hops),
         counter_rises,
         subnets,
         kernel_release: facts.release.clone(),
@@ -204,6 +205,25 @@ fn verdict_context(
         host_answered,
         conntrack_fill,
     }
+}
+
+/// Where SYNs left inside VXLAN datagrams, by interface and pair of nodes: at most
+/// [`verdict::LISTED`] (the tracker's handshakes are bounded; their pairs are few).
+fn overlay_paths(tracker: &Tracker, hops: &HopNames) -> Vec<verdict::OverlayPath> {
+    let mut out = BTreeSet::new();
+    for o in tracker.handshakes().filter_map(|h| h.overlay) {
+        if out.len() >= verdict::LISTED {
+            break;
+        }
+        let (netns, ifname) = hops.place(&o.hop);
+        out.insert(verdict::OverlayPath {
+            local: o.local,
+            remote: o.remote,
+            netns,
+            ifname,
+        });
+    }
+    out.into_iter().collect()
 }
 
 /// Answered handshakes whose SYN-ACK was first seen leaving by the interface their SYN came

@@ -375,6 +375,7 @@ mod tests {
             drops: vec![],
             reported: true,
             overflow: Default::default(),
+            overlay: None,
         }
     }
 
@@ -405,6 +406,7 @@ mod tests {
             netns: 9,
             netns_name: Some("container paws.1.x".into()),
             ifname: Some("eth0".into()),
+            vxlan_from: None,
             packet: Packet {
                 kind: PacketKind::Syn,
                 src: "10.0.0.2:40000".parse().unwrap(),

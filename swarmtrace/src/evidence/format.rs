@@ -289,6 +289,9 @@ impl From<VerdictContext> for verdict::Context {
                 .into_iter()
                 .map(|a| (a.client, a.isn))
                 .collect(),
+            // Not in a bundle (yet), nor the handshakes' sending into the overlay: a report
+            // names no overlay-unreachable cause.
+            overlay_paths: Vec::new(),
         }
     }
 }

@@ -171,7 +171,13 @@ impl MetricsState {
         self.generation += 1;
         let service = &*h.service.to_string();
         let verdict = h.verdict.as_str();
-        let cause = verdict::own_cause(h.verdict, h.first_drop).map_or("", Cause::id);
+        // Unanswered after its SYN left into the overlay: the run's verdict names that cause.
+        let cause = if h.verdict == Outcome::Unanswered && h.overlay.is_some() {
+            Some(Cause::OverlayUnreachable)
+        } else {
+            verdict::own_cause(h.verdict, h.first_drop)
+        }
+        .map_or("", Cause::id);
         *slot(
             &mut self.handshakes,
             (service.to_owned(), verdict.to_owned(), cause),
@@ -259,7 +265,7 @@ pub fn render(state: &MetricsState) -> String {
         o,
         "swarmtrace_handshakes_total",
         "counter",
-        "TCP handshakes by service (the published address as first seen), verdict (answered, dropped, reset, unanswered) and, for a failed one, the cause its own packets show (paws-timestamps, netfilter-drop, no-listener, listen-queue-full, rp-filter, reply-misrouted, no-route, unknown: the run's summary may name more from counters, e.g. conntrack-full for a netfilter-drop where the conntrack table was full).",
+        "TCP handshakes by service (the published address as first seen), verdict (answered, dropped, reset, unanswered) and, for a failed one, the cause its own packets show (paws-timestamps, netfilter-drop, no-listener, listen-queue-full, rp-filter, reply-misrouted, no-route, overlay-unreachable, unknown: the run's summary may name more from counters, e.g. conntrack-full for a netfilter-drop where the conntrack table was full).",
     );
     for ((service, verdict, cause), n) in &state.handshakes {
         let l = if cause.is_empty() {
@@ -840,6 +846,7 @@ mod tests {
             last_hop: None,
             answer_hop: None,
             tsvals: &[],
+            overlay: None,
             first_drop: None,
         }
     }
@@ -868,6 +875,7 @@ mod tests {
                 client: "10.0.0.2:40000".parse().unwrap(),
                 service: s.parse().unwrap(),
             }),
+            vxlan_from: None,
         }
     }
 
@@ -1054,6 +1062,7 @@ mod tests {
                 tsecr: None,
                 flags: 2,
             },
+            vxlan_from: None,
         };
         let paws = note("TCP_RFC7323_TW_PAWS", "tcp_v4_rcv+0x1", Some(5));
         let by_place = note("NOT_SPECIFIED", "tcp_timewait_state_process+0x1", Some(5));

@@ -241,6 +241,7 @@ mod tests {
             netns_name: Some("task".into()),
             ifname: Some("eth0".into()),
             joined: None,
+            vxlan_from: None,
         }
     }
 
@@ -291,6 +292,7 @@ mod tests {
             drops: vec![crate::trace::tracker::DropNote::from(&d)],
             reported: false,
             overflow: Default::default(),
+            overlay: None,
         };
         let line = |h: &Handshake| {
             let mut buf = Vec::new();

@@ -269,6 +269,8 @@ mod tests {
             counters: [(format!("{HOSTILE}: OutRsts"), 1)].into(),
             drop_netns: [(key, HOSTILE.to_owned())].into(),
             counter_netns: Default::default(),
+            overlay_paths: vec![],
+            overlay_from: Default::default(),
             notes: vec![format!("note on {HOSTILE}")],
             explanation: "why".into(),
             confirm: format!(

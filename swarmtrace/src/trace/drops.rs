@@ -33,6 +33,8 @@ pub struct Drop {
     /// The handshake it belongs to, with the real client, when it was seen first on a
     /// watched interface.
     pub joined: Option<Joined>,
+    /// Dropped inside a VXLAN datagram (an overlay's) that this address sent.
+    pub vxlan_from: Option<std::net::IpAddr>,
 }
 
 /// A namespace's name, or `netns:INODE` when it has none: how a drop's place is written.
@@ -58,6 +60,9 @@ pub struct DropRecord<'a> {
     tsval: Option<u32>,
     client: Option<SocketAddr>,
     service: Option<SocketAddr>,
+    /// Dropped inside a VXLAN datagram that this node sent; only then written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vxlan_from: Option<std::net::IpAddr>,
 }
 
 /// Turns kernel numbers into names.
@@ -85,6 +90,7 @@ impl Namer {
             netns: raw.netns,
             ifname: raw.ifname,
             packet: raw.packet,
+            vxlan_from: raw.vxlan_from,
         }
     }
 }
@@ -109,6 +115,7 @@ impl Drop {
             tsval: self.packet.tsval,
             client: self.joined.map(|j| j.client),
             service: self.joined.map(|j| j.service),
+            vxlan_from: self.vxlan_from,
         }
     }
 

@@ -118,6 +118,9 @@ pub struct RawDrop {
     pub reason: u32,
     pub packet: Packet,
     pub joined: Option<Joined>,
+    /// Dropped inside a VXLAN datagram (an overlay's) sent by this address: `packet` is the
+    /// inner one.
+    pub vxlan_from: Option<IpAddr>,
 }
 
 /// What a TC classifier saw.
@@ -126,6 +129,9 @@ pub enum Seen {
     Syn,
     SynAck,
     Rst,
+    /// A known SYN leaving inside a VXLAN datagram: the packet's addresses are the outer
+    /// ones (this node, the node it was sent to), its ports the inner TCP's.
+    Overlay,
 }
 
 /// A handshake sighting from a TC classifier.
@@ -199,6 +205,8 @@ impl TryFrom<&[u8]> for Event {
                     reason: ev.reason,
                     packet,
                     joined,
+                    vxlan_from: (ev.vxlan_from != [0; 4])
+                        .then(|| IpAddr::V4(Ipv4Addr::from(ev.vxlan_from))),
                 }))
             }
             kind::HANDSHAKE => {
@@ -207,6 +215,7 @@ impl TryFrom<&[u8]> for Event {
                     seen::SYN => Seen::Syn,
                     seen::SYN_ACK => Seen::SynAck,
                     seen::RST => Seen::Rst,
+                    seen::OVERLAY => Seen::Overlay,
                     w => return Err(DecodeError::BadSeen(w)),
                 };
                 Ok(Event::Handshake(Sighting {

@@ -25,6 +25,10 @@ pub struct DropNote {
     pub ifname: Option<Arc<str>>,
     /// The packet as it was where it was dropped (after any NAT).
     pub packet: Packet,
+    /// Dropped inside a VXLAN datagram (an overlay's) that this address sent: the packet is
+    /// the one it carried.
+    #[serde(default)]
+    pub vxlan_from: Option<std::net::IpAddr>,
 }
 
 impl From<&Drop> for DropNote {
@@ -38,6 +42,7 @@ impl From<&Drop> for DropNote {
             netns_name: d.netns_name.clone(),
             ifname: d.ifname.clone(),
             packet: d.packet.clone(),
+            vxlan_from: d.vxlan_from,
         }
     }
 }
@@ -95,6 +100,20 @@ pub struct Handshake {
     /// What did not fit in `keys` and `drops`.
     #[serde(default)]
     pub overflow: Overflow,
+    /// The SYN left this node inside a VXLAN datagram (an overlay: the routing mesh's
+    /// ingress) towards another node: the first such sending seen.
+    #[serde(default)]
+    pub overlay: Option<OverlaySend>,
+}
+
+/// A SYN seen leaving inside a VXLAN datagram (UDP 4789) on a watched interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OverlaySend {
+    /// The VXLAN datagram's source: this node's address on the overlay's underlay.
+    pub local: std::net::IpAddr,
+    /// Its destination: the node the SYN was sent to (where the task runs).
+    pub remote: std::net::IpAddr,
+    pub hop: Hop,
 }
 
 /// Keys kept per handshake: Linux sends a SYN 7 times at most by default

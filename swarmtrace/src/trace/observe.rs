@@ -66,6 +66,13 @@ fn micros<S: serde::Serializer>(ns: &Option<u64>, s: S) -> Result<S::Ok, S::Erro
     ns.map(|n| n / 1000).serialize(s)
 }
 
+/// Where a handshake's SYN went into the overlay: `{"from": this node, "to": the node}`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct OverlayRecord {
+    pub from: std::net::IpAddr,
+    pub to: std::net::IpAddr,
+}
+
 /// A handshake reported (answered, dropped, reset, or unanswered after the timeout): the
 /// `handshake` object of docs/json.md, the fields in the documented order.
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +97,10 @@ pub struct HandshakeRecord<'a> {
     /// The TSvals of its SYNs (with `isn`, the kernel keys that join it across nodes).
     #[serde(serialize_with = "tsvals")]
     pub tsvals: &'a [HandshakeKey],
+    /// Its SYN left this node inside a VXLAN datagram (the overlay): from which address of
+    /// this node, to which node. Only then written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayRecord>,
     /// Its first drop whole (which packet, where), for the text line.
     #[serde(skip)]
     pub first_drop: Option<&'a DropNote>,
@@ -116,6 +127,10 @@ impl<'a> HandshakeRecord<'a> {
                 None => None,
             },
             tsvals: &h.keys,
+            overlay: h.overlay.map(|o| OverlayRecord {
+                from: o.local,
+                to: o.remote,
+            }),
             first_drop,
         }
     }

@@ -15,7 +15,8 @@ use crate::trace::forgotten::Forgotten;
 use crate::trace::topk::Fast;
 // The handshake's types live beside, shared with `forgotten`; named from here as always.
 pub use crate::trace::handshake::{
-    Answer, DropNote, Handshake, HandshakeId, Outcome, Overflow, MAX_DROP_NOTES, MAX_KEYS,
+    Answer, DropNote, Handshake, HandshakeId, Outcome, Overflow, OverlaySend, MAX_DROP_NOTES,
+    MAX_KEYS,
 };
 
 /// Handshakes kept for the summary; beyond this the oldest are forgotten, reported or not,
@@ -120,6 +121,7 @@ impl Tracker {
                     drops: Vec::new(),
                     reported: false,
                     overflow: Overflow::default(),
+                    overlay: None,
                 });
                 seq
             }
@@ -178,6 +180,18 @@ impl Tracker {
                     h.reported = true;
                     (h.client, h.isn)
                 })
+            }
+            Seen::Overlay => {
+                let seq = *self.by_key.get(&KeyBits(s.key))?;
+                let h = self.handshakes.get_mut(self.index(seq))?;
+                if h.overlay.is_none() {
+                    h.overlay = Some(OverlaySend {
+                        local: s.packet.src.ip(),
+                        remote: s.packet.dst.ip(),
+                        hop: s.hop,
+                    });
+                }
+                None
             }
         }
     }
@@ -347,7 +361,39 @@ mod tests {
             netns_name: Some("task".into()),
             ifname: Some("eth0".into()),
             joined,
+            vxlan_from: None,
         }
+    }
+
+    #[test]
+    fn a_syn_sent_into_the_overlay_notes_the_node_it_went_to() {
+        let mut t = Tracker::new(1_000);
+        t.on_sighting(&syn(0, 5));
+        let mut sent = syn(1, 5);
+        sent.seen = Seen::Overlay;
+        sent.hop = hop(3);
+        // The outer addresses: this node, the node the VXLAN datagram went to.
+        sent.packet = packet(
+            PacketKind::Syn,
+            "192.168.200.1:40000",
+            "192.168.200.2:80",
+            100,
+            0,
+        );
+        assert_eq!(t.on_sighting(&sent), None);
+        let h = t.handshakes().next().unwrap();
+        assert_eq!(
+            h.overlay,
+            Some(OverlaySend {
+                local: "192.168.200.1".parse().unwrap(),
+                remote: "192.168.200.2".parse().unwrap(),
+                hop: hop(3),
+            })
+        );
+        // One of a SYN the tracker does not know makes no handshake.
+        sent.key.tsval = 99;
+        assert_eq!(t.on_sighting(&sent), None);
+        assert_eq!(t.handshakes().count(), 1);
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn recorded() -> Recorded {
         drops: vec![],
         reported: true,
         overflow: Default::default(),
+        overlay: None,
     };
     let dropped = Handshake {
         client: "10.10.0.12:40000".parse().unwrap(),
@@ -66,6 +67,7 @@ fn recorded() -> Recorded {
             netns_name: Some(Arc::from("task1")),
             ifname: None,
             packet: syn,
+            vxlan_from: None,
         }],
         ..answered.clone()
     };
@@ -213,6 +215,7 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
         }],
         host_answered: [("10.10.0.11:40000".parse().unwrap(), 3582801664)].into(),
         conntrack_fill: [("ingress_sbox".to_owned(), (262_144, 262_144))].into(),
+        overlay_paths: vec![],
     };
     let system = v2::System {
         format: FORMAT,

@@ -274,6 +274,8 @@ impl From<DropV2> for DropNote {
             netns_name: d.netns_name.map(Arc::from),
             ifname: d.ifname.map(Arc::from),
             packet,
+            // Not in a bundle (yet).
+            vxlan_from: None,
         }
     }
 }
@@ -321,6 +323,7 @@ impl From<HandshakeV2> for Handshake {
             // Every handshake of a finished capture had its line printed.
             reported: true,
             overflow: Default::default(),
+            overlay: None,
         }
     }
 }

@@ -494,6 +494,7 @@ pub(super) mod tests {
             last_hop: None,
             answer_hop: None,
             tsvals: &[],
+            overlay: None,
             first_drop: None,
         }
     }
@@ -534,6 +535,7 @@ pub(super) mod tests {
                 client: c.parse().unwrap(),
                 service: "192.0.2.1:8080".parse().unwrap(),
             }),
+            vxlan_from: None,
         }
     }
 

@@ -1,0 +1,143 @@
+//! overlay-unreachable seen whole on one host: a VXLAN overlay (UDP 4789) between two test
+//! namespaces standing for two nodes, the second dropping UDP 4789 in its INPUT chain. The
+//! SYN comes in on node A (watched), is DNATed into the overlay towards node B, and the VXLAN
+//! datagram carrying it is dropped on B. swarmtrace must see the SYN leave inside VXLAN
+//! towards B's address (the TC program looks inside the datagram) and the drop of the
+//! datagram on B as a drop of that SYN (the drop program looks inside it too), and name the
+//! overlay, confirmed, for the real client. Namespaces `st<pid>o[abc]`, removed at the end.
+//! Run as root.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use swarmtrace_tests::{binary, ns_name, require_privileged};
+
+struct Nodes([String; 3]);
+
+impl Nodes {
+    fn make() -> Self {
+        let n = Self([ns_name("oa"), ns_name("ob"), ns_name("oc")]);
+        n.remove();
+        let [a, b, c] = &n.0;
+        let script = format!(
+            r#"set -e
+for n in {a} {b} {c}; do ip netns add $n; ip -n $n link set lo up; done
+ip link add c0 netns {c} type veth peer name c1 netns {a}
+ip link add u0 netns {a} type veth peer name u1 netns {b}
+ip -n {c} addr add 10.239.0.2/24 dev c0; ip -n {c} link set c0 up
+ip -n {c} route add default via 10.239.0.1
+ip -n {a} addr add 10.239.0.1/24 dev c1; ip -n {a} link set c1 up
+ip -n {a} addr add 192.168.239.1/24 dev u0; ip -n {a} link set u0 up
+ip -n {b} addr add 192.168.239.2/24 dev u1; ip -n {b} link set u1 up
+ip -n {a} link add vx0 type vxlan id 42 local 192.168.239.1 remote 192.168.239.2 dstport 4789 dev u0
+ip -n {b} link add vx0 type vxlan id 42 local 192.168.239.2 remote 192.168.239.1 dstport 4789 dev u1
+ip -n {a} addr add 10.238.0.1/24 dev vx0; ip -n {a} link set vx0 up
+ip -n {b} addr add 10.238.0.2/24 dev vx0; ip -n {b} link set vx0 up
+ip netns exec {a} sysctl -qw net.ipv4.ip_forward=1
+ip netns exec {a} iptables -t nat -A PREROUTING -p tcp --dport 8081 -j DNAT --to-destination 10.238.0.2:80
+ip netns exec {a} iptables -t nat -A POSTROUTING -o vx0 -j MASQUERADE
+# As Docker programs its overlays: the peer's MAC known, no ARP over the (blocked) overlay.
+mac=$(ip netns exec {b} cat /sys/class/net/vx0/address)
+ip -n {a} neigh add 10.238.0.2 lladdr $mac dev vx0 nud permanent
+ip netns exec {b} iptables -I INPUT -p udp --dport 4789 -j DROP
+"#
+        );
+        let ok = Command::new("bash")
+            .args(["-c", &script])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "setting up the overlay namespaces failed");
+        n
+    }
+
+    fn remove(&self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
+    require_privileged("overlay");
+    let nodes = Nodes::make();
+    let [a, b, c] = &nodes.0;
+    let run = Command::new(binary())
+        .args(["run", "--json", "--duration", "6s", "--port", "8081"])
+        .args(["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Attached within a few seconds; the client's SYN and one retransmission follow.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("ip")
+        .args(["netns", "exec", c, "bash", "-c"])
+        .arg("timeout 2 bash -c 'exec 3<>/dev/tcp/10.239.0.1/8081' 2>/dev/null")
+        .status();
+    let out = run.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    fn kind<'a>(
+        lines: &'a [serde_json::Value],
+        t: &'a str,
+    ) -> impl Iterator<Item = &'a serde_json::Value> {
+        lines.iter().filter(move |v| v["type"] == t)
+    }
+    let h = kind(&lines, "handshake")
+        .find(|v| {
+            v["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("10.239.0.2:"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no handshake of the client: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert_eq!(h["overlay"]["from"], "192.168.239.1", "{h}");
+    assert_eq!(h["overlay"]["to"], "192.168.239.2", "{h}");
+    let d = kind(&lines, "drop")
+        .find(|v| v["netns_name"] == b.as_str())
+        .unwrap_or_else(|| panic!("no drop on node B: {text}"));
+    assert_eq!(d["vxlan_from"], "192.168.239.1", "{d}");
+    assert_eq!(d["packet"], "SYN", "{d}");
+    assert_eq!(
+        d["client"].as_str().map(|c| c.starts_with("10.239.0.2:")),
+        Some(true),
+        "{d}"
+    );
+    let summary = kind(&lines, "summary").next().expect("a summary");
+    let v = summary["verdicts"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["cause"] == "overlay-unreachable"))
+        .unwrap_or_else(|| panic!("no overlay-unreachable verdict: {summary}"));
+    assert_eq!(v["confidence"], "confirmed", "{v}");
+    assert_eq!(v["clients"][0], "10.239.0.2", "{v}");
+    assert!(
+        v["explanation"].as_str().unwrap().contains("192.168.239.1"),
+        "{v}"
+    );
+    assert!(
+        v["confirm"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("ip netns exec {b} iptables-save")),
+        "{v}"
+    );
+}
