@@ -83,29 +83,13 @@ def main():
     if scen != "nodes-paws":
         print(f"fail unknown scenario {scen}")
         return
-    joined = [
-        r
-        for r in recs
-        if r.get("type") == "joined"
-        and (r.get("client") or "").startswith(CLIENT2 + ":")
-        and any(
-            n.get("node") == "node2" and any(d.get("packet") == "SYN" for d in n.get("drops", []))
-            for n in r.get("nodes", [])
-        )
-    ]
-    if not joined:
+    j = joined_paws(recs)
+    if not j:
         print(f"fail no joined record of {CLIENT2}'s SYN with a SYN drop on node2: {len(recs)} records")
         return
-    j = joined[-1]
-    if j.get("client_node") != "node1":
-        print(f"fail the real client came from {j.get('client_node')}, not node1")
-        return
-    drop = next(
-        d for n in j["nodes"] if n["node"] == "node2" for d in n.get("drops", []) if d.get("packet") == "SYN"
-    )
-    where = f"{drop.get('reason')} at {drop.get('location')} in {drop.get('netns_name')}"
-    if "paws" not in (drop.get("netns_name") or ""):
-        print(f"fail node2's drop is not in the paws task's namespace: {where}")
+    err, where = paws_path(j)
+    if err:
+        print(f"fail {err}")
         return
     verdicts = [r for r in recs if r.get("type") == "verdict" and r.get("node") == "node2"]
     paws = [v for v in verdicts if v.get("cause") == "paws-timestamps"]
@@ -137,6 +121,20 @@ def joined_paws(recs):
     return joined[-1] if joined else None
 
 
+def paws_path(j):
+    """(error or None, where node 2 dropped it) of a joined record of client 2's SYN: the real
+    client named from node 1, node 2's SYN drop in the paws task."""
+    if j.get("client_node") != "node1":
+        return f"the real client came from {j.get('client_node')}, not node1", None
+    drop = next(
+        d for n in j["nodes"] if n["node"] == "node2" for d in n.get("drops", []) if d.get("packet") == "SYN"
+    )
+    where = f"{drop.get('reason')} at {drop.get('location')} in {drop.get('netns_name')}"
+    if "paws" not in (drop.get("netns_name") or ""):
+        return f"node2's drop is not in the paws task's namespace: {where}", where
+    return None, where
+
+
 def fleet(recs):
     if any(r.get("type") == "join-summary" for r in recs):
         print("fail join had already ended (a join-summary): not live")
@@ -146,15 +144,9 @@ def fleet(recs):
         joined = [r for r in recs if r.get("type") == "joined"]
         print(f"fail no joined record of {CLIENT2}'s SYN with a SYN drop on node2 yet: {len(recs)} records, {len(joined)} joined")
         return
-    if j.get("client_node") != "node1":
-        print(f"fail the real client came from {j.get('client_node')}, not node1")
-        return
-    drop = next(
-        d for n in j["nodes"] if n["node"] == "node2" for d in n.get("drops", []) if d.get("packet") == "SYN"
-    )
-    where = f"{drop.get('reason')} at {drop.get('location')} in {drop.get('netns_name')}"
-    if "paws" not in (drop.get("netns_name") or ""):
-        print(f"fail node2's drop is not in the paws task's namespace: {where}")
+    err, where = paws_path(j)
+    if err:
+        print(f"fail {err}")
         return
     hop = next((n.get("first_hop") for n in j["nodes"] if n["node"] == "node1"), None)
     print(f"pass joined live: {j['client']} seen on node1 at {hop}, SYN dropped on node2: {where}")
