@@ -94,6 +94,15 @@ pub fn context() -> Context {
             ("NO_SOCKET".to_owned(), 2),
         ]
         .into(),
+        // ingress_sbox's conntrack table full, so conntrack-full is explored too.
+        conntrack_fill: [("ingress_sbox".to_owned(), (262_144, 262_144))].into(),
+        // SYNs sent into the overlay towards another node (overlay-unreachable).
+        overlay_paths: vec![swarmtrace::verdict::OverlayPath {
+            local: "192.168.200.1".parse().unwrap(),
+            remote: "192.168.200.2".parse().unwrap(),
+            netns: "host".into(),
+            ifname: "eth0".into(),
+        }],
         // Docker's view of two ports, so the causes it names are explored too.
         published: [(8080, 2), (8081, 0)]
             .into_iter()

@@ -138,6 +138,20 @@ fn main() -> Result<()> {
                     "warnings",
                 ],
             )?;
+            // The fuzz crate is outside the workspace: checked here too, so a change to a type
+            // it builds fails the lint, not CI's fuzz stage half an hour later.
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "--manifest-path",
+                    "fuzz/Cargo.toml",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )?;
             nightly_cargo(
                 &root.join("swarmtrace-ebpf"),
                 &[
