@@ -257,7 +257,19 @@ fn observe_only_transfer_is_identical_and_lossless() {
     eprintln!("retransmissions: {retrans_before} without the tracer, {retrans} with it");
     let summary = out.last().unwrap();
     assert_eq!(summary["handshakes"]["answered"], 1, "{summary}");
-    assert_eq!(summary["drops"], 0, "{summary}");
+    // The kernel freed nothing of the transfer but, when TCP retransmitted (timing on a loaded
+    // machine: a tail loss probe or a spurious timeout), the duplicates the receiver already
+    // had (seen in CI: one TCP_OLD_SEQUENCE after 75 retransmissions). Anything else is a loss.
+    let duplicates = ["TCP_OLD_SEQUENCE", "TCP_OLD_DATA"];
+    let by_reason = summary["drops_by_reason"].as_object().unwrap();
+    for (reason, n) in by_reason {
+        assert!(
+            duplicates.contains(&reason.as_str()) && n.as_u64().unwrap() <= retrans,
+            "{n} drops {reason} ({retrans} retransmissions): {summary}"
+        );
+    }
+    let dropped: u64 = by_reason.values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(summary["drops"], dropped, "{summary}");
 }
 
 #[test]
