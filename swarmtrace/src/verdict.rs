@@ -638,9 +638,7 @@ pub fn verdicts_of<'a>(
                 d.netns_label(),
                 d.packet.src.ip()
             );
-            if v.notes.len() < LISTED && !v.notes.contains(&note) {
-                v.notes.push(note);
-            }
+            add_note(&mut v.notes, note);
             if v.overlay_from.len() < LISTED {
                 v.overlay_from.insert(from);
             }
@@ -653,9 +651,7 @@ pub fn verdicts_of<'a>(
                 o.local,
                 o.remote
             );
-            if v.notes.len() < LISTED && !v.notes.contains(&note) {
-                v.notes.push(note);
-            }
+            add_note(&mut v.notes, note);
             // The interface it left by, as the run named it (the first path of that pair).
             let path = ctx
                 .overlay_paths
@@ -681,9 +677,7 @@ pub fn verdicts_of<'a>(
                     s.ifname,
                     s.netns
                 );
-                if v.notes.len() < LISTED && !v.notes.contains(&note) {
-                    v.notes.push(note);
-                }
+                add_note(&mut v.notes, note);
             }
         }
     }
@@ -772,9 +766,14 @@ fn conntrack_notes(v: &mut Verdict, ctx: &Context) {
         _ => {}
     }
     for note in notes {
-        if v.notes.len() < LISTED && !v.notes.contains(&note) {
-            v.notes.push(note);
-        }
+        add_note(&mut v.notes, note);
+    }
+}
+
+/// Adds `note` to a verdict's notes unless it is there already or LISTED are.
+fn add_note(notes: &mut Vec<String>, note: String) {
+    if notes.len() < LISTED && !notes.contains(&note) {
+        notes.push(note);
     }
 }
 
