@@ -73,6 +73,20 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
     require_privileged("overlay");
     let nodes = Nodes::make();
     let [a, b, c] = &nodes.0;
+    // A capture of the same handshake beside the live run: its offline report must name what
+    // the live run named.
+    let dir = std::env::temp_dir().join(format!("swarmtrace-test-overlay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("overlay.tar.gz");
+    let capture = Command::new(binary())
+        .args(["capture", "--duration", "6s", "--port", "8081", "-o"])
+        .arg(&bundle)
+        .args(["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let run = Command::new(binary())
         .args(["run", "--json", "--duration", "6s", "--port", "8081"])
         .args(["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")])
@@ -87,6 +101,12 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
         .arg("timeout 2 bash -c 'exec 3<>/dev/tcp/10.239.0.1/8081' 2>/dev/null")
         .status();
     let out = run.wait_with_output().unwrap();
+    let captured = capture.wait_with_output().unwrap();
+    assert!(
+        captured.status.success(),
+        "{}",
+        String::from_utf8_lossy(&captured.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -139,5 +159,31 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
             .unwrap()
             .starts_with(&format!("ip netns exec {b} iptables-save")),
         "{v}"
+    );
+
+    // The report of the capture: the same verdict, confirmed, for the same client, from the
+    // same sending node.
+    let report = Command::new(binary())
+        .args(["report", "--format", "json"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let offline: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r = offline["verdicts"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["cause"] == "overlay-unreachable"))
+        .unwrap_or_else(|| panic!("the report names no overlay-unreachable verdict: {text}"));
+    assert_eq!(r["confidence"], "confirmed", "{r}");
+    assert_eq!(r["clients"][0], "10.239.0.2", "{r}");
+    assert!(
+        r["explanation"].as_str().unwrap().contains("192.168.239.1"),
+        "{r}"
     );
 }

@@ -187,6 +187,19 @@ pub struct VerdictContext {
     /// the verdicts count (added as `published`).
     #[serde(default)]
     pub unseen_drops: BTreeMap<String, u64>,
+    /// Where SYNs left inside VXLAN datagrams towards other nodes (added as `published`).
+    #[serde(default)]
+    pub overlay_paths: Vec<OverlayPath>,
+}
+
+/// SYNs left this node inside VXLAN datagrams by `ifname` in `netns`, from `local` to
+/// `remote` (the node the routing mesh sent them to).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverlayPath {
+    pub local: std::net::IpAddr,
+    pub remote: std::net::IpAddr,
+    pub netns: String,
+    pub ifname: String,
 }
 
 /// A port a swarm service publishes, as Docker said.
@@ -251,6 +264,16 @@ impl From<&verdict::Context> for VerdictContext {
                 .map(|&(client, isn)| HostAnswered { client, isn })
                 .collect(),
             unseen_drops: c.unseen_drops.clone(),
+            overlay_paths: c
+                .overlay_paths
+                .iter()
+                .map(|o| OverlayPath {
+                    local: o.local,
+                    remote: o.remote,
+                    netns: o.netns.clone(),
+                    ifname: o.ifname.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -289,9 +312,16 @@ impl From<VerdictContext> for verdict::Context {
                 .into_iter()
                 .map(|a| (a.client, a.isn))
                 .collect(),
-            // Not in a bundle (yet), nor the handshakes' sending into the overlay: a report
-            // names no overlay-unreachable cause.
-            overlay_paths: Vec::new(),
+            overlay_paths: c
+                .overlay_paths
+                .into_iter()
+                .map(|o| verdict::OverlayPath {
+                    local: o.local,
+                    remote: o.remote,
+                    netns: o.netns,
+                    ifname: o.ifname,
+                })
+                .collect(),
         }
     }
 }

@@ -111,6 +111,63 @@ fn version_2_round_trips_what_the_tracker_held() {
     assert_eq!(a.outcome(), b.outcome());
 }
 
+/// A node's two views of an overlay blocked between nodes: here a SYN sent into the
+/// overlay towards the task's node and never answered; there a SYN dropped inside a VXLAN
+/// datagram from this node.
+fn overlay_recorded() -> Recorded {
+    let mut r = recorded();
+    let mut sent = r.handshakes[0].clone();
+    sent.answer = None;
+    sent.overlay = Some(crate::trace::tracker::OverlaySend {
+        local: "192.168.200.1".parse().unwrap(),
+        remote: "192.168.200.2".parse().unwrap(),
+        hop: hop(2, 2),
+    });
+    let mut blocked = r.handshakes[1].clone();
+    blocked.answer = None;
+    for d in &mut blocked.drops {
+        d.reason = Arc::from("NETFILTER_DROP");
+        d.vxlan_from = Some("192.168.200.1".parse().unwrap());
+    }
+    r.handshakes = vec![sent, blocked];
+    r
+}
+
+// The live run named both handshakes `overlay-unreachable` (circumstantial on the sending
+// node, confirmed on the task's node): so must a report of its bundle.
+#[test]
+fn version_2_keeps_what_the_overlay_verdicts_need() {
+    let r = overlay_recorded();
+    let (_, back) = read(&handshakes_json(&r).unwrap()).unwrap();
+    assert_eq!(back.handshakes[0].overlay, r.handshakes[0].overlay);
+    assert_eq!(
+        back.handshakes[1].drops[0].vxlan_from,
+        r.handshakes[1].drops[0].vxlan_from
+    );
+    let ctx = verdict::Context::default();
+    let causes = |r: &Recorded| {
+        r.handshakes
+            .iter()
+            .map(|h| verdict::assess(h, &ctx))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        causes(&back),
+        causes(&r),
+        "a report of the bundle must name what the live run named"
+    );
+    assert!(causes(&r)
+        .iter()
+        .all(|c| c.is_some_and(|(c, _)| c == verdict::Cause::OverlayUnreachable)));
+    // An older bundle without the fields reads as before.
+    let v = as_v2(&recorded());
+    let text = v.to_string();
+    assert!(
+        !text.contains("overlay") && !text.contains("vxlan_from"),
+        "{text}"
+    );
+}
+
 #[test]
 fn version_2_is_not_the_in_memory_layout() {
     let v = as_v2(&recorded());
@@ -215,7 +272,12 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
         }],
         host_answered: [("10.10.0.11:40000".parse().unwrap(), 3582801664)].into(),
         conntrack_fill: [("ingress_sbox".to_owned(), (262_144, 262_144))].into(),
-        overlay_paths: vec![],
+        overlay_paths: vec![verdict::OverlayPath {
+            local: "192.168.200.1".parse().unwrap(),
+            remote: "192.168.200.2".parse().unwrap(),
+            netns: "host".into(),
+            ifname: "eth0".into(),
+        }],
     };
     let system = v2::System {
         format: FORMAT,

@@ -135,6 +135,8 @@ impl From<DropV1> for v2::DropV2 {
                 tsecr: p.tsecr,
                 flags: p.flags,
             },
+            // Version 1 did not look inside VXLAN datagrams.
+            vxlan_from: None,
         }
     }
 }
@@ -157,6 +159,7 @@ impl From<HandshakeV1> for v2::HandshakeV2 {
                 AnswerV1::Reset { hop } => v2::AnswerV2::Reset { hop: hop.into() },
             }),
             drops: h.drops.into_iter().map(Into::into).collect(),
+            overlay: None,
         }
     }
 }

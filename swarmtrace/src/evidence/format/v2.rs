@@ -3,7 +3,7 @@
 //! old bundles still read); a field renamed, retyped or removed is a new version.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{Key, Recorded, VerdictContext};
 use crate::clock::WallClock;
 use crate::trace::event::{Packet, PacketKind};
-use crate::trace::tracker::{Answer, DropNote, Handshake};
+use crate::trace::tracker::{Answer, DropNote, Handshake, OverlaySend};
 
 /// `handshakes.json` (its `format` is written first, by `handshakes_json`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,6 +63,19 @@ pub struct HandshakeV2 {
     pub answer: Option<AnswerV2>,
     #[serde(default)]
     pub drops: Vec<DropV2>,
+    /// Where its SYN left this node inside a VXLAN datagram (the routing mesh's ingress
+    /// overlay), towards the node that runs the task (added 2026-12-04: `overlay-unreachable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayV2>,
+}
+
+/// A SYN sent into the overlay: from this node's address (`local`) to the task's node
+/// (`remote`), by the interface `hop`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct OverlayV2 {
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub hop: HopV2,
 }
 
 /// A place a packet passed: an interface of a namespace, in one direction.
@@ -108,6 +121,10 @@ pub struct DropV2 {
     pub ifname: Option<String>,
     /// The packet as it was where it was dropped (after any NAT).
     pub packet: PacketV2,
+    /// Dropped inside a VXLAN datagram from this node (the sending node's address), before
+    /// the overlay took it out (added 2026-12-04: `overlay-unreachable`, confirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_from: Option<IpAddr>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -257,6 +274,7 @@ impl From<&DropNote> for DropV2 {
             netns_name: d.netns_name.as_deref().map(str::to_owned),
             ifname: d.ifname.as_deref().map(str::to_owned),
             packet: (&d.packet).into(),
+            vxlan_from: d.vxlan_from,
         }
     }
 }
@@ -274,8 +292,7 @@ impl From<DropV2> for DropNote {
             netns_name: d.netns_name.map(Arc::from),
             ifname: d.ifname.map(Arc::from),
             packet,
-            // Not in a bundle (yet).
-            vxlan_from: None,
+            vxlan_from: d.vxlan_from,
         }
     }
 }
@@ -298,6 +315,11 @@ impl From<&Handshake> for HandshakeV2 {
                 Answer::Reset { hop } => AnswerV2::Reset { hop: (&hop).into() },
             }),
             drops: h.drops.iter().map(DropV2::from).collect(),
+            overlay: h.overlay.map(|o| OverlayV2 {
+                local: o.local,
+                remote: o.remote,
+                hop: (&o.hop).into(),
+            }),
         }
     }
 }
@@ -323,7 +345,11 @@ impl From<HandshakeV2> for Handshake {
             // Every handshake of a finished capture had its line printed.
             reported: true,
             overflow: Default::default(),
-            overlay: None,
+            overlay: h.overlay.map(|o| OverlaySend {
+                local: o.local,
+                remote: o.remote,
+                hop: o.hop.into(),
+            }),
         }
     }
 }
