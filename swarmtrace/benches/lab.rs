@@ -1292,8 +1292,8 @@ fn conn_rate(args: &Args, lab: &Lab, report: &mut Report) -> Result<()> {
             on.iter().sum::<f64>() / on.len() as f64,
             off.iter().sum::<f64>() / off.len() as f64
         ),
-        ">= 98 %",
-        Some(ratio >= 0.98),
+        ">= 99 %",
+        Some(ratio >= 0.99),
         "--only conn",
         format!(
             "{clients} clients, request/response over a new connection each through DNAT, ingress_sbox and SNAT; {failed} failed; swarmtrace reported {handshakes_seen} handshakes"
