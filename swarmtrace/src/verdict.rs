@@ -483,6 +483,9 @@ pub struct Verdict {
     /// The nodes whose VXLAN datagrams carrying these handshakes were dropped here (at most
     /// [`LISTED`]).
     pub overlay_from: BTreeSet<IpAddr>,
+    /// The reasons for which VXLAN datagrams carrying these handshakes were dropped here, and
+    /// whether each is a firewall's (blocked) or not (lost); at most [`LISTED`].
+    pub overlay_reasons: BTreeMap<String, bool>,
     pub notes: Vec<String>,
     pub explanation: String,
     pub confirm: String,
@@ -560,6 +563,7 @@ pub fn verdicts_of<'a>(
         counter_netns: BTreeMap::new(),
         overlay_paths: Vec::new(),
         overlay_from: BTreeSet::new(),
+        overlay_reasons: BTreeMap::new(),
         notes: Vec::new(),
         explanation: String::new(),
         confirm: String::new(),
@@ -641,6 +645,11 @@ pub fn verdicts_of<'a>(
             add_note(&mut v.notes, note);
             if v.overlay_from.len() < LISTED {
                 v.overlay_from.insert(from);
+            }
+            let by_firewall = reason_cause(&d.reason, d.kind, &d.location)
+                .is_some_and(|c| c == Cause::NetfilterDrop);
+            if v.overlay_reasons.len() < LISTED {
+                v.overlay_reasons.insert(d.reason.to_string(), by_firewall);
             }
         }
         if let (Cause::OverlayUnreachable, Some(o)) = (cause, h.overlay) {
@@ -934,6 +943,42 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             format!("{enter}ip route get {client}"),
             "Add the missing route (or default route) in that namespace.".to_owned(),
         ),
+        Cause::OverlayUnreachable
+            if v.confidence == Confidence::Confirmed
+                && v.overlay_reasons.values().any(|by_firewall| !by_firewall) =>
+        {
+            let from = v
+                .overlay_from
+                .iter()
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let lost: Vec<&str> = v
+                .overlay_reasons
+                .iter()
+                .filter(|(_, by_firewall)| !**by_firewall)
+                .map(|(r, _)| r.as_str())
+                .collect();
+            let reasons = lost.join(", ");
+            let also_firewall = if v.overlay_reasons.values().any(|b| *b) {
+                " (others were dropped by a firewall rule: see the drops)"
+            } else {
+                ", not by a firewall rule"
+            };
+            let no_socket = lost.contains(&"NO_SOCKET");
+            (
+                format!(
+                    "The overlay from {from} to this node lost the handshake here: the VXLAN datagrams (UDP 4789) that carried it from the node where it entered the routing mesh ({from}) were dropped in {ns} for {reasons}{also_firewall}, before the overlay took the packets out of them.{} The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join).",
+                    if no_socket {
+                        " NO_SOCKET: nothing here listens on UDP 4789, so this node has no VXLAN endpoint for the ingress overlay (dockerd has not set the ingress network up here, the node left the swarm, or another data-path port is in use)."
+                    } else {
+                        ""
+                    }
+                ),
+                format!("{enter}ss -ulpn 'sport = :4789'; docker network inspect --format '{{{{.Peers}}}}' ingress"),
+                "On this node: check that it is in the swarm (`docker info --format '{{.Swarm.LocalNodeState}}'` says active) and that the ingress network exists here (`docker network inspect ingress`); if not, leave and rejoin the swarm (`docker swarm leave`, then `docker swarm join` with a token from a manager). If the swarm uses another data-path port (`docker swarm init --data-path-port`), open that one between the nodes. For another reason, the kernel's reason above names it.".to_owned(),
+            )
+        }
         Cause::OverlayUnreachable if v.confidence == Confidence::Confirmed => {
             let from = v
                 .overlay_from
@@ -949,7 +994,7 @@ fn advise(v: &mut Verdict, ctx: &Context) {
                 .join("; ");
             (
                 format!(
-                    "The overlay from {from} to this node is blocked here: the VXLAN datagrams (UDP 4789) that carried the handshake from the node where it entered the routing mesh ({from}) were dropped in {ns} before the overlay took the packets out of them ({reasons}). The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join)."
+                    "The overlay from {from} to this node is blocked here by a firewall rule: the VXLAN datagrams (UDP 4789) that carried the handshake from the node where it entered the routing mesh ({from}) were dropped in {ns} before the overlay took the packets out of them ({reasons}). The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join)."
                 ),
                 format!("{enter}iptables-save -c | grep -w -e 4789 -e 7946; {enter}nft list ruleset | grep -w -e 4789 -e 7946"),
                 format!(
@@ -2158,6 +2203,37 @@ mod tests {
             "iptables-save -c | grep -w -e 4789 -e 7946; nft list ruleset | grep -w -e 4789 -e 7946"
         );
         assert!(v.alternatives.is_empty());
+        assert!(
+            v.explanation.contains("blocked here by a firewall rule"),
+            "{}",
+            v.explanation
+        );
+        // Dropped inside VXLAN for another reason: lost, not blocked; no firewall to open.
+        let mut no_vtep = on_node2.clone();
+        no_vtep.drops[0].reason = "NO_SOCKET".into();
+        no_vtep.drops[0].location = "__udp4_lib_rcv+0x5a1".into();
+        let v = &verdicts([&no_vtep].into_iter(), &plain)[0];
+        assert_eq!(
+            (v.cause, v.confidence),
+            (Cause::OverlayUnreachable, Confidence::Confirmed)
+        );
+        assert!(!v.explanation.contains("blocked"), "{}", v.explanation);
+        for want in [
+            "NO_SOCKET, not by a firewall rule",
+            "nothing here listens on UDP 4789",
+            "192.168.200.1",
+        ] {
+            assert!(
+                v.explanation.contains(want),
+                "{want} not in {}",
+                v.explanation
+            );
+        }
+        assert_eq!(
+            v.confirm,
+            "ss -ulpn 'sport = :4789'; docker network inspect --format '{{.Peers}}' ingress"
+        );
+        assert!(v.fix.contains("docker swarm join") && !v.fix.starts_with("Open UDP 4789"));
         // The same drop, not inside VXLAN: the firewall.
         on_node2.drops[0].vxlan_from = None;
         assert_eq!(classify(&on_node2, &plain), Some(Cause::NetfilterDrop));

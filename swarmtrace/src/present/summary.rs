@@ -271,6 +271,7 @@ mod tests {
             counter_netns: Default::default(),
             overlay_paths: vec![],
             overlay_from: Default::default(),
+            overlay_reasons: Default::default(),
             notes: vec![format!("note on {HOSTILE}")],
             explanation: "why".into(),
             confirm: format!(
