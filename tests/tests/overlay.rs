@@ -7,15 +7,30 @@
 //! overlay, confirmed, for the real client. Namespaces `st<pid>o[abc]`, removed at the end.
 //! Run as root.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use serde_json::Value;
 use swarmtrace_tests::{binary, ns_name, require_privileged};
 
 struct Nodes([String; 3]);
 
+/// How node B fails the overlay.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Its firewall drops UDP 4789.
+    Blocked,
+    /// It has no VXLAN endpoint (no socket on UDP 4789: the kernel frees the datagram as
+    /// NO_SOCKET and answers port unreachable).
+    NoEndpoint,
+}
+
+/// The two tests share the client's addresses: one at a time.
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Nodes {
-    fn make() -> Self {
+    fn make(fault: Fault) -> Self {
         let n = Self([ns_name("oa"), ns_name("ob"), ns_name("oc")]);
         n.remove();
         let [a, b, c] = &n.0;
@@ -33,15 +48,25 @@ ip -n {a} link add vx0 type vxlan id 42 local 192.168.239.1 remote 192.168.239.2
 ip -n {b} link add vx0 type vxlan id 42 local 192.168.239.2 remote 192.168.239.1 dstport 4789 dev u1
 ip -n {a} addr add 10.238.0.1/24 dev vx0; ip -n {a} link set vx0 up
 ip -n {b} addr add 10.238.0.2/24 dev vx0; ip -n {b} link set vx0 up
+{fault}
 ip netns exec {a} sysctl -qw net.ipv4.ip_forward=1
 ip netns exec {a} iptables -t nat -A PREROUTING -p tcp --dport 8081 -j DNAT --to-destination 10.238.0.2:80
 ip netns exec {a} iptables -t nat -A POSTROUTING -o vx0 -j MASQUERADE
 # As Docker programs its overlays: the peer's MAC known, no ARP over the (blocked) overlay.
 mac=$(ip netns exec {b} cat /sys/class/net/vx0/address)
 ip -n {a} neigh add 10.238.0.2 lladdr $mac dev vx0 nud permanent
-ip netns exec {b} iptables -I INPUT -p udp --dport 4789 -j DROP
-"#
+"#,
+            fault = match fault {
+                Fault::Blocked =>
+                    format!("ip netns exec {b} iptables -I INPUT -p udp --dport 4789 -j DROP"),
+                // Its MAC read below first; then the endpoint goes.
+                Fault::NoEndpoint => String::new(),
+            }
         );
+        let script = match fault {
+            Fault::Blocked => script,
+            Fault::NoEndpoint => format!("{script}ip -n {b} link del vx0\n"),
+        };
         let ok = Command::new("bash")
             .args(["-c", &script])
             .status()
@@ -67,29 +92,25 @@ impl Drop for Nodes {
     }
 }
 
-#[test]
-#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
-fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
-    require_privileged("overlay");
-    let nodes = Nodes::make();
-    let [a, b, c] = &nodes.0;
-    // A capture of the same handshake beside the live run: its offline report must name what
-    // the live run named.
-    let dir = std::env::temp_dir().join(format!("swarmtrace-test-overlay-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bundle = dir.join("overlay.tar.gz");
-    let capture = Command::new(binary())
-        .args(["capture", "--duration", "6s", "--port", "8081", "-o"])
-        .arg(&bundle)
-        .args(["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// Traces node A (its client side and its underlay) for 6 s while the client tries once
+/// (its SYN and a retransmission); with a bundle path, a capture runs beside the live run.
+/// The live run's NDJSON lines, and its stdout as text.
+fn traced(nodes: &Nodes, bundle: Option<&Path>) -> (Vec<Value>, String) {
+    let [a, _, c] = &nodes.0;
+    let ifaces = ["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")].map(str::to_owned);
+    let capture = bundle.map(|bundle| {
+        Command::new(binary())
+            .args(["capture", "--duration", "6s", "--port", "8081", "-o"])
+            .arg(bundle)
+            .args(&ifaces)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    });
     let run = Command::new(binary())
         .args(["run", "--json", "--duration", "6s", "--port", "8081"])
-        .args(["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")])
+        .args(&ifaces)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -101,39 +122,34 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
         .arg("timeout 2 bash -c 'exec 3<>/dev/tcp/10.239.0.1/8081' 2>/dev/null")
         .status();
     let out = run.wait_with_output().unwrap();
-    let captured = capture.wait_with_output().unwrap();
-    assert!(
-        captured.status.success(),
-        "{}",
-        String::from_utf8_lossy(&captured.stderr)
+    if let Some(capture) = capture {
+        let captured = capture.wait_with_output().unwrap();
+        assert!(
+            captured.status.success(),
+            "{}",
+            String::from_utf8_lossy(&captured.stderr)
+        );
+    }
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<serde_json::Value> = text
+    let lines = text
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    fn kind<'a>(
-        lines: &'a [serde_json::Value],
-        t: &'a str,
-    ) -> impl Iterator<Item = &'a serde_json::Value> {
-        lines.iter().filter(move |v| v["type"] == t)
-    }
-    let h = kind(&lines, "handshake")
-        .find(|v| {
-            v["client"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("10.239.0.2:"))
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no handshake of the client: {text}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    assert_eq!(h["overlay"]["from"], "192.168.239.1", "{h}");
-    assert_eq!(h["overlay"]["to"], "192.168.239.2", "{h}");
-    let d = kind(&lines, "drop")
-        .find(|v| v["netns_name"] == b.as_str())
+    (lines, text)
+}
+
+fn kind<'a>(lines: &'a [Value], t: &'a str) -> impl Iterator<Item = &'a Value> {
+    lines.iter().filter(move |v| v["type"] == t)
+}
+
+/// The drop of the client's SYN inside a VXLAN datagram from node A, on node B.
+fn drop_on<'a>(lines: &'a [Value], b: &str, text: &str) -> &'a Value {
+    let d = kind(lines, "drop")
+        .find(|v| v["netns_name"] == b)
         .unwrap_or_else(|| panic!("no drop on node B: {text}"));
     assert_eq!(d["vxlan_from"], "192.168.239.1", "{d}");
     assert_eq!(d["packet"], "SYN", "{d}");
@@ -142,15 +158,55 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
         Some(true),
         "{d}"
     );
-    let summary = kind(&lines, "summary").next().expect("a summary");
+    d
+}
+
+/// The overlay-unreachable verdict, confirmed, for the real client, from node A.
+fn overlay_verdict<'a>(summary: &'a Value, text: &str) -> &'a Value {
     let v = summary["verdicts"]
         .as_array()
         .and_then(|vs| vs.iter().find(|v| v["cause"] == "overlay-unreachable"))
-        .unwrap_or_else(|| panic!("no overlay-unreachable verdict: {summary}"));
+        .unwrap_or_else(|| panic!("no overlay-unreachable verdict: {text}"));
     assert_eq!(v["confidence"], "confirmed", "{v}");
     assert_eq!(v["clients"][0], "10.239.0.2", "{v}");
     assert!(
         v["explanation"].as_str().unwrap().contains("192.168.239.1"),
+        "{v}"
+    );
+    v
+}
+
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
+    require_privileged("overlay");
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::make(Fault::Blocked);
+    let b = &nodes.0[1];
+    // A capture of the same handshake beside the live run: its offline report must name what
+    // the live run named.
+    let dir = std::env::temp_dir().join(format!("swarmtrace-test-overlay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("overlay.tar.gz");
+    let (lines, text) = traced(&nodes, Some(&bundle));
+    let h = kind(&lines, "handshake")
+        .find(|v| {
+            v["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("10.239.0.2:"))
+        })
+        .unwrap_or_else(|| panic!("no handshake of the client: {text}"));
+    assert_eq!(h["overlay"]["from"], "192.168.239.1", "{h}");
+    assert_eq!(h["overlay"]["to"], "192.168.239.2", "{h}");
+    drop_on(&lines, b, &text);
+    let summary = kind(&lines, "summary").next().expect("a summary");
+    let v = overlay_verdict(summary, &text);
+    assert!(
+        v["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("blocked here by a firewall rule"),
         "{v}"
     );
     assert!(
@@ -160,7 +216,6 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
             .starts_with(&format!("ip netns exec {b} iptables-save")),
         "{v}"
     );
-
     // The report of the capture: the same verdict, confirmed, for the same client, from the
     // same sending node.
     let report = Command::new(binary())
@@ -175,15 +230,35 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
         "{text}{}",
         String::from_utf8_lossy(&report.stderr)
     );
-    let offline: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let r = offline["verdicts"]
-        .as_array()
-        .and_then(|vs| vs.iter().find(|v| v["cause"] == "overlay-unreachable"))
-        .unwrap_or_else(|| panic!("the report names no overlay-unreachable verdict: {text}"));
-    assert_eq!(r["confidence"], "confirmed", "{r}");
-    assert_eq!(r["clients"][0], "10.239.0.2", "{r}");
+    let offline: Value = serde_json::from_str(&text).unwrap();
+    overlay_verdict(&offline, &text);
+}
+
+/// Node B has no VXLAN endpoint (the ingress overlay not set up there): the datagram is freed
+/// as NO_SOCKET, not by a firewall. The overlay lost the SYN; nothing to open.
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn a_vxlan_datagram_with_no_endpoint_on_the_other_node_is_lost_not_blocked() {
+    require_privileged("overlay");
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::make(Fault::NoEndpoint);
+    let b = &nodes.0[1];
+    let (lines, text) = traced(&nodes, None);
+    let d = drop_on(&lines, b, &text);
+    assert_eq!(d["reason"], "NO_SOCKET", "{d}");
+    let summary = kind(&lines, "summary").next().expect("a summary");
+    let v = overlay_verdict(summary, &text);
+    let explanation = v["explanation"].as_str().unwrap();
+    assert!(!explanation.contains("blocked"), "{v}");
     assert!(
-        r["explanation"].as_str().unwrap().contains("192.168.239.1"),
-        "{r}"
+        explanation.contains("NO_SOCKET, not by a firewall rule"),
+        "{v}"
+    );
+    assert!(
+        v["confirm"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("ip netns exec {b} ss -ulpn 'sport = :4789'")),
+        "{v}"
     );
 }
