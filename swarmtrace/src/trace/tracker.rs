@@ -92,9 +92,14 @@ const TABLE_ROOM: usize = 2 * MAX_HANDSHAKES;
 
 /// Makes room in `table` for one more entry without growing it, when the room is only taken
 /// by stale entries: those whose sequence number is not in `first_seq..first_seq + len`.
-fn sweep<K>(table: &mut HashMap<K, Seq, Fast>, first_seq: Seq, len: usize) {
+/// The room left after a sweep is an eighth of the entries at least (the table grows, or
+/// clears its tombstones, if need be), so that a table of live entries (a handshake keeps
+/// up to `MAX_KEYS` keys) is not swept again and again: a pass per eighth of its entries
+/// at most.
+fn sweep<K: Eq + std::hash::Hash>(table: &mut HashMap<K, Seq, Fast>, first_seq: Seq, len: usize) {
     if table.len() >= table.capacity() {
         table.retain(|_, seq| (seq.wrapping_sub(first_seq) as usize) < len);
+        table.reserve(table.len() / 8 + 1);
     }
 }
 
@@ -788,6 +793,33 @@ mod tests {
             let seq = t.by_key[&KeyBits(key)];
             assert_eq!(t.live(seq).map(|h| (h.client, h.isn)), Some(id));
         }
+    }
+
+    #[test]
+    fn handshakes_of_many_keys_grow_the_key_table_as_before_not_its_sweeps() {
+        // Every handshake retransmitted to its cap of keys: the live keys outnumber the
+        // table's room, which grows to hold them (as it always did), each sweep leaving room
+        // for many inserts.
+        let mut t = Tracker::new(1_000);
+        let start = std::time::Instant::now();
+        for i in 0..2 * MAX_HANDSHAKES as u32 {
+            for tsval in 0..MAX_KEYS as u32 {
+                let mut s = syn(u64::from(i), tsval);
+                s.key.isn = i;
+                s.packet.src = SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), 1);
+                t.on_sighting(&s);
+            }
+        }
+        assert!(t.by_key.len() >= MAX_HANDSHAKES * MAX_KEYS);
+        assert!(t.by_key.capacity() <= 4 * MAX_HANDSHAKES * MAX_KEYS);
+        let last = t.handshakes().last().unwrap().clone();
+        assert_eq!(last.keys.len(), MAX_KEYS);
+        for k in last.keys {
+            let seq = t.by_key[&KeyBits(k)];
+            assert_eq!(t.live(seq).map(|h| h.isn), Some(last.isn));
+        }
+        // A pass per insert would take minutes here.
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
     }
 
     #[test]
