@@ -1,9 +1,12 @@
 //! Decoding ring-buffer records into rich types. Checks the length, reads unaligned, then
 //! converts; a malformed record is an error, never a panic.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use crate::trace::topk::Fast;
 use swarmtrace_common::{
     class, kind, seen, DropEvent, EventHeader, HandshakeEvent, HandshakeKey, Hop, PacketInfo,
 };
@@ -176,6 +179,38 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// Interface names kept to share: the kernel's, bounded all the same (past this many, a
+/// name is made afresh for each drop, as every name once was).
+const MAX_IFNAMES: usize = 1024;
+
+thread_local! {
+    /// Interface names met, by their bytes. A flood's drops name the same few interfaces:
+    /// shared, a drop's name costs a lookup, where it cost an allocation (freed when its
+    /// handshake was forgotten, long after, from cold memory).
+    static IFNAMES: RefCell<HashMap<[u8; 16], Arc<str>, Fast>> = RefCell::default();
+}
+
+/// A drop's interface name (NUL-terminated, or all 16 bytes); None when empty.
+fn ifname(raw: &[u8; 16]) -> Option<Arc<str>> {
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    if len == 0 {
+        return None;
+    }
+    // What follows the NUL is not part of the name.
+    let mut key = [0u8; 16];
+    key[..len].copy_from_slice(&raw[..len]);
+    IFNAMES.with_borrow_mut(|names| {
+        if let Some(n) = names.get(&key) {
+            return Some(n.clone());
+        }
+        let n: Arc<str> = Arc::from(String::from_utf8_lossy(&raw[..len]));
+        if names.len() < MAX_IFNAMES {
+            names.insert(key, n.clone());
+        }
+        Some(n)
+    })
+}
+
 impl TryFrom<&[u8]> for Event {
     type Error = DecodeError;
     fn try_from(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -183,9 +218,7 @@ impl TryFrom<&[u8]> for Event {
         match header.kind {
             kind::DROP => {
                 let ev: DropEvent = read(bytes)?;
-                let name_len = ev.ifname.iter().position(|&b| b == 0).unwrap_or(16);
-                let ifname = (name_len > 0)
-                    .then(|| Arc::from(String::from_utf8_lossy(&ev.ifname[..name_len])));
+                let ifname = ifname(&ev.ifname);
                 let packet = Packet::try_from(&ev.packet)?;
                 let joined = if ev.joined != 0 {
                     Some(Joined {
@@ -374,6 +407,35 @@ pub(crate) mod tests {
         assert_eq!(d.packet.tsval, Some(77));
         assert_eq!(d.ifname.as_deref(), Some("eth0"));
         assert_eq!(d.packet.client_isn(), 1000);
+    }
+
+    #[test]
+    fn interface_names_are_shared_and_bounded() {
+        let a = ifname(b"eth0\0garbage\0\0\0\0").unwrap();
+        let b = ifname(b"eth0\0\0\0\0\0\0\0\0\0\0\0\0").unwrap();
+        assert_eq!(&*a, "eth0");
+        assert!(Arc::ptr_eq(&a, &b), "one name, shared");
+        assert_eq!(ifname(&[0; 16]), None);
+        assert_eq!(
+            ifname(b"veth0123456789ab").as_deref(),
+            Some("veth0123456789ab")
+        );
+        assert_eq!(
+            ifname(b"bad\xffname\0\0\0\0\0\0\0\0").as_deref(),
+            Some("bad\u{fffd}name")
+        );
+        // Past the bound, names are still right, only not kept.
+        for i in 0..MAX_IFNAMES + 10 {
+            let mut raw = [0u8; 16];
+            let name = format!("if{i}");
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            assert_eq!(ifname(&raw).as_deref(), Some(name.as_str()));
+        }
+        assert_eq!(IFNAMES.with_borrow(|n| n.len()), MAX_IFNAMES);
+        assert_eq!(
+            ifname(b"eth0\0\0\0\0\0\0\0\0\0\0\0\0").as_deref(),
+            Some("eth0")
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! each (re)transmitted SYN of it is a kernel table key `(ISN, TSval)`.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
@@ -58,13 +58,22 @@ impl Hash for KeyBits {
 }
 
 /// Handshakes are kept in the order they were first seen, which is the order they are
-/// forgotten in: a ring, so that making one and forgetting the oldest touch the two ends of
-/// one buffer instead of random slots of a large table. The tables map to a handshake's
-/// sequence number (counted from the run's first handshake), which never changes.
+/// forgotten in: a ring of at most `MAX_HANDSHAKES` slots. Once full, a new handshake is
+/// made in the slot of the oldest, which is folded into `forgotten` first: the slot was just
+/// read, so making one costs no cold memory, no move of a handshake and no allocation (the
+/// slot's lists keep their room). The tables map to a handshake's sequence number (counted
+/// from the run's first handshake), which never changes.
+///
+/// Forgetting a handshake does not unindex it: an entry whose sequence number is no longer
+/// in the ring is stale, and reads as absent. Stale entries are swept out (one sequential
+/// pass) when a table is full, before it would grow: the tables stay within the room they
+/// have for `2 * MAX_HANDSHAKES` entries whatever the flood, and eviction costs no lookup.
 #[derive(Debug)]
 pub struct Tracker {
-    handshakes: VecDeque<Handshake>,
-    /// The sequence number of `handshakes[0]`.
+    /// The ring: `ring[head]` is the oldest once the ring is full (`head` is 0 until then).
+    ring: Vec<Handshake>,
+    head: usize,
+    /// The sequence number of the oldest kept handshake.
     first_seq: Seq,
     by_id: HashMap<IdKey, Seq, Fast>,
     by_key: HashMap<KeyBits, Seq, Fast>,
@@ -76,13 +85,63 @@ pub struct Tracker {
     pub forgotten: Forgotten,
 }
 
+/// Entries a table has room for before it sweeps out its stale ones (or, were they all
+/// live, grows): twice the handshakes kept, so a sweep comes once per `MAX_HANDSHAKES` new
+/// entries at least.
+const TABLE_ROOM: usize = 2 * MAX_HANDSHAKES;
+
+/// Makes room in `table` for one more entry without growing it, when the room is only taken
+/// by stale entries: those whose sequence number is not in `first_seq..first_seq + len`.
+/// The room left after a sweep is an eighth of the entries at least (the table grows, or
+/// clears its tombstones, if need be), so that a table of live entries (a handshake keeps
+/// up to `MAX_KEYS` keys) is not swept again and again: a pass per eighth of its entries
+/// at most.
+fn sweep<K: Eq + std::hash::Hash>(table: &mut HashMap<K, Seq, Fast>, first_seq: Seq, len: usize) {
+    if table.len() >= table.capacity() {
+        table.retain(|_, seq| (seq.wrapping_sub(first_seq) as usize) < len);
+        table.reserve(table.len() / 8 + 1);
+    }
+}
+
+/// Makes `h` a new handshake, keeping the room of its lists.
+fn renew(h: &mut Handshake, id: HandshakeId, service: SocketAddr, ts_ns: u64) {
+    // Every field named: one added to `Handshake` must be renewed here too.
+    let Handshake {
+        client,
+        service: s,
+        isn,
+        first_ns,
+        syns,
+        keys,
+        first_hop,
+        answer,
+        drops,
+        reported,
+        overflow,
+        overlay,
+    } = h;
+    *client = id.0;
+    *s = service;
+    *isn = id.1;
+    *first_ns = ts_ns;
+    *syns = 0;
+    keys.clear();
+    *first_hop = None;
+    *answer = None;
+    drops.clear();
+    *reported = false;
+    *overflow = Overflow::default();
+    *overlay = None;
+}
+
 impl Tracker {
     pub fn new(timeout_ns: u64) -> Self {
         Self {
-            handshakes: VecDeque::new(),
+            ring: Vec::new(),
+            head: 0,
             first_seq: 0,
-            by_id: HashMap::default(),
-            by_key: HashMap::default(),
+            by_id: HashMap::with_capacity_and_hasher(TABLE_ROOM, Fast::default()),
+            by_key: HashMap::with_capacity_and_hasher(TABLE_ROOM, Fast::default()),
             timeout_ns,
             due_from: 0,
             evicted: 0,
@@ -90,61 +149,96 @@ impl Tracker {
         }
     }
 
-    /// The handshake of a sequence number the tables hold (they hold only kept ones).
-    fn at(&mut self, seq: Seq) -> &mut Handshake {
-        let i = self.index(seq);
-        &mut self.handshakes[i]
-    }
-
-    /// Where handshake `seq` is in the ring; beyond its end when `seq` was forgotten.
+    /// Where handshake `seq` is in first-seen order; `len()` or beyond when `seq` was
+    /// forgotten (or is a stale table entry).
     fn index(&self, seq: Seq) -> usize {
         seq.wrapping_sub(self.first_seq) as usize
     }
 
-    /// The handshake `id` and its sequence number, made if new (one lookup either way). A
-    /// new one may take the tracker over its cap: callers call `evict` once done with it.
-    fn entry(&mut self, id: HandshakeId, service: SocketAddr, ts_ns: u64) -> (Seq, &mut Handshake) {
-        let seq = match self.by_id.entry(IdKey::new(id)) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => {
-                let seq = self.first_seq.wrapping_add(self.handshakes.len() as Seq);
-                e.insert(seq);
-                self.handshakes.push_back(Handshake {
-                    client: id.0,
-                    service,
-                    isn: id.1,
-                    first_ns: ts_ns,
-                    syns: 0,
-                    keys: Vec::new(),
-                    first_hop: None,
-                    answer: None,
-                    drops: Vec::new(),
-                    reported: false,
-                    overflow: Overflow::default(),
-                    overlay: None,
-                });
-                seq
-            }
-        };
-        (seq, self.at(seq))
+    /// The slot of the `i`-th kept handshake, oldest first.
+    fn slot(&self, i: usize) -> usize {
+        let at = self.head + i;
+        if at >= self.ring.len() {
+            at - self.ring.len()
+        } else {
+            at
+        }
     }
 
-    /// Forgets the oldest handshakes beyond the cap. Called after a new one is made and
-    /// before its keys are indexed, so an evicted handshake's keys never unindex the new
-    /// one's.
-    fn evict(&mut self) {
-        while self.handshakes.len() > MAX_HANDSHAKES {
-            let Some(h) = self.handshakes.pop_front() else {
-                return;
+    /// The `i`-th kept handshake, oldest first.
+    fn nth_mut(&mut self, i: usize) -> Option<&mut Handshake> {
+        if i >= self.ring.len() {
+            return None;
+        }
+        let s = self.slot(i);
+        self.ring.get_mut(s)
+    }
+
+    /// The kept handshake of a sequence number; None when it was forgotten.
+    fn live(&mut self, seq: Seq) -> Option<&mut Handshake> {
+        self.nth_mut(self.index(seq))
+    }
+
+    /// The handshake `id` and its sequence number, made if new (one lookup either way). A
+    /// new one takes the oldest's slot when the tracker is full (the oldest is forgotten).
+    fn entry(&mut self, id: HandshakeId, service: SocketAddr, ts_ns: u64) -> (Seq, &mut Handshake) {
+        let len = self.ring.len();
+        sweep(&mut self.by_id, self.first_seq, len);
+        let next = self.first_seq.wrapping_add(len as Seq);
+        let first_seq = self.first_seq;
+        let seq = match self.by_id.entry(IdKey::new(id)) {
+            Entry::Occupied(mut e) if (e.get().wrapping_sub(first_seq) as usize) >= len => {
+                // A stale entry: the id was forgotten and is back.
+                e.insert(next);
+                None
+            }
+            Entry::Occupied(e) => Some(*e.get()),
+            Entry::Vacant(e) => {
+                e.insert(next);
+                None
+            }
+        };
+        if let Some(seq) = seq {
+            let i = self.index(seq);
+            let h = self
+                .nth_mut(i)
+                .expect("a live entry names a kept handshake");
+            return (seq, h);
+        }
+        let seq = if self.ring.len() < MAX_HANDSHAKES {
+            self.ring.push(Handshake {
+                client: id.0,
+                service,
+                isn: id.1,
+                first_ns: ts_ns,
+                syns: 0,
+                keys: Vec::new(),
+                first_hop: None,
+                answer: None,
+                drops: Vec::new(),
+                reported: false,
+                overflow: Overflow::default(),
+                overlay: None,
+            });
+            next
+        } else {
+            // Full: the oldest is forgotten and the new one made in its slot.
+            let slot = self.head;
+            self.head = if slot + 1 == self.ring.len() {
+                0
+            } else {
+                slot + 1
             };
             self.first_seq = self.first_seq.wrapping_add(1);
-            self.by_id.remove(&IdKey::new((h.client, h.isn)));
-            for k in &h.keys {
-                self.by_key.remove(&KeyBits(*k));
-            }
             self.evicted += 1;
-            self.forgotten.add(&h);
-        }
+            let h = &mut self.ring[slot];
+            self.forgotten.add(h);
+            renew(h, id, service, ts_ns);
+            // The ring is as long as before and starts one later: the new one is last.
+            next
+        };
+        let i = self.index(seq);
+        (seq, self.nth_mut(i).expect("just made"))
     }
 
     /// Records a sighting; returns the handshake when it should be reported now (answered).
@@ -157,15 +251,14 @@ impl Tracker {
                 if h.first_hop.is_none() {
                     h.first_hop = Some(s.hop);
                 }
-                self.evict();
                 if kept {
-                    self.by_key.insert(KeyBits(s.key), seq);
+                    self.index_key(s.key, seq);
                 }
                 None
             }
             Seen::SynAck | Seen::Rst => {
                 let seq = *self.by_key.get(&KeyBits(s.key))?;
-                let h = self.handshakes.get_mut(self.index(seq))?;
+                let h = self.live(seq)?;
                 if h.answer.is_none() {
                     h.answer = Some(if s.seen == Seen::SynAck {
                         Answer::SynAck {
@@ -183,7 +276,7 @@ impl Tracker {
             }
             Seen::Overlay => {
                 let seq = *self.by_key.get(&KeyBits(s.key))?;
-                let h = self.handshakes.get_mut(self.index(seq))?;
+                let h = self.live(seq)?;
                 if h.overlay.is_none() {
                     h.overlay = Some(OverlaySend {
                         local: s.packet.src.ip(),
@@ -202,18 +295,21 @@ impl Tracker {
         let note = || DropNote::from(d);
         match &d.joined {
             Some(j) => {
-                // A known key names a kept handshake (evicting one unindexes its keys).
-                let known = self.by_key.get(&KeyBits(j.key)).copied();
+                // A known key names a kept handshake, unless its entry is stale.
+                let known = self
+                    .by_key
+                    .get(&KeyBits(j.key))
+                    .copied()
+                    .filter(|&seq| self.index(seq) < self.ring.len());
                 let (seq, h) = match known {
-                    Some(seq) => (seq, self.at(seq)),
+                    Some(seq) => (seq, self.live(seq).expect("checked live")),
                     None => self.entry((j.client, j.key.isn), j.service, d.ts_ns),
                 };
                 let id = (h.client, h.isn);
                 let kept = h.add_key(j.key);
                 h.add_drop(note, d.packet.kind);
-                self.evict();
                 if known.is_none() && kept {
-                    self.by_key.insert(KeyBits(j.key), seq);
+                    self.index_key(j.key, seq);
                 }
                 Some(id)
             }
@@ -235,9 +331,15 @@ impl Tracker {
                 }
                 let kept = key.is_some_and(|k| h.add_key(k));
                 h.add_drop(note, d.packet.kind);
-                self.evict();
                 if let Some(k) = key.filter(|_| kept) {
-                    self.by_key.entry(KeyBits(k)).or_insert(seq);
+                    // A kept handshake's entry stays; a stale one is replaced.
+                    let len = self.ring.len();
+                    sweep(&mut self.by_key, self.first_seq, len);
+                    let first_seq = self.first_seq;
+                    let e = self.by_key.entry(KeyBits(k)).or_insert(seq);
+                    if (e.wrapping_sub(first_seq) as usize) >= len {
+                        *e = seq;
+                    }
                 }
                 Some(id)
             }
@@ -256,14 +358,11 @@ impl Tracker {
         let mut out = Vec::new();
         let start = self.due_from.wrapping_sub(self.first_seq) as usize;
         // Behind the ring's start (forgotten since): start at the oldest kept.
-        let start = if start > self.handshakes.len() {
-            0
-        } else {
-            start
-        };
+        let start = if start > self.ring.len() { 0 } else { start };
+        let timeout_ns = self.timeout_ns;
         let mut i = start;
-        while let Some(h) = self.handshakes.get_mut(i) {
-            if now_ns < h.first_ns.saturating_add(self.timeout_ns) {
+        while let Some(h) = self.nth_mut(i) {
+            if now_ns < h.first_ns.saturating_add(timeout_ns) {
                 break;
             }
             if !h.reported {
@@ -283,21 +382,28 @@ impl Tracker {
     }
 
     pub fn get(&self, id: &HandshakeId) -> Option<&Handshake> {
-        let seq = self.by_id.get(&IdKey::new(*id))?;
-        self.handshakes.get(self.index(*seq))
+        let i = self.index(*self.by_id.get(&IdKey::new(*id))?);
+        (i < self.ring.len()).then(|| &self.ring[self.slot(i)])
     }
 
     /// The kept handshakes, oldest first.
     pub fn handshakes(&self) -> impl Iterator<Item = &Handshake> {
-        self.handshakes.iter()
+        let (newer, older) = self.ring.split_at(self.head);
+        older.iter().chain(newer)
     }
 
     pub fn len(&self) -> usize {
-        self.handshakes.len()
+        self.ring.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.handshakes.is_empty()
+        self.ring.is_empty()
+    }
+
+    /// Indexes a kept key of handshake `seq` (replacing whatever the key named before).
+    fn index_key(&mut self, key: HandshakeKey, seq: Seq) {
+        sweep(&mut self.by_key, self.first_seq, self.ring.len());
+        self.by_key.insert(KeyBits(key), seq);
     }
 }
 
@@ -620,6 +726,100 @@ mod tests {
         assert_eq!(shapes.len(), 1, "one kind of handshake");
         assert_eq!(shapes[0].1, u64::from(extra) + 1);
         assert!(shapes[0].0.keys.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_handshake_that_comes_back_is_a_new_one() {
+        let mut t = Tracker::new(1_000);
+        t.on_sighting(&syn(0, 5));
+        let id = (addr("192.168.1.50:40000"), 100);
+        t.on_drop(&drop_of(PacketKind::Syn, "NO_SOCKET", None));
+        // Other ISNs than its 100.
+        for port in 1_000..1_000 + MAX_HANDSHAKES as u16 {
+            t.on_sighting(&syn_from(port, 10));
+        }
+        assert!(t.get(&id).is_none(), "forgotten");
+        // Its stale entries name nothing.
+        let mut a = syn(20, 5);
+        a.seen = Seen::SynAck;
+        assert_eq!(t.on_sighting(&a), None);
+        // The same SYN again: a handshake of its own, nothing of the forgotten one's.
+        t.on_sighting(&syn(30, 5));
+        let h = t.get(&id).unwrap();
+        assert_eq!((h.syns, h.first_ns, h.drops.len()), (1, 30, 0));
+        assert_eq!((h.answer, h.reported, h.keys.len()), (None, false, 1));
+        assert_eq!(t.handshakes().last().map(|h| h.first_ns), Some(30));
+        assert_eq!(t.on_sighting(&a), Some(id));
+        assert_eq!(t.len(), MAX_HANDSHAKES);
+    }
+
+    #[test]
+    fn the_tables_keep_their_room_whatever_the_flood() {
+        let mut t = Tracker::new(1_000);
+        let room = (t.by_id.capacity(), t.by_key.capacity());
+        assert!(room.0 >= TABLE_ROOM && room.1 >= TABLE_ROOM);
+        for i in 0..10 * MAX_HANDSHAKES as u32 {
+            let mut s = syn(u64::from(i), i);
+            s.key.isn = i;
+            s.packet.src = SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), 1);
+            t.on_sighting(&s);
+            let joined = Joined {
+                key: s.key,
+                client: s.packet.src,
+                service: s.packet.dst,
+            };
+            t.on_drop(&drop_of(PacketKind::Syn, "NO_SOCKET", Some(joined)));
+            let mut d = drop_of(PacketKind::Syn, "NO_SOCKET", None);
+            d.packet.src = SocketAddr::new(std::net::Ipv4Addr::from(0x0b00_0000 + i).into(), 1);
+            d.packet.seq = i;
+            t.on_drop(&d);
+        }
+        // Never grown (sweeping leaves tombstones, which the table clears in place: its
+        // room for entries may read less than before, never more).
+        assert!(t.by_id.capacity() <= room.0 && t.by_key.capacity() <= room.1);
+        assert_eq!(t.len(), MAX_HANDSHAKES);
+        assert_eq!(
+            t.evicted,
+            20 * MAX_HANDSHAKES as u64 - MAX_HANDSHAKES as u64
+        );
+        assert_eq!(t.forgotten.total(), t.evicted);
+        // Every kept handshake is found by its id and its key.
+        let ids: Vec<_> = t
+            .handshakes()
+            .map(|h| ((h.client, h.isn), h.keys[0]))
+            .collect();
+        for (id, key) in ids {
+            assert_eq!(t.get(&id).map(|h| (h.client, h.isn)), Some(id));
+            let seq = t.by_key[&KeyBits(key)];
+            assert_eq!(t.live(seq).map(|h| (h.client, h.isn)), Some(id));
+        }
+    }
+
+    #[test]
+    fn handshakes_of_many_keys_grow_the_key_table_as_before_not_its_sweeps() {
+        // Every handshake retransmitted to its cap of keys: the live keys outnumber the
+        // table's room, which grows to hold them (as it always did), each sweep leaving room
+        // for many inserts.
+        let mut t = Tracker::new(1_000);
+        let start = std::time::Instant::now();
+        for i in 0..2 * MAX_HANDSHAKES as u32 {
+            for tsval in 0..MAX_KEYS as u32 {
+                let mut s = syn(u64::from(i), tsval);
+                s.key.isn = i;
+                s.packet.src = SocketAddr::new(std::net::Ipv4Addr::from(0x0a00_0000 + i).into(), 1);
+                t.on_sighting(&s);
+            }
+        }
+        assert!(t.by_key.len() >= MAX_HANDSHAKES * MAX_KEYS);
+        assert!(t.by_key.capacity() <= 4 * MAX_HANDSHAKES * MAX_KEYS);
+        let last = t.handshakes().last().unwrap().clone();
+        assert_eq!(last.keys.len(), MAX_KEYS);
+        for k in last.keys {
+            let seq = t.by_key[&KeyBits(k)];
+            assert_eq!(t.live(seq).map(|h| h.isn), Some(last.isn));
+        }
+        // A pass per insert would take minutes here.
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
     }
 
     #[test]
