@@ -187,6 +187,11 @@ pub struct VerdictContext {
     /// the verdicts count (added as `published`).
     #[serde(default)]
     pub unseen_drops: BTreeMap<String, u64>,
+    /// Per namespace name (the host's, and those with IPVS services), its IPVS services, the
+    /// marks of its ports and the DROP/REJECT rules whose counters rose (added as
+    /// `published`; cut to [`verdict::NetfilterView::KEPT`] of each when read).
+    #[serde(default)]
+    pub netfilter: BTreeMap<String, verdict::NetfilterView>,
 }
 
 /// A port a swarm service publishes, as Docker said.
@@ -251,6 +256,7 @@ impl From<&verdict::Context> for VerdictContext {
                 .map(|&(client, isn)| HostAnswered { client, isn })
                 .collect(),
             unseen_drops: c.unseen_drops.clone(),
+            netfilter: c.netfilter.clone(),
         }
     }
 }
@@ -292,6 +298,12 @@ impl From<VerdictContext> for verdict::Context {
             // Not in a bundle (yet), nor the handshakes' sending into the overlay: a report
             // names no overlay-unreachable cause.
             overlay_paths: Vec::new(),
+            netfilter: c
+                .netfilter
+                .into_iter()
+                .take(verdict::NetfilterView::KEPT)
+                .map(|(ns, v)| (ns, v.bounded()))
+                .collect(),
         }
     }
 }
