@@ -96,6 +96,27 @@ pub fn context() -> Context {
         .into(),
         // ingress_sbox's conntrack table full, so conntrack-full is explored too.
         conntrack_fill: [("ingress_sbox".to_owned(), (262_144, 262_144))].into(),
+        // IPVS in ingress_sbox without a backend for 8080's mark (ipvs-no-backend), and a
+        // DROP rule that rose in the host (named by netfilter-drop).
+        netfilter: [
+            (
+                "ingress_sbox".to_owned(),
+                swarmtrace::verdict::NetfilterView {
+                    ipvs: [(0x100, vec![]), (0x101, vec![("10.0.0.7:0".to_owned(), 1)])].into(),
+                    ipvs_no_backend: [0x100].into(),
+                    port_marks: [(8080, 0x100), (8081, 0x101)].into(),
+                    rules_rose: Some(vec![]),
+                },
+            ),
+            (
+                "host".to_owned(),
+                swarmtrace::verdict::NetfilterView {
+                    rules_rose: Some(vec![("-t filter -A INPUT -j DROP".to_owned(), 1)]),
+                    ..Default::default()
+                },
+            ),
+        ]
+        .into(),
         // SYNs sent into the overlay towards another node (overlay-unreachable).
         overlay_paths: vec![swarmtrace::verdict::OverlayPath {
             local: "192.168.200.1".parse().unwrap(),

@@ -20,6 +20,7 @@ pub enum Cause {
     PawsTimestamps,
     NetfilterDrop,
     ConntrackFull,
+    IpvsNoBackend,
     NoListener,
     ListenQueueFull,
     RpFilter,
@@ -30,12 +31,13 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 12] = [
+    pub const ALL: [Cause; 13] = [
         Cause::NoRunningTask,
         Cause::MeshBypassed,
         Cause::PawsTimestamps,
         Cause::NetfilterDrop,
         Cause::ConntrackFull,
+        Cause::IpvsNoBackend,
         Cause::NoListener,
         Cause::ListenQueueFull,
         Cause::RpFilter,
@@ -52,6 +54,7 @@ impl Cause {
             Cause::PawsTimestamps => "paws-timestamps",
             Cause::NetfilterDrop => "netfilter-drop",
             Cause::ConntrackFull => "conntrack-full",
+            Cause::IpvsNoBackend => "ipvs-no-backend",
             Cause::NoListener => "no-listener",
             Cause::ListenQueueFull => "listen-queue-full",
             Cause::RpFilter => "rp-filter",
@@ -118,6 +121,56 @@ pub struct Context {
     /// overlay) towards other nodes: by which interface, from and to which address.
     #[serde(default)]
     pub overlay_paths: Vec<OverlayPath>,
+    /// Per namespace name (the host's, and those with IPVS services), what its IPVS services
+    /// and its firewall rules showed during the run.
+    #[serde(default)]
+    pub netfilter: BTreeMap<String, NetfilterView>,
+}
+
+/// What IPVS and the firewall rules of one namespace showed during a run: what tells an IPVS
+/// drop from a rule's, which the kernel reports alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetfilterView {
+    /// IPVS services by firewall mark -> their destinations (address, weight) at the end.
+    #[serde(default)]
+    pub ipvs: BTreeMap<u32, Vec<(String, u32)>>,
+    /// The marks whose service had no destination of weight above 0 (none IPVS can schedule
+    /// a new connection to) at the start or at the end of the run.
+    #[serde(default)]
+    pub ipvs_no_backend: BTreeSet<u32>,
+    /// TCP port -> the mark the mangle table's PREROUTING sets on it.
+    #[serde(default)]
+    pub port_marks: BTreeMap<u16, u32>,
+    /// The DROP and REJECT rules (`-t TABLE -A CHAIN ...`) whose packet counter rose during
+    /// the run, with the rise; None when the rules could not be read.
+    #[serde(default)]
+    pub rules_rose: Option<Vec<(String, u64)>>,
+}
+
+impl NetfilterView {
+    /// At most this many namespaces, services, destinations and rules are kept (a bundle's
+    /// are cut to it when read).
+    pub const KEPT: usize = 32;
+
+    /// Cuts what a bundle or a reading holds to [`Self::KEPT`] of each.
+    pub fn bounded(mut self) -> Self {
+        while self.ipvs.len() > Self::KEPT {
+            self.ipvs.pop_last();
+        }
+        for d in self.ipvs.values_mut() {
+            d.truncate(Self::KEPT);
+        }
+        while self.ipvs_no_backend.len() > Self::KEPT {
+            self.ipvs_no_backend.pop_last();
+        }
+        while self.port_marks.len() > Self::KEPT * 8 {
+            self.port_marks.pop_last();
+        }
+        if let Some(r) = &mut self.rules_rose {
+            r.truncate(Self::KEPT);
+        }
+        self
+    }
 }
 
 /// SYNs seen leaving this node inside VXLAN datagrams by `ifname` in `netns`, from `local`
@@ -156,6 +209,23 @@ impl Context {
         });
         self.rise_in(ns, CONNTRACK_DROP) > 0
             && (self.rise_in(ns, CONNTRACK_EARLY_DROP) > 0 || near_limit)
+    }
+
+    /// The mark of one of `ports` in namespace `ns` whose IPVS service there had no
+    /// destination it could schedule a new connection to during the run, with that
+    /// namespace's view.
+    pub fn ipvs_no_backend(
+        &self,
+        ns: &str,
+        ports: impl IntoIterator<Item = u16>,
+    ) -> Option<(u16, u32, &NetfilterView)> {
+        let view = self.netfilter.get(ns)?;
+        ports.into_iter().find_map(|port| {
+            let mark = *view.port_marks.get(&port)?;
+            view.ipvs_no_backend
+                .contains(&mark)
+                .then_some((port, mark, view))
+        })
     }
 
     fn rose(&self, counter: &str) -> Vec<(String, u64)> {
@@ -288,6 +358,35 @@ fn conntrack_refined(c: Cause, d: &DropNote, ctx: &Context) -> Cause {
     }
 }
 
+/// The ports a SYN's drop may have been marked by: the packet's own where it was dropped,
+/// and the published one as first seen.
+fn syn_ports(h: &Handshake, d: &DropNote) -> [u16; 2] {
+    [d.packet.dst.port(), h.service.port()]
+}
+
+/// A netfilter drop of a SYN in a namespace where IPVS had no backend for the port's mark is
+/// IPVS's: it answers such a SYN with an ICMP port unreachable and drops it (`ip_vs_leave`:
+/// NF_DROP), which the kernel reports as a rule's (NETFILTER_DROP, or nf_hook_slow without
+/// reasons). Confirmed where no DROP or REJECT rule's counter rose in that namespace; only
+/// circumstantial where the rules could not be read; a rule's where one rose.
+fn ipvs_refined(c: Cause, h: &Handshake, d: &DropNote, ctx: &Context) -> (Cause, Confidence) {
+    let confirmed = (c, Confidence::Confirmed);
+    if c != Cause::NetfilterDrop || d.kind != PacketKind::Syn {
+        return confirmed;
+    }
+    let Some(ns) = d.netns_name.as_deref() else {
+        return confirmed;
+    };
+    match ctx.ipvs_no_backend(ns, syn_ports(h, d)) {
+        Some((_, _, view)) => match &view.rules_rose {
+            Some(rules) if rules.is_empty() => (Cause::IpvsNoBackend, Confidence::Confirmed),
+            Some(_) => confirmed,
+            None => (Cause::IpvsNoBackend, Confidence::Circumstantial),
+        },
+        None => confirmed,
+    }
+}
+
 /// The cause one drop names by itself ([`reason_cause`]), if the handshake does not
 /// contradict it: a PAWS drop told by its place alone is one only on a kernel that does not
 /// name PAWS drops (there the reason would say so), and only for a SYN with a timestamp.
@@ -369,10 +468,11 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     // The kernel said why: the first drop with a reason that names a cause (and that the
     // handshake does not contradict) wins.
     let timestamps = carried_timestamps(h);
-    if let Some(c) = h.drops.iter().find_map(|d| {
-        drop_cause(d, timestamps, ctx.has_tw_paws_reason).map(|c| conntrack_refined(c, d, ctx))
+    if let Some(found) = h.drops.iter().find_map(|d| {
+        drop_cause(d, timestamps, ctx.has_tw_paws_reason)
+            .map(|c| ipvs_refined(conntrack_refined(c, d, ctx), h, d, ctx))
     }) {
-        return Some((c, Confidence::Confirmed));
+        return Some(found);
     }
     // Answered by a RST (the SYN itself freed without a telling reason, as on kernels
     // without drop reasons): nothing listens.
@@ -601,7 +701,11 @@ pub fn verdicts_of<'a>(
             *v.drops.entry(key.clone()).or_default() += weight + more;
             v.drop_netns.insert(key, ns);
         }
-        if matches!(cause, Cause::NoRunningTask | Cause::MeshBypassed) {
+        netfilter_notes(v, h, ctx);
+        if matches!(
+            cause,
+            Cause::NoRunningTask | Cause::MeshBypassed | Cause::IpvsNoBackend
+        ) {
             if let Some(p) = ctx.mesh_publisher(h.service.port()) {
                 let count = |n: Option<u64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
                 let note = format!(
@@ -779,6 +883,59 @@ fn conntrack_notes(v: &mut Verdict, ctx: &Context) {
     }
 }
 
+/// What IPVS and the rules of the namespaces where a handshake's SYNs were dropped say beside
+/// a netfilter verdict: the service without a backend, the rules whose counters rose.
+fn netfilter_notes(v: &mut Verdict, h: &Handshake, ctx: &Context) {
+    if !matches!(v.cause, Cause::IpvsNoBackend | Cause::NetfilterDrop) {
+        return;
+    }
+    for d in h.drops.iter().filter(|d| d.kind == PacketKind::Syn) {
+        let Some(ns) = d.netns_name.as_deref() else {
+            continue;
+        };
+        let Some(view) = ctx.netfilter.get(ns) else {
+            continue;
+        };
+        if let Some((port, mark, view)) = ctx.ipvs_no_backend(ns, syn_ports(h, d)) {
+            let dests = view.ipvs.get(&mark).map_or_else(
+                || "no such service".to_owned(),
+                |d| {
+                    if d.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        d.iter()
+                            .map(|(a, w)| format!("{a} weight {w}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                },
+            );
+            add_note(&mut v.notes, format!(
+                "IPVS in {ns}: port {port} is marked {mark} ({mark:#x}) by the mangle table's PREROUTING; service FWM {mark} had no destination it could schedule a new connection to (at the end: {dests})"
+            ));
+        }
+        match &view.rules_rose {
+            Some(rules) if rules.is_empty() && v.cause == Cause::IpvsNoBackend => add_note(
+                &mut v.notes,
+                format!("no DROP or REJECT rule's packet counter rose in {ns} during the run (iptables-save -c at its start and end)"),
+            ),
+            Some(rules) if v.cause == Cause::NetfilterDrop => {
+                for (rule, n) in rules {
+                    add_note(
+                        &mut v.notes,
+                        format!("DROP or REJECT rule in {ns} matched {n} packet(s) during the run: {rule}"),
+                    );
+                }
+            }
+            None if v.cause == Cause::IpvsNoBackend => add_note(
+                &mut v.notes,
+                format!("the firewall rules of {ns} could not be read (iptables-save): a DROP rule there is not ruled out"),
+            ),
+            _ => {}
+        }
+    }
+}
+
 /// Adds `note` to a verdict's notes unless it is there already or LISTED are.
 fn add_note(notes: &mut Vec<String>, note: String) {
     if notes.len() < LISTED && !notes.contains(&note) {
@@ -917,6 +1074,30 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             "The conntrack table of the namespace that dropped the SYN was full: netfilter's connection tracking could not make an entry for the new connection (nor evict one: established ones are kept) and dropped its first packet, which the kernel reports as a firewall drop (NETFILTER_DROP, or nf_hook_slow without reasons) and logs as \"nf_conntrack: table full, dropping packet\". Established connections carry on; new ones vanish until entries expire. Each namespace counts its own entries against the host's one limit, nf_conntrack_max.".to_owned(),
             format!("{enter}conntrack -S; {enter}sysctl net.netfilter.nf_conntrack_count net.netfilter.nf_conntrack_max; dmesg | grep 'nf_conntrack: table full' | tail -n 3"),
             format!("Raise the limit on the host: sysctl -w net.netfilter.nf_conntrack_max=N (persist it in /etc/sysctl.d/; it applies to every namespace), and the hash table with it (echo N/4 > /sys/module/nf_conntrack/parameters/hashsize). Then find what fills the table: {enter}conntrack -L | grep -o 'src=[^ ]*' | sort | uniq -c | sort -rn | head (many UNREPLIED entries: a scan or a SYN flood; many TIME_WAIT ones: short-lived connections, lower net.netfilter.nf_conntrack_tcp_timeout_time_wait)."),
+        ),
+        Cause::IpvsNoBackend => (
+            "IPVS, the routing mesh's load balancer in this namespace, had no backend for the port: Docker marks each published port in the mangle table's PREROUTING and IPVS balances each mark over the service's tasks (a fwmark service), but the service of this port's mark had no destination it could schedule a new connection to (none, or all of weight 0) while Docker counts running tasks. IPVS answers such a SYN with an ICMP port unreachable and drops it (ip_vs_leave), which the kernel reports as a firewall drop (NETFILTER_DROP, or nf_hook_slow without reasons). Docker's view and IPVS's disagree: the task's backend was never programmed here or was removed.".to_owned(),
+            {
+                let ports: BTreeSet<u16> = v
+                    .notes
+                    .iter()
+                    .filter_map(|n| n.split("port ").nth(1)?.split(' ').next()?.parse().ok())
+                    .chain(publishers.iter().map(|p| p.port))
+                    .collect();
+                let mut cmd = format!("{enter}ipvsadm -Ln");
+                for port in ports.iter().take(4) {
+                    cmd.push_str(&format!("; {enter}iptables -t mangle -S PREROUTING | grep -w -- '--dport {port}'"));
+                }
+                cmd
+            },
+            format!(
+                "Have Docker program the service's backends again: {}; it rewrites each task's IPVS destination in every node's ingress_sbox. If they go missing again, restart dockerd on this node and look in its log for IPVS errors (journalctl -u docker | grep -i ipvs).",
+                if publishers.is_empty() {
+                    "docker service update --force SERVICE".to_owned()
+                } else {
+                    escape::terminal(&service_words("docker service update --force")).into_owned()
+                }
+            ),
         ),
         Cause::NoListener => (
             "Nothing listens on the target port where the handshake arrived; the kernel answered with a RST.".to_owned(),
@@ -1070,6 +1251,9 @@ fn alternatives(c: Cause) -> Vec<String> {
         ],
         Cause::RpFilter => vec![
             "other clients' packets dropped by reverse-path filtering in that namespace".into(),
+        ],
+        Cause::IpvsNoBackend => vec![
+            "a DROP or REJECT rule in that namespace (its rules could not be read to rule it out)".into(),
         ],
         Cause::OverlayUnreachable => vec![
             "the task's node received the SYN and lost it or its answer there (a firewall in the task's namespace, a full listen queue, PAWS): run swarmtrace there too and join both nodes' output with `swarmtrace join`".into(),
@@ -1577,6 +1761,132 @@ mod tests {
             &[("Conntrack.early_drop", 1)],
         );
         assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
+    }
+
+    /// A SYN to port 8080 dropped by netfilter in ingress_sbox (Docker: web, 2 of 2 tasks
+    /// running), where IPVS's service for the port's mark (0x100) has `dests`, and the DROP
+    /// or REJECT rules that rose there (None: not read).
+    fn ipvs_case(dests: &[(&str, u32)], rules: Option<&[(&str, u64)]>) -> (Handshake, Context) {
+        let mut ctx = docker_view(2);
+        let ipvs: BTreeMap<u32, Vec<(String, u32)>> = [(
+            0x100,
+            dests.iter().map(|(a, w)| (a.to_string(), *w)).collect(),
+        )]
+        .into();
+        ctx.netfilter.insert(
+            "ingress_sbox".into(),
+            NetfilterView {
+                ipvs_no_backend: crate::kernel::ipvs::without_backend(&ipvs),
+                ipvs,
+                port_marks: [(8080, 0x100), (8081, 0x101)].into(),
+                rules_rose: rules.map(|r| r.iter().map(|(k, n)| (k.to_string(), *n)).collect()),
+            },
+        );
+        let h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NETFILTER_DROP",
+            "nf_hook_slow+0x9c",
+            "ingress_sbox",
+        );
+        (h, ctx)
+    }
+
+    #[test]
+    fn ipvs_without_a_backend_is_told_from_a_drop_rule() {
+        let (h, ctx) = ipvs_case(&[], Some(&[]));
+        let v = verdicts([h].iter(), &ctx);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].cause.id(), "ipvs-no-backend", "{v:?}");
+        assert_eq!(v[0].to_json()["cause"], "ipvs-no-backend");
+        assert_eq!(v[0].confidence, Confidence::Confirmed);
+        let text = v[0].to_text();
+        for fact in [
+            "Docker: service web publishes port 8080 through the routing mesh; 2 of 2 task(s) running",
+            "IPVS in ingress_sbox: port 8080 is marked 256 (0x100) by the mangle table's PREROUTING; service FWM 256 had no destination it could schedule a new connection to (at the end: none)",
+            "no DROP or REJECT rule's packet counter rose in ingress_sbox during the run",
+        ] {
+            assert!(text.contains(fact), "{fact}: {text}");
+        }
+        assert_eq!(
+            v[0].confirm,
+            "nsenter --net=/var/run/docker/netns/ingress_sbox ipvsadm -Ln; nsenter --net=/var/run/docker/netns/ingress_sbox iptables -t mangle -S PREROUTING | grep -w -- '--dport 8080'"
+        );
+        assert!(
+            v[0].fix.contains("docker service update --force web"),
+            "{}",
+            v[0].fix
+        );
+        // Destinations of weight 0 only (Docker's way of draining a task): none available.
+        let (h, ctx) = ipvs_case(&[("10.0.0.7:0", 0)], Some(&[]));
+        let v = verdicts([h].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::IpvsNoBackend);
+        assert!(
+            v[0].to_text().contains("(at the end: 10.0.0.7:0 weight 0)"),
+            "{}",
+            v[0].to_text()
+        );
+        // 5.10: no reason, the place.
+        let (mut h, ctx) = ipvs_case(&[], Some(&[]));
+        h.drops[0].reason = "UNKNOWN".into();
+        assert_eq!(classify(&h, &ctx).map(Cause::id), Some("ipvs-no-backend"));
+        // The rules could not be read: a rule is not ruled out, so only circumstantial.
+        let (h, ctx) = ipvs_case(&[], None);
+        assert_eq!(
+            assess(&h, &ctx),
+            Some((Cause::IpvsNoBackend, Confidence::Circumstantial))
+        );
+        let v = verdicts([h].iter(), &ctx);
+        assert!(
+            v[0].alternatives
+                .iter()
+                .any(|a| a.contains("a DROP or REJECT rule in that namespace")),
+            "{:?}",
+            v[0].alternatives
+        );
+        // Not this cause: a DROP rule's counter rose where the SYN was dropped. The verdict
+        // names the rule and its namespace.
+        let rule = "-t filter -A INPUT -p tcp -m tcp --dport 8080 -j DROP";
+        let (h, ctx) = ipvs_case(&[], Some(&[(rule, 2)]));
+        let v = verdicts([h].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::NetfilterDrop, "{v:?}");
+        assert_eq!(v[0].confidence, Confidence::Confirmed);
+        let text = v[0].to_text();
+        assert!(
+            text.contains(&format!(
+                "DROP or REJECT rule in ingress_sbox matched 2 packet(s) during the run: {rule}"
+            )),
+            "{text}"
+        );
+        // Not this cause: the service has a backend.
+        let (h, ctx) = ipvs_case(&[("10.0.0.7:0", 1)], Some(&[]));
+        assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
+        // Not this cause: dropped in another namespace than the one without a backend.
+        let (mut h, ctx) = ipvs_case(&[], Some(&[]));
+        h.drops[0].netns_name = Some("host".into());
+        assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
+        // Not this cause: a port IPVS does not balance (no mark), or another mark's service.
+        let (mut h, ctx) = ipvs_case(&[], Some(&[]));
+        h.service = "10.10.0.1:9090".parse().unwrap();
+        assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
+        h.service = "10.10.0.1:8081".parse().unwrap();
+        assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
+    }
+
+    #[test]
+    fn hostile_names_in_the_ipvs_verdict_are_escaped_and_quoted() {
+        let (h, mut ctx) = ipvs_case(&[("10.0.0.7:0\u{1b}[2J", 0)], Some(&[]));
+        ctx.published[0].service = "web; rm -rf /\u{1b}[2J".into();
+        let v = verdicts([h].iter(), &ctx);
+        assert_eq!(v[0].cause, Cause::IpvsNoBackend);
+        assert!(!v[0].to_text().contains('\u{1b}'), "{}", v[0].to_text());
+        assert!(
+            v[0].fix
+                .contains("docker service update --force 'web; rm -rf /")
+                && !v[0].fix.contains('\u{1b}'),
+            "{}",
+            v[0].fix
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::cli::TraceArgs;
 use crate::docker;
 use crate::kernel::netns::NetnsNames;
-use crate::kernel::{namespaces, netstat, KernelFacts};
+use crate::kernel::{ipvs, namespaces, netstat, KernelFacts};
 use crate::trace::hops::HopNames;
 use crate::trace::session::{HostSnapshot, RunResult, TraceOptions};
 use crate::trace::summary::RunSummary;
@@ -166,6 +166,15 @@ fn verdict_context(
             counter_rises.insert(name, r);
         }
     }
+    let mut netfilter = BTreeMap::new();
+    for (ns, a) in &after.netfilter {
+        let b = before.netfilter.get(ns);
+        let view = netfilter_view(b, a);
+        if view.ipvs.is_empty() && view.rules_rose.as_ref().is_none_or(Vec::is_empty) {
+            continue;
+        }
+        netfilter.insert(shown(ns), view.bounded());
+    }
     let ingress_ifaces: BTreeSet<(String, String)> = tracker
         .handshakes()
         .filter_map(|h| h.first_hop.map(|x| hops.place(&x)))
@@ -204,6 +213,38 @@ fn verdict_context(
         published: docker_view(tracker, !host_answered.is_empty()),
         host_answered,
         conntrack_fill,
+        netfilter,
+    }
+}
+
+/// What a namespace's IPVS services and rules showed between two readings: a mark without a
+/// backend at either, the rules whose counters rose (unknown unless both readings have the
+/// rules).
+fn netfilter_view(before: Option<&ipvs::Reading>, after: &ipvs::Reading) -> verdict::NetfilterView {
+    let services = after.services.clone().unwrap_or_default();
+    let mut no_backend = ipvs::without_backend(&services);
+    if let Some(s) = before.and_then(|b| b.services.as_ref()) {
+        no_backend.extend(ipvs::without_backend(s));
+    }
+    let mut port_marks = after
+        .rules
+        .as_ref()
+        .map(|r| r.port_marks.clone())
+        .unwrap_or_default();
+    if let Some(r) = before.and_then(|b| b.rules.as_ref()) {
+        for (port, mark) in &r.port_marks {
+            port_marks.entry(*port).or_insert(*mark);
+        }
+    }
+    let rules_rose = match (before.and_then(|b| b.rules.as_ref()), &after.rules) {
+        (Some(b), Some(a)) => Some(ipvs::rules_rose(b, a)),
+        _ => None,
+    };
+    verdict::NetfilterView {
+        ipvs: services,
+        ipvs_no_backend: no_backend,
+        port_marks,
+        rules_rose,
     }
 }
 

@@ -187,9 +187,15 @@ pub struct VerdictContext {
     /// the verdicts count (added as `published`).
     #[serde(default)]
     pub unseen_drops: BTreeMap<String, u64>,
-    /// Where SYNs left inside VXLAN datagrams towards other nodes (added as `published`).
+    /// Where SYNs left inside VXLAN datagrams towards other nodes (added as `published`; cut
+    /// to [`verdict::LISTED`] when read).
     #[serde(default)]
     pub overlay_paths: Vec<OverlayPath>,
+    /// Per namespace name (the host's, and those with IPVS services), its IPVS services, the
+    /// marks of its ports and the DROP/REJECT rules whose counters rose (added as
+    /// `published`; cut to [`verdict::NetfilterView::KEPT`] of each when read).
+    #[serde(default)]
+    pub netfilter: BTreeMap<String, verdict::NetfilterView>,
 }
 
 /// SYNs left this node inside VXLAN datagrams by `ifname` in `netns`, from `local` to
@@ -274,6 +280,7 @@ impl From<&verdict::Context> for VerdictContext {
                     ifname: o.ifname.clone(),
                 })
                 .collect(),
+            netfilter: c.netfilter.clone(),
         }
     }
 }
@@ -315,12 +322,19 @@ impl From<VerdictContext> for verdict::Context {
             overlay_paths: c
                 .overlay_paths
                 .into_iter()
+                .take(verdict::LISTED)
                 .map(|o| verdict::OverlayPath {
                     local: o.local,
                     remote: o.remote,
                     netns: o.netns,
                     ifname: o.ifname,
                 })
+                .collect(),
+            netfilter: c
+                .netfilter
+                .into_iter()
+                .take(verdict::NetfilterView::KEPT)
+                .map(|(ns, v)| (ns, v.bounded()))
                 .collect(),
         }
     }

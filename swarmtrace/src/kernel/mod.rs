@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod hostns;
+pub mod ipvs;
 pub mod kallsyms;
 pub mod namespaces;
 pub mod netns;

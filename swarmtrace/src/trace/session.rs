@@ -39,15 +39,20 @@ fn release_startup_memory() {
 pub struct HostSnapshot {
     pub namespaces: Vec<(String, PathBuf)>,
     pub counters: BTreeMap<String, Counters>,
+    /// IPVS services and firewall rules of the host's namespace and of those with IPVS
+    /// services.
+    pub netfilter: BTreeMap<String, crate::kernel::ipvs::Reading>,
 }
 
 impl HostSnapshot {
     pub fn take() -> Self {
         let namespaces = namespaces::known();
         let counters = namespaces::counters(&namespaces);
+        let netfilter = crate::kernel::ipvs::read_all(&namespaces);
         Self {
             namespaces,
             counters,
+            netfilter,
         }
     }
 }

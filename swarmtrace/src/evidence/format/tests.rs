@@ -278,6 +278,16 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
             netns: "host".into(),
             ifname: "eth0".into(),
         }],
+        netfilter: [(
+            "ingress_sbox".to_owned(),
+            verdict::NetfilterView {
+                ipvs: [(0x100, vec![("10.0.0.7:0".to_owned(), 0)])].into(),
+                ipvs_no_backend: [0x100].into(),
+                port_marks: [(8081, 0x100)].into(),
+                rules_rose: Some(vec![]),
+            },
+        )]
+        .into(),
     };
     let system = v2::System {
         format: FORMAT,
