@@ -10,6 +10,7 @@ use crate::{
     handshake::{isn_of, lookup},
     kmem::{read, read_buf},
     packet::{matches, parse_ip, Kernel, Parse},
+    stage::stop,
 };
 
 /// Reports the drop of `skb` with `reason`. `site` gives the drop's location and the
@@ -22,9 +23,12 @@ pub fn report_drop<C: EbpfContext>(
     reason: u32,
     site: impl FnOnce() -> (u64, u64),
 ) -> Result<(), ()> {
+    if stop(1) {
+        return Ok(());
+    }
     let (head, nh) = head_and_network_header(skb)?;
     // 0xffff: the network header was never set (not an IP packet yet).
-    if nh == 0xffff || head == 0 {
+    if nh == 0xffff || head == 0 || stop(2) {
         return Ok(());
     }
     let s = scratch()?;
@@ -39,6 +43,9 @@ pub fn report_drop<C: EbpfContext>(
         src.base = inner;
         ev.vxlan_from = from;
     }
+    if stop(3) {
+        return Ok(());
+    }
     match parse_ip(&src, &mut ev.packet) {
         Parse::Handshake => {}
         Parse::Other => return Ok(()),
@@ -48,6 +55,9 @@ pub fn report_drop<C: EbpfContext>(
         }
     }
     let p = &ev.packet;
+    if stop(4) {
+        return Ok(());
+    }
     // Joined to a handshake first seen on a watched interface, the drop is charged to the
     // client and service as first seen, and filtered on them.
     match lookup(p, slot) {
@@ -82,6 +92,9 @@ pub fn report_drop<C: EbpfContext>(
             ev.service_port = 0;
         }
     }
+    if stop(5) {
+        return Ok(());
+    }
     count(&STATS, stat::DROPS);
     count(
         &DROP_REASONS,
@@ -99,7 +112,7 @@ pub fn report_drop<C: EbpfContext>(
     } else {
         isn_of(p).unwrap_or(0)
     };
-    if !keep_detail(isn, now, stat::DROPS_SAMPLED_OUT) {
+    if !keep_detail(isn, now, stat::DROPS_SAMPLED_OUT) || stop(6) {
         return Ok(());
     }
     let (location, rx_sk) = site();

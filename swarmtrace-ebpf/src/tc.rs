@@ -12,6 +12,7 @@ use crate::{
     handshake::{lookup, record_syn},
     kmem::read,
     packet::{matches, parse_ip, Parse, Skb},
+    stage::stop,
 };
 
 const ETH_HLEN: usize = 14;
@@ -126,7 +127,7 @@ fn surely_uninteresting(ctx: &TcContext) -> bool {
 
 #[inline(always)]
 fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
-    if surely_uninteresting(ctx) {
+    if surely_uninteresting(ctx) || stop(1) {
         return Ok(());
     }
     let mut proto: u16 = u16::from_be(ctx.load::<u16>(12).map_err(|_| ())?);
@@ -159,7 +160,7 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
         }
     }
     let p = &ev.packet;
-    if p.class == class::ACK || (vtep.is_some() && p.class != class::SYN) {
+    if p.class == class::ACK || (vtep.is_some() && p.class != class::SYN) || stop(2) {
         return Ok(());
     }
     let hop = Hop {
@@ -172,6 +173,9 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     };
     // SAFETY: bpf_ktime_get_ns takes nothing and cannot fail.
     let now = unsafe { bpf_ktime_get_ns() };
+    if stop(3) {
+        return Ok(());
+    }
 
     if p.class == class::SYN {
         let key = HandshakeKey {
@@ -213,7 +217,10 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
             return Ok(());
         }
         count(&STATS, stat::SYNS);
-        if keep_detail(key.isn, now, stat::TC_SAMPLED_OUT) {
+        if stop(4) {
+            return Ok(());
+        }
+        if keep_detail(key.isn, now, stat::TC_SAMPLED_OUT) && !stop(5) {
             emit(ctx, ev, key, hop, seen::SYN, 0, now);
         }
         return Ok(());
