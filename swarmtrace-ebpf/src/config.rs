@@ -88,6 +88,8 @@ pub struct Scratch {
     /// A handshake table slot being read or made, by TC and by the drop hooks.
     pub tc_slot: Slot,
     pub drop_slot: Slot,
+    /// The first bytes at a dropped packet's network header (`packet::HEAD`).
+    pub drop_head: [u8; crate::packet::HEAD],
 }
 
 #[map]

@@ -32,9 +32,9 @@ pub fn stop(n: u32) -> bool {
 
 #[inline(always)]
 fn keep() {
-    use core::hint::black_box;
     use crate::config::{volatile, DROP_REASONS, EVENTS, FILTER, OFFSETS, OVERLOAD, STATS, TABLE};
     use crate::handshake::{HANDSHAKES, ISN_INDEX};
+    use core::hint::black_box;
     black_box(&EVENTS as *const _ as usize);
     black_box(&STATS as *const _ as usize);
     black_box(&DROP_REASONS as *const _ as usize);
