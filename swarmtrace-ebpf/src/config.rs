@@ -90,6 +90,8 @@ pub struct Scratch {
     pub drop_slot: Slot,
     /// The first bytes at a dropped packet's network header (`packet::HEAD`).
     pub drop_head: [u8; crate::packet::HEAD],
+    /// The same for a packet at TC.
+    pub tc_head: [u8; crate::packet::HEAD],
 }
 
 #[map]

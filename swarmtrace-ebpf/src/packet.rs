@@ -9,7 +9,7 @@
 //! load from the linear data at TC), and only other packets take a read per header and per
 //! option.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{cty::c_void, helpers::bpf_skb_load_bytes, programs::TcContext};
 use swarmtrace_common::{class, PacketInfo};
 
 use crate::{config::global, kmem};
@@ -79,6 +79,31 @@ impl Source for Skb<'_> {
             return Ok(unsafe { core::ptr::read_unaligned(start as *const T) });
         }
         self.read(off)
+    }
+}
+
+impl Skb<'_> {
+    /// Copies the first `HEAD` bytes at the network header into `buf` (scratch space: the
+    /// classifier's stack has no room for them): from the linear data where they are in it,
+    /// else with `bpf_skb_load_bytes`. False when the packet is shorter.
+    #[inline(always)]
+    pub fn read_head(&self, buf: &mut [u8; HEAD]) -> bool {
+        let start = self.ctx.data() + self.l3;
+        if start + HEAD <= self.ctx.data_end() {
+            // SAFETY: `start .. start + HEAD` is inside the linear data, checked just above
+            // (and by the verifier); `buf` is a writable array of `HEAD` bytes.
+            unsafe { core::ptr::copy_nonoverlapping(start as *const u8, buf.as_mut_ptr(), HEAD) };
+            return true;
+        }
+        // SAFETY: the helper copies at most `HEAD` bytes into `buf`, or fails past the end.
+        unsafe {
+            bpf_skb_load_bytes(
+                self.ctx.skb.skb as *const _,
+                self.l3 as u32,
+                buf.as_mut_ptr() as *mut c_void,
+                HEAD as u32,
+            ) == 0
+        }
     }
 }
 

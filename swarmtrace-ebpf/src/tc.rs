@@ -11,7 +11,7 @@ use crate::{
     config::{count, global, keep_detail, output, scratch, STATS},
     handshake::{lookup, record_syn},
     kmem::read,
-    packet::{matches, parse_ip, Parse, Skb, Source, HEAD},
+    packet::{matches, parse_ip, Parse, Skb, Source},
     stage::stop,
 };
 
@@ -155,10 +155,14 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
         l3 = inner;
     }
     let s = scratch()?;
-    let (ev, slot) = (&mut s.handshake, &mut s.tc_slot);
+    let (ev, slot, head) = (&mut s.handshake, &mut s.tc_slot, &mut s.tc_head);
     let src = Skb { ctx, l3 };
-    let head = src.read_hdr::<[u8; HEAD]>(0).ok();
-    match parse_ip(&src, head.as_ref(), &mut ev.packet) {
+    let head = if src.read_head(head) {
+        Some(&*head)
+    } else {
+        None
+    };
+    match parse_ip(&src, head, &mut ev.packet) {
         Parse::Handshake => {}
         Parse::Other => return Ok(()),
         Parse::Unreadable => {
