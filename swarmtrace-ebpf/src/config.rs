@@ -88,6 +88,10 @@ pub struct Scratch {
     /// A handshake table slot being read or made, by TC and by the drop hooks.
     pub tc_slot: Slot,
     pub drop_slot: Slot,
+    /// The first bytes at a dropped packet's network header (`packet::HEAD`).
+    pub drop_head: [u8; crate::packet::HEAD],
+    /// The same for a packet at TC.
+    pub tc_head: [u8; crate::packet::HEAD],
 }
 
 #[map]

@@ -9,7 +9,8 @@ use crate::{
     config::{count, global, keep_detail, output, scratch, DROP_REASONS, STATS},
     handshake::{isn_of, lookup},
     kmem::{read, read_buf},
-    packet::{matches, parse_ip, Kernel, Parse},
+    packet::{matches, parse_ip, Kernel, Parse, HEAD},
+    stage::stop,
 };
 
 /// Reports the drop of `skb` with `reason`. `site` gives the drop's location and the
@@ -22,24 +23,38 @@ pub fn report_drop<C: EbpfContext>(
     reason: u32,
     site: impl FnOnce() -> (u64, u64),
 ) -> Result<(), ()> {
-    let (head, nh) = head_and_network_header(skb)?;
-    // 0xffff: the network header was never set (not an IP packet yet).
-    if nh == 0xffff || head == 0 {
+    if stop(1) {
         return Ok(());
     }
-    let s = scratch()?;
-    let (ev, slot) = (&mut s.drop, &mut s.drop_slot);
+    let (head, nh) = head_and_network_header(skb)?;
+    // 0xffff: the network header was never set (not an IP packet yet).
+    if nh == 0xffff || head == 0 || stop(2) {
+        return Ok(());
+    }
     let mut src = Kernel {
         base: head + nh as u64,
     };
-    // A VXLAN datagram (an overlay's, dropped before it was decapsulated): the packet it
-    // carries is parsed instead, at a variable offset (one parse, inlined once).
+    // One read decides for most drops: an IPv4 packet that is neither TCP nor VXLAN (UDP to
+    // 4789) is not ours. A VXLAN datagram (an overlay's, dropped before it was decapsulated):
+    // the packet it carries is parsed instead, at a variable offset (one parse, inlined once).
+    let s = scratch()?;
+    let (ev, slot, head) = (&mut s.drop, &mut s.drop_slot, &mut s.drop_head);
+    // The same read holds the whole of an IPv4 handshake packet's headers (`HEAD`).
+    read_buf(src.base, head)?;
+    let vxlan = vxlan_inner(&src, head);
+    if vxlan.is_none() && head[0] >> 4 == 4 && head[9] != IPPROTO_TCP {
+        return Ok(());
+    }
     ev.vxlan_from = [0; 4];
-    if let Some((inner, from)) = vxlan_inner(&src) {
+    if let Some((inner, from)) = vxlan {
         src.base = inner;
         ev.vxlan_from = from;
+        read_buf(inner, head)?;
     }
-    match parse_ip(&src, &mut ev.packet) {
+    if stop(3) {
+        return Ok(());
+    }
+    match parse_ip(&src, Some(head), &mut ev.packet) {
         Parse::Handshake => {}
         Parse::Other => return Ok(()),
         Parse::Unreadable => {
@@ -48,6 +63,9 @@ pub fn report_drop<C: EbpfContext>(
         }
     }
     let p = &ev.packet;
+    if stop(4) {
+        return Ok(());
+    }
     // Joined to a handshake first seen on a watched interface, the drop is charged to the
     // client and service as first seen, and filtered on them.
     match lookup(p, slot) {
@@ -82,6 +100,9 @@ pub fn report_drop<C: EbpfContext>(
             ev.service_port = 0;
         }
     }
+    if stop(5) {
+        return Ok(());
+    }
     count(&STATS, stat::DROPS);
     count(
         &DROP_REASONS,
@@ -99,7 +120,7 @@ pub fn report_drop<C: EbpfContext>(
     } else {
         isn_of(p).unwrap_or(0)
     };
-    if !keep_detail(isn, now, stat::DROPS_SAMPLED_OUT) {
+    if !keep_detail(isn, now, stat::DROPS_SAMPLED_OUT) || stop(6) {
         return Ok(());
     }
     let (location, rx_sk) = site();
@@ -116,13 +137,13 @@ pub fn report_drop<C: EbpfContext>(
 const VXLAN_PORT: u16 = 4789;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
 
-/// When the packet is an IPv4 VXLAN datagram (UDP to port 4789, no IP options, not a
-/// fragment) carrying an IPv4 or IPv6 frame: the address of the inner network header, and
-/// the outer source address.
+/// When the packet, whose first bytes are `hdr`, is an IPv4 VXLAN datagram (UDP to port
+/// 4789, no IP options, not a fragment) carrying an IPv4 or IPv6 frame: the address of the
+/// inner network header, and the outer source address.
 #[inline(always)]
-fn vxlan_inner(src: &Kernel) -> Option<(u64, [u8; 4])> {
-    let hdr: [u8; 24] = read(src.base).ok()?;
+fn vxlan_inner(src: &Kernel, hdr: &[u8; HEAD]) -> Option<(u64, [u8; 4])> {
     if hdr[0] != 0x45 || hdr[9] != 17 || (u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff) != 0 {
         return None;
     }

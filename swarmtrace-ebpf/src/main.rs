@@ -8,6 +8,7 @@ mod handshake;
 mod kfree_skb;
 mod kmem;
 mod packet;
+mod stage;
 mod tc;
 mod tcp_drop;
 

@@ -1,8 +1,15 @@
 //! Reading IPv4/IPv6 + TCP headers, from kernel memory (tracepoints) or from a packet (TC),
-//! through one parser. Every read is a helper call that fails cleanly (probe_read on a bad
-//! address, skb_load_bytes past the end), so nothing a packet holds can make a read unsafe.
+//! through one parser. Every read fails cleanly (probe_read on a bad address, skb_load_bytes
+//! past the end, direct packet access only after a bounds check the verifier also checks), so
+//! nothing a packet holds can make a read unsafe.
+//!
+//! Reads are what a handshake packet costs (about 40 ns per `bpf_probe_read_kernel`, 25 ns
+//! per `bpf_skb_load_bytes` here, BENCHMARKS.md): an IPv4 packet without IP options whose
+//! options start as Linux's do is decoded from one read of its first `HEAD` bytes (a plain
+//! load from the linear data at TC), and only other packets take a read per header and per
+//! option.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{cty::c_void, helpers::bpf_skb_load_bytes, programs::TcContext};
 use swarmtrace_common::{class, PacketInfo};
 
 use crate::{config::global, kmem};
@@ -27,6 +34,13 @@ const MAX_OPT_STEPS: usize = 12;
 pub trait Source {
     /// Reads a `T` at `off` bytes from the start of the network header.
     fn read<T: Copy>(&self, off: usize) -> Result<T, ()>;
+
+    /// Reads a header (the IP and TCP headers, the first options) at `off`: as `read`, or
+    /// faster where the source can.
+    #[inline(always)]
+    fn read_hdr<T: Copy>(&self, off: usize) -> Result<T, ()> {
+        self.read(off)
+    }
 }
 
 /// Kernel memory: the network header of an skb at `base`.
@@ -52,6 +66,45 @@ impl Source for Skb<'_> {
     fn read<T: Copy>(&self, off: usize) -> Result<T, ()> {
         self.ctx.load::<T>(self.l3 + off).map_err(|_| ())
     }
+
+    /// Direct packet access where the bytes are in the linear data (a plain load, no helper
+    /// call), else `bpf_skb_load_bytes` (headers in paged data, or past the end: an error).
+    #[inline(always)]
+    fn read_hdr<T: Copy>(&self, off: usize) -> Result<T, ()> {
+        let start = self.ctx.data() + self.l3 + off;
+        if start + core::mem::size_of::<T>() <= self.ctx.data_end() {
+            // SAFETY: `start .. start + size_of::<T>()` is inside the packet's linear data,
+            // checked just above (and by the verifier, which refuses the program otherwise);
+            // `T` is a byte array or a plain integer, any bit pattern valid, read unaligned.
+            return Ok(unsafe { core::ptr::read_unaligned(start as *const T) });
+        }
+        self.read(off)
+    }
+}
+
+impl Skb<'_> {
+    /// Copies the first `HEAD` bytes at the network header into `buf` (scratch space: the
+    /// classifier's stack has no room for them): from the linear data where they are in it,
+    /// else with `bpf_skb_load_bytes`. False when the packet is shorter.
+    #[inline(always)]
+    pub fn read_head(&self, buf: &mut [u8; HEAD]) -> bool {
+        let start = self.ctx.data() + self.l3;
+        if start + HEAD <= self.ctx.data_end() {
+            // SAFETY: `start .. start + HEAD` is inside the linear data, checked just above
+            // (and by the verifier); `buf` is a writable array of `HEAD` bytes.
+            unsafe { core::ptr::copy_nonoverlapping(start as *const u8, buf.as_mut_ptr(), HEAD) };
+            return true;
+        }
+        // SAFETY: the helper copies at most `HEAD` bytes into `buf`, or fails past the end.
+        unsafe {
+            bpf_skb_load_bytes(
+                self.ctx.skb.skb as *const _,
+                self.l3 as u32,
+                buf.as_mut_ptr() as *mut c_void,
+                HEAD as u32,
+            ) == 0
+        }
+    }
 }
 
 pub enum Parse {
@@ -63,11 +116,22 @@ pub enum Parse {
     Unreadable,
 }
 
-/// Parses the packet whose network header `src` reads into `info`.
+/// Bytes of a packet read in one go from its network header: an IPv4 header without options
+/// (20), the TCP header (20) and the first options (16), where a SYN's timestamp is.
+pub const HEAD: usize = 56;
+
+/// Parses the packet whose network header `src` reads into `info`. `head`, when the caller
+/// could read them, is the first `HEAD` bytes at the network header: an IPv4 packet without
+/// IP options is then decoded from them with no further read (but for unusual TCP options).
 #[inline(always)]
-pub fn parse_ip<S: Source>(src: &S, info: &mut PacketInfo) -> Parse {
+pub fn parse_ip<S: Source>(src: &S, head: Option<&[u8; HEAD]>, info: &mut PacketInfo) -> Parse {
+    if let Some(h) = head {
+        if h[0] == 0x45 {
+            return parse_v4_head(src, h, info);
+        }
+    }
     // One read for the common case: an IPv4 header (an IPv6 one is read again, whole).
-    let hdr: [u8; 20] = match src.read(0) {
+    let hdr: [u8; 20] = match src.read_hdr(0) {
         Ok(h) => h,
         Err(()) => return Parse::Other,
     };
@@ -96,7 +160,7 @@ pub fn parse_ip<S: Source>(src: &S, info: &mut PacketInfo) -> Parse {
             ip_payload = total.saturating_sub(ihl);
         }
         6 => {
-            let hdr: [u8; 40] = match src.read(0) {
+            let hdr: [u8; 40] = match src.read_hdr(0) {
                 Ok(h) => h,
                 Err(()) => return Parse::Other,
             };
@@ -140,12 +204,68 @@ pub fn parse_ip<S: Source>(src: &S, info: &mut PacketInfo) -> Parse {
     parse_tcp(src, tcp, ip_payload, info)
 }
 
+/// An IPv4 packet without IP options whose first `HEAD` bytes are `h`.
+#[inline(always)]
+fn parse_v4_head<S: Source>(src: &S, h: &[u8; HEAD], info: &mut PacketInfo) -> Parse {
+    if h[9] != IPPROTO_TCP {
+        return Parse::Other;
+    }
+    // Fragment offset != 0: no TCP header here.
+    if (u16::from_be_bytes([h[6], h[7]]) & 0x1fff) != 0 {
+        return Parse::Other;
+    }
+    let total = u16::from_be_bytes([h[2], h[3]]) as u32;
+    info.family = 4;
+    info.saddr = [0; 16];
+    info.daddr = [0; 16];
+    info.saddr[..4].copy_from_slice(&h[12..16]);
+    info.daddr[..4].copy_from_slice(&h[16..20]);
+    let Ok(th) = <&[u8; 20]>::try_from(&h[20..40]) else {
+        return Parse::Unreadable;
+    };
+    let doff = match tcp_fields(th, total.saturating_sub(20), info) {
+        Ok(d) => d,
+        Err(p) => return p,
+    };
+    if wants_timestamp(doff, info) {
+        let fast = match <&[u8; 16]>::try_from(&h[40..56]) {
+            Ok(o) => linux_timestamp(o, (doff - 20) as usize, info),
+            Err(_) => false,
+        };
+        if !fast {
+            find_timestamp(src, 40, (doff - 20) as usize, info);
+        }
+    }
+    Parse::Handshake
+}
+
 #[inline(always)]
 fn parse_tcp<S: Source>(src: &S, tcp: usize, ip_payload: u32, info: &mut PacketInfo) -> Parse {
-    let th: [u8; 20] = match src.read(tcp) {
+    let th: [u8; 20] = match src.read_hdr(tcp) {
         Ok(t) => t,
         Err(()) => return Parse::Unreadable,
     };
+    let doff = match tcp_fields(&th, ip_payload, info) {
+        Ok(d) => d,
+        Err(p) => return p,
+    };
+    if wants_timestamp(doff, info) {
+        let fast = (doff - 20) >= 16
+            && match src.read_hdr::<[u8; 16]>(tcp + 20) {
+                Ok(o) => linux_timestamp(&o, (doff - 20) as usize, info),
+                Err(()) => false,
+            };
+        if !fast {
+            find_timestamp(src, tcp + 20, (doff - 20) as usize, info);
+        }
+    }
+    Parse::Handshake
+}
+
+/// Decodes the TCP header `th` into `info`; its length (`doff`, bytes), or how the packet
+/// is not a handshake packet.
+#[inline(always)]
+fn tcp_fields(th: &[u8; 20], ip_payload: u32, info: &mut PacketInfo) -> Result<u32, Parse> {
     let flags = th[13];
     let doff = ((th[12] >> 4) as u32) * 4;
     info.class = if flags & TCP_RST != 0 {
@@ -159,10 +279,10 @@ fn parse_tcp<S: Source>(src: &S, tcp: usize, ip_payload: u32, info: &mut PacketI
     } else if flags & (TCP_ACK | TCP_FIN) == TCP_ACK && ip_payload == doff {
         class::ACK
     } else {
-        return Parse::Other;
+        return Err(Parse::Other);
     };
     if doff < 20 {
-        return Parse::Unreadable;
+        return Err(Parse::Unreadable);
     }
     info.tcp_flags = flags;
     info.sport = u16::from_be_bytes([th[0], th[1]]);
@@ -172,12 +292,34 @@ fn parse_tcp<S: Source>(src: &S, tcp: usize, ip_payload: u32, info: &mut PacketI
     info.has_ts = 0;
     info.tsval = 0;
     info.tsecr = 0;
-    // Only a SYN's TSval keys its handshake, and a SYN-ACK echoes it; a RST or a bare ACK is
-    // found through the ISN. Half of a stream is bare ACKs: do not walk their options.
-    if doff > 20 && (info.class == class::SYN || info.class == class::SYN_ACK) {
-        find_timestamp(src, tcp + 20, (doff - 20) as usize, info);
+    Ok(doff)
+}
+
+/// Only a SYN's TSval keys its handshake, and a SYN-ACK echoes it; a RST or a bare ACK is
+/// found through the ISN. Half of a stream is bare ACKs: their options are not walked.
+#[inline(always)]
+fn wants_timestamp(doff: u32, info: &PacketInfo) -> bool {
+    doff > 20 && (info.class == class::SYN || info.class == class::SYN_ACK)
+}
+
+/// The options of Linux's SYNs and SYN-ACKs (and most stacks'), the first 16 bytes `o` of
+/// `len` (>= 16 checked here): MSS, then SACK-permitted or two NOPs, then the timestamp at
+/// offset 6 (`02 04 .. .. 04 02 08 0a` or `02 04 .. .. 01 01 08 0a`). True when the options
+/// start so (the timestamp is then decoded, as the walk would); false sends the packet to
+/// the walk, one read per option.
+#[inline(always)]
+fn linux_timestamp(o: &[u8; 16], len: usize, info: &mut PacketInfo) -> bool {
+    if len < 16 {
+        return false;
     }
-    Parse::Handshake
+    let pair = (o[4] == 4 && o[5] == 2) || (o[4] == TCPOPT_NOP && o[5] == TCPOPT_NOP);
+    if o[0] != 2 || o[1] != 4 || !pair || o[6] != TCPOPT_TIMESTAMP || o[7] != 10 {
+        return false;
+    }
+    info.tsval = u32::from_be_bytes([o[8], o[9], o[10], o[11]]);
+    info.tsecr = u32::from_be_bytes([o[12], o[13], o[14], o[15]]);
+    info.has_ts = 1;
+    true
 }
 
 /// Finds the timestamp option among the `len` bytes of TCP options at `off`.
