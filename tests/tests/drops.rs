@@ -276,3 +276,132 @@ fn client_filter_keeps_only_its_network() {
         );
     }
 }
+
+/// SYNs whose TCP options are laid out as different stacks lay them out, crafted on a raw
+/// socket: the kernel programs decode Linux's layout from one read and walk any other, and
+/// both must find the same timestamp (or none). Each SYN goes to a closed port of the server
+/// (freed as NO_SOCKET there), whose eth0 is watched: the classifier's key (`tsvals` of the
+/// handshake) and the drop hook's parse (`tsval` of the drop) are both checked.
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn every_option_layout_gives_the_same_timestamp() {
+    require_privileged("every_option_layout_gives_the_same_timestamp");
+    let p = pair("o");
+    let port = test_port(7);
+    const TS: [u8; 10] = [8, 10, 0, 0, 0, 0, 0, 0, 0, 0];
+    // (name, options without the timestamp's values, where the timestamp starts or None)
+    let layouts: [(&str, Vec<u8>, Option<usize>); 7] = [
+        // Linux: MSS, SACK_PERM, TS, NOP, WS.
+        (
+            "linux",
+            [&[2, 4, 5, 180, 4, 2][..], &TS, &[1, 3, 3, 7]].concat(),
+            Some(6),
+        ),
+        // Linux with SACK off: MSS, NOP, NOP, TS, NOP, WS.
+        (
+            "linux-nosack",
+            [&[2, 4, 5, 180, 1, 1][..], &TS, &[1, 3, 3, 7]].concat(),
+            Some(6),
+        ),
+        // macOS: MSS, NOP, WS, NOP, NOP, TS, SACK_PERM, EOL, EOL.
+        (
+            "macos",
+            [&[2, 4, 5, 180, 1, 3, 3, 6, 1, 1][..], &TS, &[4, 2, 0, 0]].concat(),
+            Some(10),
+        ),
+        // Timestamp first: NOP, NOP, TS, MSS, NOP, WS.
+        (
+            "ts-first",
+            [&[1, 1][..], &TS, &[2, 4, 5, 180, 1, 3, 3, 7]].concat(),
+            Some(2),
+        ),
+        // Windows: MSS, NOP, WS, NOP, NOP, SACK_PERM: no timestamp.
+        ("windows", vec![2, 4, 5, 180, 1, 3, 3, 8, 1, 1, 4, 2], None),
+        // Linux's prefix, but at the timestamp's place an option 8 of length 9 (not a
+        // timestamp: the walk steps over it), then NOPs.
+        (
+            "near-linux",
+            vec![2, 4, 5, 180, 4, 2, 8, 9, 7, 7, 7, 7, 7, 7, 7, 1, 1, 1, 1, 1],
+            None,
+        ),
+        // A timestamp after a malformed SACK_PERM of length 3, where the walk finds it.
+        (
+            "odd-step",
+            [&[2, 4, 5, 180, 4, 3, 1][..], &TS, &[1, 1, 1]].concat(),
+            Some(7),
+        ),
+    ];
+    let tracer = Tracer::start(&[
+        "--port",
+        &port.to_string(),
+        "--iface",
+        &format!("{}:eth0", p.server.name()),
+    ])
+    .unwrap();
+    let mut sent = Vec::new();
+    for (i, (name, opts, ts_at)) in layouts.iter().enumerate() {
+        let sport = 41000 + i as u16;
+        let tsval = 0x5157_0000 + i as u32 * 0x101;
+        let isn = 0x1234_0000 + i as u32;
+        let mut opts = opts.clone();
+        while opts.len() % 4 != 0 {
+            opts.push(0);
+        }
+        if let Some(at) = ts_at {
+            opts[at + 2..at + 6].copy_from_slice(&tsval.to_be_bytes());
+        }
+        let mut seg = vec![0u8; 20];
+        seg[0..2].copy_from_slice(&sport.to_be_bytes());
+        seg[2..4].copy_from_slice(&port.to_be_bytes());
+        seg[4..8].copy_from_slice(&isn.to_be_bytes());
+        seg[12] = ((20 + opts.len()) as u8 / 4) << 4;
+        seg[13] = 0x02;
+        seg[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        seg.extend_from_slice(&opts);
+        let (src, dst) = (
+            CLIENT4.parse().unwrap(),
+            SERVER4.parse::<std::net::Ipv4Addr>().unwrap(),
+        );
+        let sum = swarmtrace::net::tcp_checksum_v4(src, dst, &seg);
+        seg[16..18].copy_from_slice(&sum.to_be_bytes());
+        p.client
+            .run(move || -> std::io::Result<()> {
+                use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+                let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP))?;
+                s.bind(&SockAddr::from(sock(CLIENT4, 0)))?;
+                s.send_to(&seg, &SockAddr::from(sock(SERVER4, 0)))?;
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        sent.push((name, sock(CLIENT4, sport), isn, ts_at.map(|_| tsval)));
+    }
+    let mut seen = Vec::new();
+    let last = sent.last().unwrap().1;
+    tracer.wait_for(&mut seen, Duration::from_secs(5), |v| {
+        is_drop_from(v, &last)
+    });
+    let out = tracer.stop(seen).unwrap();
+    for (name, client, isn, tsval) in &sent {
+        let d = out
+            .iter()
+            .find(|v| is_drop_from(v, client))
+            .unwrap_or_else(|| panic!("{name}: no drop of {client}: {out:?}"));
+        assert_eq!(d["reason"], "NO_SOCKET", "{name}: {d}");
+        assert_eq!(d["isn"], *isn, "{name}: {d}");
+        assert_eq!(
+            d["tsval"].as_u64(),
+            tsval.map(u64::from),
+            "{name}: the drop's {d}"
+        );
+        let h = out
+            .iter()
+            .find(|v| v["type"] == "handshake" && v["client"] == client.to_string())
+            .unwrap_or_else(|| panic!("{name}: no handshake of {client}: {out:?}"));
+        assert_eq!(
+            h["tsvals"],
+            serde_json::json!([tsval.unwrap_or(0)]),
+            "{name}: the classifier's key, {h}"
+        );
+    }
+}
