@@ -1128,12 +1128,7 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             if v.confidence == Confidence::Confirmed
                 && v.overlay_reasons.values().any(|by_firewall| !by_firewall) =>
         {
-            let from = v
-                .overlay_from
-                .iter()
-                .map(IpAddr::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
+            let from = v.overlay_senders();
             let lost: Vec<&str> = v
                 .overlay_reasons
                 .iter()
@@ -1161,12 +1156,7 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             )
         }
         Cause::OverlayUnreachable if v.confidence == Confidence::Confirmed => {
-            let from = v
-                .overlay_from
-                .iter()
-                .map(IpAddr::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
+            let from = v.overlay_senders();
             let reasons = v
                 .drops
                 .keys()
@@ -1285,6 +1275,15 @@ fn netns_enter(ns: &str) -> String {
 }
 
 impl Verdict {
+    /// The nodes whose VXLAN datagrams carrying these handshakes were dropped here.
+    fn overlay_senders(&self) -> String {
+        self.overlay_from
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "cause": self.cause.id(),
