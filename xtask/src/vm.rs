@@ -601,6 +601,9 @@ struct NodeNet {
     port: u16,
 }
 
+/// Set when a guest of the pair being booted wedged: the other stops waiting for it.
+static PAIR_WEDGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Boots node 1 (running `scenarios`) and node 2 of `kernel` at once on one virtual LAN, a
 /// QEMU socket on the host's loopback `port` between them.
 fn boot_pair(
@@ -611,6 +614,7 @@ fn boot_pair(
     scenarios: &[String],
     port: u16,
 ) -> Result<(Boot, Boot)> {
+    PAIR_WEDGED.store(false, std::sync::atomic::Ordering::Relaxed);
     let (n1, n2) = std::thread::scope(|scope| {
         let first = scope.spawn(|| {
             boot(
@@ -1559,8 +1563,22 @@ fn boot(
                         "the guest's kernel locked up or panicked during `{last_step}`: {f}"
                     ));
                     fault_at = Some(Instant::now());
+                    if node.is_some() {
+                        PAIR_WEDGED.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
+        }
+        // The other node of a pair wedged: this one waits for it in vain (node 1 for up to
+        // nine minutes of Docker converging); stop it now.
+        if node.is_some()
+            && fault.is_none()
+            && PAIR_WEDGED.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            fault = Some(format!(
+                "stopped during `{last_step}`: the other node's kernel wedged"
+            ));
+            break;
         }
         if exited {
             break;
