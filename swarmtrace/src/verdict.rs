@@ -786,7 +786,7 @@ pub fn verdicts_of<'a>(
                 let note = format!(
                     "client {} is inside {} of {} in {}: replies to it are routed there",
                     h.client.ip(),
-                    s.net,
+                    s.net.network(),
                     s.ifname,
                     s.netns
                 );
@@ -2280,7 +2280,8 @@ mod tests {
         ctx.subnets.push(LocalSubnet {
             netns: "ingress_sbox".into(),
             ifname: "eth1".into(),
-            net: parse_cidr("172.18.0.0/16").unwrap(),
+            // As `ip -o addr` gives it: the interface's address with its prefix.
+            net: parse_cidr("172.18.0.1/16").unwrap(),
         });
         ctx.subnets.retain(|s| s.ifname != "docker_gwbridge");
         // 5.10: silence, and the task's ListenDrops rose.
@@ -2290,6 +2291,11 @@ mod tests {
         );
         let v = verdicts([hs("172.18.5.5:40000")].iter(), &ctx);
         assert_eq!(v[0].cause, Cause::ReplyMisrouted);
+        // The note names the subnet, not the interface's own address.
+        assert_eq!(
+            v[0].notes,
+            ["client 172.18.5.5 is inside 172.18.0.0/16 of eth1 in ingress_sbox: replies to it are routed there"]
+        );
         assert_eq!(
             v[0].confirm,
             "nsenter --net=/var/run/docker/netns/ingress_sbox ip route get 172.18.5.5; nsenter --net=/var/run/docker/netns/ingress_sbox ip neigh"
