@@ -21,6 +21,7 @@ pub enum Cause {
     NetfilterDrop,
     ConntrackFull,
     IpvsNoBackend,
+    IpvsMisdirected,
     NoListener,
     ListenQueueFull,
     RpFilter,
@@ -31,13 +32,14 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 13] = [
+    pub const ALL: [Cause; 14] = [
         Cause::NoRunningTask,
         Cause::MeshBypassed,
         Cause::PawsTimestamps,
         Cause::NetfilterDrop,
         Cause::ConntrackFull,
         Cause::IpvsNoBackend,
+        Cause::IpvsMisdirected,
         Cause::NoListener,
         Cause::ListenQueueFull,
         Cause::RpFilter,
@@ -55,6 +57,7 @@ impl Cause {
             Cause::NetfilterDrop => "netfilter-drop",
             Cause::ConntrackFull => "conntrack-full",
             Cause::IpvsNoBackend => "ipvs-no-backend",
+            Cause::IpvsMisdirected => "ipvs-misdirected",
             Cause::NoListener => "no-listener",
             Cause::ListenQueueFull => "listen-queue-full",
             Cause::RpFilter => "rp-filter",
@@ -145,6 +148,16 @@ pub struct NetfilterView {
     /// the run, with the rise; None when the rules could not be read.
     #[serde(default)]
     pub rules_rose: Option<Vec<(String, u64)>>,
+    /// The addresses of destinations of weight 0 (backends Docker is draining) by service
+    /// mark, at the start and at the end of the run.
+    #[serde(default)]
+    pub draining_at_start: BTreeMap<u32, BTreeSet<IpAddr>>,
+    #[serde(default)]
+    pub draining_at_end: BTreeMap<u32, BTreeSet<IpAddr>>,
+    /// `net.ipv4.vs.conn_reuse_mode` in this namespace (Docker sets 0: a SYN from a client
+    /// port with a connection entry follows that entry, not the scheduler).
+    #[serde(default)]
+    pub conn_reuse_mode: Option<u8>,
 }
 
 impl NetfilterView {
@@ -169,8 +182,31 @@ impl NetfilterView {
         if let Some(r) = &mut self.rules_rose {
             r.truncate(Self::KEPT);
         }
+        for m in [&mut self.draining_at_start, &mut self.draining_at_end] {
+            while m.len() > Self::KEPT {
+                m.pop_last();
+            }
+            for a in m.values_mut() {
+                while a.len() > Self::KEPT {
+                    a.pop_last();
+                }
+            }
+        }
         self
     }
+}
+
+/// Where IPVS sent a SYN that was then dropped: a backend of weight 0 ([`Context::ipvs_misdirected`]).
+#[derive(Debug, Clone, Copy)]
+pub struct IpvsMisdirection<'a> {
+    /// The namespace of the IPVS that sent it (Docker's `ingress_sbox` or an `lb_*`).
+    pub netns: &'a str,
+    pub port: u16,
+    pub mark: u32,
+    pub backend: IpAddr,
+    /// The backend was of weight 0 at the start of the run already, before the SYN.
+    pub at_start: bool,
+    pub view: &'a NetfilterView,
 }
 
 /// SYNs seen leaving this node inside VXLAN datagrams by `ifname` in `netns`, from `local`
@@ -225,6 +261,39 @@ impl Context {
             view.ipvs_no_backend
                 .contains(&mark)
                 .then_some((port, mark, view))
+        })
+    }
+
+    /// A SYN dropped where IPVS had sent it to a backend of weight 0 (one Docker is draining)
+    /// of the service that balances one of `ports`: the namespace of that IPVS, the port, the
+    /// mark, the backend, whether it was of weight 0 already at the start of the run (then
+    /// before the SYN), and that namespace's view. The drop's own destination address is
+    /// where IPVS sent the SYN (it rewrites the destination to the backend's).
+    pub fn ipvs_misdirected(
+        &self,
+        d: &DropNote,
+        ports: impl IntoIterator<Item = u16> + Clone,
+    ) -> Option<IpvsMisdirection<'_>> {
+        if d.kind != PacketKind::Syn {
+            return None;
+        }
+        let backend = d.packet.dst.ip();
+        self.netfilter.iter().find_map(|(ns, view)| {
+            ports.clone().into_iter().find_map(|port| {
+                let mark = *view.port_marks.get(&port)?;
+                let at = |m: &BTreeMap<u32, BTreeSet<IpAddr>>| {
+                    m.get(&mark).is_some_and(|a| a.contains(&backend))
+                };
+                let at_start = at(&view.draining_at_start);
+                (at_start || at(&view.draining_at_end)).then(|| IpvsMisdirection {
+                    netns: ns,
+                    port,
+                    mark,
+                    backend,
+                    at_start,
+                    view,
+                })
+            })
         })
     }
 
@@ -465,6 +534,21 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     if h.drops.iter().any(|d| d.vxlan_from.is_some()) {
         return Some((Cause::OverlayUnreachable, Confidence::Confirmed));
     }
+    // IPVS sent the SYN to a backend Docker is draining (weight 0), and it was lost or
+    // refused there: it should not have gone there. Confirmed when the backend was of
+    // weight 0 before the run (so before the SYN); when only at its end, the task may have
+    // stopped listening before Docker drained it.
+    if let Some(m) = h.drops.iter().find_map(|d| {
+        ctx.ipvs_misdirected(d, syn_ports(h, d))
+            .filter(|m| d.netns_name.as_deref() != Some(m.netns))
+    }) {
+        let confidence = if m.at_start {
+            Confidence::Confirmed
+        } else {
+            Confidence::Circumstantial
+        };
+        return Some((Cause::IpvsMisdirected, confidence));
+    }
     // The kernel said why: the first drop with a reason that names a cause (and that the
     // handshake does not contradict) wins.
     let timestamps = carried_timestamps(h);
@@ -704,7 +788,10 @@ pub fn verdicts_of<'a>(
         netfilter_notes(v, h, ctx);
         if matches!(
             cause,
-            Cause::NoRunningTask | Cause::MeshBypassed | Cause::IpvsNoBackend
+            Cause::NoRunningTask
+                | Cause::MeshBypassed
+                | Cause::IpvsNoBackend
+                | Cause::IpvsMisdirected
         ) {
             if let Some(p) = ctx.mesh_publisher(h.service.port()) {
                 let count = |n: Option<u64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
@@ -886,6 +973,10 @@ fn conntrack_notes(v: &mut Verdict, ctx: &Context) {
 /// What IPVS and the rules of the namespaces where a handshake's SYNs were dropped say beside
 /// a netfilter verdict: the service without a backend, the rules whose counters rose.
 fn netfilter_notes(v: &mut Verdict, h: &Handshake, ctx: &Context) {
+    if v.cause == Cause::IpvsMisdirected {
+        misdirected_notes(v, h, ctx);
+        return;
+    }
     if !matches!(v.cause, Cause::IpvsNoBackend | Cause::NetfilterDrop) {
         return;
     }
@@ -933,6 +1024,42 @@ fn netfilter_notes(v: &mut Verdict, h: &Handshake, ctx: &Context) {
             ),
             _ => {}
         }
+    }
+}
+
+/// Where IPVS sent the SYN, what Docker had made of that backend, and the sysctl that lets a
+/// reused client port follow its old entry.
+fn misdirected_notes(v: &mut Verdict, h: &Handshake, ctx: &Context) {
+    for d in h.drops.iter() {
+        let Some(m) = ctx.ipvs_misdirected(d, syn_ports(h, d)) else {
+            continue;
+        };
+        let when = if m.at_start {
+            "at the start of the run already"
+        } else {
+            "at the end of the run (not at its start)"
+        };
+        let note = format!(
+            "IPVS in {}: port {} is marked {} ({:#x}); the SYN from {} was sent to backend {} of service FWM {}, of weight 0 {} (a task Docker is draining: it sets a shutting-down task's weight to 0 before removing it), and {} at {} in {}",
+            m.netns,
+            m.port,
+            m.mark,
+            m.mark,
+            h.client,
+            m.backend,
+            m.mark,
+            when,
+            if d.reason.is_empty() { "freed" } else { "dropped" },
+            d.location,
+            d.netns_label(),
+        );
+        add_note(&mut v.notes, note);
+        let reuse = match m.view.conn_reuse_mode {
+            Some(0) => format!("net.ipv4.vs.conn_reuse_mode is 0 in {} (Docker's setting): a SYN from a client address and port IPVS still has a connection entry for (a reused source port) goes to that entry's backend instead of being scheduled", m.netns),
+            Some(n) => format!("net.ipv4.vs.conn_reuse_mode is {n} in {}", m.netns),
+            None => format!("net.ipv4.vs.conn_reuse_mode could not be read in {}", m.netns),
+        };
+        add_note(&mut v.notes, reuse);
     }
 }
 
@@ -1099,6 +1226,25 @@ fn advise(v: &mut Verdict, ctx: &Context) {
                 }
             ),
         ),
+        Cause::IpvsMisdirected => (
+            "IPVS, the routing mesh's load balancer, sent the SYN to a backend Docker is draining (weight 0: a task that is shutting down, or whose endpoint Docker disabled), where nothing took it. IPVS schedules no new connection to a backend of weight 0, but the client reused a source port for which IPVS still held a connection entry (its TIME_WAIT lasts 2 minutes), and with net.ipv4.vs.conn_reuse_mode=0, as Docker sets it, IPVS sends such a SYN where the old entry points. Clients that open many short connections (and so reuse ports soon) get refused or time out during every rolling update or scale-down.".to_owned(),
+            {
+                let ns = ctx
+                    .netfilter
+                    .iter()
+                    .find(|(_, view)| !view.draining_at_start.is_empty() || !view.draining_at_end.is_empty())
+                    .map_or("ingress_sbox", |(ns, _)| ns.as_str());
+                let sb = match netns_enter(ns) {
+                    e if e.is_empty() => e,
+                    e => e + " ",
+                };
+                format!("{sb}ipvsadm -Ln; {sb}ipvsadm -Lnc | grep -F -- '{client}:' | head; {sb}cat /proc/sys/net/ipv4/vs/conn_reuse_mode")
+            },
+            format!(
+                "Let draining tasks finish what IPVS still sends them: keep serving until SIGKILL, or stop accepting only after the stop grace period has mostly passed (docker service update --stop-grace-period, a SIGTERM handler that waits). On the clients, avoid reusing source ports quickly (a larger net.ipv4.ip_local_port_range, connection pooling/keep-alive). On a kernel of 5.9 or later, net.ipv4.vs.conn_reuse_mode=1 in the load-balancing namespace ({}sysctl -w net.ipv4.vs.conn_reuse_mode=1; a setting of that namespace, lost when Docker re-creates it) makes IPVS schedule such a SYN anew; before 5.9 it costs a 1 s delay on reused ports.",
+                netns_enter("ingress_sbox") + " "
+            ),
+        ),
         Cause::NoListener => (
             "Nothing listens on the target port where the handshake arrived; the kernel answered with a RST.".to_owned(),
             format!("{enter}ss -ltn"),
@@ -1244,6 +1390,9 @@ fn alternatives(c: Cause) -> Vec<String> {
         ],
         Cause::IpvsNoBackend => vec![
             "a DROP or REJECT rule in that namespace (its rules could not be read to rule it out)".into(),
+        ],
+        Cause::IpvsMisdirected => vec![
+            "the task stopped listening (it crashed, or exited its server early) before Docker drained its backend, and IPVS scheduled the SYN there while it still had weight 1: nothing listening in the task".into(),
         ],
         Cause::OverlayUnreachable => vec![
             "the task's node received the SYN and lost it or its answer there (a firewall in the task's namespace, a full listen queue, PAWS): run swarmtrace there too and join both nodes' output with `swarmtrace join`".into(),
@@ -1779,6 +1928,7 @@ mod tests {
                 ipvs,
                 port_marks: [(8080, 0x100), (8081, 0x101)].into(),
                 rules_rose: rules.map(|r| r.iter().map(|(k, n)| (k.to_string(), *n)).collect()),
+                ..NetfilterView::default()
             },
         );
         let h = dropped(
@@ -1869,6 +2019,94 @@ mod tests {
         h.service = "10.10.0.1:9090".parse().unwrap();
         assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
         h.service = "10.10.0.1:8081".parse().unwrap();
+        assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
+    }
+
+    /// A SYN to port 8080 refused in the task behind backend 10.0.0.5 (NO_SOCKET there, a RST
+    /// back), where IPVS in ingress_sbox balances 8080's mark over 10.0.0.5 and 10.0.0.6 with
+    /// the weights `at_start` and `at_end` of 10.0.0.5 (10.0.0.6: 1).
+    fn misdirected_case(at_start: u32, at_end: u32) -> (Handshake, Context) {
+        let (_, mut ctx) = ipvs_case(&[("10.0.0.5:0", at_end), ("10.0.0.6:0", 1)], Some(&[]));
+        let before: crate::kernel::ipvs::FwmServices = [(
+            0x100,
+            vec![("10.0.0.5:0".into(), at_start), ("10.0.0.6:0".into(), 1)],
+        )]
+        .into();
+        let view = ctx.netfilter.get_mut("ingress_sbox").unwrap();
+        view.draining_at_start = crate::kernel::ipvs::draining(&before);
+        view.draining_at_end = crate::kernel::ipvs::draining(&view.ipvs);
+        view.conn_reuse_mode = Some(0);
+        // The drop's packet is as IPVS rewrote it: to 10.0.0.5.
+        let mut h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NO_SOCKET",
+            "tcp_v4_rcv+0x1",
+            "container web.1 (service web)",
+        );
+        h.answer = Some(Answer::Reset {
+            hop: Hop::default(),
+        });
+        (h, ctx)
+    }
+
+    #[test]
+    fn a_syn_ipvs_sent_to_a_draining_backend_is_misdirected_not_no_listener() {
+        let (h, ctx) = misdirected_case(0, 0);
+        assert_eq!(
+            assess(&h, &ctx),
+            Some((Cause::IpvsMisdirected, Confidence::Confirmed))
+        );
+        let v = verdicts([h.clone()].iter(), &ctx);
+        assert_eq!(v[0].to_json()["cause"], "ipvs-misdirected");
+        let text = v[0].to_text();
+        for fact in [
+            "Docker: service web publishes port 8080 through the routing mesh; 2 of 2 task(s) running",
+            "IPVS in ingress_sbox: port 8080 is marked 256 (0x100); the SYN from 10.10.0.11:40000 was sent to backend 10.0.0.5 of service FWM 256, of weight 0 at the start of the run already",
+            "dropped at tcp_v4_rcv+0x1 in container web.1 (service web)",
+            "net.ipv4.vs.conn_reuse_mode is 0 in ingress_sbox (Docker's setting)",
+        ] {
+            assert!(text.contains(fact), "{fact}: {text}");
+        }
+        assert_eq!(
+            v[0].confirm,
+            "nsenter --net=/var/run/docker/netns/ingress_sbox ipvsadm -Ln; nsenter --net=/var/run/docker/netns/ingress_sbox ipvsadm -Lnc | grep -F -- '10.10.0.11:' | head; nsenter --net=/var/run/docker/netns/ingress_sbox cat /proc/sys/net/ipv4/vs/conn_reuse_mode"
+        );
+        assert!(v[0].fix.contains("conn_reuse_mode=1"), "{}", v[0].fix);
+        // 5.10: no reason, freed in tcp_v4_rcv and answered by a RST.
+        let mut h510 = h.clone();
+        h510.drops[0].reason = "".into();
+        assert_eq!(classify(&h510, &ctx), Some(Cause::IpvsMisdirected));
+        // Drained during the run only: the task may have stopped listening first.
+        let (h, ctx) = misdirected_case(1, 0);
+        assert_eq!(
+            assess(&h, &ctx),
+            Some((Cause::IpvsMisdirected, Confidence::Circumstantial))
+        );
+        let v = verdicts([h].iter(), &ctx);
+        assert!(
+            v[0].alternatives
+                .iter()
+                .any(|a| a.contains("the task stopped listening")),
+            "{:?}",
+            v[0].alternatives
+        );
+        // Not this cause: the refusing backend is not a draining one (10.0.0.6 of weight 1
+        // refuses while 10.0.0.5 drains): nothing listens there.
+        let (mut h, ctx) = misdirected_case(0, 0);
+        h.drops[0].packet.dst = "10.0.0.6:80".parse().unwrap();
+        assert_eq!(classify(&h, &ctx), Some(Cause::NoListener));
+        // Not this cause: no backend drains.
+        let (h, ctx) = misdirected_case(1, 1);
+        assert_eq!(classify(&h, &ctx), Some(Cause::NoListener));
+        // Not this cause: another port's service drains that address.
+        let (mut h, ctx) = misdirected_case(0, 0);
+        h.service = "10.10.0.1:8081".parse().unwrap();
+        assert_eq!(classify(&h, &ctx), Some(Cause::NoListener));
+        // Not this cause: a drop in the IPVS namespace itself (IPVS or a rule there).
+        let (mut h, ctx) = misdirected_case(0, 0);
+        h.drops[0].netns_name = Some("ingress_sbox".into());
+        h.drops[0].reason = "NETFILTER_DROP".into();
         assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
     }
 

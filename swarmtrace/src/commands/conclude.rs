@@ -240,7 +240,16 @@ fn netfilter_view(before: Option<&ipvs::Reading>, after: &ipvs::Reading) -> verd
         (Some(b), Some(a)) => Some(ipvs::rules_rose(b, a)),
         _ => None,
     };
+    let draining_at_start = before
+        .and_then(|b| b.services.as_ref())
+        .map(ipvs::draining)
+        .unwrap_or_default();
     verdict::NetfilterView {
+        draining_at_end: ipvs::draining(&services),
+        draining_at_start,
+        conn_reuse_mode: after
+            .conn_reuse_mode
+            .or(before.and_then(|b| b.conn_reuse_mode)),
         ipvs: services,
         ipvs_no_backend: no_backend,
         port_marks,

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,36 @@ pub fn without_backend(services: &FwmServices) -> BTreeSet<u32> {
         .collect()
 }
 
+/// The addresses of the destinations of weight 0 by service mark: backends Docker is draining
+/// (it sets a task's weight to 0 when the task is shutting down, before it removes it). IPVS
+/// schedules no new connection to them, but with `net.ipv4.vs.conn_reuse_mode=0` (Docker's
+/// setting in its load-balancing namespaces) a SYN from a client port that has a connection
+/// entry still goes where that entry points: to such a backend too.
+pub fn draining(services: &FwmServices) -> BTreeMap<u32, BTreeSet<IpAddr>> {
+    services
+        .iter()
+        .filter_map(|(mark, dests)| {
+            let addrs: BTreeSet<IpAddr> = dests
+                .iter()
+                .filter(|(_, w)| *w == 0)
+                .filter_map(|(a, _)| a.parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.ip())
+                .collect();
+            (!addrs.is_empty()).then_some((*mark, addrs))
+        })
+        .collect()
+}
+
+/// `net.ipv4.vs.conn_reuse_mode` of the calling thread's namespace (`/proc/sys/net` follows
+/// the reading thread's namespace); None without IPVS or when it is not a small number.
+fn conn_reuse_mode_here() -> Option<u8> {
+    let mut text = String::new();
+    std::fs::File::open("/proc/sys/net/ipv4/vs/conn_reuse_mode")
+        .and_then(|f| f.take(16).read_to_string(&mut text))
+        .ok()?;
+    text.trim().parse().ok()
+}
+
 /// What `iptables-save -c` says of a namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
@@ -193,6 +224,8 @@ pub struct Reading {
     pub services: Option<FwmServices>,
     /// None where `iptables-save` could not be run.
     pub rules: Option<Rules>,
+    /// `net.ipv4.vs.conn_reuse_mode` there; None where it could not be read.
+    pub conn_reuse_mode: Option<u8>,
 }
 
 /// The IPVS services of the calling thread's namespace; None without IPVS.
@@ -256,6 +289,7 @@ pub fn read_in(ns_file: &Path, host: bool) -> Option<Reading> {
             return None;
         }
         Some(Reading {
+            conn_reuse_mode: has_services.then(conn_reuse_mode_here).flatten(),
             services: services.filter(|s| !s.is_empty()),
             rules: rules_here(),
         })
@@ -294,6 +328,10 @@ mod tests {
         assert_eq!(s[&0x102], [("10.0.0.12:0".to_owned(), 0)]);
         assert_eq!(s.len(), 3, "{s:?}");
         assert_eq!(without_backend(&s), [0x101, 0x102].into());
+        assert_eq!(
+            draining(&s),
+            [(0x102, ["10.0.0.12".parse().unwrap()].into())].into()
+        );
     }
 
     #[test]

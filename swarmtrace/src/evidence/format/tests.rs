@@ -285,6 +285,9 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
                 ipvs_no_backend: [0x100].into(),
                 port_marks: [(8081, 0x100)].into(),
                 rules_rose: Some(vec![]),
+                draining_at_start: [(0x100, ["10.0.0.7".parse().unwrap()].into())].into(),
+                draining_at_end: [(0x100, ["10.0.0.7".parse().unwrap()].into())].into(),
+                conn_reuse_mode: Some(0),
             },
         )]
         .into(),
