@@ -106,6 +106,10 @@ pub fn context() -> Context {
                     ipvs_no_backend: [0x100].into(),
                     port_marks: [(8080, 0x100), (8081, 0x101)].into(),
                     rules_rose: Some(vec![]),
+                    // 8081's backend 10.0.0.8 draining (ipvs-misdirected).
+                    draining_at_start: [(0x101, ["10.0.0.8".parse().unwrap()].into())].into(),
+                    draining_at_end: [(0x101, ["10.0.0.8".parse().unwrap()].into())].into(),
+                    conn_reuse_mode: Some(0),
                 },
             ),
             (
