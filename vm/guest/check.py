@@ -3,7 +3,7 @@
 
 Usage: check.py SCENARIO FILE --kernel K --client IP [--min N] [--cause C] [--netns NAME]
                 [--task-netns PID --task-service NAME] [--expect TEXT]... [--absent CAUSE]...
-                [--confirm-runs]
+                [--absent-for CAUSE]... [--confirm-runs]
 
 --netns NAME: a SYN drop of the client in a namespace whose name is NAME or carries it (Docker's
 namespaces are named `container C (service S) [sandbox]`, `ingress_sbox`, ...).
@@ -45,6 +45,9 @@ def main():
     ap.add_argument("--expect", action="append", default=[])
     # --absent CAUSE (repeatable): a cause that must not be claimed (a not-this-cause case).
     ap.add_argument("--absent", action="append", default=[])
+    # --absent-for CAUSE (repeatable): a cause that must not be charged to --client (another
+    # client's verdict may have it).
+    ap.add_argument("--absent-for", action="append", default=[])
     # --confirm-runs: the verdict's confirm command, run as printed (bash -c), exits 0.
     ap.add_argument("--confirm-runs", action="store_true")
     a = ap.parse_args()
@@ -91,6 +94,10 @@ def main():
     claimed = [c for c in a.absent if any(v.get("cause") == c for v in verdicts)]
     if claimed:
         return f"fail claimed {','.join(claimed)}, which it is not; {base}"
+    charged = [c for c in a.absent_for
+               if any(v.get("cause") == c and a.client in (v.get("clients") or []) for v in verdicts)]
+    if charged:
+        return f"fail charged {','.join(charged)} to {a.client}, which it is not; {base}"
     v = next((v for v in verdicts if v.get("cause") == a.cause), None)
     if v is None:
         return f"fail no {a.cause} verdict; {base}"

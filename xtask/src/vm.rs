@@ -60,6 +60,7 @@ const SCENARIOS: &[&str] = &[
     "task-refuses",
     "conntrack-full",
     "ipvs-no-backend",
+    "ipvs-misdirected",
     "nodes-healthy",
     "nodes-paws",
     "nodes-fleet",
@@ -124,7 +125,7 @@ pub struct Args {
     #[arg(long = "kernel", value_delimiter = ',')]
     kernels: Vec<String>,
     /// Scenarios to run (boot, lab, healthy, drop-rule, sbox-drop, task-fault, paws, coexist,
-    /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses, conntrack-full, ipvs-no-backend,
+    /// deb, stack, host-ns, mesh-bypassed, no-task, task-refuses, conntrack-full, ipvs-no-backend, ipvs-misdirected,
     /// nodes-healthy, nodes-paws, nodes-fleet, nodes-capture, nodes-overlay);
     /// default: all (some on one kernel only, see vm/README.md). `boot` checks that the guest
     /// booted from the base image's partition and mounted the io disk (nothing else); `lab` is
