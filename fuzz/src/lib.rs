@@ -110,6 +110,7 @@ pub fn context() -> Context {
                     draining_at_start: [(0x101, ["10.0.0.8".parse().unwrap()].into())].into(),
                     draining_at_end: [(0x101, ["10.0.0.8".parse().unwrap()].into())].into(),
                     conn_reuse_mode: Some(0),
+                expire_nodest_conn: Some(0),
                 },
             ),
             (

@@ -155,9 +155,13 @@ pub struct NetfilterView {
     #[serde(default)]
     pub draining_at_end: BTreeMap<u32, BTreeSet<IpAddr>>,
     /// `net.ipv4.vs.conn_reuse_mode` in this namespace (Docker sets 0: a SYN from a client
-    /// port with a connection entry follows that entry, not the scheduler).
+    /// port with a connection entry follows that entry, not the scheduler) and
+    /// `expire_nodest_conn` (Docker sets 1: recent kernels then schedule anew a SYN whose
+    /// entry points at a backend of weight 0).
     #[serde(default)]
     pub conn_reuse_mode: Option<u8>,
+    #[serde(default)]
+    pub expire_nodest_conn: Option<u8>,
 }
 
 impl NetfilterView {
@@ -1054,11 +1058,18 @@ fn misdirected_notes(v: &mut Verdict, h: &Handshake, ctx: &Context) {
             d.netns_label(),
         );
         add_note(&mut v.notes, note);
-        let reuse = match m.view.conn_reuse_mode {
-            Some(0) => format!("net.ipv4.vs.conn_reuse_mode is 0 in {} (Docker's setting): a SYN from a client address and port IPVS still has a connection entry for (a reused source port) goes to that entry's backend instead of being scheduled", m.netns),
-            Some(n) => format!("net.ipv4.vs.conn_reuse_mode is {n} in {}", m.netns),
-            None => format!("net.ipv4.vs.conn_reuse_mode could not be read in {}", m.netns),
-        };
+        let shown = |x: Option<u8>| x.map_or_else(|| "unreadable".to_owned(), |n| n.to_string());
+        let reuse = format!(
+            "in {}: net.ipv4.vs.conn_reuse_mode = {}, net.ipv4.vs.expire_nodest_conn = {}{}",
+            m.netns,
+            shown(m.view.conn_reuse_mode),
+            shown(m.view.expire_nodest_conn),
+            match (m.view.conn_reuse_mode, m.view.expire_nodest_conn) {
+                (Some(0), Some(0)) => " (Docker sets 0 and 1): a SYN from a client address and port IPVS still has a connection entry for (a reused source port) goes to that entry's backend, whatever its weight",
+                (Some(0), _) => " (Docker's settings): a SYN from a reused client port follows its connection entry, unless the kernel schedules it anew because that entry's backend has weight 0 (recent kernels do with expire_nodest_conn = 1)",
+                _ => "",
+            }
+        );
         add_note(&mut v.notes, reuse);
     }
 }
@@ -1160,6 +1171,21 @@ fn advise(v: &mut Verdict, ctx: &Context) {
         })
         .collect::<Vec<_>>()
         .join("; ");
+    // How to enter the namespace of the IPVS that balanced these handshakes (a draining
+    // backend's), with a space after it.
+    let ipvs_enter = {
+        let ns = ctx
+            .netfilter
+            .iter()
+            .find(|(_, view)| {
+                !view.draining_at_start.is_empty() || !view.draining_at_end.is_empty()
+            })
+            .map_or("ingress_sbox", |(ns, _)| ns.as_str());
+        match netns_enter(ns) {
+            e if e.is_empty() => e,
+            e => e + " ",
+        }
+    };
     let (explanation, confirm, fix) = match v.cause {
         Cause::NoRunningTask => (
             "Docker publishes the port for a service that has no running task (scaled to 0, or every task failing): the routing mesh has nothing to send the SYN to. With no task left Docker also removes the port's ingress rule, so the host itself refuses it.".to_owned(),
@@ -1227,22 +1253,14 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             ),
         ),
         Cause::IpvsMisdirected => (
-            "IPVS, the routing mesh's load balancer, sent the SYN to a backend Docker is draining (weight 0: a task that is shutting down, or whose endpoint Docker disabled), where nothing took it. IPVS schedules no new connection to a backend of weight 0, but the client reused a source port for which IPVS still held a connection entry (its TIME_WAIT lasts 2 minutes), and with net.ipv4.vs.conn_reuse_mode=0, as Docker sets it, IPVS sends such a SYN where the old entry points. Clients that open many short connections (and so reuse ports soon) get refused or time out during every rolling update or scale-down.".to_owned(),
+            "IPVS, the routing mesh's load balancer, sent the SYN to a backend Docker is draining (weight 0: a task that is shutting down, or whose endpoint Docker disabled), where nothing took it. IPVS schedules no new connection to a backend of weight 0, but the client reused a source port for which IPVS still held a connection entry (its TIME_WAIT lasts 2 minutes), and with net.ipv4.vs.conn_reuse_mode=0, as Docker sets it, IPVS sends such a SYN where the old entry points (kernels that schedule it anew do so only with net.ipv4.vs.expire_nodest_conn=1; older kernels never do). Clients that open many short connections (and so reuse ports soon) get refused or time out during every rolling update or scale-down. Without a reused port, the SYN was scheduled there before Docker drained the backend.".to_owned(),
             {
-                let ns = ctx
-                    .netfilter
-                    .iter()
-                    .find(|(_, view)| !view.draining_at_start.is_empty() || !view.draining_at_end.is_empty())
-                    .map_or("ingress_sbox", |(ns, _)| ns.as_str());
-                let sb = match netns_enter(ns) {
-                    e if e.is_empty() => e,
-                    e => e + " ",
-                };
-                format!("{sb}ipvsadm -Ln; {sb}ipvsadm -Lnc | grep -F -- '{client}:' | head; {sb}cat /proc/sys/net/ipv4/vs/conn_reuse_mode")
+                let sb = &ipvs_enter;
+                format!("{sb}ipvsadm -Ln; {sb}ipvsadm -Lnc | grep -F -- '{client}:' | head; {sb}sysctl net.ipv4.vs.conn_reuse_mode net.ipv4.vs.expire_nodest_conn")
             },
             format!(
-                "Let draining tasks finish what IPVS still sends them: keep serving until SIGKILL, or stop accepting only after the stop grace period has mostly passed (docker service update --stop-grace-period, a SIGTERM handler that waits). On the clients, avoid reusing source ports quickly (a larger net.ipv4.ip_local_port_range, connection pooling/keep-alive). On a kernel of 5.9 or later, net.ipv4.vs.conn_reuse_mode=1 in the load-balancing namespace ({}sysctl -w net.ipv4.vs.conn_reuse_mode=1; a setting of that namespace, lost when Docker re-creates it) makes IPVS schedule such a SYN anew; before 5.9 it costs a 1 s delay on reused ports.",
-                netns_enter("ingress_sbox") + " "
+                "Let draining tasks finish what IPVS still sends them: keep serving until SIGKILL, or stop accepting only after the stop grace period has mostly passed (docker service update --stop-grace-period, a SIGTERM handler that waits). On the clients, avoid reusing source ports quickly (a larger net.ipv4.ip_local_port_range, connection pooling/keep-alive). In the load-balancing namespace, net.ipv4.vs.expire_nodest_conn=1 (Docker's setting; {enter_sb}sysctl -w net.ipv4.vs.expire_nodest_conn=1) makes a recent kernel schedule such a SYN anew; on an older kernel, net.ipv4.vs.conn_reuse_mode=1 does ({enter_sb}sysctl -w net.ipv4.vs.conn_reuse_mode=1; before 5.9 it costs a 1 s delay on reused ports). Both are settings of that namespace, lost when Docker re-creates it.",
+                enter_sb = ipvs_enter
             ),
         ),
         Cause::NoListener => (
@@ -2036,6 +2054,7 @@ mod tests {
         view.draining_at_start = crate::kernel::ipvs::draining(&before);
         view.draining_at_end = crate::kernel::ipvs::draining(&view.ipvs);
         view.conn_reuse_mode = Some(0);
+        view.expire_nodest_conn = Some(0);
         // The drop's packet is as IPVS rewrote it: to 10.0.0.5.
         let mut h = dropped(
             "10.10.0.11:40000",
@@ -2064,15 +2083,21 @@ mod tests {
             "Docker: service web publishes port 8080 through the routing mesh; 2 of 2 task(s) running",
             "IPVS in ingress_sbox: port 8080 is marked 256 (0x100); the SYN from 10.10.0.11:40000 was sent to backend 10.0.0.5 of service FWM 256, of weight 0 at the start of the run already",
             "dropped at tcp_v4_rcv+0x1 in container web.1 (service web)",
-            "net.ipv4.vs.conn_reuse_mode is 0 in ingress_sbox (Docker's setting)",
+            "in ingress_sbox: net.ipv4.vs.conn_reuse_mode = 0, net.ipv4.vs.expire_nodest_conn = 0 (Docker sets 0 and 1): a SYN from a client address and port IPVS still has a connection entry for (a reused source port) goes to that entry's backend, whatever its weight",
         ] {
             assert!(text.contains(fact), "{fact}: {text}");
         }
         assert_eq!(
             v[0].confirm,
-            "nsenter --net=/var/run/docker/netns/ingress_sbox ipvsadm -Ln; nsenter --net=/var/run/docker/netns/ingress_sbox ipvsadm -Lnc | grep -F -- '10.10.0.11:' | head; nsenter --net=/var/run/docker/netns/ingress_sbox cat /proc/sys/net/ipv4/vs/conn_reuse_mode"
+            "nsenter --net=/var/run/docker/netns/ingress_sbox ipvsadm -Ln; nsenter --net=/var/run/docker/netns/ingress_sbox ipvsadm -Lnc | grep -F -- '10.10.0.11:' | head; nsenter --net=/var/run/docker/netns/ingress_sbox sysctl net.ipv4.vs.conn_reuse_mode net.ipv4.vs.expire_nodest_conn"
         );
-        assert!(v[0].fix.contains("conn_reuse_mode=1"), "{}", v[0].fix);
+        assert!(
+            v[0].fix.contains(
+                "nsenter --net=/var/run/docker/netns/ingress_sbox sysctl -w net.ipv4.vs.expire_nodest_conn=1"
+            ),
+            "{}",
+            v[0].fix
+        );
         // 5.10: no reason, freed in tcp_v4_rcv and answered by a RST.
         let mut h510 = h.clone();
         h510.drops[0].reason = "".into();

@@ -250,6 +250,9 @@ fn netfilter_view(before: Option<&ipvs::Reading>, after: &ipvs::Reading) -> verd
         conn_reuse_mode: after
             .conn_reuse_mode
             .or(before.and_then(|b| b.conn_reuse_mode)),
+        expire_nodest_conn: after
+            .expire_nodest_conn
+            .or(before.and_then(|b| b.expire_nodest_conn)),
         ipvs: services,
         ipvs_no_backend: no_backend,
         port_marks,

@@ -126,11 +126,11 @@ pub fn draining(services: &FwmServices) -> BTreeMap<u32, BTreeSet<IpAddr>> {
         .collect()
 }
 
-/// `net.ipv4.vs.conn_reuse_mode` of the calling thread's namespace (`/proc/sys/net` follows
-/// the reading thread's namespace); None without IPVS or when it is not a small number.
-fn conn_reuse_mode_here() -> Option<u8> {
+/// `net.ipv4.vs.NAME` of the calling thread's namespace (`/proc/sys/net` follows the reading
+/// thread's namespace); None without IPVS or when it is not a small number.
+fn vs_sysctl_here(name: &str) -> Option<u8> {
     let mut text = String::new();
-    std::fs::File::open("/proc/sys/net/ipv4/vs/conn_reuse_mode")
+    std::fs::File::open(format!("/proc/sys/net/ipv4/vs/{name}"))
         .and_then(|f| f.take(16).read_to_string(&mut text))
         .ok()?;
     text.trim().parse().ok()
@@ -224,8 +224,10 @@ pub struct Reading {
     pub services: Option<FwmServices>,
     /// None where `iptables-save` could not be run.
     pub rules: Option<Rules>,
-    /// `net.ipv4.vs.conn_reuse_mode` there; None where it could not be read.
+    /// `net.ipv4.vs.conn_reuse_mode` and `expire_nodest_conn` there; None where they could
+    /// not be read.
     pub conn_reuse_mode: Option<u8>,
+    pub expire_nodest_conn: Option<u8>,
 }
 
 /// The IPVS services of the calling thread's namespace; None without IPVS.
@@ -289,7 +291,12 @@ pub fn read_in(ns_file: &Path, host: bool) -> Option<Reading> {
             return None;
         }
         Some(Reading {
-            conn_reuse_mode: has_services.then(conn_reuse_mode_here).flatten(),
+            conn_reuse_mode: has_services
+                .then(|| vs_sysctl_here("conn_reuse_mode"))
+                .flatten(),
+            expire_nodest_conn: has_services
+                .then(|| vs_sysctl_here("expire_nodest_conn"))
+                .flatten(),
             services: services.filter(|s| !s.is_empty()),
             rules: rules_here(),
         })

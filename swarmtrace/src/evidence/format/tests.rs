@@ -288,6 +288,7 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
                 draining_at_start: [(0x100, ["10.0.0.7".parse().unwrap()].into())].into(),
                 draining_at_end: [(0x100, ["10.0.0.7".parse().unwrap()].into())].into(),
                 conn_reuse_mode: Some(0),
+                expire_nodest_conn: Some(0),
             },
         )]
         .into(),
