@@ -71,7 +71,11 @@ echo "ipvs-misdirected: draining $old_ip (weight 0), new backend $new_ip; ingres
 reals "$mark"
 sb sysctl -qw net.ipv4.vs.expire_nodest_conn=0
 st_start ipvs-misdirected || { finish; result ipvs-misdirected fail "swarmtrace did not start: $(tail -n3 "$OUT/ipvs-misdirected.err" | tr '\n' ' ')"; return 0; }
-reused=$(http_get $PORT --local-port $LPORT -m 4)
+# The client's socket of the first fetch must be gone (a TIME_WAIT there would fail the bind).
+wait_for 60 bash -c "[ -z \"\$(ip netns exec stclient ss -Htan '( sport = :$LPORT )')\" ]" \
+    || client ss -tan "( sport = :$LPORT )"
+reused=$(http_get $PORT --local-port $LPORT -m 4 -S 2>"$OUT/reused.err")
+echo "ipvs-misdirected: the reused port's fetch: $reused $(head -c 300 "$OUT/reused.err")"
 fresh=$(http_get $PORT -m 3)
 # The new task stops serving as well (its httpd killed; the task lives on with weight 1).
 new_pid=$(docker ps -q --filter label=com.docker.swarm.service.name=drain | while read -r id; do
