@@ -2,6 +2,7 @@
 //! `/run/netns` (`ip netns`) or `/var/run/docker/netns` (`ingress_sbox`, `lb_*`, sandbox ids),
 //! else the first process living in it.
 
+use crate::name::Name;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,12 @@ const MAX_ASKED: usize = 4_096;
 /// After Docker failed to answer, it is not asked again for this long.
 const DOCKER_BACKOFF: Duration = Duration::from_secs(30);
 
-type Names = HashMap<u32, Arc<str>>;
+type Names = HashMap<u32, Name>;
+
+/// Namespace names are interned (a drop copies its namespace's name without an atomic
+/// operation) while fewer than this many names are: half the process's room, the rest left
+/// to the kernel's names (reasons, code locations, interfaces). Past it they are shared.
+const INTERNED_ROOM: usize = crate::name::MAX_INTERNED / 2;
 
 /// Namespace inode -> name. Live, in `run`, the names come from a resolver thread (the
 /// scans of `/proc` and the Docker API can take seconds, Docker hung forever): a lookup only
@@ -192,7 +198,7 @@ impl NetnsNames {
     }
 
     /// [`Self::name`] without copying it (once per drop). Never blocks with a resolver.
-    pub fn shared_name(&mut self, inode: u32) -> Option<Arc<str>> {
+    pub fn shared_name(&mut self, inode: u32) -> Option<Name> {
         if inode == 0 {
             return None;
         }
@@ -377,7 +383,7 @@ impl Scanner {
                 }
                 names.entry(ino).or_insert_with(|| {
                     let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                    format!("pid:{pid}({})", comm.trim()).into()
+                    Name::intern_within(&format!("pid:{pid}({})", comm.trim()), INTERNED_ROOM)
                 });
             }
         }
@@ -396,12 +402,12 @@ impl Scanner {
                         Some(d) => format!("{d} [{name}]"),
                         None => name.to_owned(),
                     };
-                    names.insert(ino, name.into());
+                    names.insert(ino, Name::intern_within(&name, INTERNED_ROOM));
                 }
             }
         }
         if let Some(ino) = host_inode(&self.proc_root) {
-            names.insert(ino, "host".into());
+            names.insert(ino, Name::from_static("host"));
         }
         names
     }

@@ -1,9 +1,9 @@
 //! Drops named for humans (reason, code location, namespace), rendered as text or NDJSON,
 //! and the end-of-run summary.
 
+use crate::name::Name;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
@@ -23,13 +23,13 @@ pub struct Drop {
     pub ts_ns: u64,
     pub unix_ns: i128,
     pub packet: Packet,
-    // Names are shared (`Arc<str>`): a flood repeats the same few, and each drop is also kept
+    // Names are interned (`Name`): a flood repeats the same few, and each drop is also kept
     // in its handshake and counted in the summary.
-    pub reason: Arc<str>,
-    pub location: Arc<str>,
+    pub reason: Name,
+    pub location: Name,
     pub netns: u32,
-    pub netns_name: Option<Arc<str>>,
-    pub ifname: Option<Arc<str>>,
+    pub netns_name: Option<Name>,
+    pub ifname: Option<Name>,
     /// The handshake it belongs to, with the real client, when it was seen first on a
     /// watched interface.
     pub joined: Option<Joined>,
@@ -75,7 +75,7 @@ pub struct Namer {
 
 impl Namer {
     pub fn name(&mut self, raw: RawDrop) -> Drop {
-        static TCP_DROP: LazyLock<Arc<str>> = LazyLock::new(|| "tcp_drop".into());
+        const TCP_DROP: Name = Name::from_static("tcp_drop");
         Drop {
             ts_ns: raw.ts_ns,
             unix_ns: self.clock.to_unix_ns(raw.ts_ns),
@@ -163,7 +163,7 @@ pub struct Summary {
     destinations: TopK<SocketAddr>,
     /// Reason -> full location (`function+0xoff`) -> drops; folded by function at the end.
     /// Both are the kernel's (its reasons, its code addresses): no sender grows them.
-    by_location: HashMap<Arc<str>, HashMap<Arc<str>, u64, Fast>, Fast>,
+    by_location: HashMap<Name, HashMap<Name, u64, Fast>, Fast>,
 }
 
 impl Default for Summary {
