@@ -17,6 +17,10 @@ use std::sync::{Arc, Mutex};
 
 /// Names interned at most, for the process's life.
 pub const MAX_INTERNED: usize = 4096;
+/// Room for names the host makes and unmakes (namespaces, interfaces): they are interned
+/// while fewer than this many names are, the rest of the room kept for the kernel's (its
+/// drop reasons and code locations). Past it they are shared.
+pub const HOST_ROOM: usize = MAX_INTERNED / 2;
 /// The longest name interned (longer ones are shared): at most 512 KiB kept in all.
 pub const MAX_INTERNED_LEN: usize = 128;
 

@@ -28,7 +28,7 @@ pub struct Kallsyms {
     names: String,
     /// Drop locations already named: drops come from a few code sites, so this stays small
     /// (bounded by the kernel's code), and each site is looked up and formatted once.
-    locations: HashMap<u64, Name>,
+    locations: HashMap<u64, Name, foldhash::fast::RandomState>,
 }
 
 impl Kallsyms {

@@ -27,11 +27,6 @@ const DOCKER_BACKOFF: Duration = Duration::from_secs(30);
 
 type Names = HashMap<u32, Name>;
 
-/// Namespace names are interned (a drop copies its namespace's name without an atomic
-/// operation) while fewer than this many names are: half the process's room, the rest left
-/// to the kernel's names (reasons, code locations, interfaces). Past it they are shared.
-const INTERNED_ROOM: usize = crate::name::MAX_INTERNED / 2;
-
 /// Namespace inode -> name. Live, in `run`, the names come from a resolver thread (the
 /// scans of `/proc` and the Docker API can take seconds, Docker hung forever): a lookup only
 /// reads what the resolver last published, and asks it (without waiting) about what is
@@ -383,7 +378,10 @@ impl Scanner {
                 }
                 names.entry(ino).or_insert_with(|| {
                     let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                    Name::intern_within(&format!("pid:{pid}({})", comm.trim()), INTERNED_ROOM)
+                    Name::intern_within(
+                        &format!("pid:{pid}({})", comm.trim()),
+                        crate::name::HOST_ROOM,
+                    )
                 });
             }
         }
@@ -402,7 +400,7 @@ impl Scanner {
                         Some(d) => format!("{d} [{name}]"),
                         None => name.to_owned(),
                     };
-                    names.insert(ino, Name::intern_within(&name, INTERNED_ROOM));
+                    names.insert(ino, Name::intern_within(&name, crate::name::HOST_ROOM));
                 }
             }
         }
