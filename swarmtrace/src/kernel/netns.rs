@@ -25,7 +25,7 @@ const MAX_ASKED: usize = 4_096;
 /// After Docker failed to answer, it is not asked again for this long.
 const DOCKER_BACKOFF: Duration = Duration::from_secs(30);
 
-type Names = HashMap<u32, Name>;
+type Names = HashMap<u32, Name, foldhash::fast::RandomState>;
 
 /// Namespace inode -> name. Live, in `run`, the names come from a resolver thread (the
 /// scans of `/proc` and the Docker API can take seconds, Docker hung forever): a lookup only
@@ -358,7 +358,7 @@ impl Scanner {
     /// Every namespace of the host with a name: processes' first, the named directories'
     /// over them, `host` last; at most [`MAX_NAMES`].
     fn scan(&self) -> Names {
-        let mut names = Names::new();
+        let mut names = Names::default();
         let room = |names: &Names, ino: u32| names.len() < MAX_NAMES || names.contains_key(&ino);
         // Processes first, so that the explicit names below win.
         if let Ok(entries) = std::fs::read_dir(&self.proc_root) {
