@@ -3,7 +3,7 @@
 //! Read top-down: `app` dispatches the command line (`cli`) to `commands`, which drive the
 //! engine (`trace`) and hand its typed results to `verdict`, `present` and `evidence`. Below
 //! them are the facts: `kernel` (everything read from the running kernel), `docker` (its
-//! API), and leaves with no crate imports (`net`, `escape`, `safe_fs`, `clock`,
+//! API), and leaves with no crate imports (`net`, `name`, `escape`, `safe_fs`, `clock`,
 //! `privileges`). `doctor` is the static checks; `lab` the namespace lab of the demo and tests.
 
 pub mod app;
@@ -16,6 +16,7 @@ pub mod escape;
 pub mod evidence;
 pub mod kernel;
 pub mod lab;
+pub mod name;
 pub mod net;
 pub mod present;
 pub mod privileges;

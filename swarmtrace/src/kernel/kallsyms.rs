@@ -1,10 +1,10 @@
 //! Kernel code addresses to `symbol+0xoffset`, from `/proc/kallsyms`.
 
+use crate::name::Name;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KallsymsError {
@@ -28,7 +28,7 @@ pub struct Kallsyms {
     names: String,
     /// Drop locations already named: drops come from a few code sites, so this stays small
     /// (bounded by the kernel's code), and each site is looked up and formatted once.
-    locations: HashMap<u64, Arc<str>>,
+    locations: HashMap<u64, Name, foldhash::fast::RandomState>,
 }
 
 impl Kallsyms {
@@ -125,11 +125,11 @@ impl Kallsyms {
     }
 
     /// [`Self::symbolize`], memoized (once per drop).
-    pub fn location(&mut self, addr: u64) -> Arc<str> {
+    pub fn location(&mut self, addr: u64) -> Name {
         if let Some(l) = self.locations.get(&addr) {
             return l.clone();
         }
-        let l: Arc<str> = self.symbolize(addr).into();
+        let l = Name::intern(&self.symbolize(addr));
         self.locations.insert(addr, l.clone());
         l
     }

@@ -14,9 +14,9 @@ pub mod routes;
 pub mod sysctl;
 pub mod tracefs;
 
+use crate::name::Name;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
 
 use anyhow::{bail, Context, Result};
 use swarmtrace_common::KernelOffsets;
@@ -49,13 +49,16 @@ impl Sources {
 #[derive(Debug, Clone, Default)]
 pub struct DropReasons {
     /// Shared, so that every drop carries its reason without a copy.
-    names: BTreeMap<u32, Arc<str>>,
+    names: BTreeMap<u32, Name>,
 }
 
 impl DropReasons {
     pub fn from_names(names: BTreeMap<u32, String>) -> Self {
         Self {
-            names: names.into_iter().map(|(v, n)| (v, n.into())).collect(),
+            names: names
+                .into_iter()
+                .map(|(v, n)| (v, Name::intern(&n)))
+                .collect(),
         }
     }
 
@@ -65,10 +68,10 @@ impl DropReasons {
 
     /// [`Self::name`] without copying it (once per drop): only a value this kernel does not
     /// name costs an allocation.
-    pub fn shared_name(&self, value: u32) -> Arc<str> {
+    pub fn shared_name(&self, value: u32) -> Name {
         // Every drop of a kernel without drop reasons is one of these two.
-        static TCP_DROP: LazyLock<Arc<str>> = LazyLock::new(|| "TCP_DROP".into());
-        static UNKNOWN: LazyLock<Arc<str>> = LazyLock::new(|| "UNKNOWN".into());
+        const TCP_DROP: Name = Name::from_static("TCP_DROP");
+        const UNKNOWN: Name = Name::from_static("UNKNOWN");
         if value == swarmtrace_common::REASON_TCP_DROP {
             return TCP_DROP.clone();
         }

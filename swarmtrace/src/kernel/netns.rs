@@ -2,6 +2,7 @@
 //! `/run/netns` (`ip netns`) or `/var/run/docker/netns` (`ingress_sbox`, `lb_*`, sandbox ids),
 //! else the first process living in it.
 
+use crate::name::Name;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ const MAX_ASKED: usize = 4_096;
 /// After Docker failed to answer, it is not asked again for this long.
 const DOCKER_BACKOFF: Duration = Duration::from_secs(30);
 
-type Names = HashMap<u32, Arc<str>>;
+type Names = HashMap<u32, Name, foldhash::fast::RandomState>;
 
 /// Namespace inode -> name. Live, in `run`, the names come from a resolver thread (the
 /// scans of `/proc` and the Docker API can take seconds, Docker hung forever): a lookup only
@@ -192,7 +193,7 @@ impl NetnsNames {
     }
 
     /// [`Self::name`] without copying it (once per drop). Never blocks with a resolver.
-    pub fn shared_name(&mut self, inode: u32) -> Option<Arc<str>> {
+    pub fn shared_name(&mut self, inode: u32) -> Option<Name> {
         if inode == 0 {
             return None;
         }
@@ -357,7 +358,7 @@ impl Scanner {
     /// Every namespace of the host with a name: processes' first, the named directories'
     /// over them, `host` last; at most [`MAX_NAMES`].
     fn scan(&self) -> Names {
-        let mut names = Names::new();
+        let mut names = Names::default();
         let room = |names: &Names, ino: u32| names.len() < MAX_NAMES || names.contains_key(&ino);
         // Processes first, so that the explicit names below win.
         if let Ok(entries) = std::fs::read_dir(&self.proc_root) {
@@ -377,7 +378,10 @@ impl Scanner {
                 }
                 names.entry(ino).or_insert_with(|| {
                     let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                    format!("pid:{pid}({})", comm.trim()).into()
+                    Name::intern_within(
+                        &format!("pid:{pid}({})", comm.trim()),
+                        crate::name::HOST_ROOM,
+                    )
                 });
             }
         }
@@ -396,12 +400,12 @@ impl Scanner {
                         Some(d) => format!("{d} [{name}]"),
                         None => name.to_owned(),
                     };
-                    names.insert(ino, name.into());
+                    names.insert(ino, Name::intern_within(&name, crate::name::HOST_ROOM));
                 }
             }
         }
         if let Some(ino) = host_inode(&self.proc_root) {
-            names.insert(ino, "host".into());
+            names.insert(ino, Name::from_static("host"));
         }
         names
     }

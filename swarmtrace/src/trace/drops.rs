@@ -1,9 +1,9 @@
 //! Drops named for humans (reason, code location, namespace), rendered as text or NDJSON,
 //! and the end-of-run summary.
 
+use crate::name::Name;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
@@ -23,13 +23,13 @@ pub struct Drop {
     pub ts_ns: u64,
     pub unix_ns: i128,
     pub packet: Packet,
-    // Names are shared (`Arc<str>`): a flood repeats the same few, and each drop is also kept
+    // Names are interned (`Name`): a flood repeats the same few, and each drop is also kept
     // in its handshake and counted in the summary.
-    pub reason: Arc<str>,
-    pub location: Arc<str>,
+    pub reason: Name,
+    pub location: Name,
     pub netns: u32,
-    pub netns_name: Option<Arc<str>>,
-    pub ifname: Option<Arc<str>>,
+    pub netns_name: Option<Name>,
+    pub ifname: Option<Name>,
     /// The handshake it belongs to, with the real client, when it was seen first on a
     /// watched interface.
     pub joined: Option<Joined>,
@@ -75,7 +75,7 @@ pub struct Namer {
 
 impl Namer {
     pub fn name(&mut self, raw: RawDrop) -> Drop {
-        static TCP_DROP: LazyLock<Arc<str>> = LazyLock::new(|| "tcp_drop".into());
+        const TCP_DROP: Name = Name::from_static("tcp_drop");
         Drop {
             ts_ns: raw.ts_ns,
             unix_ns: self.clock.to_unix_ns(raw.ts_ns),
@@ -163,7 +163,11 @@ pub struct Summary {
     destinations: TopK<SocketAddr>,
     /// Reason -> full location (`function+0xoff`) -> drops; folded by function at the end.
     /// Both are the kernel's (its reasons, its code addresses): no sender grows them.
-    by_location: HashMap<Arc<str>, HashMap<Arc<str>, u64, Fast>, Fast>,
+    by_location: HashMap<Name, HashMap<Name, u64, Fast>, Fast>,
+    /// The (reason, location) of the last drops and how many of them are not yet in
+    /// `by_location`: a flood's drops are of one pair, counted here by comparing two
+    /// addresses where `by_location` hashes and compares two texts.
+    recent: Option<(Name, Name, u64)>,
 }
 
 impl Default for Summary {
@@ -174,6 +178,7 @@ impl Default for Summary {
             sources: TopK::new(TOP_ADDRESSES),
             destinations: TopK::new(TOP_ADDRESSES),
             by_location: HashMap::default(),
+            recent: None,
         }
     }
 }
@@ -183,14 +188,28 @@ impl Summary {
         self.events += 1;
         self.sources.add(d.packet.src.ip());
         self.destinations.add(d.packet.dst);
-        let locations = match self.by_location.get_mut(&*d.reason) {
+        match &mut self.recent {
+            Some((reason, location, n)) if *reason == d.reason && *location == d.location => {
+                *n += 1;
+                return;
+            }
+            _ => {}
+        }
+        if let Some((reason, location, n)) = self.recent.take() {
+            self.count_location(reason, location, n);
+        }
+        self.recent = Some((d.reason.clone(), d.location.clone(), 1));
+    }
+
+    fn count_location(&mut self, reason: Name, location: Name, n: u64) {
+        let locations = match self.by_location.get_mut(&*reason) {
             Some(l) => l,
-            None => self.by_location.entry(d.reason.clone()).or_default(),
+            None => self.by_location.entry(reason).or_default(),
         };
-        match locations.get_mut(&*d.location) {
-            Some(n) => *n += 1,
+        match locations.get_mut(&*location) {
+            Some(c) => *c += n,
             None => {
-                locations.insert(d.location.clone(), 1);
+                locations.insert(location, n);
             }
         }
     }
@@ -210,10 +229,15 @@ impl Summary {
 
     /// Drop events received, by reason (what the kernel's exact counts are compared with).
     pub fn events_by_reason(&self) -> BTreeMap<String, u64> {
-        self.by_location
+        let mut by_reason: BTreeMap<String, u64> = self
+            .by_location
             .iter()
             .map(|(r, l)| (r.to_string(), l.values().sum()))
-            .collect()
+            .collect();
+        if let Some((reason, _, n)) = &self.recent {
+            *by_reason.entry(reason.to_string()).or_default() += n;
+        }
+        by_reason
     }
 
     fn top_locations(&self, n: usize) -> Vec<LocationCount> {
@@ -223,6 +247,10 @@ impl Summary {
                 let function = location.split('+').next().unwrap_or("");
                 *by_function.entry((reason, function)).or_default() += count;
             }
+        }
+        if let Some((reason, location, n)) = &self.recent {
+            let function = location.split('+').next().unwrap_or("");
+            *by_function.entry((reason, function)).or_default() += n;
         }
         let mut locs: Vec<_> = by_function.into_iter().collect();
         locs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -407,5 +435,50 @@ mod tests {
         assert_eq!(v.top_locations[0].function, "tcp_v4_rcv");
         assert_eq!(v.top_locations[0].count, 2);
         assert_eq!(v.top_locations[1].function, "nft_do_chain");
+    }
+
+    #[test]
+    fn runs_of_one_reason_and_location_count_as_every_drop_did() {
+        // Runs of one pair (counted aside until another comes), pairs met again, names equal
+        // by text but elsewhere (not shared), and a last run never folded in.
+        let mut s = Summary::default();
+        let mut expect: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let pairs = [
+            ("NO_SOCKET", "tcp_v4_rcv+0x10"),
+            ("NO_SOCKET", "tcp_v4_rcv+0x20"),
+            ("NETFILTER_DROP", "nft_do_chain+0x1"),
+        ];
+        let mut d = named();
+        for (i, run) in [3usize, 1, 5, 2, 1, 4, 7].into_iter().enumerate() {
+            let (reason, location) = pairs[i % pairs.len()];
+            for _ in 0..run {
+                d.reason = if i % 2 == 0 {
+                    Name::intern(reason)
+                } else {
+                    Name::shared(reason)
+                };
+                d.location = Name::shared(location);
+                s.add(&d);
+                *expect.entry((reason.into(), location.into())).or_default() += 1;
+            }
+        }
+        let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+        for ((r, _), n) in &expect {
+            *by_reason.entry(r.clone()).or_default() += n;
+        }
+        assert_eq!(s.events_by_reason(), by_reason);
+        assert_eq!(s.events, 23);
+        let tops: Vec<(String, String, u64)> = s
+            .top_locations(10)
+            .into_iter()
+            .map(|l| (l.reason, l.function, l.count))
+            .collect();
+        assert_eq!(
+            tops,
+            [
+                ("NO_SOCKET".into(), "tcp_v4_rcv".into(), 14),
+                ("NETFILTER_DROP".into(), "nft_do_chain".into(), 9),
+            ]
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! Decoding ring-buffer records into rich types. Checks the length, reads unaligned, then
 //! converts; a malformed record is an error, never a panic.
 
+use crate::name::Name;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 
 use crate::trace::topk::Fast;
 use swarmtrace_common::{
@@ -117,7 +117,7 @@ pub struct RawDrop {
     pub netns: u32,
     pub ifindex: u32,
     /// Shared: the named drop and the handshake's note of it carry the same one.
-    pub ifname: Option<Arc<str>>,
+    pub ifname: Option<Name>,
     pub reason: u32,
     pub packet: Packet,
     pub joined: Option<Joined>,
@@ -187,11 +187,19 @@ thread_local! {
     /// Interface names met, by their bytes. A flood's drops name the same few interfaces:
     /// shared, a drop's name costs a lookup, where it cost an allocation (freed when its
     /// handshake was forgotten, long after, from cold memory).
-    static IFNAMES: RefCell<HashMap<[u8; 16], Arc<str>, Fast>> = RefCell::default();
+    static IFNAMES: RefCell<Ifnames> = RefCell::default();
+}
+
+#[derive(Default)]
+struct Ifnames {
+    /// The last name met: a flood's drops are on one interface, found by comparing 16
+    /// bytes, without hashing them.
+    last: Option<([u8; 16], Name)>,
+    names: HashMap<[u8; 16], Name, Fast>,
 }
 
 /// A drop's interface name (NUL-terminated, or all 16 bytes); None when empty.
-fn ifname(raw: &[u8; 16]) -> Option<Arc<str>> {
+fn ifname(raw: &[u8; 16]) -> Option<Name> {
     let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     if len == 0 {
         return None;
@@ -199,11 +207,20 @@ fn ifname(raw: &[u8; 16]) -> Option<Arc<str>> {
     // What follows the NUL is not part of the name.
     let mut key = [0u8; 16];
     key[..len].copy_from_slice(&raw[..len]);
-    IFNAMES.with_borrow_mut(|names| {
+    IFNAMES.with_borrow_mut(|Ifnames { last, names }| {
+        if let Some((k, n)) = last {
+            if *k == key {
+                return Some(n.clone());
+            }
+        }
         if let Some(n) = names.get(&key) {
+            *last = Some((key, n.clone()));
             return Some(n.clone());
         }
-        let n: Arc<str> = Arc::from(String::from_utf8_lossy(&raw[..len]));
+        let n = Name::intern_within(
+            &String::from_utf8_lossy(&raw[..len]),
+            crate::name::HOST_ROOM,
+        );
         if names.len() < MAX_IFNAMES {
             names.insert(key, n.clone());
         }
@@ -414,7 +431,8 @@ pub(crate) mod tests {
         let a = ifname(b"eth0\0garbage\0\0\0\0").unwrap();
         let b = ifname(b"eth0\0\0\0\0\0\0\0\0\0\0\0\0").unwrap();
         assert_eq!(&*a, "eth0");
-        assert!(Arc::ptr_eq(&a, &b), "one name, shared");
+        assert_eq!(a.addr(), b.addr(), "one name, shared");
+        assert!(a.is_interned());
         assert_eq!(ifname(&[0; 16]), None);
         assert_eq!(
             ifname(b"veth0123456789ab").as_deref(),
@@ -431,11 +449,31 @@ pub(crate) mod tests {
             raw[..name.len()].copy_from_slice(name.as_bytes());
             assert_eq!(ifname(&raw).as_deref(), Some(name.as_str()));
         }
-        assert_eq!(IFNAMES.with_borrow(|n| n.len()), MAX_IFNAMES);
+        assert_eq!(IFNAMES.with_borrow(|n| n.names.len()), MAX_IFNAMES);
         assert_eq!(
             ifname(b"eth0\0\0\0\0\0\0\0\0\0\0\0\0").as_deref(),
             Some("eth0")
         );
+    }
+
+    #[test]
+    fn the_last_interface_name_is_the_one_asked_for() {
+        let raw = |s: &str| {
+            let mut r = [0u8; 16];
+            r[..s.len()].copy_from_slice(s.as_bytes());
+            r
+        };
+        for s in [
+            "eth0", "eth1", "eth1", "eth0", "eth0", "veth9", "eth1", "eth0",
+        ] {
+            assert_eq!(ifname(&raw(s)).as_deref(), Some(s));
+        }
+        assert_eq!(
+            ifname(&raw("eth")).as_deref(),
+            Some("eth"),
+            "a prefix of the last"
+        );
+        assert_eq!(ifname(&raw("eth0")).as_deref(), Some("eth0"));
     }
 
     #[test]

@@ -41,7 +41,7 @@ fn answer_kind(h: &Handshake) -> u8 {
 }
 
 /// Hashes what the verdicts read of a handshake, except its client, service and keys. Its
-/// names are hashed by where they are: a drop's names are shared (`Arc<str>`) from the
+/// names are hashed by where they are: a drop's names are interned (`Name`) in the
 /// namer's tables, so one name is one address (a copy elsewhere is found by content). Once per forgotten handshake under a flood: it
 /// must cost next to nothing.
 fn fingerprint(h: &Handshake) -> u64 {
@@ -52,13 +52,10 @@ fn fingerprint(h: &Handshake) -> u64 {
     };
     for d in &h.drops {
         mix(d.kind as u64);
-        mix(std::sync::Arc::as_ptr(&d.reason).cast::<u8>() as u64);
-        mix(std::sync::Arc::as_ptr(&d.location).cast::<u8>() as u64);
+        mix(d.reason.addr() as u64);
+        mix(d.location.addr() as u64);
         mix(u64::from(d.netns));
-        mix(d
-            .netns_name
-            .as_ref()
-            .map_or(0, |n| std::sync::Arc::as_ptr(n).cast::<u8>() as u64));
+        mix(d.netns_name.as_ref().map_or(0, |n| n.addr() as u64));
     }
     x
 }

@@ -2,8 +2,8 @@
 //! what answered it and what dropped it, with the bounds that keep one handshake small
 //! whatever a sender replays. Followed by the `tracker`, folded by `forgotten`.
 
+use crate::name::Name;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use swarmtrace_common::{HandshakeKey, Hop};
 
@@ -18,11 +18,11 @@ pub struct DropNote {
     pub ts_ns: u64,
     pub kind: PacketKind,
     // Shared with the named drop: a note costs no copy of its names.
-    pub reason: Arc<str>,
-    pub location: Arc<str>,
+    pub reason: Name,
+    pub location: Name,
     pub netns: u32,
-    pub netns_name: Option<Arc<str>>,
-    pub ifname: Option<Arc<str>>,
+    pub netns_name: Option<Name>,
+    pub ifname: Option<Name>,
     /// The packet as it was where it was dropped (after any NAT).
     pub packet: Packet,
     /// Dropped inside a VXLAN datagram (an overlay's) that this address sent: the packet is

@@ -46,6 +46,10 @@ pub struct TopK<K> {
     /// Slot numbers, a min-heap by count.
     heap: Vec<u32>,
     total: u64,
+    /// The slot counted last: a flood repeats a key (its one service, its few sources),
+    /// found again by one compare, without hashing it. Checked, never trusted: its key may
+    /// have been replaced since.
+    last: u32,
 }
 
 impl<K: Hash + Eq + Clone> TopK<K> {
@@ -58,6 +62,7 @@ impl<K: Hash + Eq + Clone> TopK<K> {
             slots: Vec::new(),
             heap: Vec::new(),
             total: 0,
+            last: 0,
         }
     }
 
@@ -81,7 +86,12 @@ impl<K: Hash + Eq + Clone> TopK<K> {
 
     pub fn add_n(&mut self, key: K, n: u64) {
         self.total += n;
-        if let Some(&s) = self.index.get(&key) {
+        let kept = match self.slots.get(self.last as usize) {
+            Some(slot) if slot.key == key => Some(self.last),
+            _ => self.index.get(&key).copied(),
+        };
+        if let Some(s) = kept {
+            self.last = s;
             let slot = &mut self.slots[s as usize];
             slot.count += n;
             let pos = slot.pos as usize;
@@ -90,6 +100,7 @@ impl<K: Hash + Eq + Clone> TopK<K> {
         }
         if self.slots.len() < self.capacity {
             let s = self.slots.len() as u32;
+            self.last = s;
             self.index.insert(key.clone(), s);
             self.slots.push(Slot {
                 key,
@@ -109,6 +120,7 @@ impl<K: Hash + Eq + Clone> TopK<K> {
         slot.count += n;
         self.index.remove(&old);
         self.index.insert(key, s);
+        self.last = s;
         self.sift_down(0);
     }
 
@@ -248,5 +260,30 @@ mod tests {
         assert_eq!(top.len(), 1);
         assert_eq!((top[0].key, top[0].count, top[0].error), ("b", 4, 3));
         assert!(t.get(&"a").is_none());
+    }
+
+    #[test]
+    fn the_last_key_shortcut_counts_as_the_index_does() {
+        // The same adds with the shortcut and without it (its slot forgotten before each):
+        // the same slots, counts and errors, through repeats, returns and replacements.
+        let mut with = TopK::new(3);
+        let mut without = TopK::new(3);
+        let keys = "aaabbaccddddaeeefabbbbgga";
+        for (i, k) in keys.chars().enumerate() {
+            let n = 1 + (i % 3) as u64;
+            with.add_n(k, n);
+            without.last = u32::MAX;
+            without.add_n(k, n);
+            heap_ok(&with);
+            let state = |t: &TopK<char>| {
+                t.slots
+                    .iter()
+                    .map(|s| (s.key, s.count, s.error, s.pos))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(state(&with), state(&without), "after {i} adds");
+            assert_eq!(with.heap, without.heap);
+        }
+        assert_eq!(with.top(3), without.top(3));
     }
 }

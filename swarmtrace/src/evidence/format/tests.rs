@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use crate::name::Name;
 
 use serde_json::{json, Value};
 use swarmtrace_common::{HandshakeKey, Hop};
@@ -61,10 +61,10 @@ fn recorded() -> Recorded {
         drops: vec![DropNote {
             ts_ns: 16343234609658,
             kind: PacketKind::Syn,
-            reason: Arc::from("TCP_RFC7323_TW_PAWS"),
-            location: Arc::from("tcp_v4_rcv+0x99"),
+            reason: Name::from("TCP_RFC7323_TW_PAWS"),
+            location: Name::from("tcp_v4_rcv+0x99"),
             netns: 4026532304,
-            netns_name: Some(Arc::from("task1")),
+            netns_name: Some(Name::from("task1")),
             ifname: None,
             packet: syn,
             vxlan_from: None,
@@ -126,7 +126,7 @@ fn overlay_recorded() -> Recorded {
     let mut blocked = r.handshakes[1].clone();
     blocked.answer = None;
     for d in &mut blocked.drops {
-        d.reason = Arc::from("NETFILTER_DROP");
+        d.reason = Name::from("NETFILTER_DROP");
         d.vxlan_from = Some("192.168.200.1".parse().unwrap());
     }
     r.handshakes = vec![sent, blocked];

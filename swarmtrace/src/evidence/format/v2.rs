@@ -2,9 +2,9 @@
 //! `system.json` as structs of their own. A field added later is `#[serde(default)]` (and
 //! old bundles still read); a field renamed, retyped or removed is a new version.
 
+use crate::name::Name;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -286,11 +286,11 @@ impl From<DropV2> for DropNote {
             ts_ns: d.ts_ns,
             // The tracker notes a drop's kind from its packet.
             kind: packet.kind,
-            reason: Arc::from(d.reason),
-            location: Arc::from(d.location),
+            reason: Name::shared(&d.reason),
+            location: Name::shared(&d.location),
             netns: d.netns,
-            netns_name: d.netns_name.map(Arc::from),
-            ifname: d.ifname.map(Arc::from),
+            netns_name: d.netns_name.map(Name::from),
+            ifname: d.ifname.map(Name::from),
             packet,
             vxlan_from: d.vxlan_from,
         }
