@@ -152,6 +152,14 @@ svc web 8081 2 "${HTTPD[@]}" || fail_all "service web"
 BASES=" $(for s in $SCENARIOS; do printf '%s ' "${s%%@*}"; done)"
 case "$BASES" in *" task-fault "*) svc stuck 8082 1 /bin/busybox sleep 100000 ;; esac
 case "$BASES" in *" paws "*) svc paws 8083 1 "${HTTPD[@]}" ;; esac
+# ipvs-misdirected's service: httpd in the background of PID 1; SIGTERM stops httpd, and the
+# task lives on 100 s more (a server that stops accepting at once, then finishes its work).
+DRAIN_SH='trap "kill \$p" TERM; /bin/busybox httpd -f -p 80 -h /www & p=$!; wait $p; /bin/busybox sleep 100'
+case "$BASES" in *" ipvs-misdirected "*)
+    docker service create --detach --no-resolve-image --name drain --replicas 1 \
+        --stop-grace-period 110s --publish published=8086,target=80 \
+        st/task:1 /bin/busybox sh -c "$DRAIN_SH" >/dev/null ;;
+esac
 
 converged() {
     local want have

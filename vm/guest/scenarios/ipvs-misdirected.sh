@@ -20,12 +20,9 @@ SBOX=/var/run/docker/netns/ingress_sbox
 sb() { nsenter --net=$SBOX "$@"; }
 PORT=8086
 LPORT=41234
-# PID 1 of the task: httpd in the background; SIGTERM stops httpd, the task lives on 100 s.
-TASK_SH='trap "kill \$p" TERM; /bin/busybox httpd -f -p 80 -h /www & p=$!; wait $p; /bin/busybox sleep 100'
-docker service create --detach --no-resolve-image --name drain --replicas 1 \
-    --stop-grace-period 110s --publish published=$PORT,target=80 \
-    st/task:1 /bin/busybox sh -c "$TASK_SH" >/dev/null \
-    || { result ipvs-misdirected fail "docker service create drain failed"; return 0; }
+# Service drain is created with the others (run.sh), so its task starts while they converge.
+docker service inspect drain >/dev/null 2>&1 \
+    || { result ipvs-misdirected fail "setup: run.sh did not create service drain"; return 0; }
 nodest=$(sb cat /proc/sys/net/ipv4/vs/expire_nodest_conn)
 finish() {
     [ -n "$nodest" ] && sb sysctl -qw net.ipv4.vs.expire_nodest_conn="$nodest"
@@ -54,6 +51,7 @@ echo "ipvs-misdirected: port $PORT mark $mark, the task's backend $old_ip (pid $
 first=$(http_get $PORT --local-port $LPORT)
 [ "$first" = 200 ] || { finish; result ipvs-misdirected fail "setup: the first fetch from port $LPORT got $first"; return 0; }
 sb ipvsadm -Lnc | grep -F "$CLIENT_IP:$LPORT" | head -n 3
+step "ipvs-misdirected: first fetch done, rolling update"
 docker service update --detach --force --update-order start-first drain >/dev/null
 # Draining: the old backend of weight 0 and a new one of weight 1.
 drained() {
@@ -70,6 +68,7 @@ new_ip=$(reals "$mark" | awk '$2 == 1 {print $1}' | head -n1)
 echo "ipvs-misdirected: draining $old_ip (weight 0), new backend $new_ip; ingress_sbox conn_reuse_mode=$(sb cat /proc/sys/net/ipv4/vs/conn_reuse_mode)"
 reals "$mark"
 sb sysctl -qw net.ipv4.vs.expire_nodest_conn=0
+step "ipvs-misdirected: drained, starting swarmtrace"
 st_start ipvs-misdirected || { finish; result ipvs-misdirected fail "swarmtrace did not start: $(tail -n3 "$OUT/ipvs-misdirected.err" | tr '\n' ' ')"; return 0; }
 # The client's socket of the first fetch must be gone (a TIME_WAIT there would fail the bind).
 wait_for 60 bash -c "[ -z \"\$(ip netns exec stclient ss -Htan '( sport = :$LPORT )')\" ]" \
