@@ -165,6 +165,28 @@ impl Default for LiveHost {
     }
 }
 
+/// A ruleset is read up to this size (a kube-proxy host's runs to a few MiB); a larger one is
+/// not judged on a part of it.
+const MAX_RULESET: usize = 32 * 1024 * 1024;
+
+/// `iptables-save` variant `tool`'s output, whole: an error when it is larger than
+/// [`MAX_RULESET`] (a rule past the cut could be the one that matters), None when the tool is
+/// not installed.
+fn whole_ruleset(tool: &str) -> Option<Result<String, String>> {
+    Some(
+        kernel::tool::run_bounded(tool, &[], MAX_RULESET, kernel::tool::TIMEOUT)?.and_then(|o| {
+            if o.truncated {
+                Err(format!(
+                    "{tool} printed more than {} MiB: not read",
+                    MAX_RULESET >> 20
+                ))
+            } else {
+                Ok(o.text)
+            }
+        }),
+    )
+}
+
 /// The installed iptables-save variants, by backend.
 fn iptables_save_all() -> Vec<Ruleset> {
     // A plain `iptables-save` is one backend or the other; its --version says which.
@@ -177,10 +199,10 @@ fn iptables_save_all() -> Vec<Ruleset> {
     ]
     .into_iter()
     .filter_map(|(backend, own, marker)| {
-        let text = run_tool(own, &[]).or_else(|| {
+        let text = whole_ruleset(own).or_else(|| {
             generic
                 .contains(marker)
-                .then(|| run_tool("iptables-save", &[]))
+                .then(|| whole_ruleset("iptables-save"))
                 .flatten()
         })?;
         Some(Ruleset {

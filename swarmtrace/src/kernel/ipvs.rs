@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `/proc/net/ip_vs` is read up to this many bytes, this many services and this many
 /// destinations a service.
@@ -28,9 +28,6 @@ const MAX_DESTS: usize = 256;
 const IPTABLES_MAX_BYTES: usize = 4 * 1024 * 1024;
 const MAX_RULES: usize = 20_000;
 const IPTABLES_TIMEOUT: Duration = Duration::from_secs(5);
-/// Where `iptables-save` may be: absolute paths only (the system's, which follows the
-/// alternatives to iptables-nft or iptables-legacy as Docker's `iptables` does).
-const IPTABLES_SAVE: [&str; 2] = ["/usr/sbin/iptables-save", "/sbin/iptables-save"];
 /// The namespaces read: the host's and those with IPVS services, at most this many.
 pub const MAX_NAMESPACES: usize = 32;
 
@@ -239,45 +236,18 @@ fn services_here() -> Option<FwmServices> {
     Some(parse_ip_vs(&text))
 }
 
-/// `iptables-save -c` in the calling thread's namespace: bounded output, killed past
-/// [`IPTABLES_TIMEOUT`]; None when it cannot be run or fails.
+/// `iptables-save -c` in the calling thread's namespace (the system's, which follows the
+/// alternatives to iptables-nft or iptables-legacy as Docker's `iptables` does): bounded
+/// output, killed past [`IPTABLES_TIMEOUT`]; None when it cannot be run or fails.
 fn rules_here() -> Option<Rules> {
-    let program = IPTABLES_SAVE.iter().find(|p| Path::new(p).exists())?;
-    let mut child = std::process::Command::new(program)
-        .arg("-c")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut stdout = child.stdout.take()?;
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        // Past the bound the rest is drained unread, so the child is not blocked on a pipe.
-        let _ = (&mut stdout)
-            .take(IPTABLES_MAX_BYTES as u64)
-            .read_to_end(&mut buf);
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        buf
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if start.elapsed() < IPTABLES_TIMEOUT => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let buf = reader.join().ok()?;
-    status
-        .filter(|s| s.success())
-        .map(|_| parse_iptables_save(&String::from_utf8_lossy(&buf)))
+    let out = super::tool::run_bounded(
+        "iptables-save",
+        &["-c"],
+        IPTABLES_MAX_BYTES,
+        IPTABLES_TIMEOUT,
+    )?
+    .ok()?;
+    Some(parse_iptables_save(&out.text))
 }
 
 /// Reads the namespace in `ns_file`: always its IPVS services; its rules only where `host`

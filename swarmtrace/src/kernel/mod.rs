@@ -12,6 +12,7 @@ pub mod netns;
 pub mod netstat;
 pub mod routes;
 pub mod sysctl;
+pub mod tool;
 pub mod tracefs;
 
 use crate::name::Name;
@@ -236,14 +237,10 @@ pub fn lacking(facts: &KernelFacts, kallsyms: &kallsyms::Kallsyms, tcx: bool) ->
 }
 
 /// The output of a tool that reads the kernel for us (`ip`, `iptables-save`): None when it is
-/// not installed, its stderr when it fails.
+/// not installed in the system's directories, its stderr when it fails. Bounded in output and
+/// time ([`tool::run`]).
 pub fn run_tool(program: &str, args: &[&str]) -> Option<Result<String, String>> {
-    match std::process::Command::new(program).args(args).output() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => Some(Err(e.to_string())),
-        Ok(o) if o.status.success() => Some(Ok(String::from_utf8_lossy(&o.stdout).into_owned())),
-        Ok(o) => Some(Err(String::from_utf8_lossy(&o.stderr).trim().to_owned())),
-    }
+    tool::run(program, args)
 }
 
 /// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted (as inside
