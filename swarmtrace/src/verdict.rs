@@ -456,6 +456,15 @@ fn ipvs_refined(c: Cause, h: &Handshake, d: &DropNote, ctx: &Context) -> (Cause,
             Some(_) => confirmed,
             None => (Cause::IpvsNoBackend, Confidence::Circumstantial),
         },
+        // The rules of that namespace were read and none of their counters rose: netfilter
+        // dropped it, but no iptables rule says so.
+        None if ctx
+            .netfilter
+            .get(ns)
+            .is_some_and(|v| v.rules_rose.as_ref().is_some_and(Vec::is_empty)) =>
+        {
+            (Cause::NetfilterDrop, Confidence::Circumstantial)
+        }
         None => confirmed,
     }
 }
@@ -1010,6 +1019,10 @@ fn netfilter_notes(v: &mut Verdict, h: &Handshake, ctx: &Context) {
             ));
         }
         match &view.rules_rose {
+            Some(rules) if rules.is_empty() && v.cause == Cause::NetfilterDrop => add_note(
+                &mut v.notes,
+                format!("no DROP or REJECT rule's packet counter rose in {ns} during the run (iptables-save -c at its start and end): netfilter dropped the SYN there, but no iptables rule says it did"),
+            ),
             Some(rules) if rules.is_empty() && v.cause == Cause::IpvsNoBackend => add_note(
                 &mut v.notes,
                 format!("no DROP or REJECT rule's packet counter rose in {ns} during the run (iptables-save -c at its start and end)"),
@@ -1408,6 +1421,11 @@ fn alternatives(c: Cause) -> Vec<String> {
         ],
         Cause::IpvsNoBackend => vec![
             "a DROP or REJECT rule in that namespace (its rules could not be read to rule it out)".into(),
+        ],
+        Cause::NetfilterDrop => vec![
+            "a rule of an nftables table that iptables-save does not show (nft list ruleset)".into(),
+            "IPVS dropping the first SYN of a reused client port whose old connection entry it expired (a backend removed or drained while the client still had an entry; the client's retransmission 1 s later is scheduled anew): ipvsadm -Lnc in that namespace".into(),
+            "conntrack dropping a packet it could not track (conntrack -S: insert_failed, drop, invalid)".into(),
         ],
         Cause::IpvsMisdirected => vec![
             "the task stopped listening (it crashed, or exited its server early) before Docker drained its backend, and IPVS scheduled the SYN there while it still had weight 1: nothing listening in the task".into(),
@@ -2025,9 +2043,36 @@ mod tests {
             )),
             "{text}"
         );
-        // Not this cause: the service has a backend.
+        // Not this cause: the service has a backend. Netfilter dropped it, but no rule's
+        // counter rose there: only circumstantial, with what else drops there.
         let (h, ctx) = ipvs_case(&[("10.0.0.7:0", 1)], Some(&[]));
-        assert_eq!(classify(&h, &ctx), Some(Cause::NetfilterDrop));
+        assert_eq!(
+            assess(&h, &ctx),
+            Some((Cause::NetfilterDrop, Confidence::Circumstantial))
+        );
+        let v = verdicts([h].iter(), &ctx);
+        assert!(
+            v[0].to_text().contains("no DROP or REJECT rule's packet counter rose in ingress_sbox during the run (iptables-save -c at its start and end): netfilter dropped the SYN there, but no iptables rule says it did"),
+            "{}",
+            v[0].to_text()
+        );
+        for alt in [
+            "nft list ruleset",
+            "IPVS dropping the first SYN of a reused client port",
+            "conntrack -S",
+        ] {
+            assert!(
+                v[0].alternatives.iter().any(|a| a.contains(alt)),
+                "{alt}: {:?}",
+                v[0].alternatives
+            );
+        }
+        // The rules not read: a rule is not ruled out (as before).
+        let (h, ctx) = ipvs_case(&[("10.0.0.7:0", 1)], None);
+        assert_eq!(
+            assess(&h, &ctx),
+            Some((Cause::NetfilterDrop, Confidence::Confirmed))
+        );
         // Not this cause: dropped in another namespace than the one without a backend.
         let (mut h, ctx) = ipvs_case(&[], Some(&[]));
         h.drops[0].netns_name = Some("host".into());
