@@ -1152,10 +1152,7 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             .map_or_else(|| "host".to_owned(), |p| p.netns.clone()),
         _ => first_ns(v),
     };
-    let enter = match netns_enter(&ns) {
-        e if e.is_empty() => e,
-        e => e + " ",
-    };
+    let enter = netns_prefix(&ns);
     // A real client to ask the route for: the command then runs as it is.
     let client = v
         .clients
@@ -1184,21 +1181,6 @@ fn advise(v: &mut Verdict, ctx: &Context) {
         })
         .collect::<Vec<_>>()
         .join("; ");
-    // How to enter the namespace of the IPVS that balanced these handshakes (a draining
-    // backend's), with a space after it.
-    let ipvs_enter = {
-        let ns = ctx
-            .netfilter
-            .iter()
-            .find(|(_, view)| {
-                !view.draining_at_start.is_empty() || !view.draining_at_end.is_empty()
-            })
-            .map_or("ingress_sbox", |(ns, _)| ns.as_str());
-        match netns_enter(ns) {
-            e if e.is_empty() => e,
-            e => e + " ",
-        }
-    };
     let (explanation, confirm, fix) = match v.cause {
         Cause::NoRunningTask => (
             "Docker publishes the port for a service that has no running task (scaled to 0, or every task failing): the routing mesh has nothing to send the SYN to. With no task left Docker also removes the port's ingress rule, so the host itself refuses it.".to_owned(),
@@ -1265,17 +1247,25 @@ fn advise(v: &mut Verdict, ctx: &Context) {
                 }
             ),
         ),
-        Cause::IpvsMisdirected => (
+        Cause::IpvsMisdirected => {
+            // The namespace of the IPVS that balanced these handshakes (a draining backend's).
+            let sb = netns_prefix(
+                ctx.netfilter
+                    .iter()
+                    .find(|(_, view)| {
+                        !view.draining_at_start.is_empty() || !view.draining_at_end.is_empty()
+                    })
+                    .map_or("ingress_sbox", |(ns, _)| ns.as_str()),
+            );
+            (
             "IPVS, the routing mesh's load balancer, sent the SYN to a backend Docker is draining (weight 0: a task that is shutting down, or whose endpoint Docker disabled), where nothing took it. IPVS schedules no new connection to a backend of weight 0, but the client reused a source port for which IPVS still held a connection entry (its TIME_WAIT lasts 2 minutes), and with net.ipv4.vs.conn_reuse_mode=0, as Docker sets it, IPVS sends such a SYN where the old entry points (kernels that schedule it anew do so only with net.ipv4.vs.expire_nodest_conn=1; older kernels never do). Clients that open many short connections (and so reuse ports soon) get refused or time out during every rolling update or scale-down. Without a reused port, the SYN was scheduled there before Docker drained the backend.".to_owned(),
-            {
-                let sb = &ipvs_enter;
-                format!("{sb}ipvsadm -Ln; {sb}ipvsadm -Lnc | grep -F -- '{client}:' | head; {sb}sysctl net.ipv4.vs.conn_reuse_mode net.ipv4.vs.expire_nodest_conn")
-            },
+            format!("{sb}ipvsadm -Ln; {sb}ipvsadm -Lnc | grep -F -- '{client}:' | head; {sb}sysctl net.ipv4.vs.conn_reuse_mode net.ipv4.vs.expire_nodest_conn"),
             format!(
                 "Let draining tasks finish what IPVS still sends them: keep serving until SIGKILL, or stop accepting only after the stop grace period has mostly passed (docker service update --stop-grace-period, a SIGTERM handler that waits). On the clients, avoid reusing source ports quickly (a larger net.ipv4.ip_local_port_range, connection pooling/keep-alive). In the load-balancing namespace, net.ipv4.vs.expire_nodest_conn=1 (Docker's setting; {enter_sb}sysctl -w net.ipv4.vs.expire_nodest_conn=1) makes a recent kernel schedule such a SYN anew; on an older kernel, net.ipv4.vs.conn_reuse_mode=1 does ({enter_sb}sysctl -w net.ipv4.vs.conn_reuse_mode=1; before 5.9 it costs a 1 s delay on reused ports). Both are settings of that namespace, lost when Docker re-creates it.",
-                enter_sb = ipvs_enter
+                enter_sb = sb
             ),
-        ),
+        )
+        }
         Cause::NoListener => (
             "Nothing listens on the target port where the handshake arrived; the kernel answered with a RST.".to_owned(),
             format!("{enter}ss -ltn"),
@@ -1438,6 +1428,14 @@ fn alternatives(c: Cause) -> Vec<String> {
     };
     out.push("a drop the kernel does not report with a reason (a qdisc, a filter, a full device queue); watch more interfaces with --iface NETNS:IFACE to see how far the SYN got".into());
     out
+}
+
+/// [`netns_enter`] with a space after it, ready to prefix a command (empty for the host).
+fn netns_prefix(ns: &str) -> String {
+    match netns_enter(ns) {
+        e if e.is_empty() => e,
+        e => e + " ",
+    }
 }
 
 /// How to enter a namespace by the name swarmtrace shows: a shell command prefix whose every
