@@ -469,6 +469,20 @@ fn ipvs_refined(c: Cause, h: &Handshake, d: &DropNote, ctx: &Context) -> (Cause,
     }
 }
 
+/// The drops of a handshake's SYNs past an IPVS that had sent them to a backend of weight 0
+/// ([`Context::ipvs_misdirected`]), each with where it was sent; a drop in that IPVS's own
+/// namespace is not one (it never reached the backend).
+fn misdirections<'a>(
+    h: &'a Handshake,
+    ctx: &'a Context,
+) -> impl Iterator<Item = (&'a DropNote, IpvsMisdirection<'a>)> + 'a {
+    h.drops.iter().filter_map(move |d| {
+        ctx.ipvs_misdirected(d, syn_ports(h, d))
+            .filter(|m| d.netns_name.as_deref() != Some(m.netns))
+            .map(|m| (d, m))
+    })
+}
+
 /// The cause one drop names by itself ([`reason_cause`]), if the handshake does not
 /// contradict it: a PAWS drop told by its place alone is one only on a kernel that does not
 /// name PAWS drops (there the reason would say so), and only for a SYN with a timestamp.
@@ -551,10 +565,7 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     // refused there: it should not have gone there. Confirmed when the backend was of
     // weight 0 before the run (so before the SYN); when only at its end, the task may have
     // stopped listening before Docker drained it.
-    if let Some(m) = h.drops.iter().find_map(|d| {
-        ctx.ipvs_misdirected(d, syn_ports(h, d))
-            .filter(|m| d.netns_name.as_deref() != Some(m.netns))
-    }) {
+    if let Some((_, m)) = misdirections(h, ctx).next() {
         let confidence = if m.at_start {
             Confidence::Confirmed
         } else {
@@ -1047,10 +1058,7 @@ fn netfilter_notes(v: &mut Verdict, h: &Handshake, ctx: &Context) {
 /// Where IPVS sent the SYN, what Docker had made of that backend, and the sysctl that lets a
 /// reused client port follow its old entry.
 fn misdirected_notes(v: &mut Verdict, h: &Handshake, ctx: &Context) {
-    for d in h.drops.iter() {
-        let Some(m) = ctx.ipvs_misdirected(d, syn_ports(h, d)) else {
-            continue;
-        };
+    for (d, m) in misdirections(h, ctx) {
         let when = if m.at_start {
             "at the start of the run already"
         } else {
