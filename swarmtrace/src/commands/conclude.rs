@@ -222,8 +222,9 @@ fn verdict_context(
 /// rules).
 fn netfilter_view(before: Option<&ipvs::Reading>, after: &ipvs::Reading) -> verdict::NetfilterView {
     let services = after.services.clone().unwrap_or_default();
+    let services_before = before.and_then(|b| b.services.as_ref());
     let mut no_backend = ipvs::without_backend(&services);
-    if let Some(s) = before.and_then(|b| b.services.as_ref()) {
+    if let Some(s) = services_before {
         no_backend.extend(ipvs::without_backend(s));
     }
     let mut port_marks = after
@@ -240,13 +241,9 @@ fn netfilter_view(before: Option<&ipvs::Reading>, after: &ipvs::Reading) -> verd
         (Some(b), Some(a)) => Some(ipvs::rules_rose(b, a)),
         _ => None,
     };
-    let draining_at_start = before
-        .and_then(|b| b.services.as_ref())
-        .map(ipvs::draining)
-        .unwrap_or_default();
     verdict::NetfilterView {
         draining_at_end: ipvs::draining(&services),
-        draining_at_start,
+        draining_at_start: services_before.map(ipvs::draining).unwrap_or_default(),
         conn_reuse_mode: after
             .conn_reuse_mode
             .or(before.and_then(|b| b.conn_reuse_mode)),
