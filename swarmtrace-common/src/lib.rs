@@ -105,7 +105,7 @@ pub struct TableConfig {
     /// A random per-run seed of the slot hash, so that nobody outside can aim SYNs at one
     /// slot (or at the sampled-out handshakes) without knowing it.
     pub seed: u64,
-    /// Number of slots - 1 (a power of two - 1), of both the table and its ISN index.
+    /// Number of slots - 1 (a power of two - 1).
     pub mask: u32,
     /// Detail events per CPU per [`OVERLOAD_WINDOW_NS`] above which the next window samples;
     /// 0: never sample.
@@ -134,23 +134,30 @@ pub struct Overload {
     pub windows_sampled: u64,
 }
 
-/// A slot of the handshake table: a fixed-size array indexed by [`slot_index`] of the key. A
-/// new SYN overwrites its slot whole, with plain stores, without a lock; `check` (written
-/// with the rest) covers the key and the fields fixed at creation, so a reader that copies
-/// the slot and finds `check` matching knows it read one SYN's slot, never a torn mix of two
-/// writers or a stale one under a new key.
+/// A slot of the handshake table: a fixed-size array indexed by [`slot_index`] of the ISN,
+/// 64 bytes, so that a slot is one cache line of the table (the map is created
+/// `BPF_F_MMAPABLE`, which makes the kernel page-align its values). A new SYN overwrites its
+/// slot whole, with plain stores, without a lock; `check` (written with the rest) covers the
+/// key and the fields fixed at creation, so a reader that copies the slot and finds `check`
+/// matching knows it read one SYN's slot, never a torn mix of two writers or a stale one under
+/// a new key (but by a 32-bit coincidence, about 1 in 4 billion torn or stale reads).
+///
+/// Indexed by the ISN alone, the slot also answers "which SYN has this ISN" for packets that
+/// echo the ISN but not the TSval (a RST answering a SYN, a SYN-ACK without timestamps): a
+/// retransmitted SYN (same ISN, a new TSval) takes its first transmission's slot, as the
+/// latest SYN of an ISN should.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Slot {
     pub key: HandshakeKey,
     pub hs: Handshake,
-    pub check: u64,
+    pub check: u32,
 }
 
 impl Slot {
     /// The check of a slot holding `key` and `hs` (never 0, so an empty slot never checks).
     #[inline(always)]
-    pub fn check_of(key: &HandshakeKey, hs: &Handshake) -> u64 {
+    pub fn check_of(key: &HandshakeKey, hs: &Handshake) -> u32 {
         let w = |b: &[u8; 16], i: usize| {
             u64::from_ne_bytes([
                 b[i],
@@ -168,16 +175,15 @@ impl Slot {
             | (hs.family as u64) << 8;
         let mut h = (key.isn as u64) << 32 | key.tsval as u64;
         for x in [
-            hs.first_ns,
+            hs.first_t16 as u64 ^ ports,
             w(&hs.client, 0),
             w(&hs.client, 8),
             w(&hs.service, 0),
             w(&hs.service, 8),
-            ports,
         ] {
             h = (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
         }
-        h | 1
+        (h >> 32) as u32 | 1
     }
 
     /// Whether the slot holds `key`'s SYN, whole.
@@ -187,18 +193,31 @@ impl Slot {
     }
 }
 
-/// The slot of `key` in a table of `mask + 1` slots.
+/// The slot of the SYN with `isn` in a table of `mask + 1` slots.
 #[inline(always)]
-pub fn slot_index(key: &HandshakeKey, seed: u64, mask: u32) -> u32 {
-    let x = ((key.isn as u64) << 32 | key.tsval as u64) ^ seed;
+pub fn slot_index(isn: u32, seed: u64, mask: u32) -> u32 {
+    let x = (isn as u64) ^ seed;
     (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32 & mask
 }
 
-/// The slot of `isn` in the ISN index (ISN -> TSval of its latest SYN).
+/// Monotonic nanoseconds in the unit of [`Handshake::first_t16`]: 16 ns, wrapping every
+/// 68.7 s.
 #[inline(always)]
-pub fn isn_index(isn: u32, seed: u64, mask: u32) -> u32 {
-    let x = (isn as u64) ^ seed.rotate_left(17);
-    (x.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) >> 32) as u32 & mask
+pub fn t16(ns: u64) -> u32 {
+    (ns >> 4) as u32
+}
+
+/// Nanoseconds from `first_t16` to `now_ns` (within 16 ns), for an answer less than 68 s after its SYN (one
+/// answers the SYN whose TSval it echoes, or is a RST within the SYN's retransmission time),
+/// at most `u32::MAX` (4.29 s).
+#[inline(always)]
+pub fn since_t16(first_t16: u32, now_ns: u64) -> u32 {
+    let units = t16(now_ns).wrapping_sub(first_t16);
+    if units >= 1 << 28 {
+        u32::MAX
+    } else {
+        units << 4
+    }
 }
 
 /// Whether the handshake of `isn` keeps its detail events while sampling 1 in `one_in`: the
@@ -300,14 +319,15 @@ pub struct HandshakeKey {
     pub tsval: u32,
 }
 
-/// A handshake in its table [`Slot`]. `state` and `last_hop` are updated in place by every
+/// A handshake in its table [`Slot`]. `state` and the last hop are updated in place by every
 /// CPU without a lock (each field written whole, see the kernel crate's `handshake`); the
-/// other fields are fixed when the SYN makes the slot and covered by [`Slot::check`].
+/// other fields are fixed when the SYN makes the slot and covered by [`Slot::check`]. 52
+/// bytes, so that a slot is 64: where the SYN was first seen is in its event, not here.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Handshake {
-    /// When the SYN was first seen (monotonic ns).
-    pub first_ns: u64,
+    /// When the SYN was first seen: monotonic ns in units of 16 ns, wrapping ([`t16`]).
+    pub first_t16: u32,
     /// The client and the service as first seen (before any NAT on this host).
     pub client: [u8; 16],
     pub service: [u8; 16],
@@ -316,10 +336,25 @@ pub struct Handshake {
     pub family: u8,
     /// Bits of [`state`]: whether an answer (SYN-ACK or RST) was already counted.
     pub state: u8,
-    pub _pad: [u8; 2],
-    pub first_hop: Hop,
-    /// The last hop the SYN was seen on (user space reads it for a handshake's path).
-    pub last_hop: Hop,
+    /// The last hop the SYN was seen on (user space reads it for a handshake's path): its
+    /// direction, namespace and interface, each written whole.
+    pub last_dir: u8,
+    pub _pad: u8,
+    pub last_netns: u32,
+    pub last_ifindex: u32,
+}
+
+impl Handshake {
+    /// The last hop the SYN was seen on.
+    #[inline(always)]
+    pub fn last_hop(&self) -> Hop {
+        Hop {
+            netns: self.last_netns,
+            ifindex: self.last_ifindex,
+            dir: self.last_dir,
+            _pad: [0; 3],
+        }
+    }
 }
 
 /// A handshake packet seen by a TC classifier: a new SYN, its SYN-ACK or a RST.
@@ -443,13 +478,13 @@ const _: () = assert!(core::mem::size_of::<PacketInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 160);
 const _: () = assert!(core::mem::size_of::<Hop>() == 12);
 const _: () = assert!(core::mem::size_of::<HandshakeKey>() == 8);
-const _: () = assert!(core::mem::size_of::<Handshake>() == 72);
+const _: () = assert!(core::mem::size_of::<Handshake>() == 52);
 const _: () = assert!(core::mem::size_of::<HandshakeEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<Filter>() == 36);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 const _: () = assert!(core::mem::size_of::<TableConfig>() == 24);
 const _: () = assert!(core::mem::size_of::<Overload>() == 32);
-const _: () = assert!(core::mem::size_of::<Slot>() == 88);
+const _: () = assert!(core::mem::size_of::<Slot>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -472,7 +507,7 @@ mod tests {
 
     fn handshake(first_ns: u64, client: u8, port: u16) -> Handshake {
         let mut h = Handshake {
-            first_ns,
+            first_t16: t16(first_ns),
             client_port: port,
             service_port: 80,
             family: 4,
@@ -499,7 +534,7 @@ mod tests {
         );
         let (a, b) = (
             slot(ka, handshake(100, 2, 40000)),
-            slot(kb, handshake(101, 3, 40001)),
+            slot(kb, handshake(1_000, 3, 40001)),
         );
         assert!(a.holds(&ka) && b.holds(&kb));
         // Stale: another key's slot.
@@ -517,14 +552,16 @@ mod tests {
             torn.check = check;
             assert!(!torn.holds(&ka) && !torn.holds(&kb));
             let mut torn = a;
-            torn.hs.first_ns = b.hs.first_ns;
+            torn.hs.first_t16 = b.hs.first_t16;
             torn.check = check;
             assert!(!torn.holds(&ka));
         }
         // What changes in place (answered, last hop) is outside the check.
         let mut answered = a;
         answered.hs.state = state::ANSWERED;
-        answered.hs.last_hop.ifindex = 9;
+        answered.hs.last_ifindex = 9;
+        answered.hs.last_netns = 7;
+        answered.hs.last_dir = 2;
         assert!(answered.holds(&ka));
     }
 
@@ -538,8 +575,7 @@ mod tests {
                 isn: i.wrapping_mul(2_654_435_761),
                 tsval: 7,
             };
-            used[slot_index(&key, seed, mask) as usize] += 1;
-            assert!(isn_index(key.isn, seed, mask) <= mask);
+            used[slot_index(key.isn, seed, mask) as usize] += 1;
             kept += u32::from(sampled_in(key.isn, seed, 16));
         }
         // 64 per slot on average: no slot empty, none with four times its share.
@@ -549,5 +585,29 @@ mod tests {
             "{kept} of 65536 kept at 1 in 16"
         );
         assert!(sampled_in(5, seed, 1) && sampled_in(5, seed, 0));
+        // A retransmitted SYN (same ISN, new TSval) takes its first transmission's slot.
+        assert_eq!(slot_index(9, seed, mask), slot_index(9, seed, mask));
+    }
+
+    #[test]
+    fn a_slot_is_one_cache_line() {
+        assert_eq!(core::mem::size_of::<Slot>(), 64);
+        assert_eq!(core::mem::offset_of!(Slot, check), 60);
+    }
+
+    #[test]
+    fn latency_from_the_16_ns_clock() {
+        let first = 5_000_000_123u64;
+        let f = t16(first);
+        assert_eq!(since_t16(f, first + 1_500_000), 1_500_000);
+        // Within 16 ns of the truth.
+        for d in 1_500_000..1_500_040 {
+            assert!(since_t16(f, first + d).abs_diff(d as u32) < 16, "{d}");
+        }
+        // Across the 32-bit wrap of the unit clock (every 68.7 s).
+        let near_wrap = (u32::MAX as u64) << 4;
+        assert_eq!(since_t16(t16(near_wrap), near_wrap + 320), 320);
+        // 4.29 s and more: saturated, as the event's u32 latency always was.
+        assert_eq!(since_t16(f, first + 5_000_000_000), u32::MAX);
     }
 }

@@ -15,10 +15,12 @@
 //! outside the check: each is written whole (at most 8 bytes, aligned), so a reader sees an
 //! old or a new value, never a torn one.
 //!
-//! The ISN index, for packets that echo the ISN but not the TSval (a RST answering a SYN, a
-//! SYN-ACK without timestamps), is an array of `ISN << 32 | TSval` words: one 8-byte store
-//! and one 8-byte load, so it is never torn; a word whose ISN is not the one looked up is a
-//! miss.
+//! Indexed by the ISN alone, one slot (one cache line, see `Slot`) answers both "this SYN"
+//! and, for packets that echo the ISN but not the TSval (a RST answering a SYN, a SYN-ACK
+//! without timestamps), "the latest SYN with this ISN": its key is read first (one aligned
+//! 8-byte load, never torn), then the slot copied and checked. A new SYN touches that one
+//! line and no other of the table (an ISN index beside it cost a second random store per new
+//! SYN, BENCHMARKS.md).
 //!
 //! User space reads the table for a handshake's last hop, with the same slot function and
 //! the same check (`Tracer::handshake`).
@@ -26,28 +28,24 @@
 //! Each new SYN still sends one event (`seen::SYN`): user space learns of a SYN from it, and
 //! needs to, to report one that nothing answers or drops (unanswered after the timeout).
 //! Bounded by overload sampling (`config::keep_detail`): past the rate, 1 handshake in N
-//! sends its events. Without the event, the next step (not built): the answer and drop
-//! events carry the slot's creation fields (first_ns, client, service, first hop), so user
-//! space makes the handshake from them, and user space reads the table itself, mmapped
-//! (`BPF_F_MMAPABLE`, 5.5+), once per timeout in batches, for the slots no answer or drop
-//! named: at 88 bytes a slot, 5.8 MB per sweep of 65 536 slots, whatever the SYN rate.
+//! sends its events (a branch that sent none and read the mmapped table instead measured no
+//! faster, BENCHMARKS.md).
 
-use aya_ebpf::{macros::map, maps::Array};
+use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
 use swarmtrace_common::{
-    class, isn_index, slot_index, Handshake, HandshakeKey, Hop, PacketInfo, Slot, HANDSHAKE_TABLE,
+    class, slot_index, Handshake, HandshakeKey, Hop, PacketInfo, Slot, HANDSHAKE_TABLE,
 };
 
 use crate::config::global;
 
+/// `BPF_F_MMAPABLE` for its layout, not for a mapping: the kernel then page-aligns the
+/// values, so that each 64-byte slot is one cache line.
 #[map]
-pub static HANDSHAKES: Array<Slot> = Array::with_max_entries(HANDSHAKE_TABLE, 0);
-
-#[map]
-pub static ISN_INDEX: Array<u64> = Array::with_max_entries(HANDSHAKE_TABLE, 0);
+pub static HANDSHAKES: Array<Slot> = Array::with_max_entries(HANDSHAKE_TABLE, BPF_F_MMAPABLE);
 
 #[inline(always)]
-fn slot_ptr(key: &HandshakeKey) -> Option<*mut Slot> {
-    HANDSHAKES.get_ptr_mut(slot_index(key, global!(TABLE.seed), global!(TABLE.mask)))
+fn slot_ptr(isn: u32) -> Option<*mut Slot> {
+    HANDSHAKES.get_ptr_mut(slot_index(isn, global!(TABLE.seed), global!(TABLE.mask)))
 }
 
 /// The ISN of the client's SYN this packet belongs to, as the packet carries or echoes it.
@@ -64,7 +62,7 @@ pub fn isn_of(p: &PacketInfo) -> Option<u32> {
 }
 
 /// The key of the SYN this packet belongs to, if it can be told from the packet alone or
-/// through the ISN index.
+/// through its ISN's slot.
 #[inline(always)]
 pub fn key_of(p: &PacketInfo) -> Option<HandshakeKey> {
     let isn = isn_of(p)?;
@@ -84,14 +82,12 @@ pub fn key_of(p: &PacketInfo) -> Option<HandshakeKey> {
         }
         _ => {}
     }
-    let word = ISN_INDEX.get_ptr(isn_index(isn, global!(TABLE.seed), global!(TABLE.mask)))?;
+    let slot = slot_ptr(isn)?;
     // SAFETY: a valid pointer into the array map (lookups of an array never fail in range and
-    // its values live as long as the map); one aligned 8-byte load, never torn.
-    let word = unsafe { core::ptr::read_volatile(word) };
-    ((word >> 32) as u32 == isn).then_some(HandshakeKey {
-        isn,
-        tsval: word as u32,
-    })
+    // its values live as long as the map); the key is the slot's first 8 bytes, 8-aligned:
+    // one load, never torn. Whether the rest is this SYN's, `find` checks.
+    let key = unsafe { core::ptr::read_volatile(&(*slot).key) };
+    (key.isn == isn).then_some(key)
 }
 
 /// A handshake found in the table: a checked copy to read (in the caller's scratch space:
@@ -122,7 +118,7 @@ pub fn lookup(p: &PacketInfo, copy: &'static mut Slot) -> Option<Found> {
 /// The table's record of `key`, copied into `copy` and checked whole.
 #[inline(always)]
 pub fn find(key: HandshakeKey, copy: &'static mut Slot) -> Option<Found> {
-    let slot = slot_ptr(&key)?;
+    let slot = slot_ptr(key.isn)?;
     // SAFETY: a valid pointer into the array map, copied into a scratch value of the same
     // type; plain integers (any bit pattern is a valid `Slot`), trusted only if it checks.
     unsafe { core::ptr::copy_nonoverlapping(slot, copy as *mut Slot, 1) };
@@ -147,12 +143,17 @@ pub fn record_syn(
     new: &'static mut Slot,
     make: impl FnOnce(&mut Handshake) -> bool,
 ) -> Option<bool> {
-    let slot = slot_ptr(&key)?;
-    // SAFETY: as in `find`; the key alone decides "seen already": updating `last_hop` of a
-    // slot another CPU is overwriting at this instant at worst gives that SYN our hop.
+    let slot = slot_ptr(key.isn)?;
+    // SAFETY: as in `find`; the key alone decides "seen already": updating the last hop of a
+    // slot another CPU is overwriting at this instant at worst gives that SYN our hop. Each
+    // field is one aligned store; two CPUs updating one SYN's last hop at the same instant
+    // (one SYN on two hops at once) could mix their namespace and interface.
     unsafe {
         if core::ptr::read_volatile(&(*slot).key) == key && (*slot).check != 0 {
-            core::ptr::write_volatile(&mut (*slot).hs.last_hop, hop);
+            let hs = &mut (*slot).hs;
+            core::ptr::write_volatile(&mut hs.last_netns, hop.netns);
+            core::ptr::write_volatile(&mut hs.last_ifindex, hop.ifindex);
+            core::ptr::write_volatile(&mut hs.last_dir, hop.dir);
             return Some(false);
         }
     }
@@ -164,11 +165,5 @@ pub fn record_syn(
     // SAFETY: plain stores into the array value from the scratch one; see the module's doc
     // on sharing.
     unsafe { core::ptr::copy_nonoverlapping(new as *const Slot, slot, 1) };
-    if let Some(word) =
-        ISN_INDEX.get_ptr_mut(isn_index(key.isn, global!(TABLE.seed), global!(TABLE.mask)))
-    {
-        // SAFETY: a valid pointer into the array map; one aligned 8-byte store.
-        unsafe { core::ptr::write_volatile(word, (key.isn as u64) << 32 | key.tsval as u64) };
-    }
     Some(true)
 }

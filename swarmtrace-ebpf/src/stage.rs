@@ -33,13 +33,12 @@ pub fn stop(n: u32) -> bool {
 #[inline(always)]
 fn keep() {
     use crate::config::{volatile, DROP_REASONS, EVENTS, FILTER, OFFSETS, OVERLOAD, STATS, TABLE};
-    use crate::handshake::{HANDSHAKES, ISN_INDEX};
+    use crate::handshake::HANDSHAKES;
     use core::hint::black_box;
     black_box(&EVENTS as *const _ as usize);
     black_box(&STATS as *const _ as usize);
     black_box(&DROP_REASONS as *const _ as usize);
     black_box(&HANDSHAKES as *const _ as usize);
-    black_box(&ISN_INDEX as *const _ as usize);
     black_box(&OVERLOAD as *const _ as usize);
     black_box(volatile(&OFFSETS.tp_layout));
     black_box(volatile(&FILTER.port));

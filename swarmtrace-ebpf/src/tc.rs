@@ -5,7 +5,9 @@
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
 };
-use swarmtrace_common::{class, kind, seen, stat, state, HandshakeEvent, HandshakeKey, Hop};
+use swarmtrace_common::{
+    class, kind, seen, since_t16, stat, state, t16, HandshakeEvent, HandshakeKey, Hop,
+};
 
 use crate::{
     config::{count, global, keep_detail, output, scratch, STATS},
@@ -212,16 +214,17 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
             if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
                 return false;
             }
-            hs.first_ns = now;
+            hs.first_t16 = t16(now);
             hs.client = p.saddr;
             hs.service = p.daddr;
             hs.client_port = p.sport;
             hs.service_port = p.dport;
             hs.family = p.family;
             hs.state = 0;
-            hs._pad = [0; 2];
-            hs.first_hop = hop;
-            hs.last_hop = hop;
+            hs.last_dir = hop.dir;
+            hs._pad = 0;
+            hs.last_netns = hop.netns;
+            hs.last_ifindex = hop.ifindex;
             true
         });
         if made != Some(true) {
@@ -256,13 +259,15 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     if !keep_detail(key.isn, now, stat::TC_SAMPLED_OUT) {
         return Ok(());
     }
-    let latency = now.saturating_sub(found.hs.first_ns);
-    let latency = if latency > u32::MAX as u64 {
-        u32::MAX
-    } else {
-        latency as u32
-    };
-    emit(ctx, ev, key, hop, what, latency, now);
+    emit(
+        ctx,
+        ev,
+        key,
+        hop,
+        what,
+        since_t16(found.hs.first_t16, now),
+        now,
+    );
     Ok(())
 }
 

@@ -393,7 +393,7 @@ pub async fn trace(
                 out.batch()?;
             }
             _ = tick.tick() => {
-                let last_hop = |k: &HandshakeKey| tracer.handshake(k).map(|x| x.last_hop);
+                let last_hop = |k: &HandshakeKey| tracer.handshake(k).map(|x| x.last_hop());
                 pipe.sweep(WallClock::monotonic_now_ns(), &last_hop, out)?;
                 out.batch()?;
                 if last_check.elapsed() >= Duration::from_secs(1) {
@@ -457,7 +457,7 @@ pub async fn trace(
         }
     });
     result?;
-    let last_hop = |k: &HandshakeKey| tracer.handshake(k).map(|x| x.last_hop);
+    let last_hop = |k: &HandshakeKey| tracer.handshake(k).map(|x| x.last_hop());
     pipe.sweep(WallClock::monotonic_now_ns(), &last_hop, out)?;
     pipe.flush(WallClock::monotonic_now_ns(), &last_hop, out)?;
     out.batch()?;

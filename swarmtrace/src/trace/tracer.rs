@@ -190,7 +190,6 @@ impl Tracer {
             .override_global("FILTER", &opts.filter, true)
             .override_global("TABLE", &table, true)
             .map_max_entries("HANDSHAKES", slots)
-            .map_max_entries("ISN_INDEX", slots)
             .load(EBPF_OBJECT)
             .map_err(|e| explain_load_error(e.into()))?;
         // The logger must exist before any program loads (it owns the log map's fd) and stay
@@ -472,7 +471,7 @@ impl Tracer {
     pub fn handshake(&self, key: &HandshakeKey) -> Option<Handshake> {
         let slot = self
             .handshakes
-            .get(&slot_index(key, self.table.seed, self.table.mask), 0)
+            .get(&slot_index(key.isn, self.table.seed, self.table.mask), 0)
             .ok()?;
         slot.holds(key).then_some(slot.hs)
     }
