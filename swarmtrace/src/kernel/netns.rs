@@ -79,8 +79,10 @@ impl Published {
         self.fresh.store(true, Ordering::Release);
     }
 
+    /// Once per drop in a live run: a plain load when nothing new was published (no
+    /// read-modify-write of a line the resolver's thread writes, no lock).
     fn take(&self) -> Option<Arc<Names>> {
-        if !self.fresh.swap(false, Ordering::Acquire) {
+        if !self.fresh.load(Ordering::Relaxed) || !self.fresh.swap(false, Ordering::Acquire) {
             return None;
         }
         self.names.lock().unwrap_or_else(|p| p.into_inner()).take()
