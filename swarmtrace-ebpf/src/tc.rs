@@ -11,7 +11,7 @@ use swarmtrace_common::{
 
 use crate::{
     config::{count, global, keep_detail, output, scratch, STATS},
-    handshake::{lookup, record_syn},
+    handshake::{isn_of, lookup, record_syn, touch},
     kmem::read,
     packet::{matches, parse_ip, Parse, Skb, Source},
     stage::stop,
@@ -175,6 +175,11 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     let p = &ev.packet;
     if p.class == class::ACK || (vtep.is_some() && p.class != class::SYN) || stop(2) {
         return Ok(());
+    }
+    // The packet's slot is most likely not in the cache: ask for it now, so that the wait
+    // overlaps the namespace's reads below.
+    if let Some(isn) = isn_of(p) {
+        touch(isn);
     }
     let hop = Hop {
         netns: netns_of(ctx),
