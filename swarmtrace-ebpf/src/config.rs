@@ -31,6 +31,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     reason_consumed: u32::MAX,
     tp_layout: u32::MAX,
     skb_hdr_window: u32::MAX,
+    dev_window: u32::MAX,
+    dev_window_len: 0,
 };
 
 /// What the user asked to see; counters and events cover only matching packets.
@@ -92,6 +94,9 @@ pub struct Scratch {
     pub drop_head: [u8; crate::packet::HEAD],
     /// The same for a packet at TC.
     pub tc_head: [u8; crate::packet::HEAD],
+    /// A dropped packet's device: the window of `struct net_device` holding its index, name
+    /// and namespace (`KernelOffsets::dev_window`).
+    pub drop_dev: [u8; swarmtrace_common::DEV_WINDOW as usize],
 }
 
 #[map]

@@ -3,7 +3,9 @@
 //! send the event.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, EbpfContext};
-use swarmtrace_common::{kind, stat, DropEvent, HandshakeKey, MAX_REASONS, SKB_HDR_WINDOW};
+use swarmtrace_common::{
+    kind, stat, DropEvent, HandshakeKey, DEV_WINDOW, MAX_REASONS, SKB_HDR_WINDOW,
+};
 
 use crate::{
     config::{count, global, keep_detail, output, scratch, DROP_REASONS, STATS},
@@ -38,7 +40,12 @@ pub fn report_drop<C: EbpfContext>(
     // 4789) is not ours. A VXLAN datagram (an overlay's, dropped before it was decapsulated):
     // the packet it carries is parsed instead, at a variable offset (one parse, inlined once).
     let s = scratch()?;
-    let (ev, slot, head) = (&mut s.drop, &mut s.drop_slot, &mut s.drop_head);
+    let (ev, slot, head, dev) = (
+        &mut s.drop,
+        &mut s.drop_slot,
+        &mut s.drop_head,
+        &mut s.drop_dev,
+    );
     // The same read holds the whole of an IPv4 handshake packet's headers (`HEAD`).
     read_buf(src.base, head)?;
     let vxlan = vxlan_inner(&src, head);
@@ -128,7 +135,7 @@ pub fn report_drop<C: EbpfContext>(
     ev.header.ts_ns = now;
     ev.location = location;
     ev.reason = reason;
-    read_device(skb, rx_sk, ev);
+    read_device(skb, rx_sk, ev, dev);
     output(ctx, &*ev);
     Ok(())
 }
@@ -184,20 +191,17 @@ fn head_and_network_header(skb: u64) -> Result<(u64, u16), ()> {
 const WINDOW_WORDS: usize = (SKB_HDR_WINDOW / 8) as usize;
 
 /// Interface and network namespace: from the packet's device, else from its socket (a packet
-/// being sent may have no device yet), else from the hook's receiving socket.
+/// being sent may have no device yet), else from the hook's receiving socket. `window` is
+/// scratch space for the device's fields.
 #[inline(always)]
-fn read_device(skb: u64, rx_sk: u64, ev: &mut DropEvent) {
+fn read_device(skb: u64, rx_sk: u64, ev: &mut DropEvent, window: &mut [u8; DEV_WINDOW as usize]) {
     let dev: u64 = read(skb + global!(OFFSETS.skb_dev) as u64).unwrap_or(0);
     let mut net: u64 = 0;
     ev.ifindex = 0;
     ev.ifname = [0; 16];
     ev.netns = 0;
     if dev != 0 {
-        ev.ifindex = read(dev + global!(OFFSETS.dev_ifindex) as u64).unwrap_or(0);
-        if read_buf(dev + global!(OFFSETS.dev_name) as u64, &mut ev.ifname).is_err() {
-            ev.ifname = [0; 16];
-        }
-        net = read(dev + global!(OFFSETS.dev_nd_net) as u64).unwrap_or(0);
+        net = device_fields(dev, ev, window);
     }
     if net == 0 {
         let mut sk: u64 = read(skb + global!(OFFSETS.skb_sk) as u64).unwrap_or(0);
@@ -210,5 +214,50 @@ fn read_device(skb: u64, rx_sk: u64, ev: &mut DropEvent) {
     }
     if net != 0 {
         ev.netns = read(net + global!(OFFSETS.net_inum) as u64).unwrap_or(0);
+    }
+}
+
+/// The device's `ifindex` and `name` into `ev` (left zero where unreadable), and its `nd_net`
+/// (0 if unreadable): one read of the window that holds them when user space found one (and
+/// one more for `nd_net` when it lies outside), else a read each.
+#[inline(always)]
+fn device_fields(dev: u64, ev: &mut DropEvent, window: &mut [u8; DEV_WINDOW as usize]) -> u64 {
+    let (ifindex, name, nd_net) = (
+        global!(OFFSETS.dev_ifindex),
+        global!(OFFSETS.dev_name),
+        global!(OFFSETS.dev_nd_net),
+    );
+    let start = global!(OFFSETS.dev_window);
+    if start == u32::MAX {
+        ev.ifindex = read(dev + ifindex as u64).unwrap_or(0);
+        if read_buf(dev + name as u64, &mut ev.ifname).is_err() {
+            ev.ifname = [0; 16];
+        }
+        return read(dev + nd_net as u64).unwrap_or(0);
+    }
+    // Constants to the verifier (frozen globals), inside the window: user space checked.
+    let len = global!(OFFSETS.dev_window_len);
+    let Some(w) = window.get_mut(..len as usize) else {
+        return 0;
+    };
+    if read_buf(dev + start as u64, w).is_err() {
+        return 0;
+    }
+    let field = |at: u32, n: usize| {
+        let i = at.wrapping_sub(start) as usize;
+        w.get(i..i + n)
+    };
+    if let Some(b) = field(ifindex, 4) {
+        ev.ifindex = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    if let Some(b) = field(name, 16) {
+        ev.ifname.copy_from_slice(b);
+    }
+    if nd_net < start {
+        return read(dev + nd_net as u64).unwrap_or(0);
+    }
+    match field(nd_net, 8) {
+        Some(b) => u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        None => read(dev + nd_net as u64).unwrap_or(0),
     }
 }

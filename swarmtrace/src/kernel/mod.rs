@@ -161,6 +161,8 @@ impl KernelFacts {
             reason_consumed: u32::MAX,
             tp_layout: u32::MAX,
             skb_hdr_window: u32::MAX,
+            dev_window: u32::MAX,
+            dev_window_len: 0,
         }
         .with_fast_paths(format.record_end());
         let has_drop_reasons = offsets.tp_reason != u32::MAX;
@@ -363,18 +365,122 @@ mod tests {
         }
     }
 
+    /// The device window holds `ifindex` and `name` whole and is no larger than the program's
+    /// scratch space; `nd_net` is in it or wholly outside it (read apart).
+    fn assert_device_window(o: &KernelOffsets, k: &str) {
+        let (start, end) = (o.dev_window, o.dev_window + o.dev_window_len);
+        assert!(o.dev_window_len <= swarmtrace_common::DEV_WINDOW, "{k}");
+        let inside = |at: u32, n: u32| at >= start && at + n <= end;
+        assert!(inside(o.dev_ifindex, 4) && inside(o.dev_name, 16), "{k}");
+        let net_outside = o.dev_nd_net + 8 <= start || o.dev_nd_net >= end;
+        assert!(inside(o.dev_nd_net, 8) || net_outside, "{k}");
+    }
+
+    /// This machine's kernel: its own BTF gives a window holding the three fields.
+    #[test]
+    fn device_window_of_the_running_kernel() {
+        let path = std::path::Path::new("/sys/kernel/btf/vmlinux");
+        if !path.exists() {
+            eprintln!("no {}: skipped", path.display());
+            return;
+        }
+        let btf = Btf::from_file(path).unwrap();
+        let f = |p: &str| btf.field("net_device", p).unwrap().offset;
+        let o = KernelOffsets {
+            dev_ifindex: f("ifindex"),
+            dev_name: f("name"),
+            dev_nd_net: f("nd_net.net"),
+            ..Default::default()
+        }
+        .with_fast_paths(40);
+        assert_ne!(o.dev_window, u32::MAX);
+        assert_device_window(&o, "running kernel");
+    }
+
+    /// `ifindex` and `name` too far apart for the window: a read each; `nd_net` too far from
+    /// them: the window without it.
+    #[test]
+    fn device_windows_of_moved_layouts() {
+        let near = KernelOffsets {
+            dev_ifindex: 224,
+            dev_name: 280,
+            dev_nd_net: 264,
+            ..Default::default()
+        };
+        let w = |o: KernelOffsets| {
+            let o = o.with_fast_paths(40);
+            (o.dev_window, o.dev_window_len)
+        };
+        assert_eq!(w(near), (224, 72));
+        // nd_net before both, still near.
+        assert_eq!(
+            w(KernelOffsets {
+                dev_nd_net: 176,
+                ..near
+            }),
+            (176, 120)
+        );
+        // 16 bytes earlier the whole would not fit: the window without it.
+        assert_eq!(
+            w(KernelOffsets {
+                dev_nd_net: 160,
+                ..near
+            }),
+            (224, 72)
+        );
+        let far_net = KernelOffsets {
+            dev_nd_net: 1264,
+            ..near
+        };
+        assert_eq!(w(far_net), (224, 72));
+        assert_device_window(&far_net.with_fast_paths(40), "far nd_net");
+        // 5.10's and 6.1's layouts, and name after a far ifindex.
+        for (ifindex, name) in [(256, 0), (216, 0), (16, 600)] {
+            let o = KernelOffsets {
+                dev_ifindex: ifindex,
+                dev_name: name,
+                ..near
+            };
+            assert_eq!(w(o), (u32::MAX, 0), "ifindex {ifindex} name {name}");
+        }
+        // Exactly DEV_WINDOW: still one read; a byte more: none.
+        let edge = KernelOffsets {
+            dev_ifindex: 0,
+            dev_name: 112,
+            dev_nd_net: 2000,
+            ..near
+        };
+        assert_eq!(w(edge), (0, 128));
+        assert_eq!(
+            w(KernelOffsets {
+                dev_name: 113,
+                ..edge
+            }),
+            (u32::MAX, 0)
+        );
+    }
+
     /// Every kernel we have fixtures from (the host and Debian's 5.10, 6.1 and 6.12 guests):
     /// the facts the programs need are found, and what a kernel lacks is reported as such.
     #[test]
     fn facts_of_four_kernels() {
-        // (fixture, has reasons, has TW_PAWS, has rx_sk, reason field offset, record layout)
+        // (fixture, has reasons, has TW_PAWS, has rx_sk, reason field offset, record layout,
+        // net_device window: start and length)
         let kernels = [
-            ("linux-5.10", false, false, false, u32::MAX, 0),
-            ("linux-6.1", true, false, false, 28, 1),
-            ("linux-6.12", true, false, true, 36, 2),
-            ("linux-6.18", true, true, true, 36, 2),
+            (
+                "linux-5.10",
+                false,
+                false,
+                false,
+                u32::MAX,
+                0,
+                (u32::MAX, 0),
+            ),
+            ("linux-6.1", true, false, false, 28, 1, (u32::MAX, 0)),
+            ("linux-6.12", true, false, true, 36, 2, (224, 96)),
+            ("linux-6.18", true, true, true, 36, 2, (224, 72)),
         ];
-        for (k, reasons, tw_paws, rx_sk, reason_off, layout) in kernels {
+        for (k, reasons, tw_paws, rx_sk, reason_off, layout, dev_window) in kernels {
             let dir = fixtures::dir(k);
             let format = TracepointFormat::read(&dir.join("kfree_skb.format")).unwrap();
             let btf = Btf::parse(&fixtures::btf(k)).unwrap();
@@ -403,6 +509,12 @@ mod tests {
                 o.skb_head + 8 - o.skb_hdr_window <= swarmtrace_common::SKB_HDR_WINDOW,
                 "{k}"
             );
+            // `ifindex`, `name` and `nd_net` in one read of `net_device` (6.12, 6.18); a
+            // read each where `name` is 200 bytes and more from `ifindex` (5.10, 6.1).
+            assert_eq!((o.dev_window, o.dev_window_len), dev_window, "{k}");
+            if o.dev_window != u32::MAX {
+                assert_device_window(&o, k);
+            }
             assert_eq!(
                 facts.reasons.value("TCP_RFC7323_TW_PAWS").is_some(),
                 tw_paws,

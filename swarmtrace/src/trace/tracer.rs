@@ -182,6 +182,7 @@ impl Tracer {
         if std::env::var_os("SWARMTRACE_GENERAL_PATHS").is_some() {
             offsets.tp_layout = u32::MAX;
             offsets.skb_hdr_window = u32::MAX;
+            offsets.dev_window = u32::MAX;
         }
         let table = table_config(opts.table_size, opts.overload_rate);
         let slots = table.mask + 1;
