@@ -130,7 +130,7 @@ pub fn spread(args: &Args, lab: &Lab, report: &mut Report) -> Result<()> {
         Some(count == exact && exact > 0),
         only,
         format!(
-            "of the count: {} forgotten by the tracker (counted by kind), {} from the kernel's counters (lost events)",
+            "of the count: {} forgotten by the tracker (counted by kind), {} from the kernel's counters (drops no event showed: sampled out under overload, or lost)",
             verdict["forgotten"], verdict["from_counters"]
         ),
     );
