@@ -376,27 +376,6 @@ mod tests {
         assert!(inside(o.dev_nd_net, 8) || net_outside, "{k}");
     }
 
-    /// This machine's kernel: its own BTF gives a window holding the three fields.
-    #[test]
-    fn device_window_of_the_running_kernel() {
-        let path = std::path::Path::new("/sys/kernel/btf/vmlinux");
-        if !path.exists() {
-            eprintln!("no {}: skipped", path.display());
-            return;
-        }
-        let btf = Btf::from_file(path).unwrap();
-        let f = |p: &str| btf.field("net_device", p).unwrap().offset;
-        let o = KernelOffsets {
-            dev_ifindex: f("ifindex"),
-            dev_name: f("name"),
-            dev_nd_net: f("nd_net.net"),
-            ..Default::default()
-        }
-        .with_fast_paths(40);
-        assert_ne!(o.dev_window, u32::MAX);
-        assert_device_window(&o, "running kernel");
-    }
-
     /// `ifindex` and `name` too far apart for the window: a read each; `nd_net` too far from
     /// them: the window without it.
     #[test]
