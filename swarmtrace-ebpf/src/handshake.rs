@@ -1,6 +1,6 @@
 //! The handshake table, shared by every hook: which SYN a packet belongs to, by (ISN, TSval).
 //!
-//! A fixed-size array of [`Slot`]s indexed by a seeded hash of the key, not a hash map: a new
+//! A fixed-size array of [`Slot`]s indexed by a seeded hash of the ISN, not a hash map: a new
 //! SYN costs one inlined array lookup and the stores of its slot, where an LRU hash map once
 //! full cost an eviction, a bucket lock and a list walk per insert (about 1.5 us of the 1.7 us
 //! a new SYN cost, BENCHMARKS.md). A new SYN overwrites whatever held its slot: the table
@@ -8,12 +8,13 @@
 //! new SYNs is far above the size over the time an answer takes, and never grows.
 //!
 //! No lock: a slot is written with plain stores, so two CPUs writing one slot at once (two
-//! SYNs whose keys collide, within nanoseconds) can leave a mix of both. Readers copy the
+//! SYNs whose ISNs collide, within nanoseconds) can leave a mix of both. Readers copy the
 //! slot and trust it only when [`Slot::holds`] their key: the key and the check over the
 //! fields fixed at creation match, which a torn mix or a stale slot under another key does
-//! not (but by a 64-bit coincidence). `state` and `last_hop`, updated in place later, are
-//! outside the check: each is written whole (at most 8 bytes, aligned), so a reader sees an
-//! old or a new value, never a torn one.
+//! not (but by a 32-bit coincidence). `state` and the last hop (`last_dir`, `last_netns`,
+//! `last_ifindex`), updated in place later, are outside the check: each field is written
+//! whole (aligned), so a reader sees an old or a new value of each, never a torn one; the
+//! three fields of the last hop are three stores (see `record_syn`).
 //!
 //! Indexed by the ISN alone, one slot (one cache line, see `Slot`) answers both "this SYN"
 //! and, for packets that echo the ISN but not the TSval (a RST answering a SYN, a SYN-ACK
