@@ -9,7 +9,7 @@ use swarmtrace_common::{
 
 use crate::{
     config::{count, global, keep_detail, output, scratch, DROP_REASONS, STATS},
-    handshake::{isn_of, lookup},
+    handshake::{isn_of, lookup, slot_of},
     kmem::{read, read_buf},
     packet::{matches, parse_ip, Kernel, Parse, HEAD},
     stage::stop,
@@ -75,7 +75,7 @@ pub fn report_drop<C: EbpfContext>(
     }
     // Joined to a handshake first seen on a watched interface, the drop is charged to the
     // client and service as first seen, and filtered on them.
-    match lookup(p, slot) {
+    match slot_of(p).and_then(|at| lookup(p, at, slot)) {
         Some(found) => {
             let (key, hs) = (found.key, found.hs);
             if !matches(
@@ -243,8 +243,8 @@ fn device_fields(dev: u64, ev: &mut DropEvent, window: &mut [u8; DEV_WINDOW as u
     if read_buf(dev + start as u64, w).is_err() {
         return 0;
     }
-    let field = |at: u32, n: usize| {
-        let i = at.wrapping_sub(start) as usize;
+    let field = |off: u32, n: usize| {
+        let i = off.wrapping_sub(start) as usize;
         w.get(i..i + n)
     };
     if let Some(b) = field(ifindex, 4) {
@@ -253,9 +253,7 @@ fn device_fields(dev: u64, ev: &mut DropEvent, window: &mut [u8; DEV_WINDOW as u
     if let Some(b) = field(name, 16) {
         ev.ifname.copy_from_slice(b);
     }
-    if nd_net < start {
-        return read(dev + nd_net as u64).unwrap_or(0);
-    }
+    // Outside the window (before it too: the offset from its start wraps): a read of its own.
     match field(nd_net, 8) {
         Some(b) => u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
         None => read(dev + nd_net as u64).unwrap_or(0),

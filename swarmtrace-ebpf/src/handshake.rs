@@ -62,21 +62,39 @@ pub fn isn_of(p: &PacketInfo) -> Option<u32> {
     })
 }
 
-/// Loads the first word of `isn`'s slot and drops it: the load starts the slot's cache line
-/// on its way while the program goes on, for a use a little later.
+/// Where the SYN with an ISN lives in the table, or would: found once per packet, for the
+/// early load and the reads and writes after it.
+#[derive(Clone, Copy)]
+pub struct At {
+    isn: u32,
+    slot: *mut Slot,
+}
+
+/// The slot of the SYN this packet belongs to (by the ISN it carries or echoes).
 #[inline(always)]
-pub fn touch(isn: u32) {
-    if let Some(slot) = slot_ptr(isn) {
+pub fn slot_of(p: &PacketInfo) -> Option<At> {
+    let isn = isn_of(p)?;
+    Some(At {
+        isn,
+        slot: slot_ptr(isn)?,
+    })
+}
+
+impl At {
+    /// Loads the slot's first word and drops it: the load starts the slot's cache line on its
+    /// way while the program goes on, for a use a little later.
+    #[inline(always)]
+    pub fn touch(self) {
         // SAFETY: a valid pointer into the array map; one aligned 8-byte load.
-        let _ = unsafe { core::ptr::read_volatile(&(*slot).key) };
+        let _ = unsafe { core::ptr::read_volatile(&(*self.slot).key) };
     }
 }
 
 /// The key of the SYN this packet belongs to, if it can be told from the packet alone or
-/// through its ISN's slot.
+/// through its ISN's slot `at`.
 #[inline(always)]
-pub fn key_of(p: &PacketInfo) -> Option<HandshakeKey> {
-    let isn = isn_of(p)?;
+fn key_of(p: &PacketInfo, at: At) -> Option<HandshakeKey> {
+    let isn = at.isn;
     match p.class {
         class::SYN => {
             return Some(HandshakeKey {
@@ -93,11 +111,10 @@ pub fn key_of(p: &PacketInfo) -> Option<HandshakeKey> {
         }
         _ => {}
     }
-    let slot = slot_ptr(isn)?;
     // SAFETY: a valid pointer into the array map (lookups of an array never fail in range and
     // its values live as long as the map); the key is the slot's first 8 bytes, 8-aligned:
-    // one load, never torn. Whether the rest is this SYN's, `find` checks.
-    let key = unsafe { core::ptr::read_volatile(&(*slot).key) };
+    // one load, never torn. Whether the rest is this SYN's, `lookup` checks.
+    let key = unsafe { core::ptr::read_volatile(&(*at.slot).key) };
     (key.isn == isn).then_some(key)
 }
 
@@ -119,17 +136,11 @@ impl Found {
     }
 }
 
-/// The table's record of this packet's SYN, copied into `copy`.
+/// The table's record of this packet's SYN (whose slot is `at`), copied into `copy`.
 #[inline(always)]
-pub fn lookup(p: &PacketInfo, copy: &'static mut Slot) -> Option<Found> {
-    let key = key_of(p)?;
-    find(key, copy)
-}
-
-/// The table's record of `key`, copied into `copy` and checked whole.
-#[inline(always)]
-pub fn find(key: HandshakeKey, copy: &'static mut Slot) -> Option<Found> {
-    let slot = slot_ptr(key.isn)?;
+pub fn lookup(p: &PacketInfo, at: At, copy: &'static mut Slot) -> Option<Found> {
+    let key = key_of(p, at)?;
+    let slot = at.slot;
     // SAFETY: a valid pointer into the array map, copied into a scratch value of the same
     // type; plain integers (any bit pattern is a valid `Slot`), trusted only if it checks.
     unsafe { core::ptr::copy_nonoverlapping(slot, copy as *mut Slot, 1) };
@@ -143,19 +154,21 @@ pub fn find(key: HandshakeKey, copy: &'static mut Slot) -> Option<Found> {
     })
 }
 
-/// Records a SYN: updates the last hop if its slot holds it already (the same SYN further
-/// along its path, after DNAT or in another namespace) and returns false; else lets `make`
-/// fill `new` (called only then, so a SYN seen again costs no more; false: not one to
-/// keep) and writes it into the slot, returning true.
+/// Records a SYN (`key`, whose slot is `at`) last seen on `hop`. If its slot holds it
+/// already (the same SYN further along its path, after DNAT or in another namespace), updates
+/// the slot's last hop and returns false. Else lets `make` fill `new` but for the last hop
+/// (called only then, so a SYN seen again costs no more; false: not one to keep), writes it
+/// into the slot and returns true.
 #[inline(always)]
 pub fn record_syn(
     key: HandshakeKey,
+    at: At,
     hop: Hop,
     new: &'static mut Slot,
     make: impl FnOnce(&mut Handshake) -> bool,
 ) -> Option<bool> {
-    let slot = slot_ptr(key.isn)?;
-    // SAFETY: as in `find`; the key alone decides "seen already": updating the last hop of a
+    let slot = at.slot;
+    // SAFETY: as in `lookup`; the key alone decides "seen already": updating the last hop of a
     // slot another CPU is overwriting at this instant at worst gives that SYN our hop. Each
     // field is one aligned store; two CPUs updating one SYN's last hop at the same instant
     // (one SYN on two hops at once) could mix their namespace and interface.
@@ -171,6 +184,9 @@ pub fn record_syn(
     if !make(&mut new.hs) {
         return None;
     }
+    new.hs.last_dir = hop.dir;
+    new.hs.last_netns = hop.netns;
+    new.hs.last_ifindex = hop.ifindex;
     new.key = key;
     new.check = Slot::check_of(&key, &new.hs);
     // SAFETY: plain stores into the array value from the scratch one; see the module's doc

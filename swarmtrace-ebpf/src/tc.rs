@@ -11,7 +11,7 @@ use swarmtrace_common::{
 
 use crate::{
     config::{count, global, keep_detail, output, scratch, STATS},
-    handshake::{isn_of, lookup, record_syn, touch},
+    handshake::{lookup, record_syn, slot_of},
     kmem::read,
     packet::{matches, parse_ip, Parse, Skb, Source},
     stage::stop,
@@ -178,9 +178,10 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     }
     // The packet's slot is most likely not in the cache: ask for it now, so that the wait
     // overlaps the namespace's reads below.
-    if let Some(isn) = isn_of(p) {
-        touch(isn);
-    }
+    let Some(at) = slot_of(p) else {
+        return Ok(());
+    };
+    at.touch();
     let hop = Hop {
         netns: netns_of(ctx),
         // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the run; the
@@ -203,7 +204,7 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
         if let Some((_, local, remote)) = vtep {
             // Only a SYN already known (seen on its way in): its last hop becomes this one,
             // and one event says which node it was sent to.
-            if record_syn(key, hop, slot, |_| false) == Some(false)
+            if record_syn(key, at, hop, slot, |_| false) == Some(false)
                 && keep_detail(key.isn, now, stat::TC_SAMPLED_OUT)
             {
                 ev.packet.family = 4;
@@ -215,7 +216,7 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
             }
             return Ok(());
         }
-        let made = record_syn(key, hop, slot, |hs| {
+        let made = record_syn(key, at, hop, slot, |hs| {
             if !matches(p.family, &p.saddr, p.sport, &p.daddr, p.dport) {
                 return false;
             }
@@ -226,10 +227,7 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
             hs.service_port = p.dport;
             hs.family = p.family;
             hs.state = 0;
-            hs.last_dir = hop.dir;
             hs._pad = 0;
-            hs.last_netns = hop.netns;
-            hs.last_ifindex = hop.ifindex;
             true
         });
         if made != Some(true) {
@@ -246,7 +244,7 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     }
 
     // A SYN-ACK or a RST: an answer to a SYN we may know.
-    let Some(found) = lookup(p, slot) else {
+    let Some(found) = lookup(p, at, slot) else {
         return Ok(());
     };
     // Best effort (see `handshake`): two answers racing on two CPUs may both pass.
