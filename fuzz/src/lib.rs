@@ -122,6 +122,8 @@ pub fn context() -> Context {
             ),
         ]
         .into(),
+        // A swarm on another data-path port: the overlay texts name it.
+        vxlan_port: 7789,
         // SYNs sent into the overlay towards another node (overlay-unreachable).
         overlay_paths: vec![swarmtrace::verdict::OverlayPath {
             local: "192.168.200.1".parse().unwrap(),

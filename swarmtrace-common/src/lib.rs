@@ -79,6 +79,10 @@ pub const MAX_REASONS: u32 = 256;
 /// counted in the last slot of `DROP_REASONS`.
 pub const REASON_TCP_DROP: u32 = 0xffff_ff00;
 
+/// VXLAN's IANA port, which Docker's overlays use unless the swarm was made with another
+/// (`docker swarm init --data-path-port`).
+pub const VXLAN_PORT: u16 = 4789;
+
 /// Bytes of the ring buffer that carries events to user space.
 pub const RING_BYTES: u32 = 4 << 20;
 
@@ -387,6 +391,10 @@ pub struct Filter {
     /// Match when either address, masked with `mask`, equals `addr` (both network order).
     pub addr: [u32; 4],
     pub mask: [u32; 4],
+    /// The UDP port of the overlays' VXLAN datagrams, which the programs look inside
+    /// ([`VXLAN_PORT`] unless the swarm uses another data-path port).
+    pub vxlan_port: u16,
+    pub _pad2: [u8; 2],
 }
 
 /// Offsets into kernel structures, read by user space from the running kernel (tracefs format
@@ -519,7 +527,7 @@ const _: () = assert!(core::mem::size_of::<Hop>() == 12);
 const _: () = assert!(core::mem::size_of::<HandshakeKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Handshake>() == 52);
 const _: () = assert!(core::mem::size_of::<HandshakeEvent>() == 104);
-const _: () = assert!(core::mem::size_of::<Filter>() == 36);
+const _: () = assert!(core::mem::size_of::<Filter>() == 40);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 const _: () = assert!(core::mem::size_of::<TableConfig>() == 24);
 const _: () = assert!(core::mem::size_of::<Overload>() == 32);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use swarmtrace_common::{
     sampled_in, stat, DropEvent, Filter, HandshakeEvent, KernelOffsets, Overload, Slot,
-    TableConfig, MAX_REASONS, OVERLOAD_WINDOW_NS, RING_BYTES,
+    TableConfig, MAX_REASONS, OVERLOAD_WINDOW_NS, RING_BYTES, VXLAN_PORT,
 };
 
 /// Offsets into kernel structures, derived by user space from the running kernel.
@@ -43,6 +43,8 @@ pub static FILTER: Filter = Filter {
     _pad: 0,
     addr: [0; 4],
     mask: [0; 4],
+    vxlan_port: VXLAN_PORT,
+    _pad2: [0; 2],
 };
 
 /// The handshake table's slot function and the overload thresholds (`TableConfig`).

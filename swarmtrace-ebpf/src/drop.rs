@@ -37,8 +37,9 @@ pub fn report_drop<C: EbpfContext>(
         base: head + nh as u64,
     };
     // One read decides for most drops: an IPv4 packet that is neither TCP nor VXLAN (UDP to
-    // 4789) is not ours. A VXLAN datagram (an overlay's, dropped before it was decapsulated):
-    // the packet it carries is parsed instead, at a variable offset (one parse, inlined once).
+    // `FILTER.vxlan_port`) is not ours. A VXLAN datagram (an overlay's, dropped before it was
+    // decapsulated): the packet it carries is parsed instead, at a variable offset (one parse,
+    // inlined once).
     let s = scratch()?;
     let (ev, slot, head, dev) = (
         &mut s.drop,
@@ -140,21 +141,19 @@ pub fn report_drop<C: EbpfContext>(
     Ok(())
 }
 
-/// VXLAN's UDP port (Docker's overlays use the IANA port unless told otherwise).
-const VXLAN_PORT: u16 = 4789;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 
-/// When the packet, whose first bytes are `hdr`, is an IPv4 VXLAN datagram (UDP to port
-/// 4789, no IP options, not a fragment) carrying an IPv4 or IPv6 frame: the address of the
-/// inner network header, and the outer source address.
+/// When the packet, whose first bytes are `hdr`, is an IPv4 VXLAN datagram (UDP to
+/// `FILTER.vxlan_port`, no IP options, not a fragment) carrying an IPv4 or IPv6 frame: the
+/// address of the inner network header, and the outer source address.
 #[inline(always)]
 fn vxlan_inner(src: &Kernel, hdr: &[u8; HEAD]) -> Option<(u64, [u8; 4])> {
     if hdr[0] != 0x45 || hdr[9] != 17 || (u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff) != 0 {
         return None;
     }
-    if u16::from_be_bytes([hdr[22], hdr[23]]) != VXLAN_PORT {
+    if u16::from_be_bytes([hdr[22], hdr[23]]) != global!(FILTER.vxlan_port) {
         return None;
     }
     // Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).

@@ -22,8 +22,6 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const IPPROTO_UDP: u8 = 17;
-/// VXLAN's UDP port (Docker's overlays use the IANA port unless told otherwise).
-const VXLAN_PORT: u16 = 4789;
 /// Outer UDP (8) + VXLAN (8) + inner Ethernet (14) after the outer IPv4 header.
 const VXLAN_INNER_L3: usize = 8 + 8 + ETH_HLEN;
 const DIR_INGRESS: u8 = 1;
@@ -95,7 +93,8 @@ fn surely_uninteresting(ctx: &TcContext) -> bool {
                 // A VXLAN datagram may carry a SYN (the full parse looks inside); any other
                 // UDP is not ours.
                 return vihl & 0x0f != 5
-                    || u16::from_be_bytes([at(ETH_HLEN + 22), at(ETH_HLEN + 23)]) != VXLAN_PORT;
+                    || u16::from_be_bytes([at(ETH_HLEN + 22), at(ETH_HLEN + 23)])
+                        != global!(FILTER.vxlan_port);
             }
             if at(ETH_HLEN + 9) != IPPROTO_TCP {
                 return true;
@@ -274,9 +273,9 @@ fn observe(ctx: &TcContext, dir: u8) -> Result<(), ()> {
     Ok(())
 }
 
-/// When the packet at `l3` is an IPv4 VXLAN datagram (UDP to port 4789, no IP options, not
-/// a fragment) carrying an IPv4 or IPv6 frame: the offset of the inner network header, and
-/// the outer source and destination addresses (the two nodes).
+/// When the packet at `l3` is an IPv4 VXLAN datagram (UDP to `FILTER.vxlan_port`, no IP
+/// options, not a fragment) carrying an IPv4 or IPv6 frame: the offset of the inner network
+/// header, and the outer source and destination addresses (the two nodes).
 #[inline(always)]
 fn vxlan_inner(ctx: &TcContext, l3: usize) -> Option<(usize, [u8; 4], [u8; 4])> {
     let eth = Skb { ctx, l3: 0 };
@@ -287,7 +286,7 @@ fn vxlan_inner(ctx: &TcContext, l3: usize) -> Option<(usize, [u8; 4], [u8; 4])> 
     if (u16::from_be_bytes([hdr[6], hdr[7]]) & 0x3fff) != 0 {
         return None;
     }
-    if u16::from_be_bytes([hdr[22], hdr[23]]) != VXLAN_PORT {
+    if u16::from_be_bytes([hdr[22], hdr[23]]) != global!(FILTER.vxlan_port) {
         return None;
     }
     let inner = l3 + 20 + VXLAN_INNER_L3;

@@ -156,6 +156,10 @@ pub struct TraceArgs {
     /// stay exact. 0: never sample.
     #[arg(long, default_value_t = swarmtrace_common::OVERLOAD_RATE, value_name = "EVENTS_PER_S")]
     pub overload_rate: u32,
+    /// The UDP port of the overlays' VXLAN (the swarm's data-path port). Default: what Docker
+    /// says on a manager, else 4789.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub vxlan_port: Option<u16>,
     /// How classifiers attach: auto (TCX on 6.6+, else netlink filters on clsact), tcx, netlink.
     #[arg(long, value_enum, default_value_t = TcMode::Auto, hide = true)]
     pub tc_attach: TcMode,
@@ -172,6 +176,7 @@ impl TraceArgs {
             table_size: swarmtrace_common::HANDSHAKE_TABLE,
             node: None,
             overload_rate: swarmtrace_common::OVERLOAD_RATE,
+            vxlan_port: None,
             tc_attach: TcMode::Auto,
         }
     }

@@ -395,6 +395,46 @@ pub fn overview(sock: &Path) -> DockerApi {
     })
 }
 
+/// Time the swarm's data-path port may take at start: the programs need it before they load,
+/// and a hung dockerd must not hold the start for long (the port then defaults, and the start
+/// line says so).
+pub const DATA_PATH_PORT_DEADLINE: Duration = Duration::from_millis(800);
+
+/// The swarm's data-path port (the UDP port of its overlays' VXLAN), as Docker says: None
+/// without a socket, outside a swarm, or when the swarm uses the default port. An error when
+/// Docker cannot tell (on a worker: only managers see the cluster's settings) or does not
+/// answer within [`DATA_PATH_PORT_DEADLINE`].
+pub fn data_path_port(sock: &Path) -> Result<Option<u16>, String> {
+    if !sock.exists() {
+        return Ok(None);
+    }
+    match get_within(sock, "/info", DATA_PATH_PORT_DEADLINE, MAX_RESPONSE)? {
+        (200, body) => serde_json::from_str::<Value>(&body)
+            .map_err(|e| format!("GET /info: not JSON: {e}"))
+            .and_then(|v| parse_data_path_port(&v)),
+        (status, body) => Err(format!("GET /info: HTTP {status}: {}", api_message(&body))),
+    }
+}
+
+/// [`data_path_port`] from Docker's `/info`.
+pub fn parse_data_path_port(info: &Value) -> Result<Option<u16>, String> {
+    let swarm = &info["Swarm"];
+    if swarm["LocalNodeState"].as_str() != Some("active") {
+        return Ok(None);
+    }
+    let cluster = &swarm["Cluster"];
+    if cluster.is_null() {
+        return Err("a worker: Docker tells the swarm's data-path port on managers only".into());
+    }
+    match cluster["DataPathPort"].as_u64() {
+        // 0 or absent (Docker before 19.03): the default port.
+        None | Some(0) => Ok(None),
+        Some(p) => u16::try_from(p)
+            .map(Some)
+            .map_err(|_| format!("Docker says the data-path port is {p}, not a port")),
+    }
+}
+
 /// Time the published ports may take for a verdict. It is asked at exit, after Ctrl-C: a hung
 /// dockerd must not hold the exit past 2 s (tests/tests/stall.rs), and a dockerd that
 /// answers at all lists its services in milliseconds; without an answer the verdicts go
@@ -511,6 +551,46 @@ mod tests {
 
     fn cidr(s: &str) -> Cidr {
         parse_cidr(s).unwrap()
+    }
+
+    #[test]
+    fn the_swarms_data_path_port_from_info() {
+        let info = |swarm: &str| -> Value {
+            serde_json::from_str(&format!(r#"{{"ID":"x","Swarm":{swarm}}}"#)).unwrap()
+        };
+        // A manager of a swarm made with `--data-path-port 7789` (Docker 19.03+).
+        let manager = info(
+            r#"{"NodeID":"n1","LocalNodeState":"active","ControlAvailable":true,
+                "Cluster":{"ID":"c","DataPathPort":7789,"SubnetSize":24}}"#,
+        );
+        assert_eq!(parse_data_path_port(&manager), Ok(Some(7789)));
+        // The default: 4789, or 0 and absent (older Docker).
+        for cluster in [r#"{"DataPathPort":0}"#, r#"{"ID":"c"}"#] {
+            let v = info(&format!(
+                r#"{{"LocalNodeState":"active","ControlAvailable":true,"Cluster":{cluster}}}"#
+            ));
+            assert_eq!(parse_data_path_port(&v), Ok(None), "{cluster}");
+        }
+        // Not in a swarm: no overlay of a swarm to look into.
+        assert_eq!(
+            parse_data_path_port(&info(r#"{"LocalNodeState":"inactive"}"#)),
+            Ok(None)
+        );
+        assert_eq!(parse_data_path_port(&serde_json::json!({})), Ok(None));
+        // A worker is not told: an error, so that the start line says the port is a guess.
+        let worker = info(r#"{"LocalNodeState":"active","ControlAvailable":false}"#);
+        assert!(parse_data_path_port(&worker)
+            .unwrap_err()
+            .contains("managers only"));
+        // Hostile or broken answers are not a port.
+        for bad in [r#"70000"#, r#"-1"#, r#""7789""#, r#"1.5"#] {
+            let v = info(&format!(
+                r#"{{"LocalNodeState":"active","Cluster":{{"DataPathPort":{bad}}}}}"#
+            ));
+            let r = parse_data_path_port(&v);
+            assert!(r.is_err() || r == Ok(None), "{bad}: {r:?}");
+            assert_ne!(r, Ok(Some(4464)), "{bad}");
+        }
     }
 
     #[test]

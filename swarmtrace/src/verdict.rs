@@ -128,6 +128,20 @@ pub struct Context {
     /// and its firewall rules showed during the run.
     #[serde(default)]
     pub netfilter: BTreeMap<String, NetfilterView>,
+    /// The UDP port of the overlays' VXLAN the run looked inside; 0: the default
+    /// ([`Context::vxlan_port`]).
+    #[serde(default)]
+    pub vxlan_port: u16,
+}
+
+impl Context {
+    /// The UDP port of the overlays' VXLAN (the swarm's data-path port).
+    pub fn vxlan_port(&self) -> u16 {
+        match self.vxlan_port {
+            0 => swarmtrace_common::VXLAN_PORT,
+            p => p,
+        }
+    }
 }
 
 /// What IPVS and the firewall rules of one namespace showed during a run: what tells an IPVS
@@ -849,10 +863,11 @@ pub fn verdicts_of<'a>(
         {
             let Some(from) = d.vxlan_from else { continue };
             let note = format!(
-                "{} from {} to {} inside a VXLAN datagram (UDP 4789) from {from} dropped ({}) in {} before the overlay took it out: {} is node {from}'s routing-mesh address, the real client is in that node's output (swarmtrace join)",
+                "{} from {} to {} inside a VXLAN datagram (UDP {}) from {from} dropped ({}) in {} before the overlay took it out: {} is node {from}'s routing-mesh address, the real client is in that node's output (swarmtrace join)",
                 d.kind.as_str(),
                 d.packet.src,
                 d.packet.dst,
+                ctx.vxlan_port(),
                 d.reason,
                 d.netns_label(),
                 d.packet.src.ip()
@@ -869,9 +884,10 @@ pub fn verdicts_of<'a>(
         }
         if let (Cause::OverlayUnreachable, Some(o)) = (cause, h.overlay) {
             let note = format!(
-                "SYN from client {} to {} sent into the overlay (VXLAN, UDP 4789) from {} to {} (the task's node)",
+                "SYN from client {} to {} sent into the overlay (VXLAN, UDP {}) from {} to {} (the task's node)",
                 h.client.ip(),
                 h.service,
+                ctx.vxlan_port(),
                 o.local,
                 o.remote
             );
@@ -1138,6 +1154,8 @@ fn first_ns(v: &Verdict) -> String {
 }
 
 fn advise(v: &mut Verdict, ctx: &Context) {
+    // The overlays' VXLAN port, in the texts of overlay-unreachable.
+    let vx = ctx.vxlan_port();
     let ns = match v.cause {
         // Where the reply was routed: the namespace whose neighbour lookup failed, else the
         // one with the overlapping subnet, never a task's counters.
@@ -1319,15 +1337,17 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             let no_socket = lost.contains(&"NO_SOCKET");
             (
                 format!(
-                    "The overlay from {from} to this node lost the handshake here: the VXLAN datagrams (UDP 4789) that carried it from the node where it entered the routing mesh ({from}) were dropped in {ns} for {reasons}{also_firewall}, before the overlay took the packets out of them.{} The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join).",
+                    "The overlay from {from} to this node lost the handshake here: the VXLAN datagrams (UDP {vx}) that carried it from the node where it entered the routing mesh ({from}) were dropped in {ns} for {reasons}{also_firewall}, before the overlay took the packets out of them.{} The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join).",
                     if no_socket {
-                        " NO_SOCKET: nothing here listens on UDP 4789, so this node has no VXLAN endpoint for the ingress overlay (dockerd has not set the ingress network up here, the node left the swarm, or another data-path port is in use)."
+                        format!(" NO_SOCKET: nothing here listens on UDP {vx}, so this node has no VXLAN endpoint for the ingress overlay (dockerd has not set the ingress network up here, the node left the swarm, or the nodes disagree on the data-path port).")
                     } else {
-                        ""
+                        String::new()
                     }
                 ),
-                format!("{enter}ss -ulpn 'sport = :4789'; docker network inspect --format '{{{{.Peers}}}}' ingress"),
-                "On this node: check that it is in the swarm (`docker info --format '{{.Swarm.LocalNodeState}}'` says active) and that the ingress network exists here (`docker network inspect ingress`); if not, leave and rejoin the swarm (`docker swarm leave`, then `docker swarm join` with a token from a manager). If the swarm uses another data-path port (`docker swarm init --data-path-port`), open that one between the nodes. For another reason, the kernel's reason above names it.".to_owned(),
+                format!("{enter}ss -ulpn 'sport = :{vx}'; docker network inspect --format '{{{{.Peers}}}}' ingress"),
+                format!(
+                    "On this node: check that it is in the swarm (`docker info --format '{{{{.Swarm.LocalNodeState}}}}'` says active) and that the ingress network exists here (`docker network inspect ingress`); if not, leave and rejoin the swarm (`docker swarm leave`, then `docker swarm join` with a token from a manager). If the swarm uses another data-path port (`docker swarm init --data-path-port`; this run looked inside UDP {vx}: see --vxlan-port), open that one between the nodes. For another reason, the kernel's reason above names it."
+                ),
             )
         }
         Cause::OverlayUnreachable if v.confidence == Confidence::Confirmed => {
@@ -1340,11 +1360,11 @@ fn advise(v: &mut Verdict, ctx: &Context) {
                 .join("; ");
             (
                 format!(
-                    "The overlay from {from} to this node is blocked here by a firewall rule: the VXLAN datagrams (UDP 4789) that carried the handshake from the node where it entered the routing mesh ({from}) were dropped in {ns} before the overlay took the packets out of them ({reasons}). The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join)."
+                    "The overlay from {from} to this node is blocked here by a firewall rule: the VXLAN datagrams (UDP {vx}) that carried the handshake from the node where it entered the routing mesh ({from}) were dropped in {ns} before the overlay took the packets out of them ({reasons}). The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join)."
                 ),
-                format!("{enter}iptables-save -c | grep -w -e 4789 -e 7946; {enter}nft list ruleset | grep -w -e 4789 -e 7946"),
+                format!("{enter}iptables-save -c | grep -w -e {vx} -e 7946; {enter}nft list ruleset | grep -w -e {vx} -e 7946"),
                 format!(
-                    "Open UDP 4789 (VXLAN data) and TCP and UDP 7946 (the nodes' gossip) between the nodes, both ways: remove or narrow the rule here that drops them (from {from}), and check every other firewall on the way (firewalld, cloud security groups, network ACLs). Check the MTU too: the overlay adds 50 bytes to each packet."
+                    "Open UDP {vx} (VXLAN data) and TCP and UDP 7946 (the nodes' gossip) between the nodes, both ways: remove or narrow the rule here that drops them (from {from}), and check every other firewall on the way (firewalld, cloud security groups, network ACLs). Check the MTU too: the overlay adds 50 bytes to each packet."
                 ),
             )
         }
@@ -1364,13 +1384,13 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             let ifname = escape::shell_word(&ifname);
             (
                 format!(
-                    "The routing mesh sent the SYN of client {client} on to the node that runs the task, {remotes}, through the ingress overlay (VXLAN over UDP 4789, from {local}), and nothing came back: no SYN-ACK, no RST, no drop on this node. The overlay to {remotes} looks unreachable: the VXLAN datagrams are lost on the way or refused there (UDP 4789 blocked by a firewall or security group), or that node's answers do not get back."
+                    "The routing mesh sent the SYN of client {client} on to the node that runs the task, {remotes}, through the ingress overlay (VXLAN over UDP {vx}, from {local}), and nothing came back: no SYN-ACK, no RST, no drop on this node. The overlay to {remotes} looks unreachable: the VXLAN datagrams are lost on the way or refused there (UDP {vx} blocked by a firewall or security group), or that node's answers do not get back."
                 ),
                 format!(
-                    "{enter}timeout 10 tcpdump -ni {ifname} -c 20 'udp port 4789 and host {remote}'   # datagrams to {remote} and none back: the overlay is blocked"
+                    "{enter}timeout 10 tcpdump -ni {ifname} -c 20 'udp port {vx} and host {remote}'   # datagrams to {remote} and none back: the overlay is blocked"
                 ),
                 format!(
-                    "Open UDP 4789 (VXLAN data) and TCP and UDP 7946 (the nodes' gossip) between the nodes, both ways, in every firewall on the way: iptables/nftables/firewalld on {remote} and on this node ({local}), cloud security groups, network ACLs. On {remote}, `iptables-save -c | grep -w -e 4789 -e 7946` shows a rule that drops them; `swarmtrace run` there, joined with this node's output by `swarmtrace join`, names the dropped datagram. Check the MTU too: the overlay adds 50 bytes to each packet."
+                    "Open UDP {vx} (VXLAN data) and TCP and UDP 7946 (the nodes' gossip) between the nodes, both ways, in every firewall on the way: iptables/nftables/firewalld on {remote} and on this node ({local}), cloud security groups, network ACLs. On {remote}, `iptables-save -c | grep -w -e {vx} -e 7946` shows a rule that drops them; `swarmtrace run` there, joined with this node's output by `swarmtrace join`, names the dropped datagram. Check the MTU too: the overlay adds 50 bytes to each packet."
                 ),
             )
         }
@@ -1430,7 +1450,7 @@ fn alternatives(c: Cause) -> Vec<String> {
         ],
         Cause::OverlayUnreachable => vec![
             "the task's node received the SYN and lost it or its answer there (a firewall in the task's namespace, a full listen queue, PAWS): run swarmtrace there too and join both nodes' output with `swarmtrace join`".into(),
-            "the answer lost on its way back through the overlay (UDP 4789 towards this node blocked, or an MTU mismatch on the way)".into(),
+            "the answer lost on its way back through the overlay (its VXLAN port towards this node blocked, or an MTU mismatch on the way)".into(),
         ],
         _ => vec![],
     };
@@ -2747,6 +2767,35 @@ mod tests {
             .insert("host".into(), [("TcpExt.PAWSEstab".to_owned(), 2)].into());
         ctx.has_tw_paws_reason = false;
         (h, ctx)
+    }
+
+    #[test]
+    fn an_overlay_on_another_data_path_port_is_named_by_its_port() {
+        // A swarm made with `--data-path-port 7789`: every text of the verdict names the port
+        // the run looked inside, and none the default.
+        let (h, mut ctx) = sent_into_the_overlay("10.10.0.11:40000");
+        ctx.vxlan_port = 7789;
+        let v = &verdicts([&h].into_iter(), &ctx)[0];
+        assert_eq!(v.cause.id(), "overlay-unreachable");
+        let texts = [&v.explanation, &v.confirm, &v.fix, &v.notes[0]];
+        for text in texts {
+            assert!(!text.contains("4789"), "{text}");
+        }
+        assert!(v.explanation.contains("UDP 7789"), "{}", v.explanation);
+        assert!(v.notes[0].contains("UDP 7789"), "{}", v.notes[0]);
+        assert!(
+            v.confirm.contains("'udp port 7789 and host 192.168.200.2'"),
+            "{}",
+            v.confirm
+        );
+        assert!(
+            v.fix.contains("Open UDP 7789") && v.fix.contains("-e 7789"),
+            "{}",
+            v.fix
+        );
+        // A bundle written before the port was recorded reads as the default.
+        ctx.vxlan_port = 0;
+        assert_eq!(ctx.vxlan_port(), 4789);
     }
 
     #[test]

@@ -30,7 +30,8 @@ enum Fault {
 static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Nodes {
-    fn make(fault: Fault) -> Self {
+    /// The overlay on UDP `port` (4789, or a swarm's other data-path port).
+    fn make(fault: Fault, port: u16) -> Self {
         let n = Self([ns_name("oa"), ns_name("ob"), ns_name("oc")]);
         n.remove();
         let [a, b, c] = &n.0;
@@ -44,8 +45,8 @@ ip -n {c} route add default via 10.239.0.1
 ip -n {a} addr add 10.239.0.1/24 dev c1; ip -n {a} link set c1 up
 ip -n {a} addr add 192.168.239.1/24 dev u0; ip -n {a} link set u0 up
 ip -n {b} addr add 192.168.239.2/24 dev u1; ip -n {b} link set u1 up
-ip -n {a} link add vx0 type vxlan id 42 local 192.168.239.1 remote 192.168.239.2 dstport 4789 dev u0
-ip -n {b} link add vx0 type vxlan id 42 local 192.168.239.2 remote 192.168.239.1 dstport 4789 dev u1
+ip -n {a} link add vx0 type vxlan id 42 local 192.168.239.1 remote 192.168.239.2 dstport {port} dev u0
+ip -n {b} link add vx0 type vxlan id 42 local 192.168.239.2 remote 192.168.239.1 dstport {port} dev u1
 ip -n {a} addr add 10.238.0.1/24 dev vx0; ip -n {a} link set vx0 up
 ip -n {b} addr add 10.238.0.2/24 dev vx0; ip -n {b} link set vx0 up
 {fault}
@@ -58,7 +59,7 @@ ip -n {a} neigh add 10.238.0.2 lladdr $mac dev vx0 nud permanent
 "#,
             fault = match fault {
                 Fault::Blocked =>
-                    format!("ip netns exec {b} iptables -I INPUT -p udp --dport 4789 -j DROP"),
+                    format!("ip netns exec {b} iptables -I INPUT -p udp --dport {port} -j DROP"),
                 // Its MAC read below first; then the endpoint goes.
                 Fault::NoEndpoint => String::new(),
             }
@@ -94,10 +95,13 @@ impl Drop for Nodes {
 
 /// Traces node A (its client side and its underlay) for 6 s while the client tries once
 /// (its SYN and a retransmission); with a bundle path, a capture runs beside the live run.
-/// The live run's NDJSON lines, and its stdout as text.
-fn traced(nodes: &Nodes, bundle: Option<&Path>) -> (Vec<Value>, String) {
+/// `args` go to both. The live run's NDJSON lines, and its stdout and stderr as text.
+fn traced(nodes: &Nodes, bundle: Option<&Path>, args: &[&str]) -> (Vec<Value>, String) {
     let [a, _, c] = &nodes.0;
-    let ifaces = ["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")].map(str::to_owned);
+    let mut ifaces = ["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")]
+        .map(str::to_owned)
+        .to_vec();
+    ifaces.extend(args.iter().map(|a| a.to_string()));
     let capture = bundle.map(|bundle| {
         Command::new(binary())
             .args(["capture", "--duration", "6s", "--port", "8081", "-o"])
@@ -181,7 +185,7 @@ fn overlay_verdict<'a>(summary: &'a Value, text: &str) -> &'a Value {
 fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
     require_privileged("overlay");
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let nodes = Nodes::make(Fault::Blocked);
+    let nodes = Nodes::make(Fault::Blocked, 4789);
     let b = &nodes.0[1];
     // A capture of the same handshake beside the live run: its offline report must name what
     // the live run named.
@@ -189,7 +193,7 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let bundle = dir.join("overlay.tar.gz");
-    let (lines, text) = traced(&nodes, Some(&bundle));
+    let (lines, text) = traced(&nodes, Some(&bundle), &[]);
     let h = kind(&lines, "handshake")
         .find(|v| {
             v["client"]
@@ -241,9 +245,9 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
 fn a_vxlan_datagram_with_no_endpoint_on_the_other_node_is_lost_not_blocked() {
     require_privileged("overlay");
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let nodes = Nodes::make(Fault::NoEndpoint);
+    let nodes = Nodes::make(Fault::NoEndpoint, 4789);
     let b = &nodes.0[1];
-    let (lines, text) = traced(&nodes, None);
+    let (lines, text) = traced(&nodes, None, &[]);
     let d = drop_on(&lines, b, &text);
     assert_eq!(d["reason"], "NO_SOCKET", "{d}");
     let summary = kind(&lines, "summary").next().expect("a summary");
@@ -259,6 +263,62 @@ fn a_vxlan_datagram_with_no_endpoint_on_the_other_node_is_lost_not_blocked() {
             .as_str()
             .unwrap()
             .starts_with(&format!("ip netns exec {b} ss -ulpn 'sport = :4789'")),
+        "{v}"
+    );
+}
+
+/// A swarm made with `docker swarm init --data-path-port 7789` (as where VMware NSX holds
+/// 4789): its overlay is VXLAN on UDP 7789. Told the port, swarmtrace looks inside those
+/// datagrams as inside 4789's, in both programs, and its texts name that port, live and in
+/// the capture's report.
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn an_overlay_on_another_data_path_port_is_seen_when_told_the_port() {
+    require_privileged("overlay");
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::make(Fault::Blocked, 7789);
+    let b = &nodes.0[1];
+    let dir = std::env::temp_dir().join(format!(
+        "swarmtrace-test-overlay-port-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("overlay.tar.gz");
+    let (lines, text) = traced(&nodes, Some(&bundle), &["--vxlan-port", "7789"]);
+    assert!(text.contains("VXLAN on UDP 7789, --vxlan-port"), "{text}");
+    let h = kind(&lines, "handshake")
+        .find(|v| {
+            v["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("10.239.0.2:"))
+        })
+        .unwrap_or_else(|| panic!("no handshake of the client: {text}"));
+    assert_eq!(h["overlay"]["to"], "192.168.239.2", "{h}");
+    drop_on(&lines, b, &text);
+    let summary = kind(&lines, "summary").next().expect("a summary");
+    let v = overlay_verdict(summary, &text);
+    for field in ["explanation", "confirm", "fix"] {
+        let t = v[field].as_str().unwrap();
+        assert!(!t.contains("4789"), "{field}: {t}");
+    }
+    assert!(
+        v["explanation"].as_str().unwrap().contains("UDP 7789"),
+        "{v}"
+    );
+    assert!(v["confirm"].as_str().unwrap().contains("-e 7789"), "{v}");
+    let report = Command::new(binary())
+        .args(["report", "--format", "json"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{text}");
+    let offline: Value = serde_json::from_str(&text).unwrap();
+    let v = overlay_verdict(&offline, &text);
+    assert!(
+        v["explanation"].as_str().unwrap().contains("UDP 7789"),
         "{v}"
     );
 }

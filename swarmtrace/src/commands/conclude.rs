@@ -25,6 +25,7 @@ pub fn options(args: &TraceArgs, duration: Option<Duration>) -> TraceOptions {
         table_size: args.table_size,
         tc_mode: args.tc_attach,
         overload_rate: args.overload_rate,
+        vxlan_port: args.vxlan_port,
         duration,
     }
 }
@@ -52,6 +53,7 @@ pub fn conclude(mut run: RunResult) -> Concluded {
     let forgotten = run.tracker.forgotten.shapes().map(|(h, n)| (h, n, false));
     let mut context = context;
     context.unseen_drops = unseen_drops(&run.summary);
+    context.vxlan_port = run.vxlan_port;
     let verdicts = verdict::verdicts_of(kept.chain(forgotten), &context);
     run.summary.verdicts = verdicts.iter().map(Verdict::to_json).collect();
     bound_summary(&mut run.summary);
@@ -214,6 +216,8 @@ fn verdict_context(
         host_answered,
         conntrack_fill,
         netfilter,
+        // Set by `conclude`, with `unseen_drops`.
+        vxlan_port: 0,
     }
 }
 

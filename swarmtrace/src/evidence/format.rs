@@ -196,6 +196,10 @@ pub struct VerdictContext {
     /// `published`; cut to [`verdict::NetfilterView::KEPT`] of each when read).
     #[serde(default)]
     pub netfilter: BTreeMap<String, verdict::NetfilterView>,
+    /// The UDP port of the overlays' VXLAN the run looked inside (added 2026-12-05; 0 or
+    /// absent: the default, 4789, the only one before).
+    #[serde(default)]
+    pub vxlan_port: u16,
 }
 
 /// SYNs left this node inside VXLAN datagrams by `ifname` in `netns`, from `local` to
@@ -281,6 +285,7 @@ impl From<&verdict::Context> for VerdictContext {
                 })
                 .collect(),
             netfilter: c.netfilter.clone(),
+            vxlan_port: c.vxlan_port,
         }
     }
 }
@@ -336,6 +341,7 @@ impl From<VerdictContext> for verdict::Context {
                 .take(verdict::NetfilterView::KEPT)
                 .map(|(ns, v)| (ns, v.bounded()))
                 .collect(),
+            vxlan_port: c.vxlan_port,
         }
     }
 }

@@ -10,9 +10,12 @@ use crate::kernel::{self, kallsyms::Kallsyms, KernelFacts, Sources};
 use crate::net::Cidr;
 use crate::trace::tracer::IfaceSpec;
 
-pub fn kernel_filter(port: Option<u16>, client: Option<Cidr>) -> Filter {
+/// The kernel's filter: `port` and `client` as the user asked; VXLAN datagrams to
+/// `vxlan_port` are looked inside.
+pub fn kernel_filter(port: Option<u16>, client: Option<Cidr>, vxlan_port: u16) -> Filter {
     let mut f = Filter {
         port: port.unwrap_or(0),
+        vxlan_port,
         ..Filter::default()
     };
     if let Some(c) = client {
@@ -83,7 +86,11 @@ mod tests {
 
     #[test]
     fn filter_masks_match_kernel_comparison() {
-        let f = kernel_filter(Some(8080), Some(parse_cidr("192.168.1.0/20").unwrap()));
+        let f = kernel_filter(
+            Some(8080),
+            Some(parse_cidr("192.168.1.0/20").unwrap()),
+            4789,
+        );
         assert_eq!(f.port, 8080);
         assert_eq!(f.family, 4);
         let mask_bytes: Vec<u8> = f.mask.iter().flat_map(|w| w.to_ne_bytes()).collect();
@@ -91,10 +98,11 @@ mod tests {
         assert_eq!(&mask_bytes[4..], &[0; 12]);
         let addr_bytes: Vec<u8> = f.addr.iter().flat_map(|w| w.to_ne_bytes()).collect();
         assert_eq!(&addr_bytes[..4], &[192, 168, 0, 0]);
-        let f6 = kernel_filter(None, Some(parse_cidr("fd00::/64").unwrap()));
+        let f6 = kernel_filter(None, Some(parse_cidr("fd00::/64").unwrap()), 7789);
         assert_eq!(f6.family, 6);
         assert_eq!(f6.mask[2], 0);
         assert_eq!(f6.mask[0], u32::MAX);
-        assert_eq!(kernel_filter(None, None).family, 0);
+        assert_eq!(kernel_filter(None, None, 4789).family, 0);
+        assert_eq!(f6.vxlan_port, 7789);
     }
 }

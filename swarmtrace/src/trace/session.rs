@@ -139,6 +139,8 @@ pub struct TraceOptions {
     pub tc_mode: TcMode,
     /// Detail events per second per CPU above which the kernel samples them (0: never).
     pub overload_rate: u32,
+    /// The overlays' VXLAN port; None: Docker's data-path port where Docker says, else 4789.
+    pub vxlan_port: Option<u16>,
     /// Stop after this long (Ctrl-C or SIGTERM otherwise).
     pub duration: Option<Duration>,
 }
@@ -156,6 +158,8 @@ pub struct RunResult {
     pub clock: WallClock,
     /// The namespaces' names, to name the counters' namespaces as the drops name them.
     pub netns: NetnsNames,
+    /// The UDP port of the VXLAN datagrams the programs looked inside.
+    pub vxlan_port: u16,
 }
 
 /// Lets a caller (the demo, the live view) know when the programs are attached, and stop
@@ -301,9 +305,22 @@ pub async fn trace(
             lacking.join("; ")
         );
     }
+    let (vxlan_port, vxlan_source) = match opts.vxlan_port {
+        Some(p) => (p, "--vxlan-port"),
+        None => {
+            match crate::docker::data_path_port(&crate::docker::socket_path()) {
+                Ok(Some(p)) => (p, "Docker's data-path port"),
+                Ok(None) => (swarmtrace_common::VXLAN_PORT, "the default"),
+                Err(e) => {
+                    log::info!("the swarm's data-path port: {e}");
+                    (swarmtrace_common::VXLAN_PORT, "the default; Docker did not say, pass --vxlan-port if the swarm uses another")
+                }
+            }
+        }
+    };
     let tracer_opts = TracerOptions {
         tcp_drop: kallsyms.has("tcp_drop"),
-        filter: kernel_filter(opts.port, opts.client),
+        filter: kernel_filter(opts.port, opts.client, vxlan_port),
         watch,
         table_size: opts.table_size,
         tc_mode: opts.tc_mode,
@@ -333,7 +350,7 @@ pub async fn trace(
     let started = Instant::now();
     let watched: Vec<String> = tracer.watched.iter().map(|w| w.spec.to_string()).collect();
     eprintln!(
-        "swarmtrace: tracing TCP handshakes on Linux {} (watching {}; drops by the {} on kfree_skb; {}){}{}; Ctrl-C to stop",
+        "swarmtrace: tracing TCP handshakes on Linux {} (watching {}; drops by the {} on kfree_skb; {}; VXLAN on UDP {vxlan_port}, {vxlan_source}){}{}; Ctrl-C to stop",
         facts.release,
         if watched.is_empty() {
             "drops only".to_owned()
@@ -495,6 +512,7 @@ pub async fn trace(
         facts,
         clock,
         netns: pipe.namer.netns,
+        vxlan_port,
     })
 }
 

@@ -292,6 +292,8 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
             },
         )]
         .into(),
+        // A swarm on another data-path port: the report's overlay texts name it.
+        vxlan_port: 7789,
     };
     let system = v2::System {
         format: FORMAT,
@@ -314,6 +316,14 @@ fn system_json_reads_back_its_typed_part_in_both_versions() {
         serde_json::to_value(&read.context).unwrap(),
         serde_json::to_value(&context).unwrap()
     );
+    assert_eq!(read.context.vxlan_port(), 7789);
+    // A bundle from before the port was recorded: the default, the only one then.
+    let mut older = v.clone();
+    older["verdict_context"]
+        .as_object_mut()
+        .unwrap()
+        .remove("vxlan_port");
+    assert_eq!(read_system(&older).unwrap().context.vxlan_port(), 4789);
     // Version 1 wrote the in-memory context as it was: the same fields.
     let mut v1 = v.clone();
     v1["format"] = json!("swarmtrace-bundle/1");
