@@ -4,13 +4,17 @@
 # socket, eth0): node 1 (192.168.200.1) is the manager and has the clients' network (stclient
 # behind lan0, as in run.sh); node 2 (192.168.200.2) is a worker and runs every task. A service
 # published on the routing mesh is reached on node 1 and served on node 2, over the ingress
-# overlay (VXLAN, UDP 4789). Each phase (a scenario) runs `swarmtrace run --json` on both nodes
+# overlay (VXLAN on the swarm's data-path port: 7789, not the default 4789, made with
+# `docker swarm init --data-path-port`, so that swarmtrace must learn it: node 1, the manager,
+# from Docker; node 2, a worker, which Docker does not tell, from --vxlan-port). Each phase (a scenario) runs `swarmtrace run --json` on both nodes
 # at once; the harness joins both nodes' NDJSON afterwards (`swarmtrace join`).
 #
 # The nodes coordinate over the LAN with busybox httpd: each serves /tmp/ctl on port 8000
 # (node 1: `token`, `phase`; node 2: `status`). Every wait is bounded.
 
 N1=192.168.200.1
+# The swarm's data-path port (VXLAN).
+DPP=7789
 N2=192.168.200.2
 ME=192.168.200.$NODE
 CTL=/tmp/ctl
@@ -59,6 +63,7 @@ fleet_both_attached() { fleet_attached 127.0.0.1 && fleet_attached $N2; }
 cap_start() {
     local ifs=(--iface docker_gwbridge)
     [ "$NODE" = 1 ] && ifs=(--iface lan0 --iface docker_gwbridge)
+    [ "$NODE" = 2 ] && ifs+=(--vxlan-port $DPP)
     "$ST" capture --duration 300s --node "$1" "${ifs[@]}" -o "$OUT/nodes-capture.tar.gz" \
         > /dev/null 2> "$OUT/nodes-capture.cap.err" &
     CAP_PID=$!
@@ -120,7 +125,7 @@ step "node $NODE: dockerd ready"
 
 HTTPD=(/bin/busybox httpd -f -p 80 -h /www)
 if [ "$NODE" = 1 ]; then
-    docker swarm init --advertise-addr $N1 >/dev/null || nodes_fail "docker swarm init failed"
+    docker swarm init --advertise-addr $N1 --data-path-port $DPP >/dev/null || nodes_fail "docker swarm init failed"
     docker swarm join-token -q worker > $CTL/token
     wait_for 300 sh -c "docker node ls --format '{{.Hostname}} {{.Status}}' | grep -q '^node2 Ready'" \
         || nodes_fail "node 2 did not join in 300 s"
@@ -210,7 +215,7 @@ if [ "$NODE" = 1 ]; then
                 cap_stop
                 ;;
             nodes-overlay)
-                # Node 2 drops UDP 4789 (INPUT) for this phase: the SYN and its retransmissions
+                # Node 2 drops UDP $DPP (INPUT) for this phase: the SYN and its retransmissions
                 # go into the ingress overlay towards node 2 and nothing comes back.
                 code=$(http_get 8081 --local-port 40100)
                 sleep 2
@@ -272,11 +277,14 @@ if [ "$NODE" = 1 ]; then
                 ;;
             nodes-overlay)
                 if [ "$code" = 200 ]; then
-                    result "$s" fail "answered although node 2 drops UDP 4789"
+                    result "$s" fail "answered although node 2 drops UDP $DPP"
                 else
                     line=$(python3 "$VM/check.py" overlay "$OUT/$s.ndjson" --kernel "$KTAG" --client "$CLIENT_IP" \
-                        --cause overlay-unreachable --expect "$N2" --expect "VXLAN" --expect "UDP 4789" \
-                        --expect "tcpdump -ni eth0 -c 20 'udp port 4789 and host $N2'" --absent netfilter-drop 2>&1 | tail -n1)
+                        --cause overlay-unreachable --expect "$N2" --expect "VXLAN" --expect "UDP $DPP" \
+                        --expect "tcpdump -ni eth0 -c 20 'udp port $DPP and host $N2'" --absent netfilter-drop 2>&1 | tail -n1)
+                    # Node 1, the manager, learnt the port from Docker.
+                    grep -q "VXLAN on UDP $DPP, Docker's data-path port" "$OUT/$s.err" \
+                        || line="fail node 1 did not learn the data-path port from Docker: $(grep -o 'VXLAN on UDP [^)]*' "$OUT/$s.err" | head -n1)"
                     case "$line" in
                         pass*) result "$s" pass "node 1: ${line#pass }" ;;
                         *) result "$s" fail "node 1: ${line#fail }" ;;
@@ -312,12 +320,12 @@ else
                     nodes-capture) cap_start node2 \
                         || result "$s" fail "node 2: the capture did not say tracing in 120 s" ;;
                 esac
-                "$ST" run --json --duration 300s --node node2 --iface docker_gwbridge \
+                "$ST" run --json --duration 300s --node node2 --iface docker_gwbridge --vxlan-port $DPP \
                     > "$OUT/$s.ndjson" 2> "$OUT/$s.err" &
                 ST_PID=$!
                 wait_for 120 grep -q 'swarmtrace: tracing' "$OUT/$s.err"
                 # nodes-overlay: the overlay from node 1 blocked here for the phase.
-                [ "$s" = nodes-overlay ] && iptables -I INPUT -p udp --dport 4789 -j DROP
+                [ "$s" = nodes-overlay ] && iptables -I INPUT -p udp --dport $DPP -j DROP
                 step "node 2: tracing $s"
                 echo "tracing-$s" > $CTL/status
                 ;;
@@ -329,7 +337,7 @@ else
                     cap_stop
                     [ "$CAP_RC" = 0 ] || result "$s" fail "node 2: the capture failed (status $CAP_RC)"
                 fi
-                [ "$s" = nodes-overlay ] && iptables -D INPUT -p udp --dport 4789 -j DROP
+                [ "$s" = nodes-overlay ] && iptables -D INPUT -p udp --dport $DPP -j DROP
                 st_show "$s"
                 echo "stopped-$s" > $CTL/status
                 ;;

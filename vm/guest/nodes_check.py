@@ -12,10 +12,12 @@ CLIENT2 = "192.168.100.3"
 CLIENT = "192.168.100.2"
 NODE1 = "192.168.200.1"
 NODE2 = "192.168.200.2"
+# The swarm's data-path port (nodes.sh's DPP).
+DPP = 7789
 
 
 def overlay(recs):
-    """nodes-overlay: node 2 dropped UDP 4789. Node 1 names the overlay to node 2 unreachable
+    """nodes-overlay: node 2 dropped UDP DPP (the swarm's VXLAN). Node 1 names the overlay to node 2 unreachable
     for the real client; node 2 names the VXLAN datagram from node 1 dropped by its firewall;
     the join ties node 2's drop to the client's SYN on node 1."""
     verdicts = [r for r in recs if r.get("type") == "verdict"]
@@ -25,7 +27,7 @@ def overlay(recs):
     if not v1:
         return f"fail node1 named no overlay-unreachable verdict (verdicts: {causes})"
     t1 = json.dumps(v1[0])
-    missing = [w for w in (NODE2, "VXLAN", "UDP 4789") if w not in t1]
+    missing = [w for w in (NODE2, "VXLAN", f"UDP {DPP}") if w not in t1]
     if missing or CLIENT not in v1[0].get("clients", []):
         return f"fail node1's overlay-unreachable verdict does not name {missing} or the client {CLIENT}: {t1[:1200]}"
     if not v2:
