@@ -155,6 +155,14 @@ fn capture_in_the_paws_lab_then_report_offline() {
     let system: Value =
         serde_json::from_slice(&std::fs::read(b.join("system.json")).unwrap()).unwrap();
     assert!(system["kernel"]["release"].is_string());
+    // The kernel's layouts as the programs read them, the fast paths' windows too: on this
+    // kernel (6.18) every fast path is found (the general path would show null).
+    let offsets = &system["kernel"]["offsets"];
+    assert!(offsets["sk_buff.head"].is_u64(), "{offsets}");
+    assert!(offsets["kfree_skb.layout"].is_u64(), "{offsets}");
+    let window = |k: &str| offsets[k].as_array().map(|w| w.len());
+    assert_eq!(window("sk_buff.header_window"), Some(2), "{offsets}");
+    assert_eq!(window("net_device.window"), Some(2), "{offsets}");
     assert!(
         system["sysctls"]["net.ipv4.tcp_timestamps"].is_string(),
         "{}",

@@ -396,6 +396,14 @@ pub fn system_json(
                 "net_device.nd_net": o.dev_nd_net, "net.ns.inum": o.net_inum,
                 "sock.skc_net": o.sk_net,
                 "SKB_CONSUMED": (o.reason_consumed != u32::MAX).then_some(o.reason_consumed),
+                // The fast paths' reads as found on this kernel (null: the general path, a
+                // read per field): which record layout the drop program reads in place, and
+                // the windows of `sk_buff` and `net_device` read at once.
+                "kfree_skb.layout": (o.tp_layout != u32::MAX).then_some(o.tp_layout),
+                "sk_buff.header_window": (o.skb_hdr_window != u32::MAX)
+                    .then_some([o.skb_hdr_window, swarmtrace_common::SKB_HDR_WINDOW]),
+                "net_device.window": (o.dev_window != u32::MAX)
+                    .then_some([o.dev_window, o.dev_window_len]),
             },
         }),
         capabilities: read("/proc/self/status")
