@@ -4,6 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+pub(super) use crate::kernel::iptables_save::arg;
+use crate::kernel::iptables_save::{lines, Line};
+
 /// One table of an `iptables-save` dump.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Table {
@@ -15,52 +18,35 @@ pub(super) struct Table {
 
 pub(super) fn parse_iptables_save(text: &str) -> BTreeMap<String, Table> {
     let mut tables: BTreeMap<String, Table> = BTreeMap::new();
-    let mut cur: Option<String> = None;
-    for line in text.lines() {
-        let line = line.trim();
-        // `iptables-save -c` prefixes rules with [packets:bytes].
-        let line = match line.strip_prefix('[') {
-            Some(rest) => rest.split_once(']').map_or(line, |(_, r)| r.trim()),
-            None => line,
-        };
-        if let Some(t) = line.strip_prefix('*') {
-            cur = Some(t.trim().to_owned());
-            tables.entry(t.trim().to_owned()).or_default();
-        } else if line == "COMMIT" {
-            cur = None;
-        } else if let Some(c) = line.strip_prefix(':') {
-            let Some(t) = cur.as_ref().and_then(|t| tables.get_mut(t)) else {
-                continue;
-            };
-            let mut parts = c.split_whitespace();
-            if let Some(name) = parts.next() {
+    let mut cur: Option<&str> = None;
+    for line in lines(text, usize::MAX) {
+        match line {
+            Line::Table(t) => {
+                cur = t;
+                if let Some(t) = t {
+                    tables.entry(t.to_owned()).or_default();
+                }
+            }
+            Line::Commit => cur = None,
+            Line::Chain { name, policy } => {
+                let Some(t) = cur.and_then(|t| tables.get_mut(t)) else {
+                    continue;
+                };
                 t.chains.insert(name.to_owned());
-                if let Some(p) = parts.next().filter(|p| *p != "-") {
+                if let Some(p) = policy {
                     t.policies.insert(name.to_owned(), p.to_owned());
                 }
             }
-        } else if let Some(rule) = line.strip_prefix("-A ") {
-            let Some(t) = cur.as_ref().and_then(|t| tables.get_mut(t)) else {
-                continue;
-            };
-            if let Some((chain, rest)) = rule.split_once(' ') {
+            Line::Rule { chain, rule, .. } => {
+                let Some(t) = cur.and_then(|t| tables.get_mut(t)) else {
+                    continue;
+                };
                 t.chains.insert(chain.to_owned());
-                t.rules.push((chain.to_owned(), rest.trim().to_owned()));
+                t.rules.push((chain.to_owned(), rule.to_owned()));
             }
         }
     }
     tables
-}
-
-/// The value after `flag` in a rule.
-pub(super) fn arg<'a>(rule: &'a str, flag: &str) -> Option<&'a str> {
-    let mut it = rule.split_whitespace();
-    while let Some(w) = it.next() {
-        if w == flag {
-            return it.next();
-        }
-    }
-    None
 }
 
 pub(super) fn jumps_to(rule: &str) -> Option<&str> {

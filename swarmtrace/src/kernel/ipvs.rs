@@ -19,6 +19,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::kernel::iptables_save::{arg, lines, Line};
+
 /// `/proc/net/ip_vs` is read up to this many bytes, this many services and this many
 /// destinations a service.
 const IP_VS_MAX_BYTES: u64 = 1024 * 1024;
@@ -149,48 +151,35 @@ pub struct Rules {
 pub fn parse_iptables_save(text: &str) -> Rules {
     let mut out = Rules::default();
     let mut table: Option<&str> = None;
-    for line in text.lines().take(MAX_RULES) {
-        if let Some(t) = line.strip_prefix('*') {
-            table = Some(t.trim()).filter(|t| {
-                !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric())
-            });
-            continue;
-        }
+    for line in lines(text, MAX_RULES) {
+        let (packets, chain, rule) = match line {
+            Line::Table(t) => {
+                table = t;
+                continue;
+            }
+            Line::Rule {
+                packets: Some(p),
+                chain,
+                rule,
+            } => (p, chain, rule),
+            _ => continue,
+        };
         let Some(table) = table else { continue };
-        let Some((counters, rule)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
-            continue;
-        };
-        let Some(packets) = counters
-            .split_once(':')
-            .and_then(|(p, _)| p.parse::<u64>().ok())
-        else {
-            continue;
-        };
-        let words: Vec<&str> = rule.split_whitespace().collect();
-        if words.first() != Some(&"-A") || words.len() < 2 {
-            continue;
-        }
-        let after = |flag: &str| {
-            words
-                .iter()
-                .position(|w| *w == flag)
-                .and_then(|i| words.get(i + 1))
-                .copied()
-        };
-        let target = after("-j");
+        let target = arg(rule, "-j");
         if matches!(target, Some("DROP" | "REJECT")) {
-            let key = format!("-t {table} {}", words.join(" "));
+            let words: Vec<&str> = rule.split_whitespace().collect();
+            let key = format!("-t {table} -A {chain} {}", words.join(" "));
             let e = out.drop_rules.entry(key).or_insert(0);
             *e = e.saturating_add(packets);
         } else if table == "mangle"
-            && words[1] == "PREROUTING"
+            && chain == "PREROUTING"
             && target == Some("MARK")
-            && after("-p") == Some("tcp")
-            && !words.contains(&"!")
+            && arg(rule, "-p") == Some("tcp")
+            && !rule.split_whitespace().any(|w| w == "!")
         {
-            let port = after("--dport").and_then(|p| p.parse::<u16>().ok());
-            let mark = after("--set-xmark")
-                .or_else(|| after("--set-mark"))
+            let port = arg(rule, "--dport").and_then(|p| p.parse::<u16>().ok());
+            let mark = arg(rule, "--set-xmark")
+                .or_else(|| arg(rule, "--set-mark"))
                 .and_then(|m| m.split('/').next())
                 .and_then(|m| m.strip_prefix("0x").map_or(m.parse().ok(), hex_u32));
             if let (Some(port), Some(mark)) = (port, mark) {

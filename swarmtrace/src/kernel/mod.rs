@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod hostns;
+pub mod iptables_save;
 pub mod ipvs;
 pub mod kallsyms;
 pub mod namespaces;
