@@ -777,3 +777,57 @@ fn container_names_from_docker_reach_no_terminal() {
         ]
     );
 }
+
+/// A `PATH` with a directory another user controls first (root's `PATH` inherited through
+/// `sudo -E`, a script's): the lab's tools (`ip`, `iptables`, `tc`, run in namespaces through
+/// `ip netns exec` too) are the system's, never a same-named program found through `PATH`.
+/// Here the impostors record that they ran, then do the real tool's work.
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn the_labs_tools_are_the_systems_not_the_paths() {
+    require_privileged("hostile");
+    let dir = std::env::temp_dir().join(format!("swarmtrace-test-path-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("ran");
+    for tool in ["ip", "iptables", "tc", "conntrack", "sysctl"] {
+        let Some(real) = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.is_file())
+        else {
+            continue;
+        };
+        let fake = dir.join(tool);
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho {tool} >> '{}'\nexec '{}' \"$@\"\n",
+                marker.display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(binary())
+        .args(["demo", "healthy", "--json"])
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let ran = std::fs::read_to_string(&marker).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ran.is_empty(), "programs found through PATH ran: {ran}");
+}

@@ -4,11 +4,25 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// Runs a command, failing with its stderr when it fails.
+/// The system tool `program`, found only in the system's directories (`kernel::tool`): the
+/// lab runs as root, and a `PATH` another user put a directory of theirs in must not choose
+/// what it runs.
+fn tool(program: &str) -> Result<std::path::PathBuf> {
+    crate::kernel::tool::path(program).with_context(|| {
+        format!(
+            "no {program} in {}: is it installed? (scripts/setup.sh installs it)",
+            crate::kernel::tool::DIRS.join(", ")
+        )
+    })
+}
+
+/// Runs a system tool, failing with its stderr when it fails.
 pub fn sh(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output().with_context(|| {
-        format!("cannot run {program}: is it installed? (scripts/setup.sh installs it)")
-    })?;
+    let exe = tool(program)?;
+    let out = Command::new(&exe)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
     if !out.status.success() {
         bail!(
             "`{program} {}` failed: {}",
@@ -47,10 +61,16 @@ impl Netns {
         &self.name
     }
 
-    /// Runs a command inside the namespace.
+    /// Runs a system tool inside the namespace (`args[0]`, found as `sh` finds it: `ip netns
+    /// exec` would look it up through `PATH`).
     pub fn exec(&self, args: &[&str]) -> Result<String> {
-        let mut full = vec!["netns", "exec", &self.name];
-        full.extend_from_slice(args);
+        let Some((program, rest)) = args.split_first() else {
+            bail!("nothing to run in {}", self.name);
+        };
+        let exe = tool(program)?;
+        let exe = exe.to_string_lossy();
+        let mut full = vec!["netns", "exec", &self.name, &exe];
+        full.extend_from_slice(rest);
         ip(&full)
     }
 
