@@ -7,7 +7,7 @@
 //! overlay, confirmed, for the real client. Namespaces `st<pid>o[abc]`, removed at the end.
 //! Run as root.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -180,6 +180,45 @@ fn overlay_verdict<'a>(summary: &'a Value, text: &str) -> &'a Value {
     v
 }
 
+/// A fresh directory for a test's bundle, and the bundle's path in it.
+fn bundle_dir(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("swarmtrace-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("overlay.tar.gz");
+    (dir, bundle)
+}
+
+/// The client's handshake, seen going into the overlay towards node B.
+fn client_handshake<'a>(lines: &'a [Value], text: &str) -> &'a Value {
+    let h = kind(lines, "handshake")
+        .find(|v| {
+            v["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("10.239.0.2:"))
+        })
+        .unwrap_or_else(|| panic!("no handshake of the client: {text}"));
+    assert_eq!(h["overlay"]["to"], "192.168.239.2", "{h}");
+    h
+}
+
+/// `swarmtrace report --format json` of the bundle in `dir` (removed after), and its text.
+fn report(dir: &Path, bundle: &Path) -> (Value, String) {
+    let report = Command::new(binary())
+        .args(["report", "--format", "json"])
+        .arg(bundle)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(
+        report.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    (serde_json::from_str(&text).unwrap(), text)
+}
+
 #[test]
 #[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
@@ -189,20 +228,10 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
     let b = &nodes.0[1];
     // A capture of the same handshake beside the live run: its offline report must name what
     // the live run named.
-    let dir = std::env::temp_dir().join(format!("swarmtrace-test-overlay-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bundle = dir.join("overlay.tar.gz");
+    let (dir, bundle) = bundle_dir("overlay");
     let (lines, text) = traced(&nodes, Some(&bundle), &[]);
-    let h = kind(&lines, "handshake")
-        .find(|v| {
-            v["client"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("10.239.0.2:"))
-        })
-        .unwrap_or_else(|| panic!("no handshake of the client: {text}"));
+    let h = client_handshake(&lines, &text);
     assert_eq!(h["overlay"]["from"], "192.168.239.1", "{h}");
-    assert_eq!(h["overlay"]["to"], "192.168.239.2", "{h}");
     drop_on(&lines, b, &text);
     let summary = kind(&lines, "summary").next().expect("a summary");
     let v = overlay_verdict(summary, &text);
@@ -222,19 +251,7 @@ fn a_vxlan_datagram_dropped_on_the_other_node_names_the_overlay() {
     );
     // The report of the capture: the same verdict, confirmed, for the same client, from the
     // same sending node.
-    let report = Command::new(binary())
-        .args(["report", "--format", "json"])
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&report.stdout);
-    assert!(
-        report.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&report.stderr)
-    );
-    let offline: Value = serde_json::from_str(&text).unwrap();
+    let (offline, text) = report(&dir, &bundle);
     overlay_verdict(&offline, &text);
 }
 
@@ -278,23 +295,10 @@ fn an_overlay_on_another_data_path_port_is_seen_when_told_the_port() {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let nodes = Nodes::make(Fault::Blocked, 7789);
     let b = &nodes.0[1];
-    let dir = std::env::temp_dir().join(format!(
-        "swarmtrace-test-overlay-port-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bundle = dir.join("overlay.tar.gz");
+    let (dir, bundle) = bundle_dir("overlay-port");
     let (lines, text) = traced(&nodes, Some(&bundle), &["--vxlan-port", "7789"]);
     assert!(text.contains("VXLAN on UDP 7789, --vxlan-port"), "{text}");
-    let h = kind(&lines, "handshake")
-        .find(|v| {
-            v["client"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("10.239.0.2:"))
-        })
-        .unwrap_or_else(|| panic!("no handshake of the client: {text}"));
-    assert_eq!(h["overlay"]["to"], "192.168.239.2", "{h}");
+    client_handshake(&lines, &text);
     drop_on(&lines, b, &text);
     let summary = kind(&lines, "summary").next().expect("a summary");
     let v = overlay_verdict(summary, &text);
@@ -307,15 +311,7 @@ fn an_overlay_on_another_data_path_port_is_seen_when_told_the_port() {
         "{v}"
     );
     assert!(v["confirm"].as_str().unwrap().contains("-e 7789"), "{v}");
-    let report = Command::new(binary())
-        .args(["report", "--format", "json"])
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&report.stdout);
-    assert!(report.status.success(), "{text}");
-    let offline: Value = serde_json::from_str(&text).unwrap();
+    let (offline, text) = report(&dir, &bundle);
     let v = overlay_verdict(&offline, &text);
     assert!(
         v["explanation"].as_str().unwrap().contains("UDP 7789"),
