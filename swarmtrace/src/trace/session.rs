@@ -312,7 +312,10 @@ pub async fn trace(
                 Ok(Some(p)) => (p, "Docker's data-path port"),
                 Ok(None) => (swarmtrace_common::VXLAN_PORT, "the default"),
                 Err(e) => {
-                    log::info!("the swarm's data-path port: {e}");
+                    log::info!(
+                        "the swarm's data-path port: {}",
+                        crate::escape::terminal(&e)
+                    );
                     (swarmtrace_common::VXLAN_PORT, "the default; Docker did not say, pass --vxlan-port if the swarm uses another")
                 }
             }
