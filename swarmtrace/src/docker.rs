@@ -358,16 +358,10 @@ pub fn overview(sock: &Path) -> DockerApi {
         return DockerApi::Absent;
     }
     let networks = match docker_get(sock, "/networks") {
-        Ok((200, body)) => match serde_json::from_str::<Value>(&body) {
+        Ok(answer) => match json_body("/networks", answer) {
             Ok(v) => parse_networks(&v),
-            Err(e) => return DockerApi::Failed(format!("GET /networks: not JSON: {e}")),
+            Err(e) => return DockerApi::Failed(e),
         },
-        Ok((status, body)) => {
-            return DockerApi::Failed(format!(
-                "GET /networks: HTTP {status}: {}",
-                api_message(&body)
-            ))
-        }
         Err(e) => return DockerApi::Failed(format!("{}: {e}", sock.display())),
     };
     let swarm = docker_get(sock, "/info")
@@ -375,16 +369,9 @@ pub fn overview(sock: &Path) -> DockerApi {
         .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
         .and_then(|v| v["Swarm"]["LocalNodeState"].as_str().map(str::to_owned));
     let published = if swarm.as_deref() == Some("active") {
-        match docker_get(sock, "/services") {
-            Ok((200, body)) => serde_json::from_str::<Value>(&body)
-                .map(|v| parse_services(&v))
-                .map_err(|e| format!("GET /services: not JSON: {e}")),
-            Ok((status, body)) => Err(format!(
-                "GET /services: HTTP {status}: {}",
-                api_message(&body)
-            )),
-            Err(e) => Err(e),
-        }
+        docker_get(sock, "/services")
+            .and_then(|answer| json_body("/services", answer))
+            .map(|v| parse_services(&v))
     } else {
         Ok(Vec::new())
     };
@@ -393,6 +380,15 @@ pub fn overview(sock: &Path) -> DockerApi {
         swarm,
         published,
     })
+}
+
+/// The JSON body of Docker's answer to `GET what`: an error, with Docker's message, for a
+/// status other than 200, and for a body that is not JSON.
+fn json_body(what: &str, (status, body): (u16, String)) -> Result<Value, String> {
+    if status != 200 {
+        return Err(format!("GET {what}: HTTP {status}: {}", api_message(&body)));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("GET {what}: not JSON: {e}"))
 }
 
 /// Time the swarm's data-path port may take at start: the programs need it before they load,
@@ -408,12 +404,8 @@ pub fn data_path_port(sock: &Path) -> Result<Option<u16>, String> {
     if !sock.exists() {
         return Ok(None);
     }
-    match get_within(sock, "/info", DATA_PATH_PORT_DEADLINE, MAX_RESPONSE)? {
-        (200, body) => serde_json::from_str::<Value>(&body)
-            .map_err(|e| format!("GET /info: not JSON: {e}"))
-            .and_then(|v| parse_data_path_port(&v)),
-        (status, body) => Err(format!("GET /info: HTTP {status}: {}", api_message(&body))),
-    }
+    let answer = get_within(sock, "/info", DATA_PATH_PORT_DEADLINE, MAX_RESPONSE)?;
+    json_body("/info", answer).and_then(|v| parse_data_path_port(&v))
 }
 
 /// [`data_path_port`] from Docker's `/info`.
@@ -449,15 +441,7 @@ pub fn published_ports(sock: &Path) -> Result<Vec<PublishedPort>, String> {
         return Err(format!("{}: no Docker socket", sock.display()));
     }
     let mut docker = Session::new(sock, PUBLISHED_DEADLINE);
-    match docker.get("/services?status=true")? {
-        (200, body) => serde_json::from_str::<Value>(&body)
-            .map(|v| parse_services(&v))
-            .map_err(|e| format!("GET /services: not JSON: {e}")),
-        (status, body) => Err(format!(
-            "GET /services: HTTP {status}: {}",
-            api_message(&body)
-        )),
-    }
+    json_body("/services", docker.get("/services?status=true")?).map(|v| parse_services(&v))
 }
 
 /// `GET /networks` -> networks with their IPAM subnets.
