@@ -269,6 +269,28 @@ impl Pipeline {
     }
 }
 
+/// The overlays' VXLAN port and where it came from (for the start line): `given`
+/// (`--vxlan-port`), else the swarm's data-path port as Docker says, else the default.
+fn vxlan_port(given: Option<u16>) -> (u16, &'static str) {
+    if let Some(p) = given {
+        return (p, "--vxlan-port");
+    }
+    match crate::docker::data_path_port(&crate::docker::socket_path()) {
+        Ok(Some(p)) => (p, "Docker's data-path port"),
+        Ok(None) => (swarmtrace_common::VXLAN_PORT, "the default"),
+        Err(e) => {
+            log::info!(
+                "the swarm's data-path port: {}",
+                crate::escape::terminal(&e)
+            );
+            (
+                swarmtrace_common::VXLAN_PORT,
+                "the default; Docker did not say, pass --vxlan-port if the swarm uses another",
+            )
+        }
+    }
+}
+
 /// Runs the tracer until Ctrl-C, SIGTERM, `opts.duration` or `control.stop` fires, telling
 /// `observers` what it sees; they are told [`Observer::on_end`](crate::trace::observe::Observer::on_end)
 /// when it stops, before the result is returned.
@@ -305,22 +327,7 @@ pub async fn trace(
             lacking.join("; ")
         );
     }
-    let (vxlan_port, vxlan_source) = match opts.vxlan_port {
-        Some(p) => (p, "--vxlan-port"),
-        None => {
-            match crate::docker::data_path_port(&crate::docker::socket_path()) {
-                Ok(Some(p)) => (p, "Docker's data-path port"),
-                Ok(None) => (swarmtrace_common::VXLAN_PORT, "the default"),
-                Err(e) => {
-                    log::info!(
-                        "the swarm's data-path port: {}",
-                        crate::escape::terminal(&e)
-                    );
-                    (swarmtrace_common::VXLAN_PORT, "the default; Docker did not say, pass --vxlan-port if the swarm uses another")
-                }
-            }
-        }
-    };
+    let (vxlan_port, vxlan_source) = vxlan_port(opts.vxlan_port);
     let tracer_opts = TracerOptions {
         tcp_drop: kallsyms.has("tcp_drop"),
         filter: kernel_filter(opts.port, opts.client, vxlan_port),
