@@ -791,11 +791,7 @@ fn the_labs_tools_are_the_systems_not_the_paths() {
     std::fs::create_dir_all(&dir).unwrap();
     let marker = dir.join("ran");
     for tool in ["ip", "iptables", "tc", "conntrack", "sysctl"] {
-        let Some(real) = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-            .iter()
-            .map(|d| Path::new(d).join(tool))
-            .find(|p| p.is_file())
-        else {
+        let Some(real) = swarmtrace::kernel::tool::path(tool) else {
             continue;
         };
         let fake = dir.join(tool);

@@ -98,15 +98,15 @@ impl Drop for Nodes {
 /// `args` go to both. The live run's NDJSON lines, and its stdout and stderr as text.
 fn traced(nodes: &Nodes, bundle: Option<&Path>, args: &[&str]) -> (Vec<Value>, String) {
     let [a, _, c] = &nodes.0;
-    let mut ifaces = ["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")]
+    let mut shared = ["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")]
         .map(str::to_owned)
         .to_vec();
-    ifaces.extend(args.iter().map(|a| a.to_string()));
+    shared.extend(args.iter().map(|a| a.to_string()));
     let capture = bundle.map(|bundle| {
         Command::new(binary())
             .args(["capture", "--duration", "6s", "--port", "8081", "-o"])
             .arg(bundle)
-            .args(&ifaces)
+            .args(&shared)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -114,7 +114,7 @@ fn traced(nodes: &Nodes, bundle: Option<&Path>, args: &[&str]) -> (Vec<Value>, S
     });
     let run = Command::new(binary())
         .args(["run", "--json", "--duration", "6s", "--port", "8081"])
-        .args(&ifaces)
+        .args(&shared)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
