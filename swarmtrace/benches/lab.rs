@@ -521,6 +521,18 @@ fn map_memory(pid: u32) -> (u64, Vec<Value>) {
     (total, maps)
 }
 
+/// The process's CPU time (user + system, all threads), from /proc/PID/stat in clock ticks.
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1_000_000_000 / hz)
+}
+
 /// (VmRSS, VmHWM) in KiB.
 fn rss(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -1283,6 +1295,46 @@ fn conn_rate(args: &Args, lab: &Lab, report: &mut Report) -> Result<()> {
         );
     }
     let ratio = on.iter().sum::<f64>() / off.iter().sum::<f64>();
+    // Where a "with" round's time goes, in one more round outside the ratio (the kernel's
+    // accounting costs each program run two clock reads): the programs' run time and the
+    // process's CPU time, per connection.
+    let (prog_ns, user_ns, conns_on) = {
+        let _stats = BpfStats::enable()?;
+        let tool = Tool::start(&args.bin, &lab.watch_args())?;
+        let (progs0, cpu0) = (prog_stats(tool.pid()), cpu_ns(tool.pid()));
+        let (ok, f) = connections(lab, clients, dur)?;
+        let (progs1, cpu1) = (prog_stats(tool.pid()), cpu_ns(tool.pid()));
+        tool.stop()?;
+        failed += f;
+        let runs: Vec<(&String, Run)> = progs1
+            .iter()
+            .filter_map(|(name, (_, r))| Some((name, r.since(progs0.get(name)?.1))))
+            .collect();
+        for (name, r) in &runs {
+            eprintln!(
+                "  {name}: {:.1} runs per connection, {:.1} ns per run",
+                r.cnt as f64 / ok.max(1) as f64,
+                r.per_run()
+            );
+        }
+        let prog_ns: u64 = runs.iter().map(|(_, r)| r.ns).sum();
+        let user_ns = cpu1.zip(cpu0).map_or(0, |(a, b)| a.saturating_sub(b));
+        (prog_ns, user_ns, ok)
+    };
+    let per_conn = |ns: u64| ns as f64 / conns_on.max(1) as f64 / 1000.0;
+    // How much longer one connection took with swarmtrace: each client makes one connection
+    // after the other, so a connection lasts clients / rate.
+    let (mean_on, mean_off) = (
+        on.iter().sum::<f64>() / on.len() as f64,
+        off.iter().sum::<f64>() / off.len() as f64,
+    );
+    let longer_us = clients as f64 * (1.0 / mean_on - 1.0 / mean_off) * 1e6;
+    eprintln!(
+        "  per connection: programs {:.2} us, swarmtrace's process {:.2} us; each connection {:.2} us longer",
+        per_conn(prog_ns),
+        per_conn(user_ns),
+        longer_us
+    );
     report.row(
         "throughput",
         "connection rate with swarmtrace attached / without",
@@ -1296,7 +1348,9 @@ fn conn_rate(args: &Args, lab: &Lab, report: &mut Report) -> Result<()> {
         Some(ratio >= 0.99),
         "--only conn",
         format!(
-            "{clients} clients, request/response over a new connection each through DNAT, ingress_sbox and SNAT; {failed} failed; swarmtrace reported {handshakes_seen} handshakes"
+            "{clients} clients, request/response over a new connection each through DNAT, ingress_sbox and SNAT; {failed} failed; swarmtrace reported {handshakes_seen} handshakes; per connection with it: its programs {:.2} us (kernel's run time), its process {:.2} us of CPU (one more round, kernel.bpf_stats_enabled on), each connection {longer_us:.2} us longer ({clients} x (1/rate with - 1/rate without))",
+            per_conn(prog_ns),
+            per_conn(user_ns)
         ),
     );
     let fmt = |v: &mut Vec<f64>| {
