@@ -283,24 +283,29 @@ pub fn ns_name(tag: &str) -> String {
 /// A Docker API on a unix socket that answers `GET /services...` with `services` and every
 /// other request with `[]`; it serves until the test process ends.
 pub fn docker_stub(tag: &str, services: Value) -> std::path::PathBuf {
+    docker_api_stub(tag, vec![("GET /services", services.to_string())])
+}
+
+/// A Docker API on a unix socket that answers a request starting with one of `answers`'
+/// prefixes with its body, and every other request with `[]`; it serves until the test
+/// process ends.
+pub fn docker_api_stub(tag: &str, answers: Vec<(&'static str, String)>) -> std::path::PathBuf {
     use std::io::{Read, Write};
     let dir = std::env::temp_dir().join(format!("swarmtrace-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("docker.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let body = services.to_string();
     std::thread::spawn(move || {
         for mut c in listener.incoming().flatten() {
             let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
             let mut head = [0u8; 4096];
             let n = c.read(&mut head).unwrap_or(0);
             let req = String::from_utf8_lossy(&head[..n]);
-            let answer = if req.starts_with("GET /services") {
-                body.as_str()
-            } else {
-                "[]"
-            };
+            let answer = answers
+                .iter()
+                .find(|(prefix, _)| req.starts_with(prefix))
+                .map_or("[]", |(_, body)| body.as_str());
             let _ = write!(
                 c,
                 "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
@@ -309,4 +314,60 @@ pub fn docker_stub(tag: &str, services: Value) -> std::path::PathBuf {
         }
     });
     path
+}
+
+/// Where swarmtrace looks for Docker's namespaces (kernel/netns.rs NAMED_DIRS).
+pub const DOCKER_NETNS: &str = "/var/run/docker/netns";
+
+/// Docker's netns directory, made if missing and removed after if this test made it, with
+/// the files a test put there (a real Docker's files are never touched: ours have names of
+/// their own).
+pub struct DockerDir {
+    made: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+impl DockerDir {
+    pub fn open() -> Self {
+        let mut made = Vec::new();
+        for d in ["/var/run/docker", DOCKER_NETNS] {
+            if !std::path::Path::new(d).exists() {
+                std::fs::create_dir(d).unwrap();
+                made.push(PathBuf::from(d));
+            }
+        }
+        Self {
+            made,
+            files: Vec::new(),
+        }
+    }
+
+    /// Files the namespace `netns` (of `ip netns`) under Docker's directory as `name` (a bind
+    /// mount, as Docker does).
+    pub fn file(&mut self, netns: &str, name: &str) {
+        let file = std::path::Path::new(DOCKER_NETNS).join(name);
+        std::fs::write(&file, "").unwrap();
+        self.files.push(file.clone());
+        swarmtrace::lab::sh(
+            "mount",
+            &[
+                "--bind",
+                &format!("/run/netns/{netns}"),
+                file.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for DockerDir {
+    fn drop(&mut self) {
+        for f in self.files.drain(..) {
+            let _ = swarmtrace::lab::sh("umount", &[f.to_str().unwrap()]);
+            let _ = std::fs::remove_file(&f);
+        }
+        for d in self.made.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use swarmtrace_tests::{binary, ns_name, require_privileged};
+use swarmtrace_tests::{binary, docker_api_stub, ns_name, require_privileged, DockerDir};
 
 struct Nodes([String; 3]);
 
@@ -97,6 +97,16 @@ impl Drop for Nodes {
 /// (its SYN and a retransmission); with a bundle path, a capture runs beside the live run.
 /// `args` go to both. The live run's NDJSON lines, and its stdout and stderr as text.
 fn traced(nodes: &Nodes, bundle: Option<&Path>, args: &[&str]) -> (Vec<Value>, String) {
+    traced_env(nodes, bundle, args, &[])
+}
+
+/// [`traced`] with `env` set for both runs.
+fn traced_env(
+    nodes: &Nodes,
+    bundle: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<Value>, String) {
     let [a, _, c] = &nodes.0;
     let mut shared = ["--iface", &format!("{a}:c1"), "--iface", &format!("{a}:u0")]
         .map(str::to_owned)
@@ -107,6 +117,7 @@ fn traced(nodes: &Nodes, bundle: Option<&Path>, args: &[&str]) -> (Vec<Value>, S
             .args(["capture", "--duration", "6s", "--port", "8081", "-o"])
             .arg(bundle)
             .args(&shared)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -115,6 +126,7 @@ fn traced(nodes: &Nodes, bundle: Option<&Path>, args: &[&str]) -> (Vec<Value>, S
     let run = Command::new(binary())
         .args(["run", "--json", "--duration", "6s", "--port", "8081"])
         .args(&shared)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -313,6 +325,38 @@ fn an_overlay_on_another_data_path_port_is_seen_when_told_the_port() {
     assert!(v["confirm"].as_str().unwrap().contains("-e 7789"), "{v}");
     let (offline, text) = report(&dir, &bundle);
     let v = overlay_verdict(&offline, &text);
+    assert!(
+        v["explanation"].as_str().unwrap().contains("UDP 7789"),
+        "{v}"
+    );
+}
+
+/// On a worker Docker does not tell the swarm's data-path port (only managers see the
+/// cluster's settings): the node's overlay namespace, under Docker's directory, holds the
+/// overlay's VXLAN device, whose port is the swarm's. Node A's namespace filed there as an
+/// overlay's (`<epoch>-<id>`), a Docker that answers as a worker's, no `--vxlan-port`: the
+/// 7789 overlay is seen as when told the port.
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn on_a_worker_the_overlays_vxlan_device_gives_the_data_path_port() {
+    require_privileged("overlay");
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let nodes = Nodes::make(Fault::Blocked, 7789);
+    let [a, b, _] = &nodes.0;
+    let mut dir = DockerDir::open();
+    dir.file(a, &format!("9-{:010}", std::process::id()));
+    let worker = r#"{"Swarm":{"LocalNodeState":"active","ControlAvailable":false,"Cluster":null}}"#;
+    let sock = docker_api_stub("overlay-worker", vec![("GET /info", worker.to_owned())]);
+    let host = format!("unix://{}", sock.display());
+    let (lines, text) = traced_env(&nodes, None, &[], &[("DOCKER_HOST", &host)]);
+    assert!(
+        text.contains("VXLAN on UDP 7789, the port of this node's overlay VXLAN device"),
+        "{text}"
+    );
+    client_handshake(&lines, &text);
+    drop_on(&lines, b, &text);
+    let summary = kind(&lines, "summary").next().expect("a summary");
+    let v = overlay_verdict(summary, &text);
     assert!(
         v["explanation"].as_str().unwrap().contains("UDP 7789"),
         "{v}"

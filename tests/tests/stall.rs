@@ -8,18 +8,16 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use swarmtrace::lab::craft::Syn;
-use swarmtrace::lab::{sh, Netns};
-use swarmtrace_tests::{ns_name, require_privileged, test_port, Tracer};
+use swarmtrace::lab::Netns;
+use swarmtrace_tests::{ns_name, require_privileged, test_port, DockerDir, Tracer};
 
-/// Where swarmtrace looks for Docker's namespaces (kernel/netns.rs NAMED_DIRS).
-const DOCKER_NETNS: &str = "/var/run/docker/netns";
 /// New namespaces per run, each flooded for [`FLOOD_EACH`] at [`FLOOD_RATE`].
 const NAMESPACES: usize = 5;
 const FLOOD_EACH: Duration = Duration::from_secs(1);
@@ -109,57 +107,6 @@ impl Drop for DockerStub {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Docker's netns directory, made if missing and removed after if this test made it (a real
-/// Docker's files are never touched: ours have names of their own).
-struct DockerDir {
-    made: Vec<PathBuf>,
-    files: Vec<PathBuf>,
-}
-
-impl DockerDir {
-    fn open() -> Self {
-        let mut made = Vec::new();
-        for d in ["/var/run/docker", DOCKER_NETNS] {
-            if !Path::new(d).exists() {
-                std::fs::create_dir(d).unwrap();
-                made.push(PathBuf::from(d));
-            }
-        }
-        Self {
-            made,
-            files: Vec::new(),
-        }
-    }
-
-    /// Files namespace `ns` under Docker's directory (a bind mount, as Docker does).
-    fn file(&mut self, ns: &Netns) {
-        let file = Path::new(DOCKER_NETNS).join(ns.name());
-        std::fs::write(&file, "").unwrap();
-        self.files.push(file.clone());
-        sh(
-            "mount",
-            &[
-                "--bind",
-                &format!("/run/netns/{}", ns.name()),
-                file.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    }
-}
-
-impl Drop for DockerDir {
-    fn drop(&mut self) {
-        for f in self.files.drain(..) {
-            let _ = sh("umount", &[f.to_str().unwrap()]);
-            let _ = std::fs::remove_file(&f);
-        }
-        for d in self.made.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
     }
 }
 
@@ -260,7 +207,7 @@ fn run(tag: &str, docker_host: &str, port: u16) -> Counted {
     let mut namespaces = Vec::new();
     for i in 0..NAMESPACES {
         let ns = Netns::create(&ns_name(&format!("{tag}{i}"))).unwrap();
-        dir.file(&ns);
+        dir.file(ns.name(), ns.name());
         sent += flood(&ns, port, FLOOD_RATE, FLOOD_EACH);
         namespaces.push(ns);
     }

@@ -6,7 +6,7 @@
 # published on the routing mesh is reached on node 1 and served on node 2, over the ingress
 # overlay (VXLAN on the swarm's data-path port: 7789, not the default 4789, made with
 # `docker swarm init --data-path-port`, so that swarmtrace must learn it: node 1, the manager,
-# from Docker; node 2, a worker, which Docker does not tell, from --vxlan-port). Each phase (a scenario) runs `swarmtrace run --json` on both nodes
+# from Docker; node 2, a worker, which Docker does not tell, from its overlay's VXLAN device). Each phase (a scenario) runs `swarmtrace run --json` on both nodes
 # at once; the harness joins both nodes' NDJSON afterwards (`swarmtrace join`).
 #
 # The nodes coordinate over the LAN with busybox httpd: each serves /tmp/ctl on port 8000
@@ -63,7 +63,6 @@ fleet_both_attached() { fleet_attached 127.0.0.1 && fleet_attached $N2; }
 cap_start() {
     local ifs=(--iface docker_gwbridge)
     [ "$NODE" = 1 ] && ifs=(--iface lan0 --iface docker_gwbridge)
-    [ "$NODE" = 2 ] && ifs+=(--vxlan-port $DPP)
     "$ST" capture --duration 300s --node "$1" "${ifs[@]}" -o "$OUT/nodes-capture.tar.gz" \
         > /dev/null 2> "$OUT/nodes-capture.cap.err" &
     CAP_PID=$!
@@ -320,7 +319,7 @@ else
                     nodes-capture) cap_start node2 \
                         || result "$s" fail "node 2: the capture did not say tracing in 120 s" ;;
                 esac
-                "$ST" run --json --duration 300s --node node2 --iface docker_gwbridge --vxlan-port $DPP \
+                "$ST" run --json --duration 300s --node node2 --iface docker_gwbridge \
                     > "$OUT/$s.ndjson" 2> "$OUT/$s.err" &
                 ST_PID=$!
                 wait_for 120 grep -q 'swarmtrace: tracing' "$OUT/$s.err"
@@ -338,6 +337,9 @@ else
                     [ "$CAP_RC" = 0 ] || result "$s" fail "node 2: the capture failed (status $CAP_RC)"
                 fi
                 [ "$s" = nodes-overlay ] && iptables -D INPUT -p udp --dport $DPP -j DROP
+                # A worker: Docker does not tell it the port; its overlay's VXLAN device does.
+                grep -q "VXLAN on UDP $DPP, the port of this node's overlay VXLAN device" "$OUT/$s.err" \
+                    || result "$s" fail "node 2 did not learn the data-path port from its overlay's VXLAN device: $(grep -o 'VXLAN on UDP [^)]*' "$OUT/$s.err" | head -n1)"
                 st_show "$s"
                 echo "stopped-$s" > $CTL/status
                 ;;

@@ -12,6 +12,7 @@ pub mod namespaces;
 pub mod netns;
 pub mod netstat;
 pub mod routes;
+pub mod rtnl;
 pub mod sysctl;
 pub mod tool;
 pub mod tracefs;

@@ -92,6 +92,34 @@ pub fn subnets_in(file: &std::path::Path) -> Vec<(String, Cidr)> {
     within(file, subnets_here).unwrap_or_default()
 }
 
+/// Overlay namespaces asked at most for their VXLAN device (each costs a thread).
+pub const MAX_OVERLAYS_ASKED: usize = 8;
+
+/// The UDP port of the VXLAN device in Docker's overlay namespaces (`<epoch>-<network id>`
+/// under Docker's directory, in name order, at most [`MAX_OVERLAYS_ASKED`]), and the name of
+/// the namespace it was read in: the swarm's data-path port as the node's own overlays use
+/// it, where Docker does not tell it (on a worker). Asked by netlink (the image's `ip` is
+/// busybox's, without link details). None when no overlay has one.
+pub fn overlay_vxlan_port() -> Option<(u16, String)> {
+    let Ok(entries) = std::fs::read_dir(super::netns::DOCKER_DIR) else {
+        return None;
+    };
+    let mut names: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .take(super::netns::MAX_NAMES)
+        .filter_map(|e| Some((e.file_name().to_str()?.to_owned(), e.path())))
+        .filter(|(n, _)| super::netns::overlay_file_name(n))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .take(MAX_OVERLAYS_ASKED)
+        .find_map(|(name, file)| {
+            let ports = within(&file, super::rtnl::vxlan_ports).ok()?.ok()?;
+            Some((*ports.first()?, name))
+        })
+}
+
 /// Addresses and routes of a namespace, as `ip -o` prints them.
 pub fn describe(file: &std::path::Path) -> (Vec<String>, Vec<String>) {
     let run = |args: &[&str]| -> Vec<String> {

@@ -561,13 +561,19 @@ fn docker_file_name(name: &str) -> bool {
     name == "ingress_sbox"
         || name.starts_with("lb_")
         || (name.len() == 12 && hex(name))
-        || name.split_once('-').is_some_and(|(n, id)| {
-            name.len() == 12
-                && !n.is_empty()
-                && n.bytes().all(|b| b.is_ascii_digit())
-                && !id.is_empty()
-                && id.bytes().all(|b| b.is_ascii_alphanumeric())
-        })
+        || overlay_file_name(name)
+}
+
+/// An overlay network's namespace file: `<epoch>-<network id>`, 12 characters (the one with
+/// the network's bridge and VXLAN device).
+pub fn overlay_file_name(name: &str) -> bool {
+    name.split_once('-').is_some_and(|(n, id)| {
+        name.len() == 12
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 #[cfg(test)]

@@ -13,9 +13,12 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
 
 use aya::programs::TcAttachType;
+
+use crate::kernel::rtnl::{
+    attrs, c_text, push_attr, u32_at, Rtnl, NLMSG_HDR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, SEQ,
+};
 
 /// Handles this and later versions choose are at least this; the kernel's own
 /// (auto-assigned, as older swarmtrace versions had them) count up from 1.
@@ -23,26 +26,17 @@ pub const MIN_OWNED_HANDLE: u32 = 0x0001_0000;
 
 /// At most this many filters are read per list: beyond that, nothing is removed.
 const MAX_FILTERS: usize = 4096;
-/// A netlink exchange ends within this long.
-const DEADLINE: Duration = Duration::from_secs(5);
 
 const RTM_DELQDISC: u16 = 37;
 const RTM_NEWTFILTER: u16 = 44;
 const RTM_DELTFILTER: u16 = 45;
 const RTM_GETTFILTER: u16 = 46;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 const TCA_BPF_NAME: u16 = 7;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 /// `TC_H_CLSACT` (= `TC_H_INGRESS`): the clsact qdisc's parent.
 const TC_H_CLSACT: u32 = 0xffff_fff1;
 const CLSACT_HANDLE: u32 = 0xffff_0000;
-const NLMSG_HDR: usize = 16;
 const TCMSG: usize = 20;
 
 /// One entry of a filter dump. `handle == 0` is the head of a priority's filter list, not a
@@ -306,114 +300,6 @@ fn random_u32() -> u32 {
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
-/// A route netlink socket of the calling thread's network namespace.
-struct Rtnl(OwnedFd);
-
-impl Rtnl {
-    fn open() -> io::Result<Self> {
-        // SAFETY: plain socket creation.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd we own.
-        let sock = Self(unsafe { OwnedFd::from_raw_fd(fd) });
-        let tv = libc::timeval {
-            tv_sec: 1,
-            tv_usec: 0,
-        };
-        // SAFETY: a valid socket and a timeval of the given size.
-        let r = unsafe {
-            libc::setsockopt(
-                sock.0.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(sock)
-    }
-
-    /// Sends one request and hands each answer's (type, payload) to `each` until the
-    /// kernel's acknowledgement or the end of the dump; a kernel error is returned as such.
-    fn exchange(
-        &self,
-        msg: &[u8],
-        mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
-    ) -> io::Result<()> {
-        // SAFETY: a valid socket and buffer.
-        let n = unsafe { libc::send(self.0.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let start = Instant::now();
-        let mut buf = vec![0u8; 64 * 1024];
-        while start.elapsed() < DEADLINE {
-            // SAFETY: a valid socket and buffer; MSG_TRUNC makes the return the real size.
-            let n = unsafe {
-                libc::recv(
-                    self.0.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_TRUNC,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = n as usize;
-            if n > buf.len() {
-                return Err(io::Error::other("netlink answer larger than 64 KiB"));
-            }
-            let mut rest = &buf[..n];
-            while rest.len() >= NLMSG_HDR {
-                let len = u32_at(rest, 0).unwrap_or(0) as usize;
-                let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-                let seq = u32_at(rest, 8).unwrap_or(0);
-                if len < NLMSG_HDR || len > rest.len() {
-                    return Err(io::Error::other("malformed netlink message"));
-                }
-                let payload = &rest[NLMSG_HDR..len];
-                rest = &rest[align4(len).min(rest.len())..];
-                if seq != SEQ {
-                    continue;
-                }
-                match ty {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let code = payload
-                            .get(..4)
-                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .unwrap_or(-libc::EIO);
-                        return if code == 0 {
-                            Ok(())
-                        } else {
-                            Err(io::Error::from_raw_os_error(-code))
-                        };
-                    }
-                    _ => each(ty, payload)?,
-                }
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the kernel did not finish answering a netlink request",
-        ))
-    }
-}
-
-const SEQ: u32 = 1;
-
 fn tc_message(
     ty: u16,
     flags: u16,
@@ -438,46 +324,6 @@ fn tc_message(
     m.extend_from_slice(&info.to_ne_bytes());
     m.extend_from_slice(attrs);
     m
-}
-
-fn push_attr(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
-    let len = 4 + data.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(data);
-    out.resize(out.len() + align4(len) - len, 0);
-}
-
-/// The (type, payload) attributes of a netlink attribute block; stops at a malformed one.
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let data = &b[4..len];
-        b = &b[align4(len).min(b.len())..];
-        Some((ty, data))
-    })
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-/// A NUL-terminated string attribute, cut at `max` bytes.
-fn c_text(data: &[u8], max: usize) -> String {
-    let end = data.iter().position(|&c| c == 0).unwrap_or(data.len());
-    String::from_utf8_lossy(&data[..end.min(max)]).into_owned()
 }
 
 #[cfg(test)]

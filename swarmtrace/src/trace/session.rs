@@ -283,10 +283,20 @@ fn vxlan_port(given: Option<u16>) -> (u16, &'static str) {
                 "the swarm's data-path port: {}",
                 crate::escape::terminal(&e)
             );
-            (
-                swarmtrace_common::VXLAN_PORT,
-                "the default; Docker did not say, pass --vxlan-port if the swarm uses another",
-            )
+            // A worker (or a Docker that does not answer): the node's own overlays say.
+            match kernel::namespaces::overlay_vxlan_port() {
+                Some((p, ns)) => {
+                    log::info!(
+                        "the VXLAN device in Docker's namespace {} uses UDP {p}",
+                        crate::escape::terminal(&ns)
+                    );
+                    (p, "the port of this node's overlay VXLAN device")
+                }
+                None => (
+                    swarmtrace_common::VXLAN_PORT,
+                    "the default; Docker did not say, pass --vxlan-port if the swarm uses another",
+                ),
+            }
         }
     }
 }
