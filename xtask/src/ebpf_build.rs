@@ -9,14 +9,32 @@ pub const TARGET: &str = "bpfel-unknown-none";
 
 /// Where the object lands, relative to the workspace root.
 pub fn object_path(root: &Path) -> PathBuf {
-    root.join("target/ebpf")
+    root.join(format!("target/ebpf{}", stage_suffix()))
         .join(TARGET)
         .join("release/swarmtrace")
 }
 
+/// A measurement build (`SWARMTRACE_STAGE=N`, swarmtrace-ebpf/src/stage.rs) gets a target
+/// directory of its own, `-stageN`: cargo does not rebuild the kernel crate when only that
+/// variable changes (BENCHMARKS.md's ninth round got the previous stage's object back), and
+/// no stage's object may be taken for another's or for the shipped one.
+fn stage_suffix() -> String {
+    match std::env::var("SWARMTRACE_STAGE") {
+        // Only its letters and digits in a path (stage.rs refuses anything but digits).
+        Ok(n) if !n.is_empty() => format!(
+            "-stage{}",
+            n.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Builds `swarmtrace-ebpf` with nightly and bpf-linker; returns the object's path.
 pub fn build(root: &Path) -> Result<PathBuf, String> {
-    let obj = build_in(root, &root.join("target/ebpf"), None)?;
+    let dir = root.join(format!("target/ebpf{}", stage_suffix()));
+    let obj = build_in(root, &dir, None)?;
     debug_assert_eq!(obj, object_path(root));
     Ok(obj)
 }
@@ -27,7 +45,7 @@ pub fn build(root: &Path) -> Result<PathBuf, String> {
 /// build machine's.
 #[allow(dead_code)] // build.rs includes this file and uses only `build`.
 pub fn build_for(root: &Path, arch: &str) -> Result<PathBuf, String> {
-    let dir = root.join(format!("target/ebpf-{arch}"));
+    let dir = root.join(format!("target/ebpf-{arch}{}", stage_suffix()));
     build_in(root, &dir, Some(arch))?;
     Ok(dir.join(TARGET).join("release/swarmtrace"))
 }
