@@ -203,6 +203,9 @@ if [ "$NODE" = 1 ]; then
                     kill -TERM "$(cat /tmp/fleet-logs.pid)" 2>/dev/null
                     for _ in $(seq 1 20); do kill -0 "$JOIN_PID" 2>/dev/null || break; sleep 0.5; done
                     kill -TERM "$JOIN_PID" 2>/dev/null
+                    # Each task learnt the data-path port: the manager's from Docker, the
+                    # worker's from its overlay's VXLAN device (the image's tools: busybox).
+                    vxlan=$(grep -c "VXLAN on UDP $DPP, " "$OUT/nodes-fleet.logs.err")
                 fi
                 docker stack rm swarmtrace >/dev/null 2>&1
                 ;;
@@ -256,7 +259,9 @@ if [ "$NODE" = 1 ]; then
                     result "$s" fail "client 1's request was not answered ($code)"
                 else
                     case "$live" in
-                        pass*) if [ "$running" = 2 ]; then
+                        pass*) if [ "${vxlan:-0}" -lt 2 ]; then
+                                result "$s" fail "${vxlan:-0} of the 2 tasks' start lines name UDP $DPP: $(grep -o 'VXLAN on UDP [^)]*' "$OUT/nodes-fleet.logs.err" | tr '\n' ';')"
+                            elif [ "$running" = 2 ]; then
                                 result "$s" pass "stack up on both nodes in ${t_up}s; live join ${t_live}s after deploy, both tasks running: ${live#pass }"
                             else
                                 result "$s" fail "the joined record came, but $running of 2 tasks were running: ${live#pass }"
