@@ -157,7 +157,7 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = swarmtrace_common::OVERLOAD_RATE, value_name = "EVENTS_PER_S")]
     pub overload_rate: u32,
     /// The UDP port of the overlays' VXLAN (the swarm's data-path port). Default: what Docker
-    /// says on a manager, else 4789.
+    /// says on a manager, else the port of this node's overlay VXLAN device, else 4789.
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub vxlan_port: Option<u16>,
     /// How classifiers attach: auto (TCX on 6.6+, else netlink filters on clsact), tcx, netlink.

@@ -139,7 +139,8 @@ pub struct TraceOptions {
     pub tc_mode: TcMode,
     /// Detail events per second per CPU above which the kernel samples them (0: never).
     pub overload_rate: u32,
-    /// The overlays' VXLAN port; None: Docker's data-path port where Docker says, else 4789.
+    /// The overlays' VXLAN port; None: Docker's data-path port where Docker says, else the
+    /// port of this node's overlay VXLAN device, else 4789.
     pub vxlan_port: Option<u16>,
     /// Stop after this long (Ctrl-C or SIGTERM otherwise).
     pub duration: Option<Duration>,
