@@ -174,6 +174,40 @@ fn doctor_checks_the_routing_mesh_rules_of_the_lab() {
         .unwrap()
         .contains("Swarm routing mesh"));
 
+    assert_eq!(
+        d.worst("swarm-ports"),
+        "ok",
+        "{:#?}",
+        d.by_id("swarm-ports")
+    );
+
+    // A host firewall that drops the overlay's VXLAN (the default port here: no Docker says
+    // another): named, with the rule, as a warning.
+    lab.host()
+        .exec(&[
+            "iptables", "-I", "INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP",
+        ])
+        .unwrap();
+    let d = Doctor::run(&host, &[]);
+    let ports = d.by_id("swarm-ports");
+    assert_eq!(d.worst("swarm-ports"), "warning", "{ports:#?}");
+    assert!(
+        ports.iter().any(|f| f["title"]
+            .as_str()
+            .unwrap()
+            .contains("a rule of INPUT drops UDP 4789")
+            && f["detail"]
+                .as_str()
+                .unwrap()
+                .contains("--dport 4789 -j DROP")),
+        "{ports:#?}"
+    );
+    lab.host()
+        .exec(&[
+            "iptables", "-D", "INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP",
+        ])
+        .unwrap();
+
     // Flush the PREROUTING jump, as a firewall reload does: the DNAT is never reached.
     lab.host()
         .exec(&[

@@ -54,6 +54,7 @@ pub(crate) struct Fake {
     pub(crate) mangle: Option<String>,
     pub(crate) conntrack: Vec<ConntrackFill>,
     pub(crate) docker: DockerApi,
+    pub(crate) data_path_port: (u16, String),
     pub(crate) kernel: KernelView,
 }
 
@@ -97,6 +98,9 @@ impl HostView for Fake {
     }
     fn docker(&self) -> DockerApi {
         self.docker.clone()
+    }
+    fn data_path_port(&self) -> (u16, String) {
+        self.data_path_port.clone()
     }
     fn kernel(&self) -> KernelView {
         self.kernel.clone()
@@ -146,6 +150,7 @@ impl Fake {
                 max: 262144,
             }],
             docker: DockerApi::Absent,
+            data_path_port: (4789, "the default".to_owned()),
             kernel: KernelView {
                 release: Some("6.18.44-amd64".to_owned()),
                 btf: true,

@@ -90,6 +90,8 @@ pub trait HostView {
     /// nf_conntrack_count / nf_conntrack_max per namespace (empty: conntrack not loaded).
     fn conntrack(&self) -> Vec<ConntrackFill>;
     fn docker(&self) -> DockerApi;
+    /// The swarm's data-path port (the overlays' VXLAN) and how it was learnt.
+    fn data_path_port(&self) -> (u16, String);
     fn kernel(&self) -> KernelView;
 }
 
@@ -289,6 +291,16 @@ impl HostView for LiveHost {
 
     fn docker(&self) -> DockerApi {
         crate::docker::overview(&crate::docker::socket_path())
+    }
+
+    fn data_path_port(&self) -> (u16, String) {
+        match crate::trace::session::vxlan_port(None) {
+            (p, source) if source.starts_with("the default") => (
+                p,
+                "the default: Docker did not say and no overlay device here has one".to_owned(),
+            ),
+            (p, source) => (p, source.to_owned()),
+        }
     }
 
     fn kernel(&self) -> KernelView {

@@ -105,6 +105,8 @@ pub(super) fn docker_checks(
         );
         return;
     }
+    let (vxlan, source) = host.data_path_port();
+    super::swarm_ports::swarm_ports(&backends, vxlan, &source, f);
     let with_ingress: Vec<&Backend> = backends
         .iter()
         .filter(|b| {

@@ -1,7 +1,8 @@
 //! `swarmtrace doctor`: static checks of this host, without eBPF. Sysctls that make published
 //! ports drop handshakes (`sysctls`), Docker subnets that overlap the host's routes or the
 //! clients' networks (`overlaps`), Docker's routing-mesh rules (`ingress`, `iptables`), the
-//! conntrack table (`conntrack`), and what `swarmtrace run` can see on this kernel
+//! ports the nodes talk on in INPUT (`swarm_ports`), the conntrack table (`conntrack`), and
+//! what `swarmtrace run` can see on this kernel
 //! (`visibility`). Every check reads the host through [`HostView`] (`host`), so the unit
 //! tests run the same checks on injected values; [`LiveHost`] reads it through `kernel/` and
 //! `docker`.
@@ -14,6 +15,7 @@ mod ingress;
 mod iptables;
 mod overlaps;
 mod report;
+mod swarm_ports;
 mod sysctls;
 mod visibility;
 

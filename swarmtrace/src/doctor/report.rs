@@ -106,6 +106,7 @@ pub(super) const GROUPS: &[(&str, &[&str])] = &[
             "ingress-forward",
             "ingress-sbox-mark",
             "iptables-backends",
+            "swarm-ports",
         ],
     ),
     ("conntrack", &["conntrack"]),

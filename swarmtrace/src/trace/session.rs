@@ -271,8 +271,10 @@ impl Pipeline {
 }
 
 /// The overlays' VXLAN port and where it came from (for the start line): `given`
-/// (`--vxlan-port`), else the swarm's data-path port as Docker says, else the default.
-fn vxlan_port(given: Option<u16>) -> (u16, &'static str) {
+/// (`--vxlan-port`), else the swarm's data-path port as Docker says, else (Docker does not
+/// tell a worker, or does not answer) the port of this node's overlay VXLAN device, else the
+/// default. Doctor's swarm-ports check asks it too.
+pub fn vxlan_port(given: Option<u16>) -> (u16, &'static str) {
     if let Some(p) = given {
         return (p, "--vxlan-port");
     }
