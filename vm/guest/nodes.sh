@@ -328,8 +328,14 @@ else
                     > "$OUT/$s.ndjson" 2> "$OUT/$s.err" &
                 ST_PID=$!
                 wait_for 120 grep -q 'swarmtrace: tracing' "$OUT/$s.err"
-                # nodes-overlay: the overlay from node 1 blocked here for the phase.
-                [ "$s" = nodes-overlay ] && iptables -I INPUT -p udp --dport $DPP -j DROP
+                # nodes-overlay: the overlay from node 1 blocked here for the phase; doctor,
+                # on this worker, names the rule for the swarm's own data-path port.
+                if [ "$s" = nodes-overlay ]; then
+                    iptables -I INPUT -p udp --dport $DPP -j DROP
+                    "$ST" doctor --json > "$OUT/$s.doctor.json" 2> "$OUT/$s.doctor.err"
+                    grep -q "a rule of INPUT drops UDP $DPP (the overlays' VXLAN, the port of this node's overlay VXLAN device)" "$OUT/$s.doctor.json" \
+                        || result "$s" fail "node 2: doctor did not name the rule dropping UDP $DPP: $(grep -o '"id":"swarm-ports"[^}]*' "$OUT/$s.doctor.json" | head -c 600)"
+                fi
                 step "node 2: tracing $s"
                 echo "tracing-$s" > $CTL/status
                 ;;
