@@ -92,26 +92,26 @@ fn ingress_dnats(nat: &Table) -> Vec<IngressDnat> {
 
 /// Whether `chain` of `table` is reached from `from` through jumps.
 pub(super) fn reaches(t: &Table, from: &str, chain: &str) -> bool {
-    let mut todo = vec![from.to_owned()];
-    let mut seen = BTreeSet::new();
-    while let Some(c) = todo.pop() {
-        if c == chain {
-            return true;
-        }
-        if !seen.insert(c.clone()) {
-            continue;
-        }
-        for (rc, r) in &t.rules {
-            if *rc == c {
-                if let Some(j) = jumps_to(r) {
-                    if t.chains.contains(j) {
-                        todo.push(j.to_owned());
-                    }
-                }
-            }
+    reachable(t, from).contains(chain)
+}
+
+/// The chains `from` reaches by jumps (itself included): one pass over the rules for the
+/// jumps, then a walk of them, so that a table of many rules costs time linear in its size.
+pub(super) fn reachable<'a>(t: &'a Table, from: &'a str) -> BTreeSet<&'a str> {
+    let mut jumps: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (c, r) in &t.rules {
+        if let Some(j) = jumps_to(r).filter(|j| t.chains.contains(*j)) {
+            jumps.entry(c.as_str()).or_default().push(j);
         }
     }
-    false
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![from];
+    while let Some(c) = todo.pop() {
+        if seen.insert(c) {
+            todo.extend(jumps.get(c).into_iter().flatten().copied());
+        }
+    }
+    seen
 }
 
 pub(super) struct Backend {

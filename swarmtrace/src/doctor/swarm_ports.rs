@@ -5,9 +5,9 @@
 //! quoted; one doctor cannot weigh (an interface, a source, a set) is not judged, so a
 //! "DROP policy and no rule naming the port" is said as what it is, not as a certain drop.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use super::iptables::{arg, jumps_to, Backend, Table};
+use super::iptables::{arg, reachable, Backend, Table};
 use super::report::{Finding, Severity};
 
 /// The swarm's gossip port (TCP and UDP), fixed by Docker.
@@ -94,25 +94,6 @@ pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mu
             format!("no INPUT rule or policy drops {}", clean.join(", ")),
         ));
     }
-}
-
-/// The chains `from` reaches by jumps (itself included): one pass over the rules for the
-/// jumps, then a walk of them, so that a table of many rules costs time linear in its size.
-fn reachable<'a>(t: &'a Table, from: &'a str) -> BTreeSet<&'a str> {
-    let mut jumps: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (c, r) in &t.rules {
-        if let Some(j) = jumps_to(r).filter(|j| t.chains.contains(*j)) {
-            jumps.entry(c.as_str()).or_default().push(j);
-        }
-    }
-    let mut seen = BTreeSet::new();
-    let mut todo = vec![from];
-    while let Some(c) = todo.pop() {
-        if seen.insert(c) {
-            todo.extend(jumps.get(c).into_iter().flatten().copied());
-        }
-    }
-    seen
 }
 
 /// The rule's target (`-j`).
