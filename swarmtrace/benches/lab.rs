@@ -521,16 +521,21 @@ fn map_memory(pid: u32) -> (u64, Vec<Value>) {
     (total, maps)
 }
 
-/// The process's CPU time (user + system, all threads), from /proc/PID/stat in clock ticks.
-fn cpu_ns(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(ticks * 1_000_000_000 / hz)
+/// CPU time (user + system) of a process, seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name's closing parenthesis; utime and stime are the 14th
+    // and 15th of the line.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.iter().sum::<u64>() as f64 / hz
 }
 
 /// (VmRSS, VmHWM) in KiB.
@@ -1301,9 +1306,9 @@ fn conn_rate(args: &Args, lab: &Lab, report: &mut Report) -> Result<()> {
     let (prog_ns, user_ns, conns_on) = {
         let _stats = BpfStats::enable()?;
         let tool = Tool::start(&args.bin, &lab.watch_args())?;
-        let (progs0, cpu0) = (prog_stats(tool.pid()), cpu_ns(tool.pid()));
+        let (progs0, cpu0) = (prog_stats(tool.pid()), cpu_secs(tool.pid()));
         let (ok, f) = connections(lab, clients, dur)?;
-        let (progs1, cpu1) = (prog_stats(tool.pid()), cpu_ns(tool.pid()));
+        let (progs1, cpu1) = (prog_stats(tool.pid()), cpu_secs(tool.pid()));
         tool.stop()?;
         failed += f;
         let runs: Vec<(&String, Run)> = progs1
@@ -1318,7 +1323,7 @@ fn conn_rate(args: &Args, lab: &Lab, report: &mut Report) -> Result<()> {
             );
         }
         let prog_ns: u64 = runs.iter().map(|(_, r)| r.ns).sum();
-        let user_ns = cpu1.zip(cpu0).map_or(0, |(a, b)| a.saturating_sub(b));
+        let user_ns = ((cpu1 - cpu0).max(0.0) * 1e9) as u64;
         (prog_ns, user_ns, ok)
     };
     let per_conn = |ns: u64| ns as f64 / conns_on.max(1) as f64 / 1000.0;

@@ -15,23 +15,6 @@ pub fn source(n: u64) -> Ipv4Addr {
     Ipv4Addr::from(SPREAD_NET + ((n as u32).wrapping_mul(2_654_435_761) & 0x3f_ffff))
 }
 
-/// CPU time (user + system) of a process, seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name's closing parenthesis; utime and stime are the 14th
-    // and 15th of the line.
-    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    f.iter().sum::<u64>() as f64 / hz
-}
-
 fn verdict_of<'a>(summary: &'a Value, cause: &str) -> Option<&'a Value> {
     summary["verdicts"]
         .as_array()?
