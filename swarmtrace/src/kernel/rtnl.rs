@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 /// A netlink exchange ends within this long.
 const DEADLINE: Duration = Duration::from_secs(5);
 
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLM_F_REQUEST: u16 = 0x1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLA_TYPE_MASK: u16 = 0x3fff;
+const NLA_TYPE_MASK: u16 = 0x3fff;
 pub const NLMSG_HDR: usize = 16;
-pub const SEQ: u32 = 1;
+const SEQ: u32 = 1;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
@@ -32,14 +32,8 @@ const MAX_LINKS: usize = 65_536;
 /// The destination UDP ports of the VXLAN devices of the calling thread's namespace, in the
 /// kernel's order.
 pub fn vxlan_ports() -> io::Result<Vec<u16>> {
-    let len = NLMSG_HDR + IFINFOMSG;
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&SEQ.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.resize(len, 0);
+    // An all-zero `ifinfomsg`: every link of every family.
+    let m = request(RTM_GETLINK, NLM_F_DUMP, &[0; IFINFOMSG]);
     let (mut links, mut ports) = (0usize, Vec::new());
     Rtnl::open()?.exchange(&m, |ty, payload| {
         if ty != RTM_NEWLINK {
@@ -53,6 +47,20 @@ pub fn vxlan_ports() -> io::Result<Vec<u16>> {
         Ok(())
     })?;
     Ok(ports)
+}
+
+/// A request: the netlink header (`NLM_F_REQUEST | flags`, sequence [`SEQ`]), then `body`
+/// (the family's header and its attributes).
+pub fn request(ty: u16, flags: u16, body: &[u8]) -> Vec<u8> {
+    let len = NLMSG_HDR + body.len();
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    m.extend_from_slice(&SEQ.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(body);
+    m
 }
 
 /// The destination port of a link as the kernel describes it (an `RTM_NEWLINK` payload:
@@ -203,7 +211,7 @@ pub fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-pub fn align4(n: usize) -> usize {
+fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 

@@ -16,9 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use aya::programs::TcAttachType;
 
-use crate::kernel::rtnl::{
-    attrs, c_text, push_attr, u32_at, Rtnl, NLMSG_HDR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, SEQ,
-};
+use crate::kernel::rtnl::{attrs, c_text, push_attr, request, u32_at, Rtnl, NLM_F_ACK, NLM_F_DUMP};
 
 /// Handles this and later versions choose are at least this; the kernel's own
 /// (auto-assigned, as older swarmtrace versions had them) count up from 1.
@@ -309,26 +307,21 @@ fn tc_message(
     info: u32,
     attrs: &[u8],
 ) -> Vec<u8> {
-    let len = NLMSG_HDR + TCMSG + attrs.len();
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-    m.extend_from_slice(&SEQ.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
+    let mut body = Vec::with_capacity(TCMSG + attrs.len());
     // struct tcmsg: family, two pad fields, ifindex, handle, parent, info.
-    m.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-    m.extend_from_slice(&ifindex.to_ne_bytes());
-    m.extend_from_slice(&handle.to_ne_bytes());
-    m.extend_from_slice(&parent.to_ne_bytes());
-    m.extend_from_slice(&info.to_ne_bytes());
-    m.extend_from_slice(attrs);
-    m
+    body.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    body.extend_from_slice(&ifindex.to_ne_bytes());
+    body.extend_from_slice(&handle.to_ne_bytes());
+    body.extend_from_slice(&parent.to_ne_bytes());
+    body.extend_from_slice(&info.to_ne_bytes());
+    body.extend_from_slice(attrs);
+    request(ty, flags, &body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::rtnl::NLMSG_HDR;
 
     /// A filter as the kernel dumps it: tcmsg, TCA_KIND "bpf", TCA_OPTIONS { TCA_BPF_NAME }.
     fn dumped(prio: u16, handle: u32, name: &[u8]) -> Vec<u8> {
