@@ -294,12 +294,14 @@ impl HostView for LiveHost {
     }
 
     fn data_path_port(&self) -> (u16, String) {
-        match crate::trace::session::vxlan_port(None) {
-            (p, source) if source.starts_with("the default") => (
+        use crate::trace::session::{vxlan_port, VxlanSource};
+        match vxlan_port(None) {
+            // The start line's advice names a flag doctor does not have.
+            (p, VxlanSource::NotTold) => (
                 p,
                 "the default: Docker did not say and no overlay device here has one".to_owned(),
             ),
-            (p, source) => (p, source.to_owned()),
+            (p, source) => (p, source.to_string()),
         }
     }
 

@@ -270,17 +270,48 @@ impl Pipeline {
     }
 }
 
-/// The overlays' VXLAN port and where it came from (for the start line): `given`
-/// (`--vxlan-port`), else the swarm's data-path port as Docker says, else (Docker does not
-/// tell a worker, or does not answer) the port of this node's overlay VXLAN device, else the
-/// default. Doctor's swarm-ports check asks it too.
-pub fn vxlan_port(given: Option<u16>) -> (u16, &'static str) {
+/// Where the overlays' VXLAN port came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VxlanSource {
+    /// `--vxlan-port`.
+    Flag,
+    /// The swarm's data-path port, as Docker says on a manager.
+    Docker,
+    /// The port of this node's overlay VXLAN device (Docker did not say).
+    OverlayDevice,
+    /// The default: outside a swarm, or the swarm uses it.
+    Default,
+    /// The default because nothing said otherwise: Docker did not tell (a worker, or no
+    /// answer) and no overlay device was found.
+    NotTold,
+}
+
+/// As the start line says it.
+impl std::fmt::Display for VxlanSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VxlanSource::Flag => "--vxlan-port",
+            VxlanSource::Docker => "Docker's data-path port",
+            VxlanSource::OverlayDevice => "the port of this node's overlay VXLAN device",
+            VxlanSource::Default => "the default",
+            VxlanSource::NotTold => {
+                "the default; Docker did not say, pass --vxlan-port if the swarm uses another"
+            }
+        })
+    }
+}
+
+/// The overlays' VXLAN port and where it came from: `given` (`--vxlan-port`), else the
+/// swarm's data-path port as Docker says, else (Docker does not tell a worker, or does not
+/// answer) the port of this node's overlay VXLAN device, else the default. Doctor's
+/// swarm-ports check asks it too.
+pub fn vxlan_port(given: Option<u16>) -> (u16, VxlanSource) {
     if let Some(p) = given {
-        return (p, "--vxlan-port");
+        return (p, VxlanSource::Flag);
     }
     match crate::docker::data_path_port(&crate::docker::socket_path()) {
-        Ok(Some(p)) => (p, "Docker's data-path port"),
-        Ok(None) => (swarmtrace_common::VXLAN_PORT, "the default"),
+        Ok(Some(p)) => (p, VxlanSource::Docker),
+        Ok(None) => (swarmtrace_common::VXLAN_PORT, VxlanSource::Default),
         Err(e) => {
             log::info!(
                 "the swarm's data-path port: {}",
@@ -293,12 +324,9 @@ pub fn vxlan_port(given: Option<u16>) -> (u16, &'static str) {
                         "the VXLAN device in Docker's namespace {} uses UDP {p}",
                         crate::escape::terminal(&ns)
                     );
-                    (p, "the port of this node's overlay VXLAN device")
+                    (p, VxlanSource::OverlayDevice)
                 }
-                None => (
-                    swarmtrace_common::VXLAN_PORT,
-                    "the default; Docker did not say, pass --vxlan-port if the swarm uses another",
-                ),
+                None => (swarmtrace_common::VXLAN_PORT, VxlanSource::NotTold),
             }
         }
     }
