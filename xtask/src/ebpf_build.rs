@@ -9,9 +9,12 @@ pub const TARGET: &str = "bpfel-unknown-none";
 
 /// Where the object lands, relative to the workspace root.
 pub fn object_path(root: &Path) -> PathBuf {
+    target_dir(root).join(TARGET).join("release/swarmtrace")
+}
+
+/// The kernel crate's target directory for the build machine's architecture.
+fn target_dir(root: &Path) -> PathBuf {
     root.join(format!("target/ebpf{}", stage_suffix()))
-        .join(TARGET)
-        .join("release/swarmtrace")
 }
 
 /// A measurement build (`SWARMTRACE_STAGE=N`, swarmtrace-ebpf/src/stage.rs) gets a target
@@ -33,8 +36,7 @@ fn stage_suffix() -> String {
 
 /// Builds `swarmtrace-ebpf` with nightly and bpf-linker; returns the object's path.
 pub fn build(root: &Path) -> Result<PathBuf, String> {
-    let dir = root.join(format!("target/ebpf{}", stage_suffix()));
-    let obj = build_in(root, &dir, None)?;
+    let obj = build_in(root, &target_dir(root), None)?;
     debug_assert_eq!(obj, object_path(root));
     Ok(obj)
 }
