@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::iptables::{arg, reachable, Backend, Table};
+use super::iptables::{arg, jumps_to, reachable, Backend, Table};
 use super::report::{Finding, Severity};
 
 /// The swarm's gossip port (TCP and UDP), fixed by Docker.
@@ -41,7 +41,7 @@ pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mu
                 if !matches_port(rule, proto, *port) || !input.contains(chain.as_str()) {
                     continue;
                 }
-                match target(rule) {
+                match jumps_to(rule) {
                     Some("DROP" | "REJECT") => {
                         refused.push(format!("{}: -A {chain} {rule}", b.name))
                     }
@@ -94,11 +94,6 @@ pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mu
             format!("no INPUT rule or policy drops {}", clean.join(", ")),
         ));
     }
-}
-
-/// The rule's target (`-j`).
-fn target(rule: &str) -> Option<&str> {
-    arg(rule, "-j")
 }
 
 /// The rule matches `proto` packets to `port`: `-p proto` and `--dport` (a port or a range
