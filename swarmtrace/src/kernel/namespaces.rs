@@ -16,21 +16,28 @@ pub fn known() -> Vec<(String, PathBuf)> {
         out.push(("host".to_owned(), f));
     }
     for dir in NAMED_DIRS {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut names: Vec<(String, PathBuf)> = entries
-            .flatten()
-            .filter_map(|e| Some((e.file_name().to_str()?.to_owned(), e.path())))
-            .collect();
-        names.sort();
-        for (name, path) in names {
+        for (name, path) in files_in(dir, usize::MAX) {
             if !out.iter().any(|(n, _)| *n == name) {
                 out.push((name, path));
             }
         }
     }
     out
+}
+
+/// The files of `dir` (the first `max` it lists) with UTF-8 names, as (name, path) in name
+/// order; none when it cannot be read.
+fn files_in(dir: &str, max: usize) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .take(max)
+        .filter_map(|e| Some((e.file_name().to_str()?.to_owned(), e.path())))
+        .collect();
+    names.sort();
+    names
 }
 
 /// Counters of every namespace that can be read.
@@ -101,18 +108,9 @@ pub const MAX_OVERLAYS_ASKED: usize = 8;
 /// it, where Docker does not tell it (on a worker). Asked by netlink (the image's `ip` is
 /// busybox's, without link details). None when no overlay has one.
 pub fn overlay_vxlan_port() -> Option<(u16, String)> {
-    let Ok(entries) = std::fs::read_dir(super::netns::DOCKER_DIR) else {
-        return None;
-    };
-    let mut names: Vec<(String, PathBuf)> = entries
-        .flatten()
-        .take(super::netns::MAX_NAMES)
-        .filter_map(|e| Some((e.file_name().to_str()?.to_owned(), e.path())))
-        .filter(|(n, _)| super::netns::overlay_file_name(n))
-        .collect();
-    names.sort();
-    names
+    files_in(super::netns::DOCKER_DIR, super::netns::MAX_NAMES)
         .into_iter()
+        .filter(|(n, _)| super::netns::overlay_file_name(n))
         .take(MAX_OVERLAYS_ASKED)
         .find_map(|(name, file)| {
             let ports = within(&file, super::rtnl::vxlan_ports).ok()?.ok()?;
