@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use swarmtrace::kernel::netns::DOCKER_DIR;
 
 /// Fails the calling test, saying why, when this machine cannot run privileged tests.
 ///
@@ -316,12 +317,9 @@ pub fn docker_api_stub(tag: &str, answers: Vec<(&'static str, String)>) -> std::
     path
 }
 
-/// Where swarmtrace looks for Docker's namespaces (kernel/netns.rs NAMED_DIRS).
-pub const DOCKER_NETNS: &str = "/var/run/docker/netns";
-
-/// Docker's netns directory, made if missing and removed after if this test made it, with
-/// the files a test put there (a real Docker's files are never touched: ours have names of
-/// their own).
+/// Docker's netns directory (where swarmtrace looks for Docker's namespaces), made if missing
+/// and removed after if this test made it, with the files a test put there (a real Docker's
+/// files are never touched: ours have names of their own).
 pub struct DockerDir {
     made: Vec<PathBuf>,
     files: Vec<PathBuf>,
@@ -330,7 +328,7 @@ pub struct DockerDir {
 impl DockerDir {
     pub fn open() -> Self {
         let mut made = Vec::new();
-        for d in ["/var/run/docker", DOCKER_NETNS] {
+        for d in ["/var/run/docker", DOCKER_DIR] {
             if !std::path::Path::new(d).exists() {
                 std::fs::create_dir(d).unwrap();
                 made.push(PathBuf::from(d));
@@ -345,7 +343,7 @@ impl DockerDir {
     /// Files the namespace `netns` (of `ip netns`) under Docker's directory as `name` (a bind
     /// mount, as Docker does).
     pub fn file(&mut self, netns: &str, name: &str) {
-        let file = std::path::Path::new(DOCKER_NETNS).join(name);
+        let file = std::path::Path::new(DOCKER_DIR).join(name);
         std::fs::write(&file, "").unwrap();
         self.files.push(file.clone());
         swarmtrace::lab::sh(
