@@ -31,11 +31,16 @@ pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mu
             Some((b, t, reachable(t, "INPUT")))
         })
         .collect();
+    // The backends whose INPUT policy is DROP: the same for every port.
+    let drop_policy: Vec<&str> = filters
+        .iter()
+        .filter(|(_, t, _)| t.policies.get("INPUT").is_some_and(|p| p == "DROP"))
+        .map(|(b, _, _)| b.name.as_str())
+        .collect();
     let mut clean = Vec::new();
     for (proto, port, what) in &wanted {
         let mut refused = Vec::new();
         let mut named_accept = false;
-        let mut drop_policy = Vec::new();
         for (b, t, input) in &filters {
             for (chain, rule) in &t.rules {
                 if !matches_port(rule, proto, *port) || !input.contains(chain.as_str()) {
@@ -48,9 +53,6 @@ pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mu
                     Some("ACCEPT") => named_accept = true,
                     _ => {}
                 }
-            }
-            if t.policies.get("INPUT").is_some_and(|p| p == "DROP") {
-                drop_policy.push(b.name.clone());
             }
         }
         let name = format!("{} {port} ({what})", proto.to_uppercase());
