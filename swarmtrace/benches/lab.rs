@@ -1346,8 +1346,8 @@ fn conn_rate(args: &Args, lab: &Lab, report: &mut Report) -> Result<()> {
         format!(
             "{:.1} % ({:.0}/s with, {:.0}/s without; {rounds} alternating rounds of {secs} s)",
             ratio * 100.0,
-            on.iter().sum::<f64>() / on.len() as f64,
-            off.iter().sum::<f64>() / off.len() as f64
+            mean_on,
+            mean_off
         ),
         ">= 99 %",
         Some(ratio >= 0.99),
