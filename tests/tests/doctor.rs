@@ -202,11 +202,62 @@ fn doctor_checks_the_routing_mesh_rules_of_the_lab() {
                 .contains("--dport 4789 -j DROP")),
         "{ports:#?}"
     );
+    // iptables-nft's rule is read once (from iptables-save), not again as a native table.
+    assert!(
+        ports
+            .iter()
+            .all(|f| !f["detail"].as_str().unwrap().contains("nft ip filter")),
+        "{ports:#?}"
+    );
     lab.host()
         .exec(&[
             "iptables", "-D", "INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP",
         ])
         .unwrap();
+
+    // The same drop in a native nftables table (firewalld's backend, nftables.conf), which
+    // iptables-save does not show.
+    let nft = |script: &str| {
+        lab.host().exec(&["nft", script]).unwrap();
+    };
+    nft("add table inet stfw");
+    nft("add chain inet stfw input { type filter hook input priority 10; policy accept; }");
+    nft("add rule inet stfw input udp dport 4789 drop");
+    let d = Doctor::run(&host, &[]);
+    let ports = d.by_id("swarm-ports");
+    assert!(
+        ports.iter().any(|f| f["severity"] == "warning"
+            && f["title"]
+                .as_str()
+                .unwrap()
+                .contains("a rule of INPUT drops UDP 4789")
+            && f["detail"]
+                .as_str()
+                .unwrap()
+                .contains("nft inet stfw input handle 2: udp dport 4789 drop")),
+        "{ports:#?}"
+    );
+    // As firewalld ends its input chain: a reject for what no rule accepted. 4789 accepted by
+    // name is fine; the gossip port, named nowhere, is refused.
+    nft("flush chain inet stfw input");
+    nft("add rule inet stfw input udp dport 4789 accept");
+    nft("add rule inet stfw input reject with icmpx admin-prohibited");
+    let d = Doctor::run(&host, &[]);
+    let ports = d.by_id("swarm-ports");
+    let titles: Vec<&str> = ports
+        .iter()
+        .filter(|f| f["severity"] == "warning")
+        .map(|f| f["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "INPUT drops what it does not accept and no rule names UDP 7946 (the nodes' gossip)",
+            "INPUT drops what it does not accept and no rule names TCP 7946 (the nodes' gossip)"
+        ],
+        "{ports:#?}"
+    );
+    nft("delete table inet stfw");
 
     // Flush the PREROUTING jump, as a firewall reload does: the DNAT is never reached.
     lab.host()

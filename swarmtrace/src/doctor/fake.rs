@@ -51,6 +51,8 @@ pub(crate) struct Fake {
     pub(crate) ifaces: Vec<Iface>,
     pub(crate) routes: Vec<Route>,
     pub(crate) rules: Vec<Ruleset>,
+    /// `nft -j list ruleset`: None, no nft installed.
+    pub(crate) nft: Option<Result<String, String>>,
     pub(crate) mangle: Option<String>,
     pub(crate) conntrack: Vec<ConntrackFill>,
     pub(crate) docker: DockerApi,
@@ -89,6 +91,9 @@ impl HostView for Fake {
     }
     fn iptables_save(&self) -> Vec<Ruleset> {
         self.rules.clone()
+    }
+    fn nft_ruleset(&self) -> Option<Result<String, String>> {
+        self.nft.clone()
     }
     fn ingress_sbox_mangle(&self) -> Option<String> {
         self.mangle.clone()
@@ -143,6 +148,7 @@ impl Fake {
                 backend: "nft".to_owned(),
                 text: Ok(String::new()),
             }],
+            nft: None,
             mangle: None,
             conntrack: vec![ConntrackFill {
                 netns: "host".to_owned(),

@@ -84,6 +84,9 @@ pub trait HostView {
     fn routes(&self) -> Vec<Route>;
     /// `iptables-save` of each backend that is installed (empty: none is).
     fn iptables_save(&self) -> Vec<Ruleset>;
+    /// `nft -j list ruleset` (native nftables rules, firewalld's among them): None when nft is
+    /// not installed, why when it could not be read.
+    fn nft_ruleset(&self) -> Option<Result<String, String>>;
     /// `iptables-save` inside `ingress_sbox` (its mangle table holds the IPVS marks), when
     /// that namespace was read.
     fn ingress_sbox_mangle(&self) -> Option<String>;
@@ -171,12 +174,11 @@ impl Default for LiveHost {
 /// not judged on a part of it.
 const MAX_RULESET: usize = 32 * 1024 * 1024;
 
-/// `iptables-save` variant `tool`'s output, whole: an error when it is larger than
-/// [`MAX_RULESET`] (a rule past the cut could be the one that matters), None when the tool is
-/// not installed.
-fn whole_ruleset(tool: &str) -> Option<Result<String, String>> {
+/// `tool`'s output (a ruleset dump), whole: an error when it is larger than [`MAX_RULESET`] (a
+/// rule past the cut could be the one that matters), None when the tool is not installed.
+fn whole_ruleset(tool: &str, args: &[&str]) -> Option<Result<String, String>> {
     Some(
-        kernel::tool::run_bounded(tool, &[], MAX_RULESET, kernel::tool::TIMEOUT)?.and_then(|o| {
+        kernel::tool::run_bounded(tool, args, MAX_RULESET, kernel::tool::TIMEOUT)?.and_then(|o| {
             if o.truncated {
                 Err(format!(
                     "{tool} printed more than {} MiB: not read",
@@ -201,10 +203,10 @@ fn iptables_save_all() -> Vec<Ruleset> {
     ]
     .into_iter()
     .filter_map(|(backend, own, marker)| {
-        let text = whole_ruleset(own).or_else(|| {
+        let text = whole_ruleset(own, &[]).or_else(|| {
             generic
                 .contains(marker)
-                .then(|| whole_ruleset("iptables-save"))
+                .then(|| whole_ruleset("iptables-save", &[]))
                 .flatten()
         })?;
         Some(Ruleset {
@@ -258,6 +260,10 @@ impl HostView for LiveHost {
 
     fn iptables_save(&self) -> Vec<Ruleset> {
         iptables_save_all()
+    }
+
+    fn nft_ruleset(&self) -> Option<Result<String, String>> {
+        whole_ruleset("nft", &["-j", "list", "ruleset"])
     }
 
     fn ingress_sbox_mangle(&self) -> Option<String> {

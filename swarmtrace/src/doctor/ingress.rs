@@ -106,7 +106,31 @@ pub(super) fn docker_checks(
         return;
     }
     let (vxlan, source) = host.data_path_port();
-    super::swarm_ports::swarm_ports(&backends, vxlan, &source, f);
+    // Native nftables beside iptables' view (iptables-nft's own tables are left out when that
+    // backend was read: they are the same rules).
+    let iptables_nft = backends.iter().any(|b| b.name == "nft");
+    let nft = host.nft_ruleset().map(|r| {
+        r.and_then(|text| {
+            super::nft::parse(&text, iptables_nft).map_err(|e| format!("nft -j list ruleset: {e}"))
+        })
+    });
+    if let Some(Err(e)) = &nft {
+        f.push(
+            Finding::new(
+                "swarm-ports",
+                Severity::Info,
+                "native nftables rules could not be read: only iptables' view was checked",
+            )
+            .detail(e.clone()),
+        );
+    }
+    super::swarm_ports::swarm_ports(
+        &backends,
+        nft.as_ref().and_then(|r| r.as_ref().ok()),
+        vxlan,
+        &source,
+        f,
+    );
     let with_ingress: Vec<&Backend> = backends
         .iter()
         .filter(|b| {

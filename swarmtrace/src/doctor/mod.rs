@@ -13,6 +13,7 @@ mod fake;
 mod host;
 mod ingress;
 mod iptables;
+mod nft;
 mod overlaps;
 mod report;
 mod swarm_ports;

@@ -1,13 +1,15 @@
-//! The ports a swarm's nodes talk on, in this host's INPUT chain: the data-path port (UDP, the
-//! overlays' VXLAN) and 7946 (TCP and UDP, the nodes' gossip). A firewall that drops them is
-//! the cause `run` names `overlay-unreachable` once a SYN is lost in the overlay; here it is
-//! seen before any packet. The rules are read as they are: a rule that names the port is
-//! quoted; one doctor cannot weigh (an interface, a source, a set) is not judged, so a
-//! "DROP policy and no rule naming the port" is said as what it is, not as a certain drop.
+//! The ports a swarm's nodes talk on, in this host's INPUT chain (iptables) and input hook
+//! (native nftables: firewalld, nftables.conf): the data-path port (UDP, the overlays' VXLAN)
+//! and 7946 (TCP and UDP, the nodes' gossip). A firewall that drops them is the cause `run`
+//! names `overlay-unreachable` once a SYN is lost in the overlay; here it is seen before any
+//! packet. The rules are read as they are: a rule that names the port is quoted; one doctor
+//! cannot weigh (an interface, a source, a set) is not judged, so a "DROP policy and no rule
+//! naming the port" is said as what it is, not as a certain drop.
 
 use std::collections::BTreeSet;
 
 use super::iptables::{arg, jumps_to, reachable, Backend, Table};
+use super::nft::Nft;
 use super::report::{Finding, Severity};
 
 /// The swarm's gossip port (TCP and UDP), fixed by Docker.
@@ -15,9 +17,15 @@ const GOSSIP: u16 = 7946;
 /// Rules quoted at most per finding.
 const QUOTED: usize = 3;
 
-/// Checks every backend's filter table for the data-path port `vxlan` (and how it was
-/// learnt: `source`) and the gossip port.
-pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mut Vec<Finding>) {
+/// Checks every backend's filter table and the native nftables rules (`nft`) for the data-path
+/// port `vxlan` (and how it was learnt: `source`) and the gossip port.
+pub(super) fn swarm_ports(
+    backends: &[Backend],
+    nft: Option<&Nft>,
+    vxlan: u16,
+    source: &str,
+    f: &mut Vec<Finding>,
+) {
     let wanted = [
         ("udp", vxlan, format!("the overlays' VXLAN, {source}")),
         ("udp", GOSSIP, "the nodes' gossip".to_owned()),
@@ -32,10 +40,10 @@ pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mu
         })
         .collect();
     // The backends whose INPUT policy is DROP: the same for every port.
-    let drop_policy: Vec<&str> = filters
+    let drop_policy: Vec<String> = filters
         .iter()
         .filter(|(_, t, _)| t.policies.get("INPUT").is_some_and(|p| p == "DROP"))
-        .map(|(b, _, _)| b.name.as_str())
+        .map(|(b, _, _)| format!("{}: INPUT's policy is DROP", b.name))
         .collect();
     let mut clean = Vec::new();
     for (proto, port, what) in &wanted {
@@ -55,6 +63,13 @@ pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mu
                 }
             }
         }
+        // Native nftables: the rules naming the port, and the chains that refuse the rest.
+        let mut closed = drop_policy.clone();
+        if let Some(judged) = nft.map(|n| n.judge(proto, *port)) {
+            refused.extend(judged.refused);
+            named_accept |= judged.accepted;
+            closed.extend(judged.closed);
+        }
         let name = format!("{} {port} ({what})", proto.to_uppercase());
         if !refused.is_empty() {
             let more = refused.len().saturating_sub(QUOTED);
@@ -72,16 +87,19 @@ pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mu
                 ))
                 .fix(format!("Accept {name} from the other nodes before that rule (and in every other firewall between the nodes)."))
             );
-        } else if !drop_policy.is_empty() && !named_accept {
+        } else if !closed.is_empty() && !named_accept {
+            let more = closed.len().saturating_sub(QUOTED);
+            closed.truncate(QUOTED);
             f.push(
                 Finding::new(
                     "swarm-ports",
                     Severity::Warning,
-                    format!("INPUT's policy is DROP and no rule names {name}"),
+                    format!("INPUT drops what it does not accept and no rule names {name}"),
                 )
                 .detail(format!(
-                    "In {}: unless a broader rule accepts the other nodes (by interface or source), {name} from them is dropped here.",
-                    drop_policy.join(", ")
+                    "{}{}: unless a broader rule accepts the other nodes (by interface or source), {name} from them is dropped here.",
+                    closed.join("; "),
+                    if more > 0 { format!(" (and {more} more)") } else { String::new() }
                 ))
                 .fix(format!("Accept {name} from the other nodes, e.g. `iptables -I INPUT -p {proto} --dport {port} -s NODES_SUBNET -j ACCEPT`.")),
             );
@@ -93,7 +111,15 @@ pub(super) fn swarm_ports(backends: &[Backend], vxlan: u16, source: &str, f: &mu
         f.push(Finding::new(
             "swarm-ports",
             Severity::Ok,
-            format!("no INPUT rule or policy drops {}", clean.join(", ")),
+            format!(
+                "no INPUT rule or policy drops {}{}",
+                clean.join(", "),
+                if nft.is_some() {
+                    " (iptables and native nftables read)"
+                } else {
+                    ""
+                }
+            ),
         ));
     }
 }
@@ -205,8 +231,48 @@ mod tests {
         h.replace_rules(":INPUT ACCEPT [0:0]", ":INPUT DROP [0:0]");
         assert_eq!(
             warnings(&h),
-            ["INPUT's policy is DROP and no rule names UDP 4789 (the overlays' VXLAN, the default)"]
+            ["INPUT drops what it does not accept and no rule names UDP 4789 (the overlays' VXLAN, the default)"]
         );
+    }
+
+    /// firewalld's nftables backend: its input chain ends in a reject, the zone accepts 4789
+    /// by name and a named set drops 7946/udp; TCP 7946 is neither accepted nor named.
+    #[test]
+    fn native_nftables_rules_are_read_beside_iptables() {
+        let mut h = with_rules("");
+        h.nft = Some(Ok(fixture("doctor/firewalld.nft.json")));
+        let w = warnings(&h);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w.contains(&"a rule of INPUT drops UDP 7946 (the nodes' gossip)".to_owned()),
+            "{w:?}"
+        );
+        assert!(w.contains(&"INPUT drops what it does not accept and no rule names TCP 7946 (the nodes' gossip)".to_owned()), "{w:?}");
+        let all = ports(&h);
+        let detail = |title: &str| {
+            all.iter()
+                .find(|f| f.title.contains(title))
+                .map(|f| f.detail.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            detail("drops UDP 7946")
+                .contains("filter_IN_public_deny handle 20: udp dport { 7946, 7947 } drop"),
+            "{all:#?}"
+        );
+        assert!(
+            detail("names TCP 7946").contains("filter_INPUT handle"),
+            "{all:#?}"
+        );
+        // Unreadable: said, and iptables' view still checked.
+        h.nft = Some(Err("nft: not permitted".to_owned()));
+        let all = ports(&h);
+        assert!(
+            all.iter()
+                .any(|f| f.severity == Severity::Info && f.detail == "nft: not permitted"),
+            "{all:#?}"
+        );
+        assert!(warnings(&h).is_empty());
     }
 
     /// Lists, ranges and chains reached from INPUT (as ufw makes them) count; negations,
