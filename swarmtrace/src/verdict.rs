@@ -28,11 +28,12 @@ pub enum Cause {
     ReplyMisrouted,
     NoRoute,
     OverlayUnreachable,
+    BadChecksum,
     Unknown,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 14] = [
+    pub const ALL: [Cause; 15] = [
         Cause::NoRunningTask,
         Cause::MeshBypassed,
         Cause::PawsTimestamps,
@@ -46,6 +47,7 @@ impl Cause {
         Cause::ReplyMisrouted,
         Cause::NoRoute,
         Cause::OverlayUnreachable,
+        Cause::BadChecksum,
         Cause::Unknown,
     ];
 
@@ -64,6 +66,7 @@ impl Cause {
             Cause::ReplyMisrouted => "reply-misrouted",
             Cause::NoRoute => "no-route",
             Cause::OverlayUnreachable => "overlay-unreachable",
+            Cause::BadChecksum => "bad-checksum",
             Cause::Unknown => "unknown",
         }
     }
@@ -349,6 +352,9 @@ pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Ca
         }
         "IP_OUTNOROUTES" | "IP_INNOROUTES" => Cause::NoRoute,
         "TCP_LISTEN_OVERFLOW" | "TCP_REQQFULLDROP" => Cause::ListenQueueFull,
+        // The packet's bytes do not match its checksum (TCP, the VXLAN datagram's UDP, the IP
+        // header, or the device's full checksum).
+        r if CHECKSUM_REASONS.contains(&r) => Cause::BadChecksum,
         // Kernels without drop reasons (before 5.17): the code location names the cause.
         _ if [
             "nft_do_chain",
@@ -379,6 +385,9 @@ pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Ca
         _ => return None,
     })
 }
+
+/// The drop reasons of a packet whose checksum did not match its bytes.
+const CHECKSUM_REASONS: [&str; 4] = ["TCP_CSUM", "UDP_CSUM", "IP_CSUM", "SKB_CSUM"];
 
 /// How much a verdict rests on the handshake itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -431,6 +440,10 @@ fn consistent(cause: Cause, h: &Handshake, ctx: &Context) -> bool {
                 && h.drops.iter().all(|d| unnamed_reason(&d.reason))
         }
         Cause::RpFilter => h.drops.iter().all(|d| unnamed_reason(&d.reason)),
+        // Kernels without reasons: the drop itself is unnamed (one with a reason said so).
+        Cause::BadChecksum => {
+            !h.drops.is_empty() && h.drops.iter().all(|d| unnamed_reason(&d.reason))
+        }
         _ => true,
     }
 }
@@ -570,6 +583,15 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
             return Some((Cause::MeshBypassed, Confidence::Confirmed));
         }
     }
+    // A packet of the handshake arrived corrupted (its checksum does not match its bytes): an
+    // offload or a link broke it on the way, inside the overlay's datagrams too, and no rule
+    // or socket of this node is to blame.
+    if h.drops
+        .iter()
+        .any(|d| CHECKSUM_REASONS.contains(&&*d.reason))
+    {
+        return Some((Cause::BadChecksum, Confidence::Confirmed));
+    }
     // Dropped inside a VXLAN datagram, before the overlay took the packet out of it: whatever
     // the reason (a firewall rule, no VXLAN socket), the overlay did not carry it here.
     if h.drops.iter().any(|d| d.vxlan_from.is_some()) {
@@ -633,14 +655,18 @@ pub fn assess(h: &Handshake, ctx: &Context) -> Option<(Cause, Confidence)> {
     // kernels), while the PAWS counters also count late segments of established
     // connections, which any busy namespace has: for silence the listen queue's counters are
     // the more specific evidence and are asked first.
-    let order: [(&[&str], Cause); 3] = if drop_ns.is_empty() {
-        [
+    // A checksum error counter counts nothing else: where it rose with the drop (kernels
+    // without reasons), it is asked first; a corrupted SYN always leaves a drop, so never for
+    // silence.
+    let order: &[(&[&str], Cause)] = if drop_ns.is_empty() {
+        &[
             (LISTEN_COUNTERS, Cause::ListenQueueFull),
             (PAWS_COUNTERS, Cause::PawsTimestamps),
             (RP_COUNTERS, Cause::RpFilter),
         ]
     } else {
-        [
+        &[
+            (CHECKSUM_COUNTERS, Cause::BadChecksum),
             (PAWS_COUNTERS, Cause::PawsTimestamps),
             (LISTEN_COUNTERS, Cause::ListenQueueFull),
             (RP_COUNTERS, Cause::RpFilter),
@@ -665,6 +691,7 @@ const PAWS_COUNTERS: &[&str] = &[
 ];
 const LISTEN_COUNTERS: &[&str] = &["TcpExt.ListenOverflows", "TcpExt.TCPReqQFullDrop"];
 const RP_COUNTERS: &[&str] = &["TcpExt.IPReversePathFilter"];
+const CHECKSUM_COUNTERS: &[&str] = &["Tcp.InCsumErrors", "Udp.InCsumErrors", "IpExt.InCsumErrors"];
 
 #[derive(Debug, Clone)]
 pub struct Verdict {
@@ -1137,6 +1164,7 @@ fn relevant_counters(c: Cause) -> &'static [&'static str] {
             "Conntrack.insert_failed",
         ],
         Cause::NoListener => &["Tcp.OutRsts"],
+        Cause::BadChecksum => CHECKSUM_COUNTERS,
         Cause::ReplyMisrouted => &["TcpExt.ListenDrops"],
         _ => &[],
     }
@@ -1394,6 +1422,21 @@ fn advise(v: &mut Verdict, ctx: &Context) {
                 ),
             )
         }
+        Cause::BadChecksum => {
+            let reasons = v
+                .drops
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                format!(
+                    "The kernel discarded the handshake's packets because their checksum did not match their bytes ({reasons}): they were corrupted after the sender computed the checksum, or it was never filled in. On Docker hosts this is most often checksum offload: a NIC, a virtual NIC (VMware's vmxnet3, some cloud and SR-IOV NICs) or its driver gets the checksum of VXLAN-encapsulated or NATed packets wrong, so the overlays and the routing mesh lose handshakes while plain traffic works. A packet dropped inside a VXLAN datagram points at the node that sent the datagram; a faulty link or NIC corrupts other traffic too."
+                ),
+                format!("{enter}nstat -az TcpInCsumErrors UdpInCsumErrors IpExtInCsumErrors   # rising: corrupted packets arrive here; on the sending host: ethtool -k IFACE | grep -i checksum"),
+                "Turn checksum offload off where the packets leave: on the sending host's interface (for an overlay, the other node's underlay interface), `ethtool -K IFACE tx-checksum-ip-generic off` (or `ethtool -K IFACE tx off`), and make it persistent (a udev rule or the network configuration); then update the NIC's driver or firmware, or the hypervisor's virtual NIC. If the checksum errors rise for all traffic, check the link and the NIC: `ethtool -S IFACE` (CRC and frame errors).".to_owned(),
+            )
+        }
         Cause::Unknown => (
             "The handshake failed but the kernel gave no reason swarmtrace can name.".to_owned(),
             "swarmtrace run -v --json, and look at the drops' reasons and locations".to_owned(),
@@ -1444,6 +1487,9 @@ fn alternatives(c: Cause) -> Vec<String> {
             "a rule of an nftables table that iptables-save does not show (nft list ruleset)".into(),
             "IPVS dropping the first SYN of a reused client port whose old connection entry it expired (a backend removed or drained while the client still had an entry; the client's retransmission 1 s later is scheduled anew): ipvsadm -Lnc in that namespace".into(),
             "conntrack dropping a packet it could not track (conntrack -S: insert_failed, drop, invalid)".into(),
+        ],
+        Cause::BadChecksum => vec![
+            "other traffic with bad checksums in that namespace (a corrupted UDP datagram or TCP segment of another connection), while these SYNs were dropped for another reason the kernel does not name".into(),
         ],
         Cause::IpvsMisdirected => vec![
             "the task stopped listening (it crashed, or exited its server early) before Docker drained its backend, and IPVS scheduled the SYN there while it still had weight 1: nothing listening in the task".into(),
@@ -1707,6 +1753,18 @@ mod tests {
                 "somewhere+0x1",
                 Cause::Unknown,
             ),
+            (
+                PacketKind::Syn,
+                "TCP_CSUM",
+                "tcp_v4_rcv+0x1",
+                Cause::BadChecksum,
+            ),
+            (
+                PacketKind::SynAck,
+                "SKB_CSUM",
+                "__skb_checksum_complete+0x1",
+                Cause::BadChecksum,
+            ),
             // 5.10: no reasons, the location tells.
             (
                 PacketKind::Syn,
@@ -1744,6 +1802,92 @@ mod tests {
             assess(&h, &before_tw_paws),
             Some((Cause::PawsTimestamps, Confidence::Confirmed))
         );
+    }
+
+    /// A SYN whose VXLAN datagram arrived with a bad UDP checksum: the other node's offload,
+    /// not an unreachable overlay (whose fix is a firewall or the swarm's membership).
+    #[test]
+    fn a_corrupted_datagram_is_a_bad_checksum_not_an_unreachable_overlay() {
+        let ctx = lab_ctx();
+        let mut h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "UDP_CSUM",
+            "udp_queue_rcv_one_skb+0x1",
+            "host",
+        );
+        h.drops[0].vxlan_from = Some("192.168.56.11".parse().unwrap());
+        assert_eq!(
+            assess(&h, &ctx),
+            Some((Cause::BadChecksum, Confidence::Confirmed))
+        );
+        // The same datagram refused by a firewall stays the overlay's.
+        let mut fw = h.clone();
+        fw.drops[0].reason = "NETFILTER_DROP".into();
+        assert_eq!(classify(&fw, &ctx), Some(Cause::OverlayUnreachable));
+
+        let mut ctx = ctx;
+        ctx.counter_rises
+            .insert("host".into(), [("Udp.InCsumErrors".to_owned(), 3)].into());
+        let v = verdicts([&h].into_iter(), &ctx);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].cause.id(), "bad-checksum");
+        assert!(
+            v[0].explanation.contains("UDP_CSUM"),
+            "{}",
+            v[0].explanation
+        );
+        assert!(
+            v[0].confirm.contains("nstat -az TcpInCsumErrors"),
+            "{}",
+            v[0].confirm
+        );
+        assert!(
+            v[0].fix
+                .contains("ethtool -K IFACE tx-checksum-ip-generic off"),
+            "{}",
+            v[0].fix
+        );
+        assert_eq!(
+            v[0].counters.values().sum::<u64>(),
+            3,
+            "{:?}",
+            v[0].counters
+        );
+    }
+
+    /// 5.10 frees a corrupted SYN in tcp_v4_rcv without a reason: the checksum error counter
+    /// of that namespace tells, not confirmed; one risen elsewhere, or silence, does not.
+    #[test]
+    fn without_reasons_the_checksum_counter_of_the_drops_namespace_tells() {
+        let h = dropped(
+            "10.10.0.11:40100",
+            PacketKind::Syn,
+            "UNKNOWN",
+            "tcp_v4_rcv+0x5d0",
+            "host",
+        );
+        let rises = |ns: &str| {
+            let mut ctx = lab_ctx();
+            ctx.counter_rises
+                .insert(ns.into(), [("Tcp.InCsumErrors".to_owned(), 2)].into());
+            ctx
+        };
+        assert_eq!(
+            assess(&h, &rises("host")),
+            Some((Cause::BadChecksum, Confidence::Circumstantial))
+        );
+        assert_eq!(classify(&h, &rises("task")), Some(Cause::Unknown));
+        let v = verdicts([&h].into_iter(), &rises("host"));
+        assert!(
+            v[0].explanation.starts_with("Not confirmed"),
+            "{}",
+            v[0].explanation
+        );
+        assert!(!v[0].alternatives.is_empty());
+        let mut silent = hs("10.10.0.11:40100");
+        silent.drops.clear();
+        assert_eq!(classify(&silent, &rises("host")), Some(Cause::Unknown));
     }
 
     fn without_timestamps(mut h: Handshake) -> Handshake {

@@ -161,6 +161,40 @@ fn paws_is_charged_to_the_second_client_in_the_task() {
     assert!(v["fix"].as_str().unwrap().contains("tcp_tw_recycle"));
 }
 
+/// A SYN broken on the way (its TCP checksum wrong): the host's kernel drops it as
+/// TCP_CSUM, and the verdict names checksum offload, not a firewall or an unknown cause.
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn a_corrupted_syn_is_a_bad_checksum_in_the_host() {
+    require_privileged("a_corrupted_syn_is_a_bad_checksum_in_the_host");
+    let t = traced("k", Scenario::BadChecksum, Duration::from_millis(1500));
+    let v = t.verdict("bad-checksum");
+    assert_eq!(v["confidence"], "confirmed", "{v:#}");
+    assert_eq!(strs(&v["clients"]), [t.clients[0].to_string()], "{v:#}");
+    assert_eq!(t.verdicts().len(), 1, "{:#}", t.summary());
+    let host = t.lab.host().name().to_owned();
+    let drops: Vec<&Value> = t.drops().filter(|d| d["reason"] == "TCP_CSUM").collect();
+    // The SYN and its retransmission, both joined to the client's handshake.
+    assert_eq!(drops.len(), 2, "{:?}", t.out);
+    for d in drops {
+        assert_eq!(d["netns_name"], host, "{d}");
+        assert!(d["client"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:", t.clients[0])));
+    }
+    assert!(
+        v["evidence"]["counters"]
+            .as_object()
+            .is_some_and(|c| c.keys().any(|k| k.contains("Tcp.InCsumErrors"))),
+        "{v:#}"
+    );
+    assert!(v["fix"]
+        .as_str()
+        .unwrap()
+        .contains("tx-checksum-ip-generic off"));
+}
+
 #[test]
 #[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn drop_rule_is_netfilter_drop_in_host() {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The counters the verdicts use to attribute silent drops.
-pub const WATCHED: [&str; 12] = [
+pub const WATCHED: [&str; 15] = [
     "TcpExt.ListenOverflows",
     "TcpExt.ListenDrops",
     "TcpExt.TCPReqQFullDrop",
@@ -17,6 +17,10 @@ pub const WATCHED: [&str; 12] = [
     "TcpExt.PAWSTimewait",
     "TcpExt.IPReversePathFilter",
     "Tcp.OutRsts",
+    // Packets whose checksum did not match their bytes (an offload or a link broke them).
+    "Tcp.InCsumErrors",
+    "Udp.InCsumErrors",
+    "IpExt.InCsumErrors",
     // Conntrack could not track a packet and dropped it (its table full: no room and nothing
     // to evict), made room by evicting an unconfirmed entry, or lost an insert race.
     "Conntrack.drop",

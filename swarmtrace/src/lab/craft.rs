@@ -191,6 +191,18 @@ impl std::fmt::Display for Reply {
 /// The kernel builds the IP header. Note that the namespace's own TCP stack, which has no socket
 /// for the SYN's port, answers those segments itself (an ACK draws a RST).
 pub fn send_syn(syn: &Syn, listen: Duration) -> std::io::Result<Vec<Reply>> {
+    send(syn, &syn.segment(), listen)
+}
+
+/// [`send_syn`] with the SYN's TCP checksum wrong (its lowest bit flipped), as a checksum
+/// offload that breaks it on the way delivers it.
+pub fn send_corrupted_syn(syn: &Syn, listen: Duration) -> std::io::Result<Vec<Reply>> {
+    let mut segment = syn.segment();
+    segment[17] ^= 0x01;
+    send(syn, &segment, listen)
+}
+
+fn send(syn: &Syn, segment: &[u8], listen: Duration) -> std::io::Result<Vec<Reply>> {
     let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP))?;
     sock.bind(&SockAddr::from(SocketAddr::V4(SocketAddrV4::new(
         *syn.src.ip(),
@@ -198,7 +210,7 @@ pub fn send_syn(syn: &Syn, listen: Duration) -> std::io::Result<Vec<Reply>> {
     ))))?;
     let sent = Instant::now();
     sock.send_to(
-        &syn.segment(),
+        segment,
         &SockAddr::from(SocketAddr::V4(SocketAddrV4::new(*syn.dst.ip(), 0))),
     )?;
     let deadline = sent + listen;

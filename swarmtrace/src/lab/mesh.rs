@@ -50,6 +50,8 @@ pub const RP_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 5);
 pub const OVERLAP_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 5, 5);
 /// The fixed source port of the paws scenario.
 pub const PAWS_PORT: u16 = 40000;
+/// The source port of bad-checksum's crafted SYN.
+pub const CORRUPTED_PORT: u16 = 40100;
 /// How much older than c1's last TSval the paws scenario's crafted SYN is.
 pub const PAWS_TSVAL_BACK: u32 = 100_000;
 /// The listen backlog of the listen-queue-full scenario's listener (it never accepts): with
@@ -77,10 +79,11 @@ pub enum Scenario {
     ListenQueueFull,
     RpFilter,
     SubnetOverlap,
+    BadChecksum,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Healthy,
         Scenario::Paws,
         Scenario::DropRule,
@@ -88,6 +91,7 @@ impl Scenario {
         Scenario::ListenQueueFull,
         Scenario::RpFilter,
         Scenario::SubnetOverlap,
+        Scenario::BadChecksum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,6 +103,7 @@ impl Scenario {
             Scenario::ListenQueueFull => "listen-queue-full",
             Scenario::RpFilter => "rp-filter",
             Scenario::SubnetOverlap => "subnet-overlap",
+            Scenario::BadChecksum => "bad-checksum",
         }
     }
 
@@ -135,6 +140,11 @@ impl Scenario {
                 "The client's address lies inside docker_gwbridge's subnet: ingress_sbox sends the \
                  SYN-ACK to the bridge, where ARP for the client fails."
             }
+            Scenario::BadChecksum => {
+                "An offload on the way breaks the client's SYN: its TCP checksum no longer \
+                 matches and the host's kernel drops it (TCP_CSUM), the retransmission too, \
+                 without an answer."
+            }
         }
     }
 
@@ -148,6 +158,7 @@ impl Scenario {
             Scenario::ListenQueueFull => Some("listen-queue-full"),
             Scenario::RpFilter => Some("rp-filter"),
             Scenario::SubnetOverlap => Some("reply-misrouted"),
+            Scenario::BadChecksum => Some("bad-checksum"),
         }
     }
 }
@@ -565,7 +576,7 @@ impl MeshLab {
             None => {}
         }
         match s {
-            Scenario::Healthy | Scenario::Paws => {}
+            Scenario::Healthy | Scenario::Paws | Scenario::BadChecksum => {}
             Scenario::DropRule => iptables(
                 &self.host,
                 &format!("-I DOCKER-USER 1 -p tcp -d {SBOX_GW_IP} --dport {TASK_PORT} -j DROP"),
@@ -760,6 +771,7 @@ impl MeshLab {
                 drive.attempts.push(a);
             }
             Scenario::SubnetOverlap => self.drive_overlap(&mut drive)?,
+            Scenario::BadChecksum => drive.attempts.push(self.corrupted_syn(&mut drive.notes)?),
         }
         let after = self.snapshot()?;
         for (name, counters) in after {
@@ -934,6 +946,60 @@ impl MeshLab {
     /// (older than c1's), which ingress_sbox maps onto the task's TIME_WAIT. Waits (bounded)
     /// for the task's PAWS counter to rise (`TcpExt.PAWSTimewait` from 6.16, `PAWSEstab`
     /// before) and fails if it does not.
+    /// bad-checksum: c1 sends a SYN whose TCP checksum is wrong, and its retransmission (the
+    /// same ISN, 1 s later); the host's checksum error counter must rise.
+    fn corrupted_syn(&self, notes: &mut Vec<String>) -> Result<Attempt> {
+        let c1 = &self.clients[0];
+        let errors = |c: &observe::Counters| c.get("Tcp.InCsumErrors");
+        let before = errors(&observe::counters(&self.host)?);
+        let isn = craft::random_u32();
+        let tsval = craft::random_u32();
+        let started = Instant::now();
+        let mut replies = Vec::new();
+        for (i, wait) in [1000u64, 800].into_iter().enumerate() {
+            let syn = craft::Syn::new(
+                SocketAddrV4::new(client_ip(0), CORRUPTED_PORT),
+                SocketAddrV4::new(HOST_IP, PUBLISHED_PORT),
+                isn,
+                tsval.wrapping_add(1000 * i as u32),
+            );
+            replies.extend(
+                c1.run(move || craft::send_corrupted_syn(&syn, Duration::from_millis(wait)))??,
+            );
+        }
+        let after = errors(&observe::counters(&self.host)?);
+        ensure!(
+            after > before,
+            "the host's Tcp InCsumErrors did not rise for c1's corrupted SYNs (replies: {replies:?})"
+        );
+        notes.push(format!(
+            "the host's Tcp InCsumErrors rose by {}",
+            after - before
+        ));
+        let seen: Vec<String> = replies.iter().map(ToString::to_string).collect();
+        Ok(Attempt {
+            client: SocketAddr::from((client_ip(0), CORRUPTED_PORT)),
+            client_ns: c1.name().to_owned(),
+            outcome: if replies.is_empty() {
+                Outcome::TimedOut
+            } else {
+                Outcome::Connected
+            },
+            answer: None,
+            isn: Some(isn),
+            tsval: Some(tsval),
+            elapsed: started.elapsed(),
+            note: format!(
+                "crafted SYN with a wrong TCP checksum, sent twice; replies: {}",
+                if seen.is_empty() {
+                    "none".to_owned()
+                } else {
+                    seen.join("; ")
+                }
+            ),
+        })
+    }
+
     pub fn paws_syn(&self, tsval: u32, notes: &mut Vec<String>) -> Result<Attempt> {
         let c2 = &self.clients[1];
         let paws = |c: &observe::Counters| c.get("TcpExt.PAWSTimewait") + c.get("TcpExt.PAWSEstab");
