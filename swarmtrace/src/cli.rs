@@ -117,7 +117,7 @@ pub struct JoinArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// paws (the motivating incident), healthy, drop-rule, no-listener, listen-queue-full,
-    /// rp-filter, subnet-overlap, bad-checksum, or all.
+    /// rp-filter, subnet-overlap, bad-checksum, stale-backend, or all.
     #[arg(default_value = "paws")]
     pub scenario: String,
     /// NDJSON output, as `run --json`.

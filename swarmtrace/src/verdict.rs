@@ -29,11 +29,12 @@ pub enum Cause {
     NoRoute,
     OverlayUnreachable,
     BadChecksum,
+    BackendUnreachable,
     Unknown,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 15] = [
+    pub const ALL: [Cause; 16] = [
         Cause::NoRunningTask,
         Cause::MeshBypassed,
         Cause::PawsTimestamps,
@@ -48,6 +49,7 @@ impl Cause {
         Cause::NoRoute,
         Cause::OverlayUnreachable,
         Cause::BadChecksum,
+        Cause::BackendUnreachable,
         Cause::Unknown,
     ];
 
@@ -67,6 +69,7 @@ impl Cause {
             Cause::NoRoute => "no-route",
             Cause::OverlayUnreachable => "overlay-unreachable",
             Cause::BadChecksum => "bad-checksum",
+            Cause::BackendUnreachable => "backend-unreachable",
             Cause::Unknown => "unknown",
         }
     }
@@ -350,6 +353,13 @@ pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Ca
         "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_CREATEFAIL" if kind == PacketKind::SynAck => {
             Cause::ReplyMisrouted
         }
+        // The SYN sent on (after the mesh's DNAT or IPVS) to an address no neighbour answers
+        // for: a backend that is gone, or one this node's overlay does not know.
+        "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_CREATEFAIL" | "NEIGH_DEAD"
+            if kind == PacketKind::Syn =>
+        {
+            Cause::BackendUnreachable
+        }
         "IP_OUTNOROUTES" | "IP_INNOROUTES" => Cause::NoRoute,
         "TCP_LISTEN_OVERFLOW" | "TCP_REQQFULLDROP" => Cause::ListenQueueFull,
         // The packet's bytes do not match its checksum (TCP, the VXLAN datagram's UDP, the IP
@@ -367,7 +377,7 @@ pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Ca
         {
             Cause::NetfilterDrop
         }
-        _ if kind == PacketKind::SynAck
+        _ if (kind == PacketKind::SynAck || kind == PacketKind::Syn)
             && [
                 "neigh_invalidate",
                 "__neigh_event_send",
@@ -376,7 +386,11 @@ pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Ca
             .iter()
             .any(|f| location.starts_with(f)) =>
         {
-            Cause::ReplyMisrouted
+            if kind == PacketKind::SynAck {
+                Cause::ReplyMisrouted
+            } else {
+                Cause::BackendUnreachable
+            }
         }
         // Where a kernel inlines the TIME_WAIT path's drop into it. Kernels without the
         // TW_PAWS reason (before 6.16) mostly free such a SYN in tcp_v4_rcv as NOT_SPECIFIED
@@ -735,6 +749,9 @@ pub struct Verdict {
     /// The reasons for which VXLAN datagrams carrying these handshakes were dropped here, and
     /// whether each is a firewall's (blocked) or not (lost); at most [`LISTED`].
     pub overlay_reasons: BTreeMap<String, bool>,
+    /// backend-unreachable: the addresses the SYNs were sent on to, which no neighbour
+    /// answered for (at most [`LISTED`]; named in the notes too).
+    pub unreachable: BTreeSet<std::net::SocketAddr>,
     pub notes: Vec<String>,
     pub explanation: String,
     pub confirm: String,
@@ -813,6 +830,7 @@ pub fn verdicts_of<'a>(
         overlay_paths: Vec::new(),
         overlay_from: BTreeSet::new(),
         overlay_reasons: BTreeMap::new(),
+        unreachable: BTreeSet::new(),
         notes: Vec::new(),
         explanation: String::new(),
         confirm: String::new(),
@@ -851,6 +869,9 @@ pub fn verdicts_of<'a>(
             v.drop_netns.insert(key, ns);
         }
         netfilter_notes(v, h, ctx);
+        if cause == Cause::BackendUnreachable {
+            unreachable_notes(v, h);
+        }
         if matches!(
             cause,
             Cause::NoRunningTask
@@ -1135,6 +1156,29 @@ fn misdirected_notes(v: &mut Verdict, h: &Handshake, ctx: &Context) {
             }
         );
         add_note(&mut v.notes, reuse);
+    }
+}
+
+/// backend-unreachable: where each SYN was sent on to, and where its neighbour failed.
+fn unreachable_notes(v: &mut Verdict, h: &Handshake) {
+    for d in h.drops.iter().filter(|d| {
+        d.kind == PacketKind::Syn
+            && reason_cause(&d.reason, d.kind, &d.location) == Some(Cause::BackendUnreachable)
+    }) {
+        let dst = d.packet.dst;
+        if v.unreachable.len() < LISTED {
+            v.unreachable.insert(dst);
+        }
+        let note = format!(
+            "the SYN from client {} to {} was sent on to {dst} and freed as {} at {} in {}: no neighbour answered for {} there",
+            h.client,
+            h.service,
+            if d.reason.is_empty() { "UNKNOWN" } else { &d.reason },
+            d.location,
+            d.netns_label(),
+            dst.ip()
+        );
+        add_note(&mut v.notes, note);
     }
 }
 
@@ -1435,6 +1479,28 @@ fn advise(v: &mut Verdict, ctx: &Context) {
                 ),
                 format!("{enter}nstat -az TcpInCsumErrors UdpInCsumErrors IpExtInCsumErrors   # rising: corrupted packets arrive here; on the sending host: ethtool -k IFACE | grep -i checksum"),
                 "Turn checksum offload off where the packets leave: on the sending host's interface (for an overlay, the other node's underlay interface), `ethtool -K IFACE tx-checksum-ip-generic off` (or `ethtool -K IFACE tx off`), and make it persistent (a udev rule or the network configuration); then update the NIC's driver or firmware, or the hypervisor's virtual NIC. If the checksum errors rise for all traffic, check the link and the NIC: `ethtool -S IFACE` (CRC and frame errors).".to_owned(),
+            )
+        }
+        Cause::BackendUnreachable => {
+            let to = v
+                .unreachable
+                .iter()
+                .map(|a| a.ip().to_string())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>();
+            let first = to.first().cloned().unwrap_or_else(|| "BACKEND-IP".to_owned());
+            let to = if to.is_empty() { "an address".to_owned() } else { to.join(", ") };
+            let services = service_words("docker service ps");
+            (
+                format!(
+                    "The routing mesh sent the SYN on to {to} (the backend its DNAT or IPVS chose), and nothing answered for that address in {ns}: the kernel could not resolve its neighbour (ARP) and freed the SYN without an answer. On a swarm node the backend is a task's address on the ingress network: the task is gone while the mesh still balances to it, or it runs on another node and this node's overlay has no neighbour and forwarding entries for it (Docker's gossip on TCP and UDP 7946 programs them; blocked or out of sync, they are missing)."
+                ),
+                format!(
+                    "{enter}ip neigh show {first}; {enter}ipvsadm -Ln{}",
+                    if services.is_empty() { String::new() } else { format!("; {services}") }
+                ),
+                "If the task behind that address is gone, make Docker program the mesh again: `docker service update --force SERVICE`. If it runs on another node, open TCP and UDP 7946 (the nodes' gossip, which carries the overlay's neighbour entries) and the data-path port between the nodes (`swarmtrace doctor` on each checks their firewalls), then restart dockerd on this node (`systemctl restart docker`) so that it learns the entries again; leaving and rejoining the swarm is the last resort.".to_owned(),
             )
         }
         Cause::Unknown => (
@@ -1760,6 +1826,18 @@ mod tests {
                 Cause::BadChecksum,
             ),
             (
+                PacketKind::Syn,
+                "NEIGH_FAILED",
+                "neigh_invalidate+0x1",
+                Cause::BackendUnreachable,
+            ),
+            (
+                PacketKind::Syn,
+                "UNKNOWN",
+                "__neigh_event_send+0x1",
+                Cause::BackendUnreachable,
+            ),
+            (
                 PacketKind::SynAck,
                 "SKB_CSUM",
                 "__skb_checksum_complete+0x1",
@@ -1888,6 +1966,50 @@ mod tests {
         let mut silent = hs("10.10.0.11:40100");
         silent.drops.clear();
         assert_eq!(classify(&silent, &rises("host")), Some(Cause::Unknown));
+    }
+
+    /// The SYN sent on to a task address nobody answers for: the address is named, and the
+    /// confirm command asks the namespace's neighbour table for it.
+    #[test]
+    fn a_syn_whose_neighbour_failed_names_the_backend() {
+        let ctx = lab_ctx();
+        let h = dropped(
+            "10.10.0.11:40000",
+            PacketKind::Syn,
+            "NEIGH_FAILED",
+            "neigh_invalidate+0x1",
+            "ingress_sbox",
+        );
+        let v = verdicts([&h].into_iter(), &ctx);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].cause.id(), "backend-unreachable");
+        assert_eq!(v[0].confidence, Confidence::Confirmed);
+        assert!(
+            v[0].explanation.contains("on to 10.0.0.5"),
+            "{}",
+            v[0].explanation
+        );
+        assert!(
+            v[0].confirm.contains("ip neigh show 10.0.0.5"),
+            "{}",
+            v[0].confirm
+        );
+        assert!(
+            v[0].notes
+                .iter()
+                .any(|n| n.contains("sent on to 10.0.0.5:80")),
+            "{:?}",
+            v[0].notes
+        );
+        // The SYN-ACK's neighbour failing is still the reply's way, not the backend.
+        let r = dropped(
+            "10.10.0.11:40000",
+            PacketKind::SynAck,
+            "NEIGH_FAILED",
+            "neigh_invalidate+0x1",
+            "ingress_sbox",
+        );
+        assert_eq!(classify(&r, &ctx), Some(Cause::ReplyMisrouted));
     }
 
     fn without_timestamps(mut h: Handshake) -> Handshake {

@@ -195,6 +195,37 @@ fn a_corrupted_syn_is_a_bad_checksum_in_the_host() {
         .contains("tx-checksum-ip-generic off"));
 }
 
+/// ingress_sbox balances to a task that is gone: its SYN dies waiting for ARP there
+/// (NEIGH_FAILED), and the verdict names the address it was sent on to.
+#[test]
+#[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
+fn a_syn_balanced_to_a_gone_task_is_backend_unreachable() {
+    require_privileged("a_syn_balanced_to_a_gone_task_is_backend_unreachable");
+    let t = traced("g", Scenario::StaleBackend, Duration::from_millis(1500));
+    let v = t.verdict("backend-unreachable");
+    assert_eq!(v["confidence"], "confirmed", "{v:#}");
+    assert_eq!(strs(&v["clients"]), [t.clients[0].to_string()], "{v:#}");
+    assert_eq!(t.verdicts().len(), 1, "{:#}", t.summary());
+    let sbox = t.lab.sbox().name().to_owned();
+    let drops: Vec<&Value> = t
+        .drops()
+        .filter(|d| d["reason"] == "NEIGH_FAILED")
+        .collect();
+    assert!(!drops.is_empty(), "{:?}", t.out);
+    for d in drops {
+        assert_eq!(d["netns_name"], sbox, "{d}");
+        assert_eq!(d["dst"], "10.0.0.99:80", "{d}");
+    }
+    assert!(v["explanation"]
+        .as_str()
+        .unwrap()
+        .contains("on to 10.0.0.99"));
+    assert!(v["confirm"]
+        .as_str()
+        .unwrap()
+        .contains("ip neigh show 10.0.0.99"));
+}
+
 #[test]
 #[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn drop_rule_is_netfilter_drop_in_host() {

@@ -42,6 +42,8 @@ pub const SBOX_GW_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
 /// ingress_sbox's address on the ingress network: the SNAT source every client becomes.
 pub const SBOX_INGRESS_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 pub const TASK_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+/// stale-backend: the address of a task that is gone, which ingress_sbox still balances to.
+pub const GONE_TASK_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 99);
 /// Ordinary clients c1..c3 are 10.10.0.11..13.
 pub const CLIENTS: usize = 3;
 /// The rp-filter scenario's client, routed by the host via another interface.
@@ -80,10 +82,11 @@ pub enum Scenario {
     RpFilter,
     SubnetOverlap,
     BadChecksum,
+    StaleBackend,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Healthy,
         Scenario::Paws,
         Scenario::DropRule,
@@ -92,6 +95,7 @@ impl Scenario {
         Scenario::RpFilter,
         Scenario::SubnetOverlap,
         Scenario::BadChecksum,
+        Scenario::StaleBackend,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +108,7 @@ impl Scenario {
             Scenario::RpFilter => "rp-filter",
             Scenario::SubnetOverlap => "subnet-overlap",
             Scenario::BadChecksum => "bad-checksum",
+            Scenario::StaleBackend => "stale-backend",
         }
     }
 
@@ -145,6 +150,10 @@ impl Scenario {
                  matches and the host's kernel drops it (TCP_CSUM), the retransmission too, \
                  without an answer."
             }
+            Scenario::StaleBackend => {
+                "ingress_sbox still balances the port to a task that is gone (10.0.0.99): \
+                 nothing answers ARP for its address and the SYNs are dropped there."
+            }
         }
     }
 
@@ -159,6 +168,7 @@ impl Scenario {
             Scenario::RpFilter => Some("rp-filter"),
             Scenario::SubnetOverlap => Some("reply-misrouted"),
             Scenario::BadChecksum => Some("bad-checksum"),
+            Scenario::StaleBackend => Some("backend-unreachable"),
         }
     }
 }
@@ -603,6 +613,20 @@ impl MeshLab {
                 })??;
                 self.stuck = Some(stuck);
             }
+            Scenario::StaleBackend => {
+                // The gone task's address first (as IPVS would still hold it), and a quick
+                // neighbour failure there: one probe, 200 ms.
+                iptables(
+                    &self.sbox,
+                    &format!(
+                        "-t nat -I PREROUTING 1 -d {SBOX_GW_IP} -p tcp --dport {TASK_PORT} \
+                         -j DNAT --to-destination {GONE_TASK_IP}:{TASK_PORT}"
+                    ),
+                )?;
+                self.sbox.sysctl("net.ipv4.neigh.eth0.mcast_solicit", "1")?;
+                self.sbox
+                    .sysctl("net.ipv4.neigh.eth0.retrans_time_ms", "200")?;
+            }
             Scenario::RpFilter => {
                 let rp = foreign_client(
                     &self.host,
@@ -772,6 +796,23 @@ impl MeshLab {
             }
             Scenario::SubnetOverlap => self.drive_overlap(&mut drive)?,
             Scenario::BadChecksum => drive.attempts.push(self.corrupted_syn(&mut drive.notes)?),
+            Scenario::StaleBackend => {
+                let a = self.connect(
+                    &self.clients[0],
+                    0,
+                    Duration::from_millis(1500),
+                    "SYN to the published port, balanced to a task that is gone",
+                )?;
+                let state = observe::neigh_state(&self.sbox, "eth0", GONE_TASK_IP)?;
+                ensure!(
+                    state.as_deref() == Some("FAILED"),
+                    "ingress_sbox's neighbour entry for {GONE_TASK_IP} is {state:?}, not FAILED"
+                );
+                drive.notes.push(format!(
+                    "ingress_sbox's neighbour entry for {GONE_TASK_IP} on eth0 is FAILED"
+                ));
+                drive.attempts.push(a);
+            }
         }
         let after = self.snapshot()?;
         for (name, counters) in after {

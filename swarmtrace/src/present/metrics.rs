@@ -265,7 +265,7 @@ pub fn render(state: &MetricsState) -> String {
         o,
         "swarmtrace_handshakes_total",
         "counter",
-        "TCP handshakes by service (the published address as first seen), verdict (answered, dropped, reset, unanswered) and, for a failed one, the cause its own packets show (paws-timestamps, netfilter-drop, no-listener, listen-queue-full, rp-filter, reply-misrouted, no-route, overlay-unreachable, bad-checksum, unknown: the run's summary may name more from counters, e.g. conntrack-full for a netfilter-drop where the conntrack table was full, ipvs-no-backend for one where IPVS had no backend for the port, ipvs-misdirected for a no-listener where IPVS had sent the SYN to a backend Docker was draining).",
+        "TCP handshakes by service (the published address as first seen), verdict (answered, dropped, reset, unanswered) and, for a failed one, the cause its own packets show (paws-timestamps, netfilter-drop, no-listener, listen-queue-full, rp-filter, reply-misrouted, no-route, overlay-unreachable, bad-checksum, backend-unreachable, unknown: the run's summary may name more from counters, e.g. conntrack-full for a netfilter-drop where the conntrack table was full, ipvs-no-backend for one where IPVS had no backend for the port, ipvs-misdirected for a no-listener where IPVS had sent the SYN to a backend Docker was draining).",
     );
     for ((service, verdict, cause), n) in &state.handshakes {
         let l = if cause.is_empty() {

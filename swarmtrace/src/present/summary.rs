@@ -272,6 +272,7 @@ mod tests {
             overlay_paths: vec![],
             overlay_from: Default::default(),
             overlay_reasons: Default::default(),
+            unreachable: Default::default(),
             notes: vec![format!("note on {HOSTILE}")],
             explanation: "why".into(),
             confirm: format!(
