@@ -382,6 +382,9 @@ pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Ca
                 "neigh_invalidate",
                 "__neigh_event_send",
                 "neigh_resolve_output",
+                // 5.10 frees the packets a failed neighbour held there.
+                "arp_error_report",
+                "ndisc_error_report",
             ]
             .iter()
             .any(|f| location.starts_with(f)) =>
@@ -1835,6 +1838,12 @@ mod tests {
                 PacketKind::Syn,
                 "UNKNOWN",
                 "__neigh_event_send+0x1",
+                Cause::BackendUnreachable,
+            ),
+            (
+                PacketKind::Syn,
+                "UNKNOWN",
+                "arp_error_report+0x2b",
                 Cause::BackendUnreachable,
             ),
             (
