@@ -1409,15 +1409,16 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             } else {
                 ", not by a firewall rule"
             };
-            let no_socket = lost.contains(&"NO_SOCKET");
+            let mut why = String::new();
+            if lost.contains(&"NO_SOCKET") {
+                why += &format!(" NO_SOCKET: nothing here listens on UDP {vx}, so this node has no VXLAN endpoint for the ingress overlay (dockerd has not set the ingress network up here, the node left the swarm, or the nodes disagree on the data-path port).");
+            }
+            if lost.contains(&"VXLAN_VNI_NOT_FOUND") {
+                why += " VXLAN_VNI_NOT_FOUND: this node has no overlay with the datagram's network identifier (VNI): the network the other node sent it on does not exist here, or exists with another VNI (the ingress network re-created while this node was not in the swarm, or this node never joined that network).";
+            }
             (
                 format!(
-                    "The overlay from {from} to this node lost the handshake here: the VXLAN datagrams (UDP {vx}) that carried it from the node where it entered the routing mesh ({from}) were dropped in {ns} for {reasons}{also_firewall}, before the overlay took the packets out of them.{} The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join).",
-                    if no_socket {
-                        format!(" NO_SOCKET: nothing here listens on UDP {vx}, so this node has no VXLAN endpoint for the ingress overlay (dockerd has not set the ingress network up here, the node left the swarm, or the nodes disagree on the data-path port).")
-                    } else {
-                        String::new()
-                    }
+                    "The overlay from {from} to this node lost the handshake here: the VXLAN datagrams (UDP {vx}) that carried it from the node where it entered the routing mesh ({from}) were dropped in {ns} for {reasons}{also_firewall}, before the overlay took the packets out of them.{why} The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join).",
                 ),
                 format!("{enter}ss -ulpn 'sport = :{vx}'; docker network inspect --format '{{{{.Peers}}}}' ingress"),
                 format!(
@@ -3187,6 +3188,19 @@ mod tests {
             "ss -ulpn 'sport = :4789'; docker network inspect --format '{{.Peers}}' ingress"
         );
         assert!(v.fix.contains("docker swarm join") && !v.fix.starts_with("Open UDP 4789"));
+        // No overlay with the datagram's VNI here: said as such.
+        let mut no_vni = no_vtep.clone();
+        no_vni.drops[0].reason = "VXLAN_VNI_NOT_FOUND".into();
+        no_vni.drops[0].location = "vxlan_rcv+0x2c4".into();
+        let v = &verdicts([&no_vni].into_iter(), &plain)[0];
+        assert_eq!(v.cause, Cause::OverlayUnreachable);
+        assert!(
+            v.explanation
+                .contains("no overlay with the datagram's network identifier (VNI)")
+                && !v.explanation.contains("nothing here listens"),
+            "{}",
+            v.explanation
+        );
         // The same drop, not inside VXLAN: the firewall.
         on_node2.drops[0].vxlan_from = None;
         assert_eq!(classify(&on_node2, &plain), Some(Cause::NetfilterDrop));
