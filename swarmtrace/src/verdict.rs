@@ -382,7 +382,8 @@ pub fn reason_cause(reason: &str, kind: PacketKind, location: &str) -> Option<Ca
                 "neigh_invalidate",
                 "__neigh_event_send",
                 "neigh_resolve_output",
-                // 5.10 frees the packets a failed neighbour held there.
+                // Where a kernel does not inline it into neigh_invalidate (5.10 does): the
+                // queue of a failed neighbour is freed there.
                 "arp_error_report",
                 "ndisc_error_report",
             ]
