@@ -53,6 +53,9 @@ pub(crate) struct Fake {
     pub(crate) rules: Vec<Ruleset>,
     /// `nft -j list ruleset`: None, no nft installed.
     pub(crate) nft: Option<Result<String, String>>,
+    pub(crate) overlay_links: Vec<OverlayLink>,
+    /// Interface -> MTU.
+    pub(crate) mtus: BTreeMap<String, u32>,
     pub(crate) mangle: Option<String>,
     pub(crate) conntrack: Vec<ConntrackFill>,
     pub(crate) docker: DockerApi,
@@ -94,6 +97,12 @@ impl HostView for Fake {
     }
     fn nft_ruleset(&self) -> Option<Result<String, String>> {
         self.nft.clone()
+    }
+    fn overlay_links(&self) -> Vec<OverlayLink> {
+        self.overlay_links.clone()
+    }
+    fn link_mtu(&self, name: &str) -> Option<u32> {
+        self.mtus.get(name).copied()
     }
     fn ingress_sbox_mangle(&self) -> Option<String> {
         self.mangle.clone()
@@ -149,6 +158,8 @@ impl Fake {
                 text: Ok(String::new()),
             }],
             nft: None,
+            overlay_links: Vec::new(),
+            mtus: [("eth0".to_owned(), 1500)].into(),
             mangle: None,
             conntrack: vec![ConntrackFill {
                 netns: "host".to_owned(),
@@ -199,6 +210,14 @@ impl Fake {
             text: Ok(fixture("doctor/swarm-node.iptables-save")),
         }];
         h.mangle = Some(fixture("doctor/ingress_sbox.mangle"));
+        h.overlay_links = vec![OverlayLink {
+            netns: "1-qz3f5l0x2m".into(),
+            link: crate::kernel::rtnl::VxlanLink {
+                name: "vx-001001-qz3f5".into(),
+                port: 4789,
+                mtu: Some(1450),
+            },
+        }];
         h.conntrack.push(ConntrackFill {
             netns: "ingress_sbox".into(),
             count: 1000,

@@ -69,6 +69,13 @@ pub struct KernelView {
     pub btf_drop_reasons: Option<Vec<String>>,
 }
 
+/// A VXLAN device of one of Docker's overlay namespaces.
+#[derive(Debug, Clone)]
+pub struct OverlayLink {
+    pub netns: String,
+    pub link: crate::kernel::rtnl::VxlanLink,
+}
+
 /// The host as the checks see it. [`LiveHost`] reads the machine; tests inject values.
 pub trait HostView {
     /// A sysctl in the namespace doctor runs in, by its sysctl(8) name
@@ -96,6 +103,11 @@ pub trait HostView {
     /// The swarm's data-path port (the overlays' VXLAN) and how it was learnt.
     fn data_path_port(&self) -> (u16, String);
     fn kernel(&self) -> KernelView;
+    /// The VXLAN devices of Docker's overlay namespaces (the first
+    /// [`namespaces::MAX_OVERLAYS_ASKED`] in name order), when they can be read.
+    fn overlay_links(&self) -> Vec<OverlayLink>;
+    /// The MTU of interface `name` in the namespace doctor runs in.
+    fn link_mtu(&self, name: &str) -> Option<u32>;
 }
 
 /// Reads this machine: the namespace doctor runs in, and Docker's namespaces when it runs in
@@ -264,6 +276,36 @@ impl HostView for LiveHost {
 
     fn nft_ruleset(&self) -> Option<Result<String, String>> {
         whole_ruleset("nft", &["-j", "list", "ruleset"])
+    }
+
+    fn overlay_links(&self) -> Vec<OverlayLink> {
+        self.walk
+            .iter()
+            .filter(|(n, _)| netns::overlay_file_name(n))
+            .take(namespaces::MAX_OVERLAYS_ASKED)
+            .flat_map(|(n, path)| {
+                let links = netns::within(path, kernel::rtnl::vxlan_links)
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                links.into_iter().map(|link| OverlayLink {
+                    netns: n.clone(),
+                    link,
+                })
+            })
+            .collect()
+    }
+
+    fn link_mtu(&self, name: &str) -> Option<u32> {
+        // A name from the routes, still never a path of its own.
+        if name.is_empty() || name.len() > 15 || name.contains('/') || name == "." || name == ".." {
+            return None;
+        }
+        std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     fn ingress_sbox_mangle(&self) -> Option<String> {

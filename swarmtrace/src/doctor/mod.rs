@@ -1,7 +1,8 @@
 //! `swarmtrace doctor`: static checks of this host, without eBPF. Sysctls that make published
 //! ports drop handshakes (`sysctls`), Docker subnets that overlap the host's routes or the
 //! clients' networks (`overlaps`), Docker's routing-mesh rules (`ingress`, `iptables`), the
-//! ports the nodes talk on in INPUT (`swarm_ports`), the conntrack table (`conntrack`), and
+//! ports the nodes talk on in INPUT (`swarm_ports`, with native nftables rules: `nft`), the
+//! overlays' MTU against the underlay's (`overlay_mtu`), the conntrack table (`conntrack`), and
 //! what `swarmtrace run` can see on this kernel
 //! (`visibility`). Every check reads the host through [`HostView`] (`host`), so the unit
 //! tests run the same checks on injected values; [`LiveHost`] reads it through `kernel/` and
@@ -15,6 +16,7 @@ mod ingress;
 mod iptables;
 mod nft;
 mod overlaps;
+mod overlay_mtu;
 mod report;
 mod swarm_ports;
 mod sysctls;
@@ -26,7 +28,9 @@ use std::io::Write;
 use crate::cli::DoctorArgs;
 use crate::docker::{DockerApi, DockerInfo};
 
-pub use self::host::{ConntrackFill, HostView, Iface, KernelView, LiveHost, Ruleset, Scope};
+pub use self::host::{
+    ConntrackFill, HostView, Iface, KernelView, LiveHost, OverlayLink, Ruleset, Scope,
+};
 pub use self::report::{Finding, Report, Severity};
 
 /// Runs every check against `host`.
@@ -54,6 +58,7 @@ pub fn check(host: &dyn HostView, args: &DoctorArgs) -> Report {
     sysctls::sysctls(host, &facts, &mut f);
     overlaps::subnets(&ifaces, &routes, info, &args.client_cidr, &mut f);
     ingress::docker_checks(host, &facts, &ifaces, &rulesets, &docker, info, &mut f);
+    overlay_mtu::overlay_mtu(host, &mut f);
     conntrack::conntrack(&host.conntrack(), &mut f);
     visibility::kernel(&host.kernel(), scope.root, &mut f);
     Report { findings: f }

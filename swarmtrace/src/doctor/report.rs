@@ -107,6 +107,7 @@ pub(super) const GROUPS: &[(&str, &[&str])] = &[
             "ingress-sbox-mark",
             "iptables-backends",
             "swarm-ports",
+            "overlay-mtu",
         ],
     ),
     ("conntrack", &["conntrack"]),

@@ -22,6 +22,8 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 /// `struct ifinfomsg`: family, pad, type, index, flags, change.
 const IFINFOMSG: usize = 16;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -29,12 +31,25 @@ const IFLA_VXLAN_PORT: u16 = 15;
 /// Links read at most in one dump (a namespace holds as many as its owner makes).
 const MAX_LINKS: usize = 65_536;
 
+/// A VXLAN device: its name, destination UDP port and MTU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanLink {
+    pub name: String,
+    pub port: u16,
+    pub mtu: Option<u32>,
+}
+
 /// The destination UDP ports of the VXLAN devices of the calling thread's namespace, in the
 /// kernel's order.
 pub fn vxlan_ports() -> io::Result<Vec<u16>> {
+    Ok(vxlan_links()?.into_iter().map(|l| l.port).collect())
+}
+
+/// The VXLAN devices of the calling thread's namespace, in the kernel's order.
+pub fn vxlan_links() -> io::Result<Vec<VxlanLink>> {
     // An all-zero `ifinfomsg`: every link of every family.
     let m = request(RTM_GETLINK, NLM_F_DUMP, &[0; IFINFOMSG]);
-    let (mut links, mut ports) = (0usize, Vec::new());
+    let (mut links, mut found) = (0usize, Vec::new());
     Rtnl::open()?.exchange(&m, |ty, payload| {
         if ty != RTM_NEWLINK {
             return Ok(());
@@ -43,10 +58,21 @@ pub fn vxlan_ports() -> io::Result<Vec<u16>> {
         if links > MAX_LINKS {
             return Err(io::Error::other(format!("more than {MAX_LINKS} links")));
         }
-        ports.extend(vxlan_port_of(payload));
+        found.extend(vxlan_link_of(payload));
         Ok(())
     })?;
-    Ok(ports)
+    Ok(found)
+}
+
+/// [`vxlan_port_of`] with the link's name and MTU (`IFLA_IFNAME`, `IFLA_MTU`).
+pub fn vxlan_link_of(link: &[u8]) -> Option<VxlanLink> {
+    let port = vxlan_port_of(link)?;
+    let attrs = link.get(IFINFOMSG..)?;
+    Some(VxlanLink {
+        name: find(attrs, IFLA_IFNAME).map_or_else(String::new, |n| c_text(n, 16)),
+        port,
+        mtu: find(attrs, IFLA_MTU).and_then(|m| u32_at(m, 0)),
+    })
 }
 
 /// A request: the netlink header (`NLM_F_REQUEST | flags`, sequence [`SEQ`]), then `body`
@@ -246,6 +272,24 @@ mod tests {
         push_attr(&mut d, 1, &4097u32.to_ne_bytes()); // IFLA_VXLAN_ID
         push_attr(&mut d, IFLA_VXLAN_PORT, port);
         d
+    }
+
+    #[test]
+    fn a_vxlan_links_name_and_mtu() {
+        let mut l = link(b"vxlan\0", &vxlan_data(&7789u16.to_be_bytes()));
+        push_attr(&mut l, IFLA_MTU, &1450u32.to_ne_bytes());
+        assert_eq!(
+            vxlan_link_of(&l),
+            Some(VxlanLink {
+                name: "vx-001001-abcde".into(),
+                port: 7789,
+                mtu: Some(1450)
+            })
+        );
+        // A short MTU attribute is no MTU; the port still counts.
+        let mut short = link(b"vxlan\0", &vxlan_data(&7789u16.to_be_bytes()));
+        push_attr(&mut short, IFLA_MTU, &[0x05]);
+        assert_eq!(vxlan_link_of(&short).map(|l| l.mtu), Some(None));
     }
 
     #[test]
