@@ -335,6 +335,10 @@ else
                     "$ST" doctor --json > "$OUT/$s.doctor.json" 2> "$OUT/$s.doctor.err"
                     grep -q "a rule of INPUT drops UDP $DPP (the overlays' VXLAN, the port of this node's overlay VXLAN device)" "$OUT/$s.doctor.json" \
                         || result "$s" fail "node 2: doctor did not name the rule dropping UDP $DPP: $(grep -o '"id":"swarm-ports"[^}]*' "$OUT/$s.doctor.json" | head -c 600)"
+                    # Docker's overlays (1450) read in its real namespaces, against the guest's
+                    # 1500-byte link.
+                    grep -q "the overlays' VXLAN devices (MTU 1450 at most) fit " "$OUT/$s.doctor.json" \
+                        || result "$s" fail "node 2: doctor did not compare the overlays' MTU: $(grep -o '"id":"overlay-mtu"[^}]*' "$OUT/$s.doctor.json" | head -c 600)"
                 fi
                 step "node 2: tracing $s"
                 echo "tracing-$s" > $CTL/status
