@@ -1255,6 +1255,14 @@ fn advise(v: &mut Verdict, ctx: &Context) {
         _ => first_ns(v),
     };
     let enter = netns_prefix(&ns);
+    // The evidence's drops, "KIND REASON at PLACE in NAMESPACE; ...", for the texts that quote
+    // them.
+    let drop_keys = v
+        .drops
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("; ");
     // A real client to ask the route for: the command then runs as it is.
     let client = v
         .clients
@@ -1429,12 +1437,7 @@ fn advise(v: &mut Verdict, ctx: &Context) {
         }
         Cause::OverlayUnreachable if v.confidence == Confidence::Confirmed => {
             let from = v.overlay_senders();
-            let reasons = v
-                .drops
-                .keys()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join("; ");
+            let reasons = drop_keys;
             (
                 format!(
                     "The overlay from {from} to this node is blocked here by a firewall rule: the VXLAN datagrams (UDP {vx}) that carried the handshake from the node where it entered the routing mesh ({from}) were dropped in {ns} before the overlay took the packets out of them ({reasons}). The task on this node never saw the SYN; the real client is named in {from}'s output (swarmtrace join)."
@@ -1472,12 +1475,7 @@ fn advise(v: &mut Verdict, ctx: &Context) {
             )
         }
         Cause::BadChecksum => {
-            let reasons = v
-                .drops
-                .keys()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join("; ");
+            let reasons = drop_keys;
             (
                 format!(
                     "The kernel discarded the handshake's packets because their checksum did not match their bytes ({reasons}): they were corrupted after the sender computed the checksum, or it was never filled in. On Docker hosts this is most often checksum offload: a NIC, a virtual NIC (VMware's vmxnet3, some cloud and SR-IOV NICs) or its driver gets the checksum of VXLAN-encapsulated or NATed packets wrong, so the overlays and the routing mesh lose handshakes while plain traffic works. A packet dropped inside a VXLAN datagram points at the node that sent the datagram; a faulty link or NIC corrupts other traffic too."
@@ -1893,6 +1891,11 @@ mod tests {
         );
     }
 
+    /// `text` holds `want`, or the assertion shows both.
+    fn says(text: &str, want: &str) {
+        assert!(text.contains(want), "{want:?} not in {text}");
+    }
+
     /// A SYN whose VXLAN datagram arrived with a bad UDP checksum: the other node's offload,
     /// not an unreachable overlay (whose fix is a firewall or the swarm's membership).
     #[test]
@@ -1921,22 +1924,9 @@ mod tests {
         let v = verdicts([&h].into_iter(), &ctx);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].cause.id(), "bad-checksum");
-        assert!(
-            v[0].explanation.contains("UDP_CSUM"),
-            "{}",
-            v[0].explanation
-        );
-        assert!(
-            v[0].confirm.contains("nstat -az TcpInCsumErrors"),
-            "{}",
-            v[0].confirm
-        );
-        assert!(
-            v[0].fix
-                .contains("ethtool -K IFACE tx-checksum-ip-generic off"),
-            "{}",
-            v[0].fix
-        );
+        says(&v[0].explanation, "UDP_CSUM");
+        says(&v[0].confirm, "nstat -az TcpInCsumErrors");
+        says(&v[0].fix, "ethtool -K IFACE tx-checksum-ip-generic off");
         assert_eq!(
             v[0].counters.values().sum::<u64>(),
             3,
@@ -1995,16 +1985,8 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].cause.id(), "backend-unreachable");
         assert_eq!(v[0].confidence, Confidence::Confirmed);
-        assert!(
-            v[0].explanation.contains("on to 10.0.0.5"),
-            "{}",
-            v[0].explanation
-        );
-        assert!(
-            v[0].confirm.contains("ip neigh show 10.0.0.5"),
-            "{}",
-            v[0].confirm
-        );
+        says(&v[0].explanation, "on to 10.0.0.5");
+        says(&v[0].confirm, "ip neigh show 10.0.0.5");
         assert!(
             v[0].notes
                 .iter()
@@ -2189,7 +2171,7 @@ mod tests {
             "{}",
             v[0].confirm
         );
-        assert!(v[0].fix.contains("nf_conntrack_max"), "{}", v[0].fix);
+        says(&v[0].fix, "nf_conntrack_max");
         assert!(
             v[0].notes[0].starts_with("conntrack table of ingress_sbox full: 3 dropped, 5 evicted"),
             "{:?}",
@@ -2300,11 +2282,7 @@ mod tests {
             v[0].confirm,
             "nsenter --net=/var/run/docker/netns/ingress_sbox ipvsadm -Ln; nsenter --net=/var/run/docker/netns/ingress_sbox iptables -t mangle -S PREROUTING | grep -w -- '--dport 8080'"
         );
-        assert!(
-            v[0].fix.contains("docker service update --force web"),
-            "{}",
-            v[0].fix
-        );
+        says(&v[0].fix, "docker service update --force web");
         // Destinations of weight 0 only (Docker's way of draining a task): none available.
         let (h, ctx) = ipvs_case(&[("10.0.0.7:0", 0)], Some(&[]));
         let v = verdicts([h].iter(), &ctx);
@@ -2681,11 +2659,7 @@ mod tests {
         assert_eq!(v[0].clients.len(), 2);
         assert!(v[0].explanation.contains("TCP_RFC7323_TW_PAWS"));
         assert!(v[0].explanation.contains("tcp_tw_recycle"));
-        assert!(
-            v[0].confirm.contains("ip netns exec task1"),
-            "{}",
-            v[0].confirm
-        );
+        says(&v[0].confirm, "ip netns exec task1");
         let j = v[0].to_json();
         assert_eq!(j["cause"], "paws-timestamps");
         assert_eq!(
@@ -2841,11 +2815,9 @@ mod tests {
         let mut ctx = docker_view(0);
         ctx.published[0].service = "w$(id)\x1b[2J".into();
         let v = verdicts([refused("host")].iter(), &ctx);
-        assert!(
-            v[0].confirm
-                .contains("docker service ps --no-trunc 'w$(id)\x1b[2J'"),
-            "{}",
-            v[0].confirm
+        says(
+            &v[0].confirm,
+            "docker service ps --no-trunc 'w$(id)\x1b[2J'",
         );
         assert!(!v[0].to_text().contains('\x1b'));
     }

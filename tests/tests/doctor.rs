@@ -89,6 +89,14 @@ impl Doctor {
     }
 }
 
+/// A warning among `findings` whose title holds `title` and whose detail holds `detail`.
+fn quotes(findings: &[&Value], title: &str, detail: &str) -> bool {
+    let has = |f: &Value, k: &str, want: &str| f[k].as_str().is_some_and(|t| t.contains(want));
+    findings
+        .iter()
+        .any(|f| f["severity"] == "warning" && has(f, "title", title) && has(f, "detail", detail))
+}
+
 #[test]
 #[ignore = "privileged: needs root; `sudo cargo xtask test` runs it"]
 fn doctor_finds_an_overlap_and_sysctl_problems_planted_in_a_namespace() {
@@ -201,14 +209,11 @@ fn doctor_checks_the_routing_mesh_rules_of_the_lab() {
     let ports = d.by_id("swarm-ports");
     assert_eq!(d.worst("swarm-ports"), "warning", "{ports:#?}");
     assert!(
-        ports.iter().any(|f| f["title"]
-            .as_str()
-            .unwrap()
-            .contains("a rule of INPUT drops UDP 4789")
-            && f["detail"]
-                .as_str()
-                .unwrap()
-                .contains("--dport 4789 -j DROP")),
+        quotes(
+            &ports,
+            "a rule of INPUT drops UDP 4789",
+            "--dport 4789 -j DROP"
+        ),
         "{ports:#?}"
     );
     // iptables-nft's rule is read once (from iptables-save), not again as a native table.
@@ -235,15 +240,11 @@ fn doctor_checks_the_routing_mesh_rules_of_the_lab() {
     let d = Doctor::run(&host, &[]);
     let ports = d.by_id("swarm-ports");
     assert!(
-        ports.iter().any(|f| f["severity"] == "warning"
-            && f["title"]
-                .as_str()
-                .unwrap()
-                .contains("a rule of INPUT drops UDP 4789")
-            && f["detail"]
-                .as_str()
-                .unwrap()
-                .contains("nft inet stfw input handle 2: udp dport 4789 drop")),
+        quotes(
+            &ports,
+            "a rule of INPUT drops UDP 4789",
+            "nft inet stfw input handle 2: udp dport 4789 drop"
+        ),
         "{ports:#?}"
     );
     // As firewalld ends its input chain: a reject for what no rule accepted. 4789 accepted by
