@@ -3,8 +3,10 @@
 //! backend, an `nftables.conf`). Only what can be read for certain is judged: a rule that
 //! matches `udp dport` / `tcp dport` (a port, a range, an anonymous set or a named set with
 //! its elements) and ends in a verdict; a negated port match or a set without elements is
-//! not judged. The text is the host's (another root user's rules): every field is optional
-//! and every walk is bounded by the ruleset's own size.
+//! not judged, and a chain counts as closed to what it does not accept only by a drop policy
+//! or a drop/reject rule with no condition at all (a rate limit is one). Tables of the `ip`
+//! and `inet` families (IPv4, as iptables-save's). The text is the host's (another root
+//! user's rules): every field is optional and every walk is bounded by the ruleset's own size.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +54,13 @@ pub(super) struct Chain {
 pub(super) struct Nft {
     pub(super) tables: BTreeMap<(String, String), BTreeMap<String, Chain>>,
 }
+
+/// Statements that never decide which packets reach the verdict.
+const NEUTRAL: [&str; 3] = ["counter", "log", "comment"];
+
+/// The families whose input hook sees the nodes' IPv4 datagrams (iptables-save, beside, is
+/// IPv4's too).
+const FAMILIES: [&str; 2] = ["ip", "inet"];
 
 /// The tables iptables-nft makes (read already through `iptables-nft-save`).
 const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
@@ -143,6 +152,10 @@ fn read_rule<'a>(r: &Value, set: impl Fn(&str) -> Option<&'a Vec<(u16, u16)>>) -
             if let Some(t) = j.get("target").and_then(Value::as_str) {
                 verdict = Verdict::Jump(t.to_owned());
             }
+        } else if !NEUTRAL.iter().any(|k| e.get(k).is_some()) {
+            // A statement that may decide which packets go on (`limit`, `quota`, a set
+            // update, ...): the rule is not judged as one for every packet.
+            conditional = true;
         }
     }
     said.push(match &verdict {
@@ -253,6 +266,9 @@ impl Nft {
     pub(super) fn judge(&self, proto: &str, port: u16) -> Judged {
         let mut j = Judged::default();
         for ((family, table), chains) in &self.tables {
+            if !FAMILIES.contains(&family.as_str()) {
+                continue;
+            }
             for name in reached_from_input(chains) {
                 let Some(chain) = chains.get(name) else {
                     continue;
@@ -358,6 +374,17 @@ mod tests {
         // A negated match is not judged, and the output hook's chain is not input's.
         let j = nft.judge("tcp", 7946);
         assert!(j.refused.is_empty() && !j.accepted, "{j:?}");
+        // A rate limit decides which packets are dropped: not a chain closed to all; an arp
+        // or ip6 table's input is not IPv4's.
+        let json = r#"{"nftables": [
+          {"chain": {"family": "inet", "table": "t", "name": "in", "hook": "input"}},
+          {"rule": {"family": "inet", "table": "t", "chain": "in", "expr": [
+            {"limit": {"rate": 10, "per": "second", "inv": true}}, {"counter": null}, {"drop": null}]}},
+          {"chain": {"family": "arp", "table": "a", "name": "in", "hook": "input", "policy": "drop"}},
+          {"chain": {"family": "ip6", "table": "b", "name": "in", "hook": "input", "policy": "drop"}}
+        ]}"#;
+        let j = parse(json, true).unwrap().judge("udp", 4789);
+        assert!(j.closed.is_empty(), "{j:?}");
     }
 
     #[test]
