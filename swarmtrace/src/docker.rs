@@ -338,6 +338,9 @@ pub struct DockerInfo {
     pub networks: Vec<DockerNetwork>,
     /// Swarm.LocalNodeState: `active`, `inactive`, `pending`, ...
     pub swarm: Option<String>,
+    /// Swarm.NodeAddr: the address this node advertises to the others (its overlays'
+    /// datagrams leave from it).
+    pub node_addr: Option<std::net::IpAddr>,
     /// Ports published by swarm services (only managers can list services).
     pub published: Result<Vec<PublishedPort>, String>,
 }
@@ -364,10 +367,15 @@ pub fn overview(sock: &Path) -> DockerApi {
         },
         Err(e) => return DockerApi::Failed(format!("{}: {e}", sock.display())),
     };
-    let swarm = docker_get(sock, "/info")
+    let info = docker_get(sock, "/info")
         .ok()
-        .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok())
+        .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok());
+    let swarm = info
+        .as_ref()
         .and_then(|v| v["Swarm"]["LocalNodeState"].as_str().map(str::to_owned));
+    let node_addr = info
+        .as_ref()
+        .and_then(|v| v["Swarm"]["NodeAddr"].as_str()?.parse().ok());
     let published = if swarm.as_deref() == Some("active") {
         docker_get(sock, "/services")
             .and_then(|answer| json_body("/services", answer))
@@ -378,6 +386,7 @@ pub fn overview(sock: &Path) -> DockerApi {
     DockerApi::Available(DockerInfo {
         networks,
         swarm,
+        node_addr,
         published,
     })
 }

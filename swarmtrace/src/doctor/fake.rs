@@ -230,6 +230,7 @@ impl Fake {
         h.docker = DockerApi::Available(DockerInfo {
             networks,
             swarm: Some("active".into()),
+            node_addr: None,
             published: Ok(published),
         });
         h

@@ -58,7 +58,7 @@ pub fn check(host: &dyn HostView, args: &DoctorArgs) -> Report {
     sysctls::sysctls(host, &facts, &mut f);
     overlaps::subnets(&ifaces, &routes, info, &args.client_cidr, &mut f);
     ingress::docker_checks(host, &facts, &ifaces, &rulesets, &docker, info, &mut f);
-    overlay_mtu::overlay_mtu(host, &mut f);
+    overlay_mtu::overlay_mtu(host, &ifaces, info.and_then(|i| i.node_addr), &mut f);
     conntrack::conntrack(&host.conntrack(), &mut f);
     visibility::kernel(&host.kernel(), scope.root, &mut f);
     Report { findings: f }

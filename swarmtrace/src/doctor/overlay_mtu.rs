@@ -6,8 +6,9 @@
 //! stall, the "published port times out" that no drop counter of a handshake explains.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
-use super::host::{HostView, OverlayLink};
+use super::host::{HostView, Iface, OverlayLink};
 use super::report::{Finding, Severity};
 
 /// Bytes VXLAN over IPv4 adds to an overlay's frame, beyond the overlay's MTU.
@@ -15,8 +16,15 @@ const VXLAN_OVERHEAD: u32 = 50;
 /// Namespaces named per finding at most.
 const NAMED: usize = 3;
 
-/// Compares every overlay VXLAN device read with the interface of the default route.
-pub(super) fn overlay_mtu(host: &dyn HostView, f: &mut Vec<Finding>) {
+/// Compares every overlay VXLAN device read with the underlay: the interface that holds the
+/// address the node advertises to the swarm (Docker's `Swarm.NodeAddr`), else the interface
+/// of the IPv4 default route.
+pub(super) fn overlay_mtu(
+    host: &dyn HostView,
+    ifaces: &[Iface],
+    node_addr: Option<IpAddr>,
+    f: &mut Vec<Finding>,
+) {
     let links: Vec<OverlayLink> = host.overlay_links();
     // MTU -> the namespaces of the devices that have it.
     let mut by_mtu: BTreeMap<u32, Vec<String>> = BTreeMap::new();
@@ -31,16 +39,30 @@ pub(super) fn overlay_mtu(host: &dyn HostView, f: &mut Vec<Finding>) {
     let Some((&largest, _)) = by_mtu.iter().next_back() else {
         return;
     };
-    let underlay = host
-        .routes()
-        .into_iter()
-        .find(|r| r.kind == "unicast" && r.dest.prefix == 0 && r.dest.addr.is_ipv4())
-        .and_then(|r| r.dev);
-    let Some((dev, mtu)) = underlay.and_then(|d| Some((d.clone(), host.link_mtu(&d)?))) else {
+    let advertised = node_addr.and_then(|a| {
+        ifaces
+            .iter()
+            .find(|i| i.netns == "host" && i.cidr.addr == a)
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    format!("the interface of the swarm's address {a}"),
+                )
+            })
+    });
+    let underlay = advertised.or_else(|| {
+        host.routes()
+            .into_iter()
+            .find(|r| r.kind == "unicast" && r.dest.prefix == 0 && r.dest.addr.is_ipv4())
+            .and_then(|r| Some((r.dev?, "the default route's interface".to_owned())))
+    });
+    let Some((dev, mtu, why)) =
+        underlay.and_then(|(d, why)| Some((d.clone(), host.link_mtu(&d)?, why)))
+    else {
         f.push(Finding::new(
             "overlay-mtu",
             Severity::Info,
-            format!("the overlays' MTU ({largest}) was not compared: no IPv4 default route with a readable MTU here"),
+            format!("the overlays' MTU ({largest}) was not compared: neither the swarm's address nor an IPv4 default route on an interface with a readable MTU here"),
         ));
         return;
     };
@@ -54,7 +76,7 @@ pub(super) fn overlay_mtu(host: &dyn HostView, f: &mut Vec<Finding>) {
             "overlay-mtu",
             Severity::Ok,
             format!(
-                "the overlays' VXLAN devices (MTU {largest} at most) fit {dev} (MTU {mtu}: {largest} + {VXLAN_OVERHEAD} bytes of VXLAN)"
+                "the overlays' VXLAN devices (MTU {largest} at most) fit {dev} (MTU {mtu}: {largest} + {VXLAN_OVERHEAD} bytes of VXLAN; {why})"
             ),
         ));
         return;
@@ -75,7 +97,7 @@ pub(super) fn overlay_mtu(host: &dyn HostView, f: &mut Vec<Finding>) {
             ),
         )
         .detail(format!(
-            "{}{}. VXLAN adds {VXLAN_OVERHEAD} bytes to each frame; the larger packets between the nodes are fragmented or dropped on the way: handshakes pass, requests and responses larger than about {} bytes stall (a published port that times out on large answers only).",
+            "{}{} ({dev}: {why}). VXLAN adds {VXLAN_OVERHEAD} bytes to each frame; the larger packets between the nodes are fragmented or dropped on the way: handshakes pass, requests and responses larger than about {} bytes stall (a published port that times out on large answers only).",
             named.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", "),
             if more > 0 { format!(" (and {more} more)") } else { String::new() },
             fits.saturating_sub(40)
@@ -105,6 +127,33 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].severity, Severity::Ok);
         assert!(f[0].title.contains("fit eth0 (MTU 1500"), "{}", f[0].title);
+        assert!(
+            f[0].title.ends_with("the default route's interface)"),
+            "{}",
+            f[0].title
+        );
+    }
+
+    /// The interface of the address the node advertises to the swarm, not the default
+    /// route's, when Docker names it.
+    #[test]
+    fn the_swarms_own_address_picks_the_underlay() {
+        let mut h = Fake::swarm();
+        h.ifaces
+            .push(iface("host", "eth1", "192.168.56.10/24", false));
+        h.mtus.insert("eth1".into(), 1400);
+        if let crate::docker::DockerApi::Available(i) = &mut h.docker {
+            i.node_addr = Some("192.168.56.10".parse().unwrap());
+        }
+        let f = mtu_findings(&h);
+        assert_eq!(f[0].severity, Severity::Warning, "{f:?}");
+        assert!(f[0].title.contains("do not fit eth1"), "{}", f[0].title);
+        assert!(
+            f[0].detail
+                .contains("(eth1: the interface of the swarm's address 192.168.56.10)"),
+            "{}",
+            f[0].detail
+        );
     }
 
     /// A cloud underlay of 1460 under Docker's default 1450: named, with the MTU that fits.
