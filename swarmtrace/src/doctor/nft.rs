@@ -255,16 +255,25 @@ pub(super) struct Judged {
     pub(super) refused: Vec<String>,
     /// A rule accepts it by name.
     pub(super) accepted: bool,
+}
+
+/// The rules the input hook runs, found once for every port asked: each with where it is
+/// (`nft FAMILY TABLE CHAIN`), and the chains closed to what they do not accept.
+pub(super) struct Input<'a> {
+    rules: Vec<(String, &'a Rule)>,
     /// Chains that refuse what they do not accept (a drop policy, or an unconditional drop or
-    /// reject as firewalld ends its input chain), named.
+    /// reject as firewalld ends its input chain), named: the same for every port.
     pub(super) closed: Vec<String>,
 }
 
 impl Nft {
-    /// Judges `port` in every chain the input hook reaches (its base chains and the chains
-    /// they jump or go to, within their table).
-    pub(super) fn judge(&self, proto: &str, port: u16) -> Judged {
-        let mut j = Judged::default();
+    /// The chains the input hook reaches (its base chains and the chains they jump or go to,
+    /// within their table), in the `ip` and `inet` tables.
+    pub(super) fn input(&self) -> Input<'_> {
+        let mut input = Input {
+            rules: Vec::new(),
+            closed: Vec::new(),
+        };
         for ((family, table), chains) in &self.tables {
             if !FAMILIES.contains(&family.as_str()) {
                 continue;
@@ -275,22 +284,41 @@ impl Nft {
                 };
                 let at = format!("nft {family} {table} {name}");
                 if chain.hook.is_some() && chain.policy.as_deref() == Some("drop") {
-                    j.closed.push(format!("{at}: policy drop"));
+                    input.closed.push(format!("{at}: policy drop"));
                 }
                 for r in &chain.rules {
-                    let named = r.ports.as_ref().is_some_and(|p| {
-                        p.proto == proto
-                            && p.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&port))
-                    });
-                    match (&r.verdict, named) {
-                        (Verdict::Refuse(_), true) => j.refused.push(format!("{at} {}", r.text)),
-                        (Verdict::Accept, true) => j.accepted = true,
-                        (Verdict::Refuse(_), false) if r.ports.is_none() && !r.conditional => {
-                            j.closed.push(format!("{at} {}", r.text))
-                        }
-                        _ => {}
+                    if matches!(r.verdict, Verdict::Refuse(_))
+                        && r.ports.is_none()
+                        && !r.conditional
+                    {
+                        input.closed.push(format!("{at} {}", r.text));
                     }
+                    input.rules.push((at.clone(), r));
                 }
+            }
+        }
+        input
+    }
+
+    /// [`Nft::input`], then [`Input::judge`].
+    #[cfg(test)]
+    fn judge(&self, proto: &str, port: u16) -> Judged {
+        self.input().judge(proto, port)
+    }
+}
+
+impl Input<'_> {
+    /// What these rules do with `proto` packets to `port`.
+    pub(super) fn judge(&self, proto: &str, port: u16) -> Judged {
+        let mut j = Judged::default();
+        for (at, r) in &self.rules {
+            let named = r.ports.as_ref().is_some_and(|p| {
+                p.proto == proto && p.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&port))
+            });
+            match (&r.verdict, named) {
+                (Verdict::Refuse(_), true) => j.refused.push(format!("{at} {}", r.text)),
+                (Verdict::Accept, true) => j.accepted = true,
+                _ => {}
             }
         }
         j
@@ -336,8 +364,9 @@ mod tests {
         assert!(j.accepted, "{j:?}");
         assert!(j.refused.is_empty(), "{j:?}");
         // The input chain ends in an unconditional reject: what nothing accepts is refused.
-        assert_eq!(j.closed.len(), 1, "{j:?}");
-        assert!(j.closed[0].contains("filter_INPUT") && j.closed[0].contains("reject"));
+        let closed = nft.input().closed;
+        assert_eq!(closed.len(), 1, "{closed:?}");
+        assert!(closed[0].contains("filter_INPUT") && closed[0].contains("reject"));
         // 7946/tcp: not accepted, so only the closing reject applies.
         let j = nft.judge("tcp", 7946);
         assert!(!j.accepted && j.refused.is_empty(), "{j:?}");
@@ -370,7 +399,7 @@ mod tests {
             j.refused,
             ["nft inet t in handle 3: udp dport 4000-5000 drop"]
         );
-        assert_eq!(j.closed, ["nft inet t in: policy drop"]);
+        assert_eq!(nft.input().closed, ["nft inet t in: policy drop"]);
         // A negated match is not judged, and the output hook's chain is not input's.
         let j = nft.judge("tcp", 7946);
         assert!(j.refused.is_empty() && !j.accepted, "{j:?}");
@@ -383,8 +412,8 @@ mod tests {
           {"chain": {"family": "arp", "table": "a", "name": "in", "hook": "input", "policy": "drop"}},
           {"chain": {"family": "ip6", "table": "b", "name": "in", "hook": "input", "policy": "drop"}}
         ]}"#;
-        let j = parse(json, true).unwrap().judge("udp", 4789);
-        assert!(j.closed.is_empty(), "{j:?}");
+        let closed = parse(json, true).unwrap().input().closed;
+        assert!(closed.is_empty(), "{closed:?}");
     }
 
     #[test]
@@ -417,10 +446,8 @@ mod tests {
         ]}"#;
         let nft = parse(json, true).unwrap();
         let j = nft.judge("udp", 4789);
-        assert!(
-            j.refused.is_empty() && !j.accepted && j.closed.is_empty(),
-            "{j:?}"
-        );
+        assert!(j.refused.is_empty() && !j.accepted, "{j:?}");
+        assert!(nft.input().closed.is_empty());
     }
 
     #[test]

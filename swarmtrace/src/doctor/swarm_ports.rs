@@ -39,12 +39,16 @@ pub(super) fn swarm_ports(
             Some((b, t, reachable(t, "INPUT")))
         })
         .collect();
-    // The backends whose INPUT policy is DROP: the same for every port.
-    let drop_policy: Vec<String> = filters
+    // The native rules the input hook runs, found once.
+    let nft = nft.map(Nft::input);
+    // What refuses every port no rule accepts, the same for every port: the backends whose
+    // INPUT policy is DROP, and the native chains that end in a drop.
+    let mut closed: Vec<String> = filters
         .iter()
         .filter(|(_, t, _)| t.policies.get("INPUT").is_some_and(|p| p == "DROP"))
         .map(|(b, _, _)| format!("{}: INPUT's policy is DROP", b.name))
         .collect();
+    closed.extend(nft.iter().flat_map(|n| n.closed.iter().cloned()));
     let mut clean = Vec::new();
     for (proto, port, what) in &wanted {
         let mut refused = Vec::new();
@@ -63,12 +67,10 @@ pub(super) fn swarm_ports(
                 }
             }
         }
-        // Native nftables: the rules naming the port, and the chains that refuse the rest.
-        let mut closed = drop_policy.clone();
-        if let Some(judged) = nft.map(|n| n.judge(proto, *port)) {
+        // Native nftables: the rules naming the port.
+        if let Some(judged) = nft.as_ref().map(|n| n.judge(proto, *port)) {
             refused.extend(judged.refused);
             named_accept |= judged.accepted;
-            closed.extend(judged.closed);
         }
         let name = format!("{} {port} ({what})", proto.to_uppercase());
         if !refused.is_empty() {
@@ -89,7 +91,6 @@ pub(super) fn swarm_ports(
             );
         } else if !closed.is_empty() && !named_accept {
             let more = closed.len().saturating_sub(QUOTED);
-            closed.truncate(QUOTED);
             f.push(
                 Finding::new(
                     "swarm-ports",
@@ -98,7 +99,7 @@ pub(super) fn swarm_ports(
                 )
                 .detail(format!(
                     "{}{}: unless a broader rule accepts the other nodes (by interface or source), {name} from them is dropped here.",
-                    closed.join("; "),
+                    closed[..closed.len().min(QUOTED)].join("; "),
                     if more > 0 { format!(" (and {more} more)") } else { String::new() }
                 ))
                 .fix(format!("Accept {name} from the other nodes, e.g. `iptables -I INPUT -p {proto} --dport {port} -s NODES_SUBNET -j ACCEPT`.")),
