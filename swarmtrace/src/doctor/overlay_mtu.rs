@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::host::{HostView, Iface, OverlayLink};
-use super::report::{Finding, Severity};
+use super::report::{first_of, Finding, Severity};
 
 /// Bytes VXLAN over IPv4 adds to an overlay's frame, beyond the overlay's MTU.
 const VXLAN_OVERHEAD: u32 = 50;
@@ -86,7 +86,6 @@ pub(super) fn overlay_mtu(
         .iter()
         .flat_map(|(m, names)| names.iter().map(move |n| format!("{n} (MTU {m})")))
         .collect();
-    let more = named.len().saturating_sub(NAMED);
     f.push(
         Finding::new(
             "overlay-mtu",
@@ -97,9 +96,8 @@ pub(super) fn overlay_mtu(
             ),
         )
         .detail(format!(
-            "{}{} ({dev}: {why}). VXLAN adds {VXLAN_OVERHEAD} bytes to each frame; the larger packets between the nodes are fragmented or dropped on the way: handshakes pass, requests and responses larger than about {} bytes stall (a published port that times out on large answers only).",
-            named.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", "),
-            if more > 0 { format!(" (and {more} more)") } else { String::new() },
+            "{} ({dev}: {why}). VXLAN adds {VXLAN_OVERHEAD} bytes to each frame; the larger packets between the nodes are fragmented or dropped on the way: handshakes pass, requests and responses larger than about {} bytes stall (a published port that times out on large answers only).",
+            first_of(&named, NAMED, ", "),
             fits.saturating_sub(40)
         ))
         .fix(format!(

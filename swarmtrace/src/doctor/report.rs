@@ -3,6 +3,18 @@
 
 use serde_json::{json, Value};
 
+/// The first `max` of `items` joined with `sep`, and " (and N more)" when there are more: a
+/// finding's quoted list stays short whatever the host holds.
+pub(super) fn first_of(items: &[String], max: usize, sep: &str) -> String {
+    let more = items.len().saturating_sub(max);
+    let shown = items[..items.len().min(max)].join(sep);
+    if more > 0 {
+        format!("{shown} (and {more} more)")
+    } else {
+        shown
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     Ok,
@@ -254,6 +266,14 @@ mod tests {
     use super::*;
     use crate::doctor::fake::*;
     use crate::doctor::Ruleset;
+
+    #[test]
+    fn a_quoted_list_says_how_many_it_left_out() {
+        let items: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
+        assert_eq!(first_of(&items, 3, "; "), "a; b; c (and 1 more)");
+        assert_eq!(first_of(&items[..2], 3, ", "), "a, b");
+        assert_eq!(first_of(&[], 3, ", "), "");
+    }
     use std::collections::BTreeSet;
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use super::iptables::{arg, jumps_to, reachable, Backend, Table};
 use super::nft::Nft;
-use super::report::{Finding, Severity};
+use super::report::{first_of, Finding, Severity};
 
 /// The swarm's gossip port (TCP and UDP), fixed by Docker.
 const GOSSIP: u16 = 7946;
@@ -74,8 +74,6 @@ pub(super) fn swarm_ports(
         }
         let name = format!("{} {port} ({what})", proto.to_uppercase());
         if !refused.is_empty() {
-            let more = refused.len().saturating_sub(QUOTED);
-            refused.truncate(QUOTED);
             f.push(
                 Finding::new(
                     "swarm-ports",
@@ -83,14 +81,12 @@ pub(super) fn swarm_ports(
                     format!("a rule of INPUT drops {name}"),
                 )
                 .detail(format!(
-                    "{}{}. From the other nodes these packets are dropped here unless a rule before it accepts them: a task on this node is then unreachable through the overlay (`swarmtrace run` names it overlay-unreachable).",
-                    refused.join("; "),
-                    if more > 0 { format!(" (and {more} more)") } else { String::new() }
+                    "{}. From the other nodes these packets are dropped here unless a rule before it accepts them: a task on this node is then unreachable through the overlay (`swarmtrace run` names it overlay-unreachable).",
+                    first_of(&refused, QUOTED, "; ")
                 ))
                 .fix(format!("Accept {name} from the other nodes before that rule (and in every other firewall between the nodes)."))
             );
         } else if !closed.is_empty() && !named_accept {
-            let more = closed.len().saturating_sub(QUOTED);
             f.push(
                 Finding::new(
                     "swarm-ports",
@@ -98,9 +94,8 @@ pub(super) fn swarm_ports(
                     format!("INPUT drops what it does not accept and no rule names {name}"),
                 )
                 .detail(format!(
-                    "{}{}: unless a broader rule accepts the other nodes (by interface or source), {name} from them is dropped here.",
-                    closed[..closed.len().min(QUOTED)].join("; "),
-                    if more > 0 { format!(" (and {more} more)") } else { String::new() }
+                    "{}: unless a broader rule accepts the other nodes (by interface or source), {name} from them is dropped here.",
+                    first_of(&closed, QUOTED, "; ")
                 ))
                 .fix(format!("Accept {name} from the other nodes, e.g. `iptables -I INPUT -p {proto} --dport {port} -s NODES_SUBNET -j ACCEPT`.")),
             );
