@@ -284,20 +284,13 @@ impl HostView for LiveHost {
     }
 
     fn overlay_links(&self) -> Vec<OverlayLink> {
-        self.walk
-            .iter()
-            .filter(|(n, _)| netns::overlay_file_name(n))
-            .take(namespaces::MAX_OVERLAYS_ASKED)
-            .flat_map(|(n, path)| {
-                let links = netns::within(path, kernel::rtnl::vxlan_links)
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
-                links.into_iter().map(|link| OverlayLink {
-                    netns: n.clone(),
-                    link,
-                })
-            })
+        // Docker's namespaces are read only where they are walked (the note says why not).
+        if self.scope.note.is_some() {
+            return Vec::new();
+        }
+        namespaces::overlay_vxlan_links()
+            .into_iter()
+            .map(|(netns, link)| OverlayLink { netns, link })
             .collect()
     }
 

@@ -102,20 +102,38 @@ pub fn subnets_in(file: &std::path::Path) -> Vec<(String, Cidr)> {
 /// Overlay namespaces asked at most for their VXLAN device (each costs a thread).
 pub const MAX_OVERLAYS_ASKED: usize = 8;
 
-/// The UDP port of the VXLAN device in Docker's overlay namespaces (`<epoch>-<network id>`
-/// under Docker's directory, in name order, at most [`MAX_OVERLAYS_ASKED`]), and the name of
-/// the namespace it was read in: the swarm's data-path port as the node's own overlays use
-/// it, where Docker does not tell it (on a worker). Asked by netlink (the image's `ip` is
-/// busybox's, without link details). None when no overlay has one.
-pub fn overlay_vxlan_port() -> Option<(u16, String)> {
+/// Docker's overlay namespaces asked for their VXLAN devices: `<epoch>-<network id>` under
+/// Docker's directory, in name order, at most [`MAX_OVERLAYS_ASKED`], as (name, file).
+fn overlays() -> impl Iterator<Item = (String, PathBuf)> {
     files_in(super::netns::DOCKER_DIR, super::netns::MAX_NAMES)
         .into_iter()
         .filter(|(n, _)| super::netns::overlay_file_name(n))
         .take(MAX_OVERLAYS_ASKED)
-        .find_map(|(name, file)| {
-            let ports = within(&file, super::rtnl::vxlan_ports).ok()?.ok()?;
-            Some((*ports.first()?, name))
+}
+
+/// The UDP port of the VXLAN device in Docker's overlay namespaces ([`overlays`]), and the
+/// name of the namespace it was read in: the swarm's data-path port as the node's own overlays
+/// use it, where Docker does not tell it (on a worker). Asked by netlink (the image's `ip` is
+/// busybox's, without link details). None when no overlay has one.
+pub fn overlay_vxlan_port() -> Option<(u16, String)> {
+    overlays().find_map(|(name, file)| {
+        let ports = within(&file, super::rtnl::vxlan_ports).ok()?.ok()?;
+        Some((*ports.first()?, name))
+    })
+}
+
+/// The VXLAN devices of Docker's overlay namespaces ([`overlays`]), each with the name of its
+/// namespace; a namespace that cannot be read has none.
+pub fn overlay_vxlan_links() -> Vec<(String, super::rtnl::VxlanLink)> {
+    overlays()
+        .flat_map(|(name, file)| {
+            let links = within(&file, super::rtnl::vxlan_links)
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            links.into_iter().map(move |l| (name.clone(), l))
         })
+        .collect()
 }
 
 /// Addresses and routes of a namespace, as `ip -o` prints them.
