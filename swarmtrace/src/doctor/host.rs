@@ -295,15 +295,7 @@ impl HostView for LiveHost {
     }
 
     fn link_mtu(&self, name: &str) -> Option<u32> {
-        // A name from the routes, still never a path of its own.
-        if name.is_empty() || name.len() > 15 || name.contains('/') || name == "." || name == ".." {
-            return None;
-        }
-        std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        kernel::rtnl::link_mtu(name).ok().flatten()
     }
 
     fn ingress_sbox_mangle(&self) -> Option<String> {

@@ -64,6 +64,30 @@ pub fn vxlan_links() -> io::Result<Vec<VxlanLink>> {
     Ok(found)
 }
 
+/// The MTU of link `name` in the calling thread's namespace (netlink follows the thread;
+/// `/sys/class/net` shows whoever mounted `/sys`): None when there is no such link.
+pub fn link_mtu(name: &str) -> io::Result<Option<u32>> {
+    let mut body = vec![0u8; IFINFOMSG];
+    let mut ifname = name.as_bytes().to_vec();
+    ifname.push(0);
+    push_attr(&mut body, IFLA_IFNAME, &ifname);
+    let m = request(RTM_GETLINK, NLM_F_ACK, &body);
+    let mut mtu = None;
+    let asked = Rtnl::open()?.exchange(&m, |ty, payload| {
+        if ty == RTM_NEWLINK {
+            mtu = payload
+                .get(IFINFOMSG..)
+                .and_then(|a| find(a, IFLA_MTU))
+                .and_then(|m| u32_at(m, 0));
+        }
+        Ok(())
+    });
+    match asked {
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        other => other.map(|()| mtu),
+    }
+}
+
 /// [`vxlan_port_of`] with the link's name and MTU (`IFLA_IFNAME`, `IFLA_MTU`).
 pub fn vxlan_link_of(link: &[u8]) -> Option<VxlanLink> {
     let port = vxlan_port_of(link)?;
@@ -272,6 +296,21 @@ mod tests {
         push_attr(&mut d, 1, &4097u32.to_ne_bytes()); // IFLA_VXLAN_ID
         push_attr(&mut d, IFLA_VXLAN_PORT, port);
         d
+    }
+
+    /// Asked of the kernel: loopback's MTU as sysfs shows it here, none for a link that does
+    /// not exist or a name no link can have.
+    #[test]
+    fn a_links_mtu_by_its_name() {
+        let lo: u32 = std::fs::read_to_string("/sys/class/net/lo/mtu")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(link_mtu("lo").unwrap(), Some(lo));
+        assert_eq!(link_mtu("stnosuchlink0").unwrap(), None);
+        assert!(link_mtu("../../etc/x").ok().flatten().is_none());
+        assert!(link_mtu(&"x".repeat(40)).ok().flatten().is_none());
     }
 
     #[test]
