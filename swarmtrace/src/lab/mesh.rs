@@ -1017,28 +1017,14 @@ impl MeshLab {
             "the host's Tcp InCsumErrors rose by {}",
             after - before
         ));
-        let seen: Vec<String> = replies.iter().map(ToString::to_string).collect();
-        Ok(Attempt {
-            client: SocketAddr::from((client_ip(0), CORRUPTED_PORT)),
-            client_ns: c1.name().to_owned(),
-            outcome: if replies.is_empty() {
-                Outcome::TimedOut
-            } else {
-                Outcome::Connected
-            },
-            answer: None,
-            isn: Some(isn),
-            tsval: Some(tsval),
-            elapsed: started.elapsed(),
-            note: format!(
-                "crafted SYN with a wrong TCP checksum, sent twice; replies: {}",
-                if seen.is_empty() {
-                    "none".to_owned()
-                } else {
-                    seen.join("; ")
-                }
-            ),
-        })
+        Ok(crafted_attempt(
+            c1,
+            SocketAddrV4::new(client_ip(0), CORRUPTED_PORT),
+            (isn, tsval),
+            started,
+            &replies,
+            "crafted SYN with a wrong TCP checksum, sent twice",
+        ))
     }
 
     pub fn paws_syn(&self, tsval: u32, notes: &mut Vec<String>) -> Result<Attempt> {
@@ -1068,31 +1054,52 @@ impl MeshLab {
             "the task's TcpExt PAWS counters rose by {}",
             after - before
         ));
-        let outcome = if replies.iter().any(|r| r.is(craft::SYN | craft::ACK)) {
-            Outcome::Connected
-        } else if replies.iter().any(|r| r.flags & craft::RST != 0) {
-            Outcome::Refused
-        } else {
-            Outcome::TimedOut
-        };
-        let seen: Vec<String> = replies.iter().map(ToString::to_string).collect();
-        Ok(Attempt {
-            client: SocketAddr::V4(syn.src),
-            client_ns: c2.name().to_owned(),
-            outcome,
-            answer: None,
-            isn: Some(isn),
-            tsval: Some(tsval),
-            elapsed: started.elapsed(),
-            note: format!(
-                "crafted SYN, TSval older than c1's; no SYN-ACK; replies: {}",
-                if seen.is_empty() {
-                    "none".to_owned()
-                } else {
-                    seen.join("; ")
-                }
-            ),
-        })
+        Ok(crafted_attempt(
+            c2,
+            syn.src,
+            (isn, tsval),
+            started,
+            &replies,
+            "crafted SYN, TSval older than c1's; no SYN-ACK",
+        ))
+    }
+}
+
+/// A crafted SYN's attempt: sent from `client` as `src` with (ISN, TSval), since `started`;
+/// its outcome from the `replies` (a SYN-ACK: connected; a RST: refused; else timed out),
+/// which its note lists after `what`.
+fn crafted_attempt(
+    client: &Netns,
+    src: SocketAddrV4,
+    (isn, tsval): (u32, u32),
+    started: Instant,
+    replies: &[craft::Reply],
+    what: &str,
+) -> Attempt {
+    let outcome = if replies.iter().any(|r| r.is(craft::SYN | craft::ACK)) {
+        Outcome::Connected
+    } else if replies.iter().any(|r| r.flags & craft::RST != 0) {
+        Outcome::Refused
+    } else {
+        Outcome::TimedOut
+    };
+    let seen: Vec<String> = replies.iter().map(ToString::to_string).collect();
+    Attempt {
+        client: SocketAddr::V4(src),
+        client_ns: client.name().to_owned(),
+        outcome,
+        answer: None,
+        isn: Some(isn),
+        tsval: Some(tsval),
+        elapsed: started.elapsed(),
+        note: format!(
+            "{what}; replies: {}",
+            if seen.is_empty() {
+                "none".to_owned()
+            } else {
+                seen.join("; ")
+            }
+        ),
     }
 }
 
